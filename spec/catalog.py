@@ -1,0 +1,504 @@
+"""The catalog of named, documented Adam variants.
+
+Each entry pins a :class:`~spec.variant.Variant` to the document or source
+that defines it, quotes the sentence it encodes, and carries the documented
+defaults. Names follow ``<source>.<Optimizer>[<options>]``.
+
+An entry records what the *documentation or source says*; where a framework's
+code is known to differ from its docs, ``notes`` says so and the harness
+measures it. The catalog is data: no numerics here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from spec.axes import (
+    AmsGrad,
+    BiasCorrection,
+    DuplicateIndices,
+    EpsPlacement,
+    Family,
+    HyperPrecision,
+    Nesterov,
+    SparseSemantics,
+    WeightDecay,
+)
+from spec.hyper import Hyper, make_hyper
+from spec.variant import Variant
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Where a variant is defined: a human-readable reference and a link."""
+
+    reference: str
+    url: str
+    quote: str
+
+    def __str__(self) -> str:
+        return f"{self.reference} <{self.url}>"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A named variant with its documented defaults and citation.
+
+    ``defaults`` are exact decimal strings (``"1e-7"``), so the ideal value
+    of a default is the decimal the docs print, not a binary neighbour.
+    ``options`` are the framework's own constructor arguments that select
+    this variant (used by adapters), and ``notes`` record known deviations
+    of code from docs with links.
+    """
+
+    name: str
+    variant: Variant
+    defaults: Mapping[str, Any]
+    citation: Citation
+    options: Mapping[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def family(self) -> str:
+        return self.variant.family.value
+
+    @property
+    def source(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def hyper(self, **overrides: Any) -> Hyper:
+        """The documented defaults with ``overrides`` applied (validated)."""
+        return make_hyper(**{**self.defaults, **overrides})
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "source": str(self.citation),
+            "quote": self.citation.quote,
+            "axes": self.variant.axes(),
+            "defaults": dict(self.defaults),
+            "options": dict(self.options),
+            "notes": self.notes,
+        }
+
+
+_TORCH_DOC = "https://docs.pytorch.org/docs/stable/generated/torch.optim.{}.html"
+_KERAS3_SRC = "https://github.com/keras-team/keras/blob/master/keras/src/optimizers/{}.py"
+_TFK_SRC = "https://github.com/keras-team/tf-keras/blob/master/tf_keras/optimizers/{}.py"
+_TF_TRAINING_OPS = (
+    "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/training_ops.cc"
+)
+_OPTAX_SRC = "https://github.com/google-deepmind/optax/blob/main/optax/_src/{}.py"
+
+_PAPER_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-8"}
+_KERAS_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-7"}
+
+PAPER = Variant(hyper_precision=HyperPrecision.IDEAL)
+EPS_HAT_PARAM_DTYPE = Variant(
+    eps_placement=EpsPlacement.EPS_HAT, hyper_precision=HyperPrecision.PARAM_DTYPE
+)
+TORCH = Variant(weight_decay=WeightDecay.L2, hyper_precision=HyperPrecision.FLOAT64)
+KERAS = EPS_HAT_PARAM_DTYPE.replace(
+    weight_decay=WeightDecay.DECOUPLED_LR_BEFORE,
+    duplicates=DuplicateIndices.SQUARE_THEN_SUM,
+)
+TF_KERAS = EPS_HAT_PARAM_DTYPE.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE)
+OPTAX = Variant(eps_placement=EpsPlacement.EPS_ROOT, hyper_precision=HyperPrecision.PARAM_DTYPE)
+
+_ENTRIES: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        name="paper.algorithm1",
+        variant=PAPER,
+        defaults=_PAPER_DEFAULTS,
+        citation=Citation(
+            "Kingma & Ba, Adam: A Method for Stochastic Optimization, ICLR 2015, Algorithm 1",
+            "https://arxiv.org/abs/1412.6980",
+            "θt ← θt−1 − α · m̂t/(√v̂t + ε) (Update parameters)",
+        ),
+        notes="Defaults from the paper: 'Good default settings for the tested machine "
+        "learning problems are α = 0.001, β1 = 0.9, β2 = 0.999 and ε = 10−8.'",
+    ),
+    CatalogEntry(
+        name="paper.eps_hat",
+        variant=PAPER.replace(eps_placement=EpsPlacement.EPS_HAT),
+        defaults=_PAPER_DEFAULTS,
+        citation=Citation(
+            "Kingma & Ba, Adam, ICLR 2015, end of Section 2 (just before Section 2.1)",
+            "https://arxiv.org/abs/1412.6980",
+            "the efficiency of algorithm 1 can, at the expense of clarity, be improved upon by "
+            "changing the order of computation, e.g. by replacing the last three lines in the "
+            "loop with the following lines: αt = α · √(1 − β2^t)/(1 − β1^t) and "
+            "θt ← θt−1 − αt · mt/(√vt + ε̂).",
+        ),
+        notes="Equals paper.algorithm1 exactly when eps_hat = eps * sqrt(1 - beta2^t); the "
+        "paper never states that relation (keras-team/keras#17391).",
+    ),
+    CatalogEntry(
+        name="reddi.amsgrad",
+        variant=PAPER.replace(
+            amsgrad=AmsGrad.MAX_RAW_V_UNCORRECTED,
+            bias_correction_m=BiasCorrection.NONE,
+            bias_correction_v=BiasCorrection.NONE,
+        ),
+        defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "0"},
+        citation=Citation(
+            "Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, Algorithm 2",
+            "https://openreview.net/forum?id=ryQu7f-RZ",
+            "v̂t = max(v̂t−1, vt) and V̂t = diag(v̂t); xt+1 = ΠF,√V̂t(xt − αt mt/√v̂t)",
+        ),
+        notes="Algorithm 2 has no bias correction and no epsilon; its beta1_t schedule and "
+        "alpha_t = alpha/sqrt(t) are taken constant here (use an lr schedule for alpha_t). "
+        "No documented defaults: the catalog uses the Adam paper's.",
+    ),
+    CatalogEntry(
+        name="torch.Adam",
+        variant=TORCH,
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "PyTorch torch.optim.Adam documentation",
+            _TORCH_DOC.format("Adam"),
+            r"\theta_t \leftarrow \theta_{t-1} - \gamma \widehat{m_t}/"
+            r"\big(\sqrt{\widehat{v_t}} + \epsilon \big)",
+        ),
+        options={"foreach": False},
+        notes="weight_decay is coupled L2 (g + lambda theta); the step counter is a float32 "
+        "tensor; fused/foreach paths round differently (pytorch/pytorch#153649).",
+    ),
+    CatalogEntry(
+        name="torch.Adam[amsgrad]",
+        variant=TORCH.replace(amsgrad=AmsGrad.MAX_RAW_V_THEN_CORRECT),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "PyTorch torch.optim.Adam documentation (amsgrad=True)",
+            _TORCH_DOC.format("Adam"),
+            r"v_t^{max} \leftarrow \mathrm{max}(v_{t-1}^{max},v_t); "
+            r"\widehat{v_t} \leftarrow v_t^{max}/\big(1-\beta_2^t \big)",
+        ),
+        options={"amsgrad": True, "foreach": False},
+        notes="Docs said max over v_hat until Dec 2024; the code always took max over raw v "
+        "(pytorch/pytorch#142041, #142323, PR #142351 corrected the docs).",
+    ),
+    CatalogEntry(
+        name="torch.AdamW",
+        variant=TORCH.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0.01"},
+        citation=Citation(
+            "PyTorch torch.optim.AdamW documentation",
+            _TORCH_DOC.format("AdamW"),
+            r"\theta_t \leftarrow \theta_{t-1} - \gamma \lambda \theta_{t-1}",
+        ),
+        options={"foreach": False},
+        notes="Decay multiplies by lr (theta <- theta (1 - lr lambda)), unlike Loshchilov & "
+        "Hutter's schedule multiplier alone.",
+    ),
+    CatalogEntry(
+        name="torch.SparseAdam",
+        variant=TORCH.replace(
+            eps_placement=EpsPlacement.EPS_HAT,
+            weight_decay=WeightDecay.NONE,
+            sparse=SparseSemantics.LAZY,
+            duplicates=DuplicateIndices.SUM_THEN_SQUARE,
+        ),
+        defaults=_PAPER_DEFAULTS,
+        citation=Citation(
+            "PyTorch torch.optim.SparseAdam documentation",
+            _TORCH_DOC.format("SparseAdam"),
+            "In this variant, only moments that show up in the gradient get updated, and only "
+            "those portions of the gradient get applied to the parameters.",
+        ),
+        notes="Source (torch/optim/_functional.py sparse_adam) uses the eps-hat form: "
+        "step_size = lr * sqrt(bc2) / bc1, denom = sqrt(v) + eps; gradients are coalesced "
+        "(duplicates summed) first.",
+    ),
+    CatalogEntry(
+        name="torch.RAdam",
+        variant=TORCH.replace(family=Family.RADAM, eps_placement=EpsPlacement.EPS_HAT),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "PyTorch torch.optim.RAdam documentation",
+            _TORCH_DOC.format("RAdam"),
+            r"\textbf{if} \: \rho_t > 5; l_t \leftarrow \frac{\sqrt{(1-\beta^t_2)}}"
+            r"{\sqrt{v_t} +\epsilon}",
+        ),
+        notes="Rectification switches on at the first step with rho_t > 5 (t = 6 for "
+        "beta2 = 0.999); eps is added to sqrt(v) before the sqrt(c2) factor (eps-hat form).",
+    ),
+    CatalogEntry(
+        name="keras.Adam",
+        variant=KERAS,
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "Keras 3 keras.optimizers.Adam docstring",
+            _KERAS3_SRC.format("adam"),
+            'This epsilon is "epsilon hat" in the Kingma and Ba paper (in the formula just '
+            "before Section 2.1), not the epsilon in Algorithm 1 of the paper.",
+        ),
+        notes="Hyperparameters and the step are cast to the variable dtype: in bfloat16, "
+        "beta2 = 0.999 becomes 1.0 and every update is zero (keras-team/keras-hub#2629). "
+        "Sparse gradients are densified, so duplicates contribute sum(g^2) to v (inferred "
+        "from source, untested upstream).",
+    ),
+    CatalogEntry(
+        name="keras.Adam[amsgrad]",
+        variant=KERAS.replace(amsgrad=AmsGrad.MAX_RAW_V_THEN_CORRECT),
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "Keras 3 keras.optimizers.Adam docstring (amsgrad=True)",
+            _KERAS3_SRC.format("adam"),
+            "amsgrad: Boolean. Whether to apply AMSGrad variant of this algorithm from the "
+            'paper "On the Convergence of Adam and beyond". Defaults to `False`.',
+        ),
+        options={"amsgrad": True},
+        notes="v_hat = max(v_hat, v) over raw v; the bias correction is folded into alpha.",
+    ),
+    CatalogEntry(
+        name="keras.AdamW",
+        variant=KERAS,
+        defaults={**_KERAS_DEFAULTS, "weight_decay": "0.004"},
+        citation=Citation(
+            "Keras 3 keras.optimizers.AdamW docstring",
+            _KERAS3_SRC.format("adamw"),
+            "AdamW optimization is a stochastic gradient descent method that is based on "
+            "adaptive estimation of first-order and second-order moments with an added method "
+            "to decay weights per the techniques discussed in the paper, 'Decoupled Weight "
+            "Decay Regularization' by Loshchilov, Hutter et al., 2019.",
+        ),
+        notes="Decay var <- var - var * wd * lr is applied before the Adam step.",
+    ),
+    CatalogEntry(
+        name="tf_keras.Adam",
+        variant=TF_KERAS,
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "tf_keras.optimizers.Adam docstring (tf-keras 2.21)",
+            _TFK_SRC.format("adam"),
+            "If `adaptive_epsilon` is `False`, this epsilon is \"epsilon hat\" in the Kingma "
+            "and Ba paper (in the formula just before Section 2.1), not the epsilon in "
+            "Algorithm 1 of the paper.",
+        ),
+        notes="Sparse IndexedSlices are deduplicated (summed) before the dense-equivalent "
+        "sparse update.",
+    ),
+    CatalogEntry(
+        name="tf_keras.Adam[adaptive_epsilon]",
+        variant=TF_KERAS.replace(eps_placement=EpsPlacement.EPS_HAT_ADAPTIVE),
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "tf_keras.optimizers.Adam docstring (tf-keras 2.21)",
+            _TFK_SRC.format("adam"),
+            "adaptive_epsilon: If `True`, epsilon hat is computed adaptively from the given "
+            "epsilon (Algorithm 1 in the paper). If `False`, the given epsilon will be "
+            "epsilon hat. Defaults to `False`.",
+        ),
+        options={"adaptive_epsilon": True},
+        notes="adaptive_epsilon is not serialized by get_config (tf-keras 2.16-2.21).",
+    ),
+    CatalogEntry(
+        name="tf.v1.AdamOptimizer",
+        variant=EPS_HAT_PARAM_DTYPE.replace(
+            bias_correction_m=BiasCorrection.ACCUMULATED,
+            bias_correction_v=BiasCorrection.ACCUMULATED,
+        ),
+        defaults=_PAPER_DEFAULTS,
+        citation=Citation(
+            "tf.compat.v1.train.AdamOptimizer docstring",
+            "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/python/training/adam.py",
+            'Note that since AdamOptimizer uses the formulation just before Section 2.1 of the '
+            'Kingma and Ba paper rather than the formulation in Algorithm 1, the "epsilon" '
+            'referred to here is "epsilon hat" in the paper.',
+        ),
+        notes="beta1_power/beta2_power are float variables multiplied by beta after every "
+        "step; the sparse path decays every row (dense-equivalent).",
+    ),
+    CatalogEntry(
+        name="tf.raw.ApplyAdam",
+        variant=EPS_HAT_PARAM_DTYPE,
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "tf.raw_ops.ApplyAdam / ResourceApplyAdam op documentation",
+            "https://www.tensorflow.org/api_docs/python/tf/raw_ops/ApplyAdam",
+            "lr_t <- learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t); "
+            "variable <- variable - lr_t * m_t / (sqrt(v_t) + epsilon)",
+        ),
+        notes="beta1_power and beta2_power are inputs supplied by the caller; all arithmetic "
+        "is in the variable dtype T. The op has no default hyperparameters: the catalog uses "
+        "tf_keras's.",
+    ),
+    CatalogEntry(
+        name="tf.raw.ApplyAdam[use_nesterov]",
+        variant=EPS_HAT_PARAM_DTYPE.replace(nesterov=Nesterov.TF_RAW),
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "tensorflow/core/kernels/training_ops.cc ApplyAdamNonCuda (use_nesterov)",
+            _TF_TRAINING_OPS,
+            "var.device(d) -= (grad * (T(1) - beta1()) + beta1() * m) * alpha / "
+            "(v.sqrt() + epsilon());",
+        ),
+        options={"use_nesterov": True},
+    ),
+    CatalogEntry(
+        name="tf.raw.ApplyAdamWithAmsgrad",
+        variant=EPS_HAT_PARAM_DTYPE.replace(amsgrad=AmsGrad.MAX_RAW_V_THEN_CORRECT),
+        defaults=_KERAS_DEFAULTS,
+        citation=Citation(
+            "tf.raw_ops.ApplyAdamWithAmsgrad op documentation",
+            "https://www.tensorflow.org/api_docs/python/tf/raw_ops/ApplyAdamWithAmsgrad",
+            "vhat_t <- max{vhat_{t-1}, v_t}; "
+            "variable <- variable - lr_t * m_t / (sqrt(vhat_t) + epsilon)",
+        ),
+        notes="No use_nesterov attribute on the AMSGrad op.",
+    ),
+    CatalogEntry(
+        name="optax.adam",
+        variant=OPTAX,
+        defaults={**_PAPER_DEFAULTS, "eps_root": "0"},
+        citation=Citation(
+            "optax.adam docstring",
+            _OPTAX_SRC.format("alias"),
+            "PyTorch and optax's implementation follow Algorithm 1 of [Kingma et al. 2014]. "
+            "Note that TensorFlow used instead the formulation just before Section 2.1 of the "
+            "paper.",
+        ),
+        notes="The step count is int32 and saturates; bias corrections are computed in "
+        "float32 and then cast to the moment dtype.",
+    ),
+    CatalogEntry(
+        name="optax.adam[nesterov]",
+        variant=OPTAX.replace(nesterov=Nesterov.NADAM),
+        defaults={**_PAPER_DEFAULTS, "eps_root": "0"},
+        citation=Citation(
+            "optax.scale_by_adam source (nesterov=True)",
+            _OPTAX_SRC.format("transform"),
+            "mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, "
+            "optax.tree.bias_correction(mu, b1, numerics.safe_increment(count_inc)), "
+            "optax.tree.bias_correction(updates, b1, count_inc))",
+        ),
+        options={"nesterov": True},
+    ),
+    CatalogEntry(
+        name="optax.adamw",
+        variant=OPTAX.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE),
+        defaults={**_PAPER_DEFAULTS, "eps_root": "0", "weight_decay": "0.0001"},
+        citation=Citation(
+            "optax.adamw docstring",
+            _OPTAX_SRC.format("alias"),
+            "AdamW uses weight decay to regularize learning towards small weights, as this "
+            "leads to better generalization.",
+        ),
+        notes="chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate): the decay "
+        "is multiplied by lr (optax notes this differs from Loshchilov & Hutter).",
+    ),
+    CatalogEntry(
+        name="optax.amsgrad",
+        variant=OPTAX.replace(amsgrad=AmsGrad.MAX_CORRECTED_V),
+        defaults={**_PAPER_DEFAULTS, "eps_root": "0"},
+        citation=Citation(
+            "optax.scale_by_amsgrad source",
+            _OPTAX_SRC.format("transform"),
+            "nu_max = jax.tree.map(lambda x, y: jnp.maximum(x, y), state.nu_max, nu_hat)",
+        ),
+        notes="The maximum is over the bias-corrected nu_hat (google-deepmind/optax#1389), "
+        "unlike PyTorch and TensorFlow.",
+    ),
+    CatalogEntry(
+        name="optax.amsgrad[bias_correction_nu=False]",
+        variant=OPTAX.replace(
+            amsgrad=AmsGrad.MAX_RAW_V_UNCORRECTED, bias_correction_v=BiasCorrection.NONE
+        ),
+        defaults={**_PAPER_DEFAULTS, "eps_root": "0"},
+        citation=Citation(
+            "optax.scale_by_amsgrad source, bias_correction_nu=False (optax >= 0.2.7)",
+            _OPTAX_SRC.format("transform"),
+            "bias_correction_nu: Whether to apply bias correction to the second moment.",
+        ),
+        options={"bias_correction_nu": False},
+        notes="Added in google-deepmind/optax PR #1423; max over raw nu and no division "
+        "by 1 - b2^t.",
+    ),
+    CatalogEntry(
+        name="tfjs.adam",
+        variant=PAPER.replace(
+            bias_correction_m=BiasCorrection.ACCUMULATED,
+            bias_correction_v=BiasCorrection.ACCUMULATED,
+            hyper_precision=HyperPrecision.FLOAT32,
+        ),
+        defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-7"},
+        citation=Citation(
+            "TensorFlow.js tf.train.adam (tfjs-core adam_optimizer.ts)",
+            "https://github.com/tensorflow/tfjs/blob/master/tfjs-core/src/optimizers/adam_optimizer.ts",
+            "const biasCorrectedFirstMoment = div(newFirstMoment, oneMinusAccBeta1); "
+            "const biasCorrectedSecondMoment = div(newSecondMoment, oneMinusAccBeta2); "
+            "... div(biasCorrectedFirstMoment, add(sqrt(biasCorrectedSecondMoment), "
+            "this.epsilon))",
+        ),
+        notes="A null epsilon becomes the backend's epsilon(): 1e-7 on 32-bit backends, 1e-4 "
+        "on 16-bit. accBeta1/accBeta2 are multiplied by beta after each step.",
+    ),
+    CatalogEntry(
+        name="onnx.Adam",
+        variant=Variant(
+            eps_placement=EpsPlacement.EPS_HAT,
+            weight_decay=WeightDecay.L2,
+            hyper_precision=HyperPrecision.FLOAT32,
+        ),
+        defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-6"},
+        citation=Citation(
+            "ONNX ai.onnx.preview.training Adam-1 operator specification",
+            "https://onnx.ai/onnx/operators/onnx_preview_training_Adam.html",
+            "R_adjusted = T > 0 ? R * sqrt(1 - beta**T) / (1 - alpha**T) : R; "
+            "X_new = X - R_adjusted * V_new / H_sqrt",
+        ),
+        options={"norm_coefficient": 0.0},
+        notes="Attribute names are shifted: alpha is beta1, beta is beta2; epsilon defaults "
+        "to 1e-6. T = 0 disables bias correction. Attributes are float32.",
+    ),
+    CatalogEntry(
+        name="onnx.Adam[norm_coefficient_post]",
+        variant=Variant(
+            eps_placement=EpsPlacement.EPS_HAT,
+            weight_decay=WeightDecay.DECOUPLED_AFTER,
+            hyper_precision=HyperPrecision.FLOAT32,
+        ),
+        defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-6"},
+        citation=Citation(
+            "ONNX ai.onnx.preview.training Adam-1 operator specification",
+            "https://onnx.ai/onnx/operators/onnx_preview_training_Adam.html",
+            "X_final = (1 - norm_coefficient_post) * X_new",
+        ),
+        options={"norm_coefficient_post": True},
+        notes="Decoupled decay applied after the step and not scaled by the learning rate.",
+    ),
+)
+
+
+class UnknownVariantError(KeyError):
+    """A catalog name that does not exist; the message lists close names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+CATALOG: Mapping[str, CatalogEntry] = MappingProxyType({e.name: e for e in _ENTRIES})
+
+
+def entry(name: str) -> CatalogEntry:
+    """The catalog entry called ``name`` (exact match)."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, CATALOG, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownVariantError(
+            f"variant={name!r} is not in the catalog{hint} (see `adamspec variants`)"
+        ) from None
+
+
+def entries() -> Iterator[CatalogEntry]:
+    """All entries in catalog order."""
+    return iter(_ENTRIES)
