@@ -17,6 +17,7 @@ from spec.axes import (
 )
 from spec.catalog import CATALOG, CatalogEntry, Citation, UnknownVariantError, entries, entry
 from spec.formats import FORMATS, FloatFormat, FormatError, format_named
+from spec.gradients import SparseRows
 from spec.hyper import Hyper, HyperparameterError, Schedule, make_hyper
 from spec.variant import Variant, VariantError
 
@@ -38,6 +39,7 @@ __all__ = [
     "HyperparameterError",
     "Nesterov",
     "Schedule",
+    "SparseRows",
     "SparseSemantics",
     "UnknownVariantError",
     "Variant",

@@ -11,10 +11,10 @@ This module holds data and documentation only: no numerics.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class _Axis(str, Enum):
+class _Axis(StrEnum):
     """Base for axes: the value is a stable string used in JSON and reports."""
 
     def __str__(self) -> str:
@@ -118,8 +118,7 @@ _DOCS: dict[_Axis, str] = {
         "otherwise the un-adapted lr * m_hat."
     ),
     EpsPlacement.ALGORITHM_1: (
-        "Algorithm 1 of the paper: eps is added to sqrt(v_hat); "
-        "u = m_hat / (sqrt(s_hat) + eps)."
+        "Algorithm 1 of the paper: eps is added to sqrt(v_hat); u = m_hat / (sqrt(s_hat) + eps)."
     ),
     EpsPlacement.EPS_HAT: (
         "The paper's faster form (end of Section 2): alpha_t = lr sqrt(c2)/c1 and "
@@ -143,8 +142,7 @@ _DOCS: dict[_Axis, str] = {
     ),
     AmsGrad.OFF: "No AMSGrad: s_hat = v / c2.",
     AmsGrad.MAX_RAW_V_THEN_CORRECT: (
-        "v_max = max(v_max, v) over raw v, then s_hat = v_max / c2 "
-        "(PyTorch, TensorFlow, Keras)."
+        "v_max = max(v_max, v) over raw v, then s_hat = v_max / c2 (PyTorch, TensorFlow, Keras)."
     ),
     AmsGrad.MAX_CORRECTED_V: (
         "v_max = max(v_max, v / c2) over the bias-corrected v_hat, s_hat = v_max "

@@ -207,8 +207,9 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "PyTorch torch.optim.SparseAdam documentation",
             _TORCH_DOC.format("SparseAdam"),
-            "In this variant, only moments that show up in the gradient get updated, and only "
-            "those portions of the gradient get applied to the parameters.",
+            "Whereas the Adam algorithm will update the first moment, the second moment, and the "
+            "parameters based on all values of the gradients, SparseAdam only updates the moments "
+            "and parameters corresponding to the non-zero values of the gradients.",
         ),
         notes="Source (torch/optim/_functional.py sparse_adam) uses the eps-hat form: "
         "step_size = lr * sqrt(bc2) / bc1, denom = sqrt(v) + eps; gradients are coalesced "
@@ -221,8 +222,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "PyTorch torch.optim.RAdam documentation",
             _TORCH_DOC.format("RAdam"),
-            r"\textbf{if} \: \rho_t > 5; l_t \leftarrow \frac{\sqrt{(1-\beta^t_2)}}"
-            r"{\sqrt{v_t} +\epsilon}",
+            r"\textbf{if} \: \rho_t > 5; "
+            r"l_t \leftarrow \frac{\sqrt{ (1-\beta^t_2) }}{ \sqrt{v_t} +\epsilon  }",
         ),
         notes="Rectification switches on at the first step with rho_t > 5 (t = 6 for "
         "beta2 = 0.999); eps is added to sqrt(v) before the sqrt(c2) factor (eps-hat form).",
@@ -265,7 +266,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "AdamW optimization is a stochastic gradient descent method that is based on "
             "adaptive estimation of first-order and second-order moments with an added method "
             "to decay weights per the techniques discussed in the paper, 'Decoupled Weight "
-            "Decay Regularization' by Loshchilov, Hutter et al., 2019.",
+            "Decay Regularization' by [Loshchilov, Hutter et al., 2019]"
+            "(https://arxiv.org/abs/1711.05101).",
         ),
         notes="Decay var <- var - var * wd * lr is applied before the Adam step.",
     ),
@@ -276,9 +278,9 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "tf_keras.optimizers.Adam docstring (tf-keras 2.21)",
             _TFK_SRC.format("adam"),
-            "If `adaptive_epsilon` is `False`, this epsilon is \"epsilon hat\" in the Kingma "
-            "and Ba paper (in the formula just before Section 2.1), not the epsilon in "
-            "Algorithm 1 of the paper.",
+            'This epsilon is "epsilon hat" in the Kingma and Ba paper (in the formula just before '
+            "Section 2.1) if `adaptive_epsilon` is `False`, not the epsilon in Algorithm 1 of the "
+            "paper.",
         ),
         notes="Sparse IndexedSlices are deduplicated (summed) before the dense-equivalent "
         "sparse update.",
@@ -290,9 +292,9 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "tf_keras.optimizers.Adam docstring (tf-keras 2.21)",
             _TFK_SRC.format("adam"),
-            "adaptive_epsilon: If `True`, epsilon hat is computed adaptively from the given "
-            "epsilon (Algorithm 1 in the paper). If `False`, the given epsilon will be "
-            "epsilon hat. Defaults to `False`.",
+            "adaptive_epsilon: If `True` the epsilon hat is computed adaptively from the given "
+            "epsilon (Algorithm 1 on the paper). If `False`, the epsilon given will be "
+            '"epsilon hat". Default to `False`.',
         ),
         options={"adaptive_epsilon": True},
         notes="adaptive_epsilon is not serialized by get_config (tf-keras 2.16-2.21).",
@@ -307,7 +309,7 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "tf.compat.v1.train.AdamOptimizer docstring",
             "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/python/training/adam.py",
-            'Note that since AdamOptimizer uses the formulation just before Section 2.1 of the '
+            "Note that since AdamOptimizer uses the formulation just before Section 2.1 of the "
             'Kingma and Ba paper rather than the formulation in Algorithm 1, the "epsilon" '
             'referred to here is "epsilon hat" in the paper.',
         ),
@@ -319,10 +321,10 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         variant=EPS_HAT_PARAM_DTYPE,
         defaults=_KERAS_DEFAULTS,
         citation=Citation(
-            "tf.raw_ops.ApplyAdam / ResourceApplyAdam op documentation",
+            "tf.raw_ops.ApplyAdam / ResourceApplyAdam op documentation (TF 2.21)",
             "https://www.tensorflow.org/api_docs/python/tf/raw_ops/ApplyAdam",
-            "lr_t <- learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t); "
-            "variable <- variable - lr_t * m_t / (sqrt(v_t) + epsilon)",
+            r"$$\text{lr}_t := \mathrm{lr} \cdot \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}$$; "
+            r"\text{var} - m_t \cdot \text{lr}_t /(\sqrt{v_t} + \epsilon), &\text{otherwise}",
         ),
         notes="beta1_power and beta2_power are inputs supplied by the caller; all arithmetic "
         "is in the variable dtype T. The op has no default hyperparameters: the catalog uses "
@@ -335,8 +337,7 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "tensorflow/core/kernels/training_ops.cc ApplyAdamNonCuda (use_nesterov)",
             _TF_TRAINING_OPS,
-            "var.device(d) -= (grad * (T(1) - beta1()) + beta1() * m) * alpha / "
-            "(v.sqrt() + epsilon());",
+            "var -= ((g * (T(1) - beta1()) + beta1() * m) * alpha) / (v.sqrt() + epsilon());",
         ),
         options={"use_nesterov": True},
     ),
@@ -345,12 +346,14 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         variant=EPS_HAT_PARAM_DTYPE.replace(amsgrad=AmsGrad.MAX_RAW_V_THEN_CORRECT),
         defaults=_KERAS_DEFAULTS,
         citation=Citation(
-            "tf.raw_ops.ApplyAdamWithAmsgrad op documentation",
-            "https://www.tensorflow.org/api_docs/python/tf/raw_ops/ApplyAdamWithAmsgrad",
-            "vhat_t <- max{vhat_{t-1}, v_t}; "
-            "variable <- variable - lr_t * m_t / (sqrt(vhat_t) + epsilon)",
+            "tf.raw_ops.ResourceApplyAdamWithAmsgrad op documentation (TF 2.21)",
+            "https://www.tensorflow.org/api_docs/python/tf/raw_ops/ResourceApplyAdamWithAmsgrad",
+            r"$$\hat{v}_t := max{\hat{v}_{t-1}, v_t}$$; "
+            r"$$\text{variable} := \text{variable} - \text{lr}_t * m_t / "
+            r"(\sqrt{\hat{v}_t} + \epsilon)$$",
         ),
-        notes="No use_nesterov attribute on the AMSGrad op.",
+        notes="No use_nesterov attribute on the AMSGrad op; tf.raw_ops exposes only the "
+        "resource form ResourceApplyAdamWithAmsgrad (no ref-variable ApplyAdamWithAmsgrad).",
     ),
     CatalogEntry(
         name="optax.adam",
@@ -375,7 +378,7 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             _OPTAX_SRC.format("transform"),
             "mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, "
             "optax.tree.bias_correction(mu, b1, numerics.safe_increment(count_inc)), "
-            "optax.tree.bias_correction(updates, b1, count_inc))",
+            "optax.tree.bias_correction(updates, b1, count_inc),)",
         ),
         options={"nesterov": True},
     ),
@@ -399,7 +402,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "optax.scale_by_amsgrad source",
             _OPTAX_SRC.format("transform"),
-            "nu_max = jax.tree.map(lambda x, y: jnp.maximum(x, y), state.nu_max, nu_hat)",
+            "nu_eff = optax.tree.bias_correction(nu, b2, count_inc); "
+            "nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu_eff)",
         ),
         notes="The maximum is over the bias-corrected nu_hat (google-deepmind/optax#1389), "
         "unlike PyTorch and TensorFlow.",
@@ -413,7 +417,9 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         citation=Citation(
             "optax.scale_by_amsgrad source, bias_correction_nu=False (optax >= 0.2.7)",
             _OPTAX_SRC.format("transform"),
-            "bias_correction_nu: Whether to apply bias correction to the second moment.",
+            "bias_correction_nu: Whether to apply bias correction to the second moment estimate "
+            "before taking the elementwise maximum (``nu_max``). Set to ``False`` to match the "
+            "original AMSGrad paper.",
         ),
         options={"bias_correction_nu": False},
         notes="Added in google-deepmind/optax PR #1423; max over raw nu and no division "
@@ -448,8 +454,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-6"},
         citation=Citation(
             "ONNX ai.onnx.preview.training Adam-1 operator specification",
-            "https://onnx.ai/onnx/operators/onnx_preview_training_Adam.html",
-            "R_adjusted = T > 0 ? R * sqrt(1 - beta**T) / (1 - alpha**T) : R; "
+            "https://onnx.ai/onnx/operators/onnx_aionnxpreviewtraining_Adam.html",
+            "R_adjusted = T > 0 ? R * Sqrt(1 - beta**T) / (1 - alpha**T) : R; "
             "X_new = X - R_adjusted * V_new / H_sqrt",
         ),
         options={"norm_coefficient": 0.0},
@@ -466,7 +472,7 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-6"},
         citation=Citation(
             "ONNX ai.onnx.preview.training Adam-1 operator specification",
-            "https://onnx.ai/onnx/operators/onnx_preview_training_Adam.html",
+            "https://onnx.ai/onnx/operators/onnx_aionnxpreviewtraining_Adam.html",
             "X_final = (1 - norm_coefficient_post) * X_new",
         ),
         options={"norm_coefficient_post": True},

@@ -14,13 +14,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Any, Union
+from typing import Any
 
-Number = Union[int, float, str, Decimal, Fraction]
+Number = int | float | str | Decimal | Fraction
 
 
 class HyperparameterError(ValueError):
     """An invalid hyperparameter: the message names the value and what is allowed."""
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it: decimals plainly, everything else as repr."""
+    return str(value) if isinstance(value, Decimal) else repr(value)
 
 
 def exact_value(name: str, value: Any) -> Fraction:
@@ -39,11 +44,11 @@ def exact_value(name: str, value: Any) -> Fraction:
         return Fraction(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise HyperparameterError(f"{name}={value!r} is not a finite number")
+            raise HyperparameterError(f"{name}={_show(value)} is not a finite number")
         return Fraction(Decimal(repr(value)))
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise HyperparameterError(f"{name}={value!r} is not a finite number")
+            raise HyperparameterError(f"{name}={_show(value)} is not a finite number")
         return Fraction(value)
     if isinstance(value, str):
         text = value.strip()
@@ -53,7 +58,7 @@ def exact_value(name: str, value: Any) -> Fraction:
             except (ValueError, OverflowError):
                 raise HyperparameterError(f"{name}={value!r} is not a valid hex float") from None
             if not math.isfinite(parsed):
-                raise HyperparameterError(f"{name}={value!r} is not a finite number")
+                raise HyperparameterError(f"{name}={_show(value)} is not a finite number")
             return Fraction(parsed)
         try:
             dec = Decimal(text)
@@ -116,12 +121,17 @@ RANGES: dict[str, Range] = {
 }
 
 
-def checked(name: str, value: Any) -> Fraction:
-    """Exact value of ``value`` after checking it lies in ``RANGES[name]``."""
+def checked(name: str, value: Any, kind: str | None = None) -> Fraction:
+    """Exact value of ``value`` after checking it lies in ``RANGES[kind or name]``.
+
+    ``name`` is what the message shows (``lr[3]``), ``kind`` the hyperparameter.
+    """
     x = exact_value(name, value)
-    allowed = RANGES[name]
+    allowed = RANGES[kind or name]
     if not allowed.contains(x):
-        raise HyperparameterError(f"{name}={value!r} is out of range: allowed {name} in {allowed}")
+        raise HyperparameterError(
+            f"{name}={_show(value)} is out of range: allowed {kind or name} in {allowed}"
+        )
     return x
 
 
@@ -143,14 +153,14 @@ class Schedule:
                     f"lr schedule={source!r} must be a non-empty list of learning rates"
                 )
             self._fn = None
-            self._values = tuple(checked(f"lr[{i}]", v) for i, v in enumerate(source))
+            self._values = tuple(checked(f"lr[{i}]", v, "lr") for i, v in enumerate(source))
 
     def at(self, t: int) -> Fraction:
         """The exact learning rate used at step ``t`` (1-based)."""
         if t < 1:
             raise HyperparameterError(f"step t={t} is invalid: steps are counted from 1")
         if self._fn is not None:
-            return checked(f"lr(t={t})", self._fn(t))
+            return checked(f"lr(t={t})", self._fn(t), "lr")
         return self._values[min(t, len(self._values)) - 1]
 
     def __repr__(self) -> str:
@@ -197,8 +207,8 @@ class Hyper:
             if f.name == "extras":
                 continue
             v = getattr(self, f.name)
-            out[f.name] = repr(v) if isinstance(v, Schedule) else (
-                float(v) if isinstance(v, Fraction) else v
+            out[f.name] = (
+                repr(v) if isinstance(v, Schedule) else (float(v) if isinstance(v, Fraction) else v)
             )
         return out
 
