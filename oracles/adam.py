@@ -1,0 +1,606 @@
+r"""The exact Adam oracle: executes any :class:`spec.Variant` on exact real numbers.
+
+Inputs are taken as the exact binary values of the arrays given; every
+operation is exact (rationals and square roots, see :mod:`oracles.exact`) and
+each stored result is rounded once, correctly, to the requested format with
+Ziv's strategy (:mod:`oracles.ziv`). One step of a coordinate, with ``t`` the
+step being taken::
+
+    g      <- -g (maximize);  clip;  g + lambda theta (L2)
+    m'     =  beta1 m + (1 - beta1) g
+    v'     =  beta2 v + (1 - beta2) g^2
+    c1, c2 =  1 - beta1^t, 1 - beta2^t      (1 when off; beta^t accumulated if so)
+    u      =  m_hat / (sqrt(s_hat + eps_root) + eps_eff)     (see spec/ADAM.md)
+    theta' =  theta - lr_t u                 (with decoupled decay before/after)
+
+Row-sparse gradients (:class:`spec.SparseRows`) follow the variant's
+``sparse`` and ``duplicates`` axes. Several tensors may be stepped at once
+(``global_clipnorm`` spans them all).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gmpy2 import mpq
+
+from oracles.exact import (
+    NAN,
+    NEG_INF,
+    ONE,
+    POS_INF,
+    ZERO,
+    Rat,
+    Real,
+    Special,
+    compare,
+    lift,
+    maximum,
+    sqrt,
+)
+from oracles.hyperparams import ExactHyper, HyperMode, resolve
+from oracles.rounding import exact_of_float, format_of_dtype, numpy_dtype
+from oracles.ziv import DEFAULT_PRECISION, decimal_string, evaluate, round_real
+from spec.axes import (
+    AmsGrad,
+    BiasCorrection,
+    DuplicateIndices,
+    EpsPlacement,
+    Family,
+    Nesterov,
+    SparseSemantics,
+    WeightDecay,
+)
+from spec.formats import FloatFormat, format_named
+from spec.gradients import SparseRows
+from spec.hyper import Hyper
+from spec.variant import Variant
+
+#: Per-coordinate state components, in report order.
+TENSOR_COMPONENTS = ("param", "m", "v", "v_max", "ema")
+#: Scalar state components (present only for accumulated bias corrections).
+SCALAR_COMPONENTS = ("beta1_power", "beta2_power")
+
+#: rho_t must exceed this for RAdam to rectify (torch.optim.RAdam uses 5).
+RADAM_RHO_THRESHOLD = 5
+
+
+class OracleInputError(ValueError):
+    """Inputs the oracle cannot execute (shape mismatch, unknown dtype...)."""
+
+
+# ---------------------------------------------------------------- exact state
+
+
+@dataclass
+class ExactState:
+    """Optimizer state as exact values, one flat list per tensor.
+
+    ``beta1_power``/``beta2_power`` hold ``beta^step`` for accumulated bias
+    corrections (1 at step 0).
+    """
+
+    m: list[list[Real]]
+    v: list[list[Real]]
+    v_max: list[list[Real]]
+    ema: list[list[Real]]
+    step: int
+    beta1_power: Real = ONE
+    beta2_power: Real = ONE
+
+
+@dataclass
+class StepResult:
+    """One oracle step: exact values and their correctly rounded images.
+
+    ``exact[c]`` and ``rounded[c]`` map a component name to one array per
+    tensor (object arrays of :class:`~oracles.exact.Real` / arrays of the
+    target dtype). For a single-tensor call, :meth:`value` unwraps it.
+    """
+
+    step: int
+    exact: dict[str, list[Any]]
+    rounded: dict[str, list[Any]]
+    decimals: dict[str, list[list[str]]]
+    precision: int = 0
+    components: tuple[str, ...] = field(default=())
+
+    def value(self, component: str, tensor: int = 0) -> np.ndarray:
+        """Rounded values of ``component`` for one tensor."""
+        return self.rounded[component][tensor]
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _exact(x: Any) -> Real:
+    """The exact value of one float element (NaN and infinities become specials)."""
+    f = float(x)
+    if f != f:
+        return NAN
+    if f in (math.inf, -math.inf):
+        return POS_INF if f > 0 else NEG_INF
+    q = exact_of_float(x)
+    return Rat(mpq(q.numerator, q.denominator))
+
+
+def exact_list(array: Any) -> list[Real]:
+    """Flat list of the exact values of a float array."""
+    return [_exact(x) for x in np.asarray(array).ravel()]
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    shape: tuple[int, ...]
+    size: int
+
+
+def _as_tensors(params: Any) -> tuple[list[np.ndarray], bool]:
+    if isinstance(params, (list, tuple)) and params and not np.isscalar(params[0]):
+        arrays = [np.asarray(p) for p in params]
+        return arrays, False
+    return [np.asarray(params)], True
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@dataclass
+class _Contributions:
+    """Per coordinate: the gradient contributions and whether the row was touched."""
+
+    parts: list[list[Real]]
+    touched: list[bool]
+
+
+def _contributions(grad: Any, shape: tuple[int, ...], variant: Variant) -> _Contributions:
+    size = int(np.prod(shape))
+    if not isinstance(grad, SparseRows):
+        g = np.asarray(grad)
+        if g.shape != shape:
+            raise OracleInputError(f"gradient shape {g.shape} does not match parameter {shape}")
+        return _Contributions([[x] for x in exact_list(g)], [True] * size)
+    if not shape or grad.num_rows != shape[0]:
+        raise OracleInputError(
+            f"sparse gradient for {grad.num_rows} rows does not match parameter {shape}"
+        )
+    row = size // shape[0]
+    parts: list[list[Real]] = [[] for _ in range(size)]
+    touched = [False] * size
+    values = np.asarray(grad.values).reshape(len(grad.indices), row)
+    for index, contribution in zip(grad.indices, values, strict=True):
+        base = int(index) * row
+        for k, x in enumerate(exact_list(contribution)):
+            parts[base + k].append(x)
+            touched[base + k] = True
+    if variant.duplicates is DuplicateIndices.SUM_THEN_SQUARE:
+        parts = [[_sum(p)] if p else [] for p in parts]
+    return _Contributions(parts, touched)
+
+
+def _sum(values: Sequence[Real]) -> Real:
+    total: Real = ZERO
+    for x in values:
+        total = total + x
+    return total
+
+
+def _clip_value(x: Real, c: mpq) -> Real:
+    return -maximum(-maximum(x, Rat(-c)), Rat(-c))
+
+
+def _preprocess(contributions: list[_Contributions], variant: Variant, hp: ExactHyper) -> None:
+    """Maximize, then clip (value, per-tensor norm, global norm), in place."""
+    for c in contributions:
+        if variant.maximize:
+            c.parts = [[-x for x in p] for p in c.parts]
+        if hp.clipvalue is not None:
+            c.parts = [[_clip_value(x, hp.clipvalue) for x in p] for p in c.parts]
+        if hp.clipnorm is not None:
+            # Keras clip_by_norm: g * c / max(||g||, c), norm over this tensor.
+            norm = sqrt(_sum([x * x for p in c.parts for x in p]))
+            scale = Rat(hp.clipnorm) / maximum(norm, Rat(hp.clipnorm))
+            c.parts = [[x * scale for x in p] for p in c.parts]
+    if hp.global_clipnorm is not None:
+        total = _sum([x * x for c in contributions for p in c.parts for x in p])
+        norm = sqrt(total)
+        # Keras clip_by_global_norm: a non-finite norm makes the scale NaN.
+        scale = (
+            NAN
+            if isinstance(norm, Special)
+            else Rat(hp.global_clipnorm) / maximum(norm, Rat(hp.global_clipnorm))
+        )
+        for c in contributions:
+            c.parts = [[x * scale for x in p] for p in c.parts]
+
+
+# ---------------------------------------------------------------- one step
+
+
+@dataclass(frozen=True)
+class _StepScalars:
+    t: int
+    lr: Real
+    beta1: Real
+    beta2: Real
+    c1: Real
+    c2: Real
+    c1_next: Real  # 1 - beta1^(t+1), for the NAdam numerator
+    eps: Real
+    eps_root: Real
+    decay: Real  # multiplier applied to theta by decoupled decay (1 when none)
+    rectify: Real | None  # RAdam r_t, None before rho_t first exceeds the threshold
+    beta1_power: Real
+    beta2_power: Real
+
+
+def _scalars(variant: Variant, hp: ExactHyper, state: ExactState) -> _StepScalars:
+    t = state.step + 1
+    b1, b2 = Rat(hp.beta1), Rat(hp.beta2)
+    p1 = (
+        state.beta1_power * b1
+        if variant.bias_correction_m is BiasCorrection.ACCUMULATED
+        else (Rat(hp.beta1**t))
+    )
+    p2 = (
+        state.beta2_power * b2
+        if variant.bias_correction_v is BiasCorrection.ACCUMULATED
+        else (Rat(hp.beta2**t))
+    )
+    c1 = ONE if variant.bias_correction_m is BiasCorrection.NONE else ONE - p1
+    c2 = ONE if variant.bias_correction_v is BiasCorrection.NONE else ONE - p2
+    c1_next = ONE if variant.bias_correction_m is BiasCorrection.NONE else ONE - p1 * b1
+    lr = Rat(hp.lr_at(t))
+    wd = Rat(hp.weight_decay)
+    decay = {
+        WeightDecay.DECOUPLED_LR_BEFORE: ONE - lr * wd,
+        WeightDecay.DECOUPLED_LR_AFTER: ONE - lr * wd,
+        WeightDecay.DECOUPLED_BEFORE: ONE - wd,
+        WeightDecay.DECOUPLED_AFTER: ONE - wd,
+    }.get(variant.weight_decay, ONE)
+    rectify = None
+    if variant.family is Family.RADAM:
+        rectify = _radam_rectification(t, hp.beta2, p2)
+    return _StepScalars(
+        t, lr, b1, b2, c1, c2, c1_next, Rat(hp.eps), Rat(hp.eps_root), decay, rectify, p1, p2
+    )
+
+
+def radam_rho(t: int, beta2: mpq, beta2_power: Real | None = None) -> tuple[Real, Real]:
+    """RAdam's ``(rho_inf, rho_t)``: ``2/(1-b2) - 1`` and ``rho_inf - 2 t b2^t / (1 - b2^t)``."""
+    b2 = Rat(beta2)
+    p2 = beta2_power if beta2_power is not None else Rat(beta2**t)
+    rho_inf = Rat(mpq(2)) / (ONE - b2) - ONE
+    rho_t = rho_inf - Rat(mpq(2 * t)) * p2 / (ONE - p2)
+    return rho_inf, rho_t
+
+
+def _radam_rectification(t: int, beta2: mpq, p2: Real) -> Real | None:
+    rho_inf, rho_t = radam_rho(t, beta2, p2)
+    if compare(rho_t, RADAM_RHO_THRESHOLD) <= 0:
+        return None
+    four, two = Rat(mpq(4)), Rat(mpq(2))
+    return sqrt(
+        (rho_t - four) * (rho_t - two) * rho_inf / ((rho_inf - four) * (rho_inf - two) * rho_t)
+    )
+
+
+def _coordinate(
+    variant: Variant,
+    s: _StepScalars,
+    wd: Real,
+    theta: Real,
+    parts: list[Real],
+    m: Real,
+    v: Real,
+    v_max: Real,
+) -> tuple[Real, Real, Real, Real]:
+    """New (theta, m, v, v_max) of one coordinate."""
+    if variant.weight_decay is WeightDecay.L2 and wd.sign() != 0:
+        # As torch: skipped entirely when lambda = 0 (so 0 * inf never makes NaN).
+        parts = _with_l2(parts, wd * theta)
+    g = _sum(parts) if len(parts) != 1 else parts[0]
+    g_sq = _sum([x * x for x in parts])
+    b1, b2 = s.beta1, s.beta2
+    m_new = b1 * m + (ONE - b1) * g
+    v_new = b2 * v + (ONE - b2) * g_sq
+
+    # The raw second moment entering the denominator and its corrected form.
+    amsgrad = variant.amsgrad
+    if amsgrad is AmsGrad.OFF:
+        v_max_new, raw = v_max, v_new
+    elif amsgrad is AmsGrad.MAX_CORRECTED_V:
+        v_max_new = maximum(v_max, v_new / s.c2)
+        raw = s.c2 * v_max_new
+    else:
+        v_max_new = maximum(v_max, v_new)
+        raw = v_max_new
+
+    if variant.nesterov is Nesterov.TF_RAW:
+        m_hat = (b1 * m_new + (ONE - b1) * g) / s.c1
+    elif variant.nesterov is Nesterov.NADAM:
+        m_hat = b1 * m_new / s.c1_next + (ONE - b1) * g / s.c1
+    else:
+        m_hat = m_new / s.c1
+
+    if variant.family is Family.RADAM:
+        if s.rectify is None:
+            u = m_hat
+        else:
+            u = m_hat * s.rectify * sqrt(s.c2) / (sqrt(v_new) + s.eps)
+    else:
+        u = _adam_direction(variant.eps_placement, m_hat, raw, s)
+
+    step = s.lr * u
+    if variant.weight_decay in (WeightDecay.DECOUPLED_LR_AFTER, WeightDecay.DECOUPLED_AFTER):
+        theta_new = (theta - step) * s.decay
+    else:
+        theta_new = theta * s.decay - step
+    return theta_new, m_new, v_new, v_max_new
+
+
+def _with_l2(parts: list[Real], l2: Real) -> list[Real]:
+    """Add the L2 term ``lambda theta`` to the gradient of one coordinate.
+
+    A single contribution becomes ``g + lambda theta`` (so v sees its square).
+    With several square-then-sum duplicates the L2 term is one more
+    contribution: m sees ``sum(g_i) + l2`` and v sees ``sum(g_i^2) + l2^2``.
+    """
+    if len(parts) <= 1:
+        return [(parts[0] if parts else ZERO) + l2]
+    return [*parts, l2]
+
+
+def _adam_direction(placement: EpsPlacement, m_hat: Real, raw: Real, s: _StepScalars) -> Real:
+    """The update direction ``u`` for each epsilon placement, written as its source writes it.
+
+    The literal forms keep degenerate cases (``c2 = 0`` when beta2 is held as
+    1.0) behaving as the implementations do: the eps-hat forms scale by
+    ``sqrt(c2) = 0`` while Algorithm 1 divides by it.
+    """
+    if placement is EpsPlacement.ALGORITHM_1:
+        return m_hat / (sqrt(raw / s.c2) + s.eps)
+    if placement is EpsPlacement.EPS_ROOT:
+        return m_hat / (sqrt(raw / s.c2 + s.eps_root) + s.eps)
+    root_c2 = sqrt(s.c2)
+    if placement is EpsPlacement.EPS_HAT:
+        return m_hat * root_c2 / (sqrt(raw) + s.eps)
+    return m_hat * root_c2 / (sqrt(raw) + s.eps * root_c2)  # EPS_HAT_ADAPTIVE
+
+
+def _step_exact(
+    variant: Variant,
+    hp: ExactHyper,
+    params: list[list[Real]],
+    grads: Sequence[Any],
+    shapes: list[tuple[int, ...]],
+    state: ExactState,
+) -> tuple[list[list[Real]], ExactState]:
+    s = _scalars(variant, hp, state)
+    contributions = [
+        _contributions(g, shape, variant) for g, shape in zip(grads, shapes, strict=True)
+    ]
+    _preprocess(contributions, variant, hp)
+    wd = Rat(hp.weight_decay)
+    lazy = variant.sparse is SparseSemantics.LAZY
+    new_params, new_m, new_v, new_vmax, new_ema = [], [], [], [], []
+    for k, c in enumerate(contributions):
+        theta_k, m_k, v_k, vmax_k = params[k], state.m[k], state.v[k], state.v_max[k]
+        out_t, out_m, out_v, out_vm = list(theta_k), list(m_k), list(v_k), list(vmax_k)
+        for i in range(len(theta_k)):
+            if lazy and not c.touched[i]:
+                continue
+            out_t[i], out_m[i], out_v[i], out_vm[i] = _coordinate(
+                variant, s, wd, theta_k[i], c.parts[i], m_k[i], v_k[i], vmax_k[i]
+            )
+        ema_k = state.ema[k]
+        if hp.use_ema:
+            # Keras 3: momentum 0 on the first step, then avg <- mu avg + (1 - mu) theta.
+            mu = ZERO if s.t == 1 else Rat(hp.ema_momentum)
+            ema_k = [mu * a + (ONE - mu) * x for a, x in zip(ema_k, out_t, strict=True)]
+            freq = hp.ema_overwrite_frequency
+            if freq and s.t % freq == 0:
+                out_t = list(ema_k)
+        new_params.append(out_t)
+        new_m.append(out_m)
+        new_v.append(out_v)
+        new_vmax.append(out_vm)
+        new_ema.append(ema_k)
+    return new_params, ExactState(
+        new_m, new_v, new_vmax, new_ema, s.t, s.beta1_power, s.beta2_power
+    )
+
+
+# ---------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class OracleState:
+    """Optimizer state given as float arrays (exact binary values); None means zeros.
+
+    ``beta1_power``/``beta2_power`` default to ``beta^step`` exactly.
+    """
+
+    m: Any = None
+    v: Any = None
+    v_max: Any = None
+    ema: Any = None
+    step: int = 0
+    beta1_power: Any = None
+    beta2_power: Any = None
+
+
+def _initial_state(
+    state: OracleState | None, arrays: list[np.ndarray], hp: ExactHyper, single: bool
+) -> ExactState:
+    state = state or OracleState()
+    if not isinstance(state.step, int) or isinstance(state.step, bool) or state.step < 0:
+        raise OracleInputError(f"state step={state.step!r} must be a non-negative integer")
+
+    def component(name: str) -> list[list[Real]]:
+        given = getattr(state, name)
+        if given is None:
+            return [[ZERO] * a.size for a in arrays]
+        tensors = [given] if single else list(given)
+        if len(tensors) != len(arrays):
+            raise OracleInputError(f"state {name} has {len(tensors)} tensors, params {len(arrays)}")
+        out = []
+        for t, a in zip(tensors, arrays, strict=True):
+            t = np.asarray(t)
+            if t.shape != a.shape:
+                raise OracleInputError(f"state {name} shape {t.shape} does not match {a.shape}")
+            out.append(exact_list(t))
+        return out
+
+    def power(given: Any, beta: mpq) -> Real:
+        return Rat(beta**state.step) if given is None else _exact(given)
+
+    return ExactState(
+        component("m"),
+        component("v"),
+        component("v_max"),
+        component("ema"),
+        state.step,
+        power(state.beta1_power, hp.beta1),
+        power(state.beta2_power, hp.beta2),
+    )
+
+
+def _components(variant: Variant, hp: ExactHyper) -> tuple[str, ...]:
+    # v_max is part of the full state even when AMSGrad is off (it then passes through).
+    names = ["param", "m", "v", "v_max"]
+    if hp.use_ema:
+        names.append("ema")
+    if variant.bias_correction_m is BiasCorrection.ACCUMULATED:
+        names.append("beta1_power")
+    if variant.bias_correction_v is BiasCorrection.ACCUMULATED:
+        names.append("beta2_power")
+    return tuple(names)
+
+
+def _format(dtype: Any) -> FloatFormat:
+    if isinstance(dtype, FloatFormat):
+        return dtype
+    if isinstance(dtype, str):
+        return format_named(dtype)
+    return format_of_dtype(dtype)
+
+
+def trajectory(
+    variant: Variant,
+    hyper: Hyper,
+    params: Any,
+    grads: Sequence[Any],
+    state: OracleState | None = None,
+    *,
+    dtype: Any = None,
+    state_dtype: Any = None,
+    hyper_mode: HyperMode = "held",
+    precision: int = DEFAULT_PRECISION,
+    digits: int | None = None,
+) -> list[StepResult]:
+    """Run ``len(grads)`` exact steps from ``params`` and ``state``, the oracle keeping its own
+    exact state between steps (free-running); each step's state is rounded for reporting.
+
+    ``params`` is one float array or a list of arrays (tensors); each element
+    of ``grads`` is one gradient per tensor in the same form (dense arrays or
+    :class:`spec.SparseRows`). ``dtype`` is the rounding format of params
+    (default: the params' dtype), ``state_dtype`` that of the state (default:
+    ``dtype``). With ``digits``, each result also carries the exact values as
+    decimal strings of that many significant digits. The whole trajectory is
+    recomputed at doubled precision until every rounding is certain.
+    """
+    if digits is not None and (isinstance(digits, bool) or not 1 <= int(digits) <= 1000):
+        raise OracleInputError(f"digits={digits!r} must be an integer in [1, 1000]")
+    arrays, single = _as_tensors(params)
+    fmt = _format(dtype if dtype is not None else arrays[0].dtype)
+    state_fmt = _format(state_dtype) if state_dtype is not None else fmt
+    hp = resolve(hyper, variant, fmt, hyper_mode)
+    shapes = [a.shape for a in arrays]
+    grads_per_step = [[g] if single else list(g) for g in grads]
+    for t, gs in enumerate(grads_per_step, start=1):
+        if len(gs) != len(arrays):
+            raise OracleInputError(f"step {t} has {len(gs)} gradients for {len(arrays)} tensors")
+    names = _components(variant, hp)
+
+    def compute() -> list[StepResult]:
+        theta = [exact_list(a) for a in arrays]
+        st = _initial_state(state, arrays, hp, single)
+        results = []
+        for gs in grads_per_step:
+            theta, st = _step_exact(variant, hp, theta, gs, shapes, st)
+            results.append(_rounded(st, theta, names, shapes, fmt, state_fmt, digits))
+        return results
+
+    start = precision if digits is None else max(precision, int(digits * 3.33) + 32)
+    results, used = evaluate(compute, start)
+    for r in results:
+        r.precision = used
+    return results
+
+
+def step(
+    variant: Variant,
+    hyper: Hyper,
+    params: Any,
+    grads: Any,
+    state: OracleState | None = None,
+    **options: Any,
+) -> StepResult:
+    """One exact step from exactly these params and state (the lock-step primitive).
+
+    Same arguments as :func:`trajectory` with a single gradient (or one per tensor).
+    """
+    return trajectory(variant, hyper, params, [grads], state, **options)[0]
+
+
+def _rounded(
+    st: ExactState,
+    theta: list[list[Real]],
+    names: tuple[str, ...],
+    shapes: list[tuple[int, ...]],
+    fmt: FloatFormat,
+    state_fmt: FloatFormat,
+    digits: int | None,
+) -> StepResult:
+    exact: dict[str, list[Any]] = {}
+    rounded: dict[str, list[Any]] = {}
+    decimals: dict[str, list[list[str]]] = {}
+    sources = {"param": theta, "m": st.m, "v": st.v, "v_max": st.v_max, "ema": st.ema}
+    for name in names:
+        target = fmt if name in ("param", "ema") else state_fmt
+        if name in SCALAR_COMPONENTS:
+            values = [[st.beta1_power if name == "beta1_power" else st.beta2_power]]
+            tensor_shapes: list[tuple[int, ...]] = [()]
+        else:
+            values, tensor_shapes = sources[name], shapes
+        exact[name] = [
+            np.array(vals, dtype=object).reshape(shape)
+            for vals, shape in zip(values, tensor_shapes, strict=True)
+        ]
+        rounded[name] = [
+            np.array([round_real(x, target) for x in vals], dtype=numpy_dtype(target)).reshape(
+                shape
+            )
+            for vals, shape in zip(values, tensor_shapes, strict=True)
+        ]
+        if digits is not None:
+            decimals[name] = [[decimal_string(x, digits) for x in vals] for vals in values]
+    return StepResult(st.step, exact, rounded, decimals, 0, names)
+
+
+__all__ = [
+    "RADAM_RHO_THRESHOLD",
+    "OracleInputError",
+    "OracleState",
+    "StepResult",
+    "exact_list",
+    "lift",
+    "radam_rho",
+    "step",
+    "trajectory",
+]
