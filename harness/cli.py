@@ -1,0 +1,160 @@
+"""The ``adamspec`` command line.
+
+Every user error (bad hyperparameter, unknown variant, malformed case, missing
+file) prints one line naming the bad value and what is allowed, and exits 2;
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user error reported as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _cmd_variants(args: argparse.Namespace) -> int:
+    from spec.catalog import entries
+
+    rows = [e.as_json() for e in entries()]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    width = max(len(r["name"]) for r in rows)
+    for e in entries():
+        differs = _axes_summary(e.variant)
+        print(f"{e.name:<{width}}  {differs:<60}  {e.citation.reference}")
+    return EXIT_OK
+
+
+def _axes_summary(variant: Any) -> str:
+    """The axes where a variant differs from the paper's Algorithm 1, compactly."""
+    from spec.variant import Variant
+
+    base = Variant().axes()
+    parts = [
+        f"{k}={v}" for k, v in variant.axes().items() if base[k] != v and k != "hyper_precision"
+    ]
+    parts.append(f"hyper={variant.hyper_precision.value}")
+    return " ".join(parts)
+
+
+def _cmd_oracle(args: argparse.Namespace) -> int:
+    from harness.case import load_case, run_case
+
+    if args.case == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(args.case, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read case file {args.case!r}: {exc.strerror}") from None
+    answer = run_case(load_case(text), digits=args.digits)
+    json.dump(answer, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Main job. Until the differential engine lands it shows what the oracle knows."""
+    import numpy as np
+
+    from oracles import step
+    from spec.catalog import entries
+
+    print(
+        "adamspec run: the differential engine (implementations vs oracle) is not built "
+        "yet; this job lists the catalog and the oracle's exact first step of the Keras "
+        "doc example (val1 = 10.0, loss val1**2/2, learning_rate = 0.2) for each variant."
+    )
+    params = np.array([10.0], dtype=np.float32)
+    grad = params.copy()  # d(val1**2/2)/d(val1) = val1
+    width = max(len(e.name) for e in entries())
+    print(f"{'variant':<{width}}  {'val1 after 1 step (float32)':>28}  exact")
+    for e in entries():
+        result = step(e.variant, e.hyper(lr="0.2"), params, grad, dtype="float32", digits=12)
+        rounded = float(result.value("param")[0])
+        print(f"{e.name:<{width}}  {rounded!r:>28}  {result.decimals['param'][0][0]}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="adamspec",
+        description="Reference-spec verification and differential testing for Adam/AMSGrad.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("variants", help="list the catalog of documented variants")
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.set_defaults(handler=_cmd_variants)
+
+    p = sub.add_parser("oracle", help="exact answer for a case (JSON file, or - for stdin)")
+    p.add_argument("case", help="path to CASE.json, or - to read standard input")
+    p.add_argument(
+        "--digits", type=_digits, default=20, help="significant digits of exact values (1-1000)"
+    )
+    p.set_defaults(handler=_cmd_oracle)
+
+    p = sub.add_parser("run", help="the main job (see README)")
+    p.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def _digits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--digits={text!r} is not an integer (1-1000)") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"--digits={value} is out of range: allowed 1-1000")
+    return value
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from harness.case import CaseError
+    from oracles import OracleInputError, RoundingUndecided
+    from spec import FormatError, HyperparameterError, UnknownVariantError, VariantError
+
+    return (
+        UsageError,
+        CaseError,
+        HyperparameterError,
+        VariantError,
+        UnknownVariantError,
+        FormatError,
+        OracleInputError,
+        RoundingUndecided,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``adamspec`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except _user_errors() as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"adamspec {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
