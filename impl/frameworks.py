@@ -10,8 +10,8 @@ TensorFlow or JAX costs seconds.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import importlib.util
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

@@ -337,3 +337,35 @@ def test_surd_algebra_keeps_rational_results_exact():
     # and genuinely irrational results are intervals or surds, never mislabelled rationals
     r = step(v, make_hyper(), np.array([1.0]), np.array([-3.0]), hyper_mode="ideal")
     assert isinstance(r.exact["param"][0][0], (Ival, Surd))
+
+
+def test_pytorch_tutorial_lambda_lr_schedule_drives_each_step():
+    """Seed 003: Adam(lr=100) with LambdaLR(lambda epoch: 0.67 ** epoch): step t uses
+    100 * 0.67**(t-1). From zero state with eps = 0 each Algorithm-1 step moves theta by
+    exactly lr_t * m_hat / sqrt(v_hat), which for a constant gradient is lr_t."""
+    schedule = make_hyper(lr=lambda t: 100 * Fraction("0.67") ** (t - 1), eps=0)
+    e = entry("paper.algorithm1")
+    grads = [np.array([2.0])] * 4
+    results = trajectory(e.variant, schedule, np.array([0.0]), grads, hyper_mode="ideal")
+    theta = Fraction(0)
+    for t, r in enumerate(results, start=1):
+        theta -= 100 * Fraction("0.67") ** (t - 1)
+        assert exact_of(r.exact["param"][0][0]) == theta
+    assert [float(schedule.lr_at(t)) for t in (1, 2, 3)] == [100.0, 67.0, 44.89]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["torch.Adam[amsgrad]", "keras.Adam", "tfjs.adam", "optax.adam"])
+def test_long_trajectory_rounds_identically_at_128_and_1024_bits(name):
+    """1,000 free-running steps: accumulated beta powers and exact state stay certified."""
+    rng = np.random.default_rng(7)
+    e = entry(name)
+    grads = [
+        rng.standard_normal(4).astype(np.float32) * 10.0 ** rng.integers(-6, 6) for _ in range(1000)
+    ]
+    params = rng.standard_normal(4).astype(np.float32)
+    low = trajectory(e.variant, e.hyper(), params, grads, precision=128)
+    high = trajectory(e.variant, e.hyper(), params, grads, precision=1024)
+    for a, b in zip(low[::50], high[::50], strict=True):
+        for c in a.components:
+            np.testing.assert_array_equal(a.value(c), b.value(c), err_msg=f"{name} {c}")
