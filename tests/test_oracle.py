@@ -369,3 +369,42 @@ def test_long_trajectory_rounds_identically_at_128_and_1024_bits(name):
     for a, b in zip(low[::50], high[::50], strict=True):
         for c in a.components:
             np.testing.assert_array_equal(a.value(c), b.value(c), err_msg=f"{name} {c}")
+
+
+# ---------------------------------------------------------------- ties and refusal
+
+
+# (eps_hat is absent: it divides eps by sqrt(c2), so the same lr is not a tie there.)
+@pytest.mark.parametrize("placement", ["algorithm_1", "eps_hat_adaptive", "eps_root"])
+def test_exact_rounding_ties_are_decided_not_looped(placement):
+    """theta_1 = 1 - lr g / (|g| + eps) made exactly the float32 midpoint 1 - 2^-25: it must
+    round half-to-even to 1.0. An interval around a tie never decides, so this passes only
+    because the exact layer keeps the rational result exact through the square roots."""
+    eps = Fraction(1, 10**8)
+    lr = Fraction(1, 2**25) * (1 + eps)  # with g = 1: lr g / (|g| + eps) = 2^-25 exactly
+    variant = Variant(eps_placement=placement)
+    r = step(
+        variant,
+        make_hyper(lr=lr, eps=eps),
+        np.array([1.0], np.float32),
+        np.array([1.0], np.float32),
+        hyper_mode="ideal",
+    )
+    assert exact_of(r.exact["param"][0][0]) == 1 - Fraction(1, 2**25)
+    assert r.value("param")[0] == np.float32(1.0)
+    assert r.precision == 128
+
+
+def test_ziv_refuses_to_guess_past_the_precision_cap():
+    from oracles.exact import NeedPrecision
+    from oracles.ziv import MAX_PRECISION, RoundingUndecided, evaluate
+
+    seen = []
+
+    def never_decides():
+        seen.append(mp.prec)
+        raise NeedPrecision("always straddles")
+
+    with pytest.raises(RoundingUndecided, match=str(MAX_PRECISION)):
+        evaluate(never_decides, 128)
+    assert seen[0] == 128 and seen[-1] == MAX_PRECISION and seen == sorted(seen)
