@@ -20,9 +20,8 @@ would poison every maximum and median.  So:
 * :func:`compare` takes maxima and medians over the measurable elements only, reports
   ``None`` when there are none, and counts the categorical outcomes separately.
 
-A reference ``r`` that is NaN is accepted only where ``y`` is NaN too (``exact``);
-a non-NaN ``y`` against a NaN reference has no outcome category and raises
-``ValueError`` (the oracle's correctly rounded values are never NaN).
+The oracle's reference is NaN where the exact result is undefined (``0/0``,
+``inf - inf``, NaN inputs); a ``y`` that is a number there is ``missed_nan``.
 
 The ordinal map
 ---------------
@@ -82,6 +81,7 @@ class Outcome(StrEnum):
     POSINF = "posinf"
     NEGINF = "neginf"
     SIGNED_ZERO = "signed_zero"
+    MISSED_NAN = "missed_nan"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -234,20 +234,13 @@ def classify_array(y: Any, r: Any, fmt: FloatFormat | None = None) -> np.ndarray
     """Vectorized :func:`classify`: an array of :class:`Outcome` values as strings.
 
     ``y`` and ``r`` must share one of the four dtypes (``fmt`` is inferred from it when
-    not given).  Raises ``ValueError`` where ``r`` is NaN and ``y`` is not.
+    not given).
     """
     fmt = _infer_format(y, fmt)
     ya = _as_array(y, fmt)
     ra = _as_array(r, fmt, "r")
     ya, ra = np.broadcast_arrays(ya, ra)
     ys, rs = _specials(ya, fmt), _specials(ra, fmt)
-    bad = rs["nan"] & ~ys["nan"]
-    if np.any(bad):
-        i = _index(int(np.flatnonzero(bad)[0]), ya.shape)
-        raise ValueError(
-            f"reference r is NaN where y={ya[i]!r} is not (first at index {i}); "
-            "a correctly rounded reference is never NaN"
-        )
     uint = _UINT[fmt.bits]
     bitwise_equal = (ya.view(uint) == ra.view(uint)) | (ys["nan"] & rs["nan"])
     width = max(len(o.value) for o in Outcome)
@@ -256,6 +249,7 @@ def classify_array(y: Any, r: Any, fmt: FloatFormat | None = None) -> np.ndarray
     out[ys["inf"] & ~ys["neg"]] = Outcome.POSINF.value
     out[ys["inf"] & ys["neg"]] = Outcome.NEGINF.value
     out[ys["nan"]] = Outcome.NAN.value
+    out[rs["nan"] & ~ys["nan"]] = Outcome.MISSED_NAN.value
     out[bitwise_equal] = Outcome.EXACT.value
     return out
 
@@ -265,7 +259,9 @@ def classify(y: Any, r: Any, fmt: FloatFormat | None = None) -> Outcome:
 
     In order of precedence: ``exact`` if ``y`` and ``r`` are the same bit pattern (or
     both NaN); ``nan`` if ``y`` is NaN; ``posinf`` / ``neginf`` if ``y`` is that
-    infinity; ``signed_zero`` if both are zeros of opposite sign; otherwise ``ulp``
+    infinity; ``missed_nan`` if the exact result is undefined (``r`` is NaN: ``0/0``,
+    ``inf - inf``) but ``y`` is a number; ``signed_zero`` if both are zeros of
+    opposite sign; otherwise ``ulp``
     (including a finite ``y`` where ``r`` overflowed to infinity).
     """
     out = classify_array(y, r, fmt)
@@ -334,7 +330,7 @@ def compare(
       None if none is measurable;
     * ``n_unmeasurable`` -- elements whose distance is not measurable (NaN/inf involved);
     * ``first_categorical_index`` -- index of the first ``nan``/``posinf``/``neginf``/
-      ``signed_zero`` outcome, or None;
+      ``signed_zero``/``missed_nan`` outcome, or None;
     * ``max_frac_ulp`` / ``worst_frac_index`` -- the largest :func:`fractional_ulp_error`
       over finite ``y`` and where it occurs (None without ``x_exact``).
     """
@@ -386,7 +382,7 @@ def compare(
         summary["worst_index"] = _index(worst, ya.shape)
     categorical = np.isin(
         flat_out,
-        [Outcome.NAN.value, Outcome.POSINF.value, Outcome.NEGINF.value, Outcome.SIGNED_ZERO.value],
+        [o.value for o in Outcome if o not in (Outcome.EXACT, Outcome.ULP)],
     )
     if np.any(categorical):
         summary["first_categorical_index"] = _index(int(np.flatnonzero(categorical)[0]), ya.shape)

@@ -251,8 +251,8 @@ def test_classify_table(fmt: FloatFormat) -> None:
     ys = np.array([c[0] for c in cases], dtype=numpy_dtype(fmt))
     rs = np.array([c[1] for c in cases], dtype=numpy_dtype(fmt))
     assert classify_array(ys, rs).tolist() == [c[2].value for c in cases]
-    with pytest.raises(ValueError, match="NaN"):
-        classify(one, nan)
+    # the exact result is undefined (0/0) but the implementation produced a number
+    assert classify(one, nan) is Outcome.MISSED_NAN
 
 
 @pytest.mark.parametrize("fmt", ALL, ids=IDS)
@@ -260,8 +260,6 @@ def test_classify_table(fmt: FloatFormat) -> None:
 def test_classify_array_matches_definition(fmt: FloatFormat, data: st.DataObject) -> None:
     bits = st.integers(0, 2**fmt.bits - 1).map(lambda b: from_bits(b, fmt))
     pairs = data.draw(st.lists(st.tuples(bits, bits), min_size=1, max_size=30))
-    pairs = [(y, r) for y, r in pairs if not (math.isnan(float(r)) and not math.isnan(float(y)))]
-    assume(pairs)
     ys = np.array([p[0] for p in pairs], dtype=numpy_dtype(fmt))
     rs = np.array([p[1] for p in pairs], dtype=numpy_dtype(fmt))
     got = classify_array(ys, rs)
@@ -271,6 +269,8 @@ def test_classify_array_matches_definition(fmt: FloatFormat, data: st.DataObject
             assert outcome == "exact"
         elif math.isnan(fy):
             assert outcome == "nan"
+        elif math.isnan(fr):
+            assert outcome == "missed_nan"
         elif math.isinf(fy):
             assert outcome == ("posinf" if fy > 0 else "neginf")
         elif fy == 0 and fr == 0:
@@ -338,6 +338,7 @@ def test_compare_summary(fmt: FloatFormat, data: st.DataObject) -> None:
         "posinf": 0,
         "neginf": 1,
         "signed_zero": 0,
+        "missed_nan": 0,
     }
     assert summary["max_ulp"] == 2 and summary["worst_index"] == (3,)
     assert summary["median_ulp"] == 0.0
