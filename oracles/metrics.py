@@ -16,7 +16,7 @@ would poison every maximum and median.  So:
   not) and ``signed_zero`` (``y`` and ``r`` are zeros of opposite sign).
 * :func:`ulp_distance` returns ``-1`` (the "not measurable" marker) wherever ``y`` or
   ``r`` is NaN or infinite, unless both are the same infinity (distance 0).
-* :func:`fractional_ulp_error` raises ``ValueError`` for a non-finite ``y``.
+* :func:`fractional_ulp_error` (and ``_exact``) raise ``ValueError`` for a non-finite ``y``.
 * :func:`compare` takes maxima and medians over the measurable elements only, reports
   ``None`` when there are none, and counts the categorical outcomes separately.
 
@@ -62,6 +62,7 @@ __all__ = [
     "classify_array",
     "compare",
     "fractional_ulp_error",
+    "fractional_ulp_error_exact",
     "ordinal",
     "ulp_distance",
 ]
@@ -186,8 +187,17 @@ def ulp_distance(y: Any, r: Any, fmt: FloatFormat) -> Any:
     return _scalar_or_array(dist, ya)
 
 
+def fractional_ulp_error_exact(y: Any, x_exact: Exact, fmt: FloatFormat) -> Fraction:
+    """``|y - x*| / ulp(x*)`` as an exact Fraction; see :func:`fractional_ulp_error`."""
+    arr = _as_array(y, fmt)
+    if arr.ndim != 0:
+        raise TypeError(f"fractional_ulp_error takes a scalar y, got shape {arr.shape}")
+    y_exact = exact_of_float(arr[()])  # raises ValueError for NaN / inf
+    return abs(y_exact - Fraction(x_exact)) / ulp_of_exact(x_exact, fmt)
+
+
 def fractional_ulp_error(y: Any, x_exact: Exact, fmt: FloatFormat) -> float:
-    """``|y - x*| / ulp(x*)``, computed exactly with rationals, then rounded to a float.
+    """``|y - x*| / ulp(x*)``, computed exactly with rationals, then rounded *up* to a float.
 
     ``ulp(x*)`` is :func:`oracles.rounding.ulp_of_exact` (the spacing of the binade of
     ``|x*|``).  For finite in-range ``x*`` the correctly rounded ``y`` scores
@@ -196,17 +206,22 @@ def fractional_ulp_error(y: Any, x_exact: Exact, fmt: FloatFormat) -> float:
     power of two ``2**k`` with ``emin < k <= emax``: the float below it is half of
     ``ulp(x*)`` away, because the binade below has half the spacing.  ``y`` must be a finite
     scalar of ``fmt``'s dtype; a NaN or infinite ``y`` is a categorical outcome and
-    raises ``ValueError``.  A ratio beyond the float range returns ``inf``.
+    raises ``ValueError``.
+
+    The float is the smallest binary64 value ``>=`` the exact ratio (a ratio beyond the
+    float range gives ``inf``).  Rounding to nearest would not do: a ratio of
+    ``0.5 + 2**-60`` (a wrong result just past a tie) would print as ``0.5``.  Rounded
+    upward, ``result <= t`` holds exactly when ``ratio <= t``, for every float threshold
+    ``t``, in particular ``0.5``.  :func:`fractional_ulp_error_exact` gives the Fraction.
     """
-    arr = _as_array(y, fmt)
-    if arr.ndim != 0:
-        raise TypeError(f"fractional_ulp_error takes a scalar y, got shape {arr.shape}")
-    y_exact = exact_of_float(arr[()])  # raises ValueError for NaN / inf
-    err = abs(y_exact - Fraction(x_exact)) / ulp_of_exact(x_exact, fmt)
+    err = fractional_ulp_error_exact(y, x_exact, fmt)
     try:
-        return float(err)
+        nearest = float(err)
     except OverflowError:
         return math.inf
+    if Fraction(nearest) < err:
+        return math.nextafter(nearest, math.inf)
+    return nearest
 
 
 def bits_error(ulps: Any) -> Any:
@@ -258,11 +273,11 @@ def classify(y: Any, r: Any, fmt: FloatFormat | None = None) -> Outcome:
     """The :class:`Outcome` of one stored value ``y`` against the reference ``r``.
 
     In order of precedence: ``exact`` if ``y`` and ``r`` are the same bit pattern (or
-    both NaN); ``nan`` if ``y`` is NaN; ``posinf`` / ``neginf`` if ``y`` is that
-    infinity; ``missed_nan`` if the exact result is undefined (``r`` is NaN: ``0/0``,
-    ``inf - inf``) but ``y`` is a number; ``signed_zero`` if both are zeros of
-    opposite sign; otherwise ``ulp``
-    (including a finite ``y`` where ``r`` overflowed to infinity).
+    both NaN); ``nan`` if ``y`` is NaN; ``missed_nan`` if the exact result is undefined
+    (``r`` is NaN: ``0/0``, ``inf - inf``) but ``y`` is a number, infinities included;
+    ``posinf`` / ``neginf`` if ``y`` is that infinity; ``signed_zero`` if both are zeros
+    of opposite sign; otherwise ``ulp`` (including a finite ``y`` where ``r`` overflowed
+    to infinity).
     """
     out = classify_array(y, r, fmt)
     if out.ndim != 0:
@@ -387,7 +402,8 @@ def compare(
     if np.any(categorical):
         summary["first_categorical_index"] = _index(int(np.flatnonzero(categorical)[0]), ya.shape)
     if xs is not None:
-        finite = ~(_specials(ya, fmt)["nan"] | _specials(ya, fmt)["inf"])
+        y_specials = _specials(ya, fmt)
+        finite = ~(y_specials["nan"] | y_specials["inf"])
         best: tuple[float, tuple[int, ...]] | None = None
         for i in np.ndindex(ya.shape):
             if not finite[i]:

@@ -195,7 +195,8 @@ def exact_of_float(value: Any) -> Fraction:
     Accepts a Python float, a NumPy scalar (or 0-d array) of dtype float64, float32,
     float16 or ``ml_dtypes.bfloat16``.  Widening any of these to binary64 is exact, so
     ``Fraction(float(value))`` is the exact value.  NaN and infinities have no exact
-    value: ``ValueError`` naming the value.  Other dtypes (e.g. ``longdouble``, which
+    value: ``ValueError`` naming the value.  Both zeros map to ``Fraction(0)`` (the sign
+    of zero is not part of the exact value).  Other dtypes (e.g. ``longdouble``, which
     would be truncated) are refused with ``TypeError``.
     """
     if isinstance(value, np.generic | np.ndarray):

@@ -23,6 +23,7 @@ from oracles.metrics import (
     classify_array,
     compare,
     fractional_ulp_error,
+    fractional_ulp_error_exact,
     ordinal,
     ulp_distance,
 )
@@ -180,7 +181,9 @@ def test_fractional_error_separates_the_rounded_value(
         nb = step(r, fmt, direction)
         if not math.isfinite(float(nb)) or float(nb) == float(r):
             continue
+        exact = fractional_ulp_error_exact(nb, x, fmt)
         err = fractional_ulp_error(nb, x, fmt)
+        assert Fraction(err) >= exact and (err > 0.5) == (exact > 0.5)
         is_tie = 2 * x == exact_of_float(r) + exact_of_float(nb)
         # |x| == 2**k (k > emin): the float next to it towards zero is half of ulp(x) away.
         ax = abs(x)
@@ -201,6 +204,12 @@ def test_fractional_error_values(fmt: FloatFormat) -> None:
     assert fractional_ulp_error(one, 1 + eps / 4, fmt) == 0.25
     assert fractional_ulp_error(one, 1 + eps * 3, fmt) == 3.0
     assert fractional_ulp_error(one, 1 - eps / 4, fmt) == 0.5  # the binade below: ulp eps/2
+    # Just past a tie: the exact ratio is 0.5 + 2**-70, the float must not say 0.5.
+    just_past = 1 + eps / 2 + eps * Fraction(1, 2**70)
+    assert fractional_ulp_error_exact(one, just_past, fmt) == Fraction(1, 2) + Fraction(1, 2**70)
+    assert fractional_ulp_error(one, just_past, fmt) > 0.5
+    assert fractional_ulp_error(one, 1 + eps / 3, fmt) >= 1 / 3
+    assert Fraction(fractional_ulp_error(one, 1 + eps / 3, fmt)) > Fraction(1, 3)
     with pytest.raises(ValueError):
         fractional_ulp_error(val(math.nan, fmt), 1, fmt)
     with pytest.raises(ValueError):
@@ -323,7 +332,10 @@ def test_compare_summary(fmt: FloatFormat, data: st.DataObject) -> None:
     assert compare(r.copy(), x_exact=xs)["counts"] == clean["counts"]
 
     y = r.copy()
-    moved = step(step(r[3], fmt, 1), fmt, 1)
+    # Two steps away from zero: at least 1.5 ulp(x) from x (towards zero, from a power of
+    # two, the steps would be half as wide).
+    away = -1 if np.signbit(r[3]) else 1
+    moved = step(step(r[3], fmt, away), fmt, away)
     assume(math.isfinite(float(moved)))
     y[3] = moved
     y[5] = val(math.nan, fmt)
