@@ -93,6 +93,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import bench_impl, format_table
+
+    if args.what != "impl":
+        raise UsageError(f"bench target {args.what!r} is not available; allowed: impl")
+    if args.json:
+        try:  # fail before minutes of timing, not after
+            with open(args.json, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"cannot write --json {args.json!r}: {exc.strerror}") from None
+    report = bench_impl(args.size, args.dtype, repeats=args.repeats)
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
+    return EXIT_OK
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(float(text)) if "e" in text.lower() else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}={text!r} is not an integer") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name}={value} must be a positive integer")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="adamspec",
@@ -110,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--digits", type=_digits, default=20, help="significant digits of exact values (1-1000)"
     )
     p.set_defaults(handler=_cmd_oracle)
+
+    p = sub.add_parser("bench", help="benchmarks measured side by side (impl: ours vs torch)")
+    p.add_argument("what", choices=["impl"], help="what to benchmark")
+    p.add_argument(
+        "--size",
+        type=_positive_int("--size"),
+        default=16 * 2**20,
+        help="number of parameters (default 16M)",
+    )
+    p.add_argument(
+        "--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32"
+    )
+    p.add_argument("--repeats", type=_positive_int("--repeats"), default=7)
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(handler=_cmd_bench)
 
     p = sub.add_parser("run", help="the main job (see README)")
     p.set_defaults(handler=_cmd_run)

@@ -1,0 +1,183 @@
+"""Per-step scalars of an Adam step, computed exactly once per step.
+
+Everything a kernel multiplies by (``beta1``, ``1 - beta1``, ``1/c1``,
+``sqrt(c2)``, ``lr``...) is derived here from the *held* hyperparameters with
+exact rationals (and mpmath at 200 bits for square roots), then split into a
+double-double ``(hi, lo)``. Kernels then never round a hyperparameter
+silently: in particular nothing is ever rounded to a 16-bit type unless the
+variant says its implementation does so (``hyper_precision``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from mpmath import mp
+
+from impl import _dd
+from spec.axes import BiasCorrection, Family, HyperPrecision, WeightDecay
+from spec.formats import FLOAT32, FLOAT64, FloatFormat
+from spec.hyper import Hyper
+from spec.variant import Variant
+
+#: Names of the kernel constants, in the order of the constants vector.
+CONSTANT_NAMES = (
+    "B1", "OB1", "B2", "OB2", "IC1", "IC1N", "C2", "IC2", "SC2", "EPS", "EPS_SC2",
+    "EPS_ROOT", "LR", "WD", "DECAY", "RS", "SCALE", "MU", "OMU",
+    # Veltkamp halves (26 bits each) of the moment constants' hi parts: their products
+    # with inputs of at most 27 significant bits (float32 and narrower) are exact.
+    "B1H", "B1L", "OB1H", "OB1L", "B2H", "B2L", "OB2H", "OB2L",
+)  # fmt: skip
+INDEX = {name: i for i, name in enumerate(CONSTANT_NAMES)}
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The compile-time shape of a step: which branches of the formula exist."""
+
+    family: str
+    placement: str
+    amsgrad: str
+    nesterov: str
+    decay: str  # "none", "before", "after"
+    l2: bool
+    rectified: bool
+    scaled: bool
+    use_ema: bool
+    overwrite: bool
+    has_gsq: bool
+
+
+def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat:
+    """Our implementation holds hyperparameters in float64 unless the variant says otherwise."""
+    return {
+        HyperPrecision.IDEAL: FLOAT64,
+        HyperPrecision.FLOAT64: FLOAT64,
+        HyperPrecision.FLOAT32: FLOAT32,
+        HyperPrecision.PARAM_DTYPE: param_format,
+    }[variant.hyper_precision]
+
+
+def round_fraction(x: Fraction, fmt: FloatFormat) -> Fraction:
+    """The exact value of ``x`` correctly rounded to ``fmt`` (via a double-double)."""
+    hi = float(x)
+    if not math.isfinite(hi):
+        return Fraction(0) if hi != hi else x
+    lo = float(x - Fraction(hi))
+    rounded = _dd.round_dd(np.float64(hi), np.float64(lo), fmt)
+    return Fraction(float(rounded))
+
+
+def _dd_of(x: Fraction | mp.mpf) -> tuple[float, float]:
+    if isinstance(x, Fraction):
+        hi = float(x)
+        return hi, float(x - Fraction(hi)) if math.isfinite(hi) else 0.0
+    hi = float(x)
+    return hi, float(x - hi) if math.isfinite(hi) else 0.0
+
+
+@dataclass(frozen=True)
+class StepConstants:
+    """The constants of one step as a (len(CONSTANT_NAMES), 2) float64 array of (hi, lo)."""
+
+    values: np.ndarray
+    config: KernelConfig
+    beta1_power: Fraction
+    beta2_power: Fraction
+
+    def dd(self, name: str) -> tuple[float, float]:
+        hi, lo = self.values[INDEX[name]]
+        return float(hi), float(lo)
+
+
+def step_constants(
+    variant: Variant,
+    hyper: Hyper,
+    t: int,
+    param_format: FloatFormat,
+    beta1_power: Fraction,
+    beta2_power: Fraction,
+    clip_scale: Fraction | mp.mpf | None = None,
+    has_gsq: bool = False,
+) -> StepConstants:
+    """Constants for step ``t`` given the previous (exact, as stored) beta powers."""
+    fmt = holding_format(variant, param_format)
+
+    def held(x: Fraction) -> Fraction:
+        return round_fraction(x, fmt)
+
+    b1, b2 = held(hyper.beta1), held(hyper.beta2)
+    lr, eps, eps_root = held(hyper.lr_at(t)), held(hyper.eps), held(hyper.eps_root)
+    wd, mu = held(hyper.weight_decay), held(hyper.ema_momentum)
+    p1 = beta1_power * b1 if variant.bias_correction_m is BiasCorrection.ACCUMULATED else b1**t
+    p2 = beta2_power * b2 if variant.bias_correction_v is BiasCorrection.ACCUMULATED else b2**t
+    c1 = Fraction(1) if variant.bias_correction_m is BiasCorrection.NONE else 1 - p1
+    c2 = Fraction(1) if variant.bias_correction_v is BiasCorrection.NONE else 1 - p2
+    c1n = Fraction(1) if variant.bias_correction_m is BiasCorrection.NONE else 1 - p1 * b1
+
+    def inv(x: Fraction) -> Fraction | float:
+        return 1 / x if x != 0 else math.inf
+
+    with mp.workprec(200):
+        sc2 = mp.sqrt(mp.mpf(c2.numerator) / c2.denominator)
+        rectify = None
+        if variant.family is Family.RADAM:
+            rho_inf = 2 / (1 - b2) - 1
+            rho_t = rho_inf - 2 * t * p2 / (1 - p2)
+            if rho_t > 5:
+                ratio = (
+                    (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+                )
+                rectify = mp.sqrt(mp.mpf(ratio.numerator) / ratio.denominator) * sc2
+        decay_rate = lr * wd if variant.weight_decay.value.startswith("decoupled_lr") else wd
+        values = {
+            "B1": b1, "OB1": 1 - b1, "B2": b2, "OB2": 1 - b2,
+            "IC1": inv(c1), "IC1N": inv(c1n), "C2": c2, "IC2": inv(c2), "SC2": sc2,
+            "EPS": eps, "EPS_SC2": eps * sc2, "EPS_ROOT": eps_root, "LR": lr, "WD": wd,
+            "DECAY": 1 - decay_rate, "RS": rectify if rectify is not None else Fraction(1),
+            "SCALE": clip_scale if clip_scale is not None else Fraction(1),
+            "MU": Fraction(0) if t == 1 else mu, "OMU": Fraction(1) if t == 1 else 1 - mu,
+        }  # fmt: skip
+        for name in ("B1", "OB1", "B2", "OB2"):
+            high, low = _dd.split(np.float64(float(values[name])))
+            values[name + "H"], values[name + "L"] = float(high), float(low)
+        table = np.array(
+            [
+                _dd_of(values[n]) if not isinstance(values[n], float) else (values[n], 0.0)
+                for n in CONSTANT_NAMES
+            ],
+            dtype=np.float64,
+        )
+    decay = "none"
+    if variant.weight_decay in (WeightDecay.DECOUPLED_LR_BEFORE, WeightDecay.DECOUPLED_BEFORE):
+        decay = "before"
+    elif variant.weight_decay in (WeightDecay.DECOUPLED_LR_AFTER, WeightDecay.DECOUPLED_AFTER):
+        decay = "after"
+    config = KernelConfig(
+        family=variant.family.value,
+        placement=variant.eps_placement.value,
+        amsgrad=variant.amsgrad.value,
+        nesterov=variant.nesterov.value,
+        decay=decay,
+        l2=variant.weight_decay is WeightDecay.L2 and wd != 0,
+        rectified=rectify is not None,
+        scaled=clip_scale is not None,
+        use_ema=hyper.use_ema,
+        overwrite=bool(hyper.use_ema and hyper.ema_overwrite_frequency)
+        and t % hyper.ema_overwrite_frequency == 0,
+        has_gsq=has_gsq,
+    )
+    return StepConstants(table, config, p1, p2)
+
+
+__all__ = [
+    "CONSTANT_NAMES",
+    "KernelConfig",
+    "StepConstants",
+    "holding_format",
+    "round_fraction",
+    "step_constants",
+]
