@@ -152,3 +152,36 @@ def test_console_script_is_installed():
     )
     assert result.returncode == 0, result.stderr
     assert {r["name"] for r in json.loads(result.stdout)} == set(spec.CATALOG)
+
+
+def test_bench_impl_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code, stdout, _ = run_cli(
+        ["bench", "impl", "--size", "4096", "--repeats", "1", "--json", str(out)], capsys=capsys
+    )
+    assert code == 0 and "ratio" in stdout
+    report = json.loads(out.read_text())
+    assert report["size"] == 4096 and report["dtype"] == "float32"
+    names = [r["name"] for r in report["results"]]
+    assert names[0] == "adamspec (auto)" and report["results"][0]["ratio_to_ours"] == 1.0
+    assert any(name.startswith("torch.optim.Adam(fused=True)") for name in names)
+    for r in report["results"]:
+        assert {"name", "median_s", "params_per_s", "ratio_to_ours"} <= set(r)
+        if r["median_s"] is not None:
+            assert r["params_per_s"] == pytest.approx(4096 / r["median_s"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "0"], "--size=0 must be a positive integer"),
+        (["--size", "many"], "--size='many' is not an integer"),
+        (["--dtype", "int8"], "invalid choice: 'int8'"),
+    ],
+    ids=["size=0", "size=many", "dtype=int8"],
+)
+def test_bench_rejects_bad_arguments_with_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "impl", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
