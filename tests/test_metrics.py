@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-import ml_dtypes
 import numpy as np
 import pytest
+from float_helpers import ALL, FINFO, IDS, from_bits, to_bits
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -28,25 +28,7 @@ from oracles.metrics import (
     ulp_distance,
 )
 from oracles.rounding import exact_of_float, numpy_dtype, round_to_numpy
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, FloatFormat
-
-ALL = list(FORMATS.values())
-IDS = [f.name for f in ALL]
-UINT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
-FINFO = {
-    "float64": np.finfo(np.float64),
-    "float32": np.finfo(np.float32),
-    "float16": np.finfo(np.float16),
-    "bfloat16": ml_dtypes.finfo(ml_dtypes.bfloat16),
-}
-
-
-def from_bits(bits: int, fmt: FloatFormat) -> np.generic:
-    return np.array(bits, dtype=UINT[fmt.bits]).view(numpy_dtype(fmt))[()]
-
-
-def to_bits(value: object, fmt: FloatFormat) -> int:
-    return int(np.asarray(value, dtype=numpy_dtype(fmt)).view(UINT[fmt.bits]))
+from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
 
 
 def val(x: float, fmt: FloatFormat) -> np.generic:

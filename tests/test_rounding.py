@@ -21,6 +21,7 @@ import gmpy2
 import ml_dtypes
 import numpy as np
 import pytest
+from float_helpers import ALL, FINFO, from_bits, to_bits
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -34,28 +35,12 @@ from oracles.rounding import (
     rounding_is_certain,
     ulp_of_exact,
 )
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, FloatFormat
+from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
 
-ALL = list(FORMATS.values())
 NARROW = [FLOAT32, FLOAT16, BFLOAT16]
-UINT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
-FINFO = {
-    "float64": np.finfo(np.float64),
-    "float32": np.finfo(np.float32),
-    "float16": np.finfo(np.float16),
-    "bfloat16": ml_dtypes.finfo(ml_dtypes.bfloat16),
-}
 
 
 # ----------------------------------------------------------------- test helpers
-
-
-def from_bits(bits: int, fmt: FloatFormat) -> np.generic:
-    return np.array(bits, dtype=UINT[fmt.bits]).view(numpy_dtype(fmt))[()]
-
-
-def to_bits(value: object, fmt: FloatFormat) -> int:
-    return int(np.asarray(value, dtype=numpy_dtype(fmt)).view(UINT[fmt.bits]))
 
 
 def same_bits(a: object, b: object, fmt: FloatFormat) -> bool:
