@@ -257,9 +257,7 @@ def _prepare_gradient(
 
     def contribution(values: Any) -> Any:
         g = sign * values.astype(np.float64)
-        if clipvalue is not None:
-            g = xp.clip(g, -clipvalue, clipvalue)
-        return g
+        return g if clipvalue is None else xp.clip(g, -clipvalue, clipvalue)
 
     if not isinstance(grad, SparseRows):
         if grad.shape != param.shape:
@@ -274,20 +272,22 @@ def _prepare_gradient(
         raise UnsupportedError(
             f"sparse gradient for {grad.num_rows} rows, parameter has {param.shape[0]}"
         )
-    values = contribution(xp.asarray(grad.values).reshape(len(grad.indices), -1))
-    if clipvalue is not None and variant.duplicates is DuplicateIndices.SUM_THEN_SQUARE:
-        values = sign * xp.asarray(grad.values).reshape(len(grad.indices), -1).astype(np.float64)
-    rows, inverse = np.unique(np.asarray(grad.indices), return_inverse=True)
     square_then_sum = variant.duplicates is DuplicateIndices.SQUARE_THEN_SUM
     if square_then_sum and variant.weight_decay is WeightDecay.L2 and hyper.weight_decay != 0:
         raise UnsupportedError(
             "L2 weight decay with square_then_sum duplicates on a sparse gradient is not "
             "implemented (no framework combines them)"
         )
+    raw = sign * xp.asarray(grad.values).reshape(len(grad.indices), -1).astype(np.float64)
+    # clipvalue acts on each contribution when squares are summed, else on the row sums.
+    values = contribution(raw) if square_then_sum else raw
+    rows, inverse = np.unique(np.asarray(grad.indices), return_inverse=True)
     g_hi, g_lo = _group_sum(values, None, inverse, len(rows), xp)
     if clipvalue is not None and not square_then_sum:
-        g_hi = xp.clip(g_hi, -clipvalue, clipvalue)  # summed first, then clipped
-        g_lo = xp.where(xp.abs(g_hi) == clipvalue, 0.0, g_lo)
+        above = (g_hi > clipvalue) | ((g_hi == clipvalue) & (g_lo > 0))
+        below = (g_hi < -clipvalue) | ((g_hi == -clipvalue) & (g_lo < 0))
+        g_hi = xp.where(above, clipvalue, xp.where(below, -clipvalue, g_hi))
+        g_lo = xp.where(above | below, 0.0, g_lo)
     gsq = gsq_lo = None
     if square_then_sum:
         gsq, gsq_lo = _group_sum(*_dd.two_prod(values, values), inverse, len(rows), xp)

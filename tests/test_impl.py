@@ -283,6 +283,19 @@ def test_sparse_rows_with_repeated_indices_match_the_oracle(name):
         assert not np.array_equal(params[untouched], table[untouched])
 
 
+@pytest.mark.parametrize("duplicates", ["sum_then_square", "square_then_sum"])
+@pytest.mark.parametrize("clip", ["clipvalue", "clipnorm"])
+def test_sparse_clipping_matches_the_oracle(duplicates, clip):
+    e, variant, table, rows, m, v = _sparse_case("tf_keras.Adam")
+    variant = variant.replace(duplicates=duplicates)
+    hyper = e.hyper(**{clip: "1.5"})
+    state = adam.init(table, variant)._replace(m=(m,), v=(v,), step=2)
+    params, new = adam.step(table, rows, state, hyper, variant)
+    ref = oracle_step(variant, hyper, table, rows, OracleState(m=m, v=v, step=2))
+    for got, name in ((params, "param"), (new.m[0], "m"), (new.v[0], "v")):
+        np.testing.assert_array_equal(got, ref.value(name), err_msg=name)
+
+
 def test_master_weights_round_the_exact_update_once_to_each_dtype():
     variant = Variant(hyper_precision="float64")
     hyper = entry("torch.Adam").hyper(lr="0.01")
