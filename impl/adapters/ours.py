@@ -1,0 +1,75 @@
+"""Our production implementation (impl.adam) configured as each catalog variant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from impl import adam
+from impl.adapters.base import Adapter, AdapterInfo, State
+from spec.axes import HyperPrecision
+from spec.catalog import entries, entry
+
+
+class Ours(Adapter):
+    """``adamspec[<catalog name>]``: impl.adam with that entry's variant."""
+
+    framework = ""
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+    sparse = True
+
+    def _build(self) -> None:
+        variant = entry(self.documented).variant
+        if variant.hyper_precision is HyperPrecision.IDEAL:  # we hold ideal values in float64
+            variant = variant.replace(hyper_precision=HyperPrecision.FLOAT64)
+        self.variant = variant
+        self.version = "adamspec"
+        self._params: list[np.ndarray] = []
+        self._state: adam.AdamState | None = None
+
+    def set_state(self, state: State) -> None:
+        self._params = [np.array(p, copy=True) for p in state.params]
+        self._state = adam.AdamState(
+            step=state.step,
+            m=tuple(np.array(x, copy=True) for x in state.m),
+            v=tuple(np.array(x, copy=True) for x in state.v),
+            v_max=None
+            if state.v_max is None
+            else tuple(np.array(x, copy=True) for x in state.v_max),
+            ema=None,
+            master=None,
+            beta1_power=float(state.extras.get("beta1_power", self._power(1, state.step))),
+            beta2_power=float(state.extras.get("beta2_power", self._power(2, state.step))),
+        )
+
+    def _power(self, which: int, step: int) -> float:
+        beta = self.hyper.beta1 if which == 1 else self.hyper.beta2
+        dtype = self._params[0].dtype if self._params else np.float64
+        return float(np.asarray(float(beta) ** step, dtype=dtype))
+
+    def get_state(self) -> State:
+        s = self._state
+        extras: dict[str, Any] = {}
+        if self.variant.bias_correction_m.value == "accumulated":
+            extras["beta1_power"] = np.asarray(s.beta1_power, dtype=self._params[0].dtype)
+        if self.variant.bias_correction_v.value == "accumulated":
+            extras["beta2_power"] = np.asarray(s.beta2_power, dtype=self._params[0].dtype)
+        return State(
+            [p.copy() for p in self._params],
+            [x.copy() for x in s.m],
+            [x.copy() for x in s.v],
+            None if s.v_max is None else [x.copy() for x in s.v_max],
+            s.step,
+            extras,
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        self._state = adam.step_(self._params, list(grads), self._state, self.hyper, self.variant)
+
+
+INFOS = [
+    AdapterInfo(f"adamspec[{e.name}]", "", e.name, "impl.adapters.ours:Ours") for e in entries()
+]

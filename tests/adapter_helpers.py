@@ -1,0 +1,124 @@
+"""Driving an adapter against the oracle: lock-step and free-running ULP errors.
+
+Shared by every adapter test so each framework's test is a table of
+configurations and budgets, not a copy of this loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from impl.adapters import State, make_adapter
+from oracles import OracleState
+from oracles import step as oracle_step
+from oracles.metrics import ulp_distance
+from oracles.rounding import format_of_dtype, numpy_dtype
+from spec.catalog import entry
+from spec.formats import format_named
+from spec.hyper import Hyper
+
+COMPONENTS = ("param", "m", "v", "v_max")
+
+
+@dataclass
+class Errors:
+    """Worst ULP distance per component over a run (-1: a NaN/inf mismatch)."""
+
+    max_ulp: dict[str, int]
+    steps: int
+
+    def worst(self) -> int:
+        return max(self.max_ulp.values())
+
+
+def initial_state(shapes, dtype: str, amsgrad: bool, seed: int = 0, step: int = 0) -> State:
+    """A known, nonzero starting state (moments from a few earlier steps' worth of data)."""
+    rng = np.random.default_rng(seed)
+    dt = numpy_dtype(format_named(dtype))
+    params = [rng.standard_normal(s).astype(dt) for s in shapes]
+    if step == 0:
+        zeros = [np.zeros(s, dt) for s in shapes]
+        return State(params, zeros, [z.copy() for z in zeros],
+                     [z.copy() for z in zeros] if amsgrad else None, 0)  # fmt: skip
+    m = [(0.1 * rng.standard_normal(s)).astype(dt) for s in shapes]
+    v = [(0.01 * rng.random(s) + 1e-4).astype(dt) for s in shapes]
+    v_max = [(x * 1.5).astype(dt) for x in v] if amsgrad else None
+    return State(params, m, v, v_max, step)
+
+
+def gradients(shapes, dtype: str, steps: int, seed: int = 1) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    dt = numpy_dtype(format_named(dtype))
+    return [[rng.standard_normal(s).astype(dt) for s in shapes] for _ in range(steps)]
+
+
+def _oracle_state(state: State, index: int, variant) -> OracleState:
+    extras = state.extras
+    return OracleState(
+        m=state.m[index],
+        v=state.v[index],
+        v_max=state.v_max[index] if state.v_max is not None else None,
+        step=state.step,
+        beta1_power=extras.get("beta1_power"),
+        beta2_power=extras.get("beta2_power"),
+    )
+
+
+def lockstep_errors(
+    adapter_name: str,
+    hyper: Hyper,
+    dtype: str = "float32",
+    shapes=((5,), (2, 3)),
+    steps: int = 20,
+    start_step: int = 0,
+    variant_name: str | None = None,
+) -> Errors:
+    """Run ``steps`` steps; before each, compare the adapter's step with the oracle's exact
+    step from the adapter's own state. ``variant_name`` defaults to the documented one."""
+    adapter = make_adapter(adapter_name, hyper, dtype, shapes)
+    try:
+        variant = entry(variant_name or adapter.documented).variant
+        amsgrad = variant.amsgrad.value != "off"
+        state = initial_state(shapes, dtype, amsgrad, step=start_step)
+        adapter.set_state(state)
+        fmt = format_of_dtype(state.params[0].dtype)
+        worst = dict.fromkeys(COMPONENTS[: 4 if amsgrad else 3], 0)
+        for grads in gradients(shapes, dtype, steps):
+            before = adapter.get_state()
+            adapter.step(grads)
+            after = adapter.get_state()
+            for k in range(len(shapes)):
+                ref = oracle_step(variant, hyper, before.params[k], grads[k],
+                                  _oracle_state(before, k, variant))  # fmt: skip
+                ours = {"param": after.params[k], "m": after.m[k], "v": after.v[k]}
+                if amsgrad:
+                    ours["v_max"] = after.v_max[k]
+                for name, got in ours.items():
+                    d = np.asarray(ulp_distance(got, ref.value(name), fmt))
+                    value = -1 if np.any(d < 0) else int(d.max())
+                    worst[name] = -1 if -1 in (value, worst[name]) else max(worst[name], value)
+        return Errors(worst, steps)
+    finally:
+        adapter.close()
+
+
+def assert_state_roundtrip(adapter_name: str, hyper: Hyper, dtype: str, shapes=((5,), (2, 3))):
+    """set_state then get_state returns the same bits."""
+    adapter = make_adapter(adapter_name, hyper, dtype, shapes)
+    try:
+        variant = entry(adapter.documented).variant
+        state = initial_state(shapes, dtype, variant.amsgrad.value != "off", step=7)
+        adapter.set_state(state.copy())
+        got = adapter.get_state()
+        assert got.step == state.step
+        for name in ("params", "m", "v", "v_max"):
+            want_list, got_list = getattr(state, name), getattr(got, name)
+            if want_list is None:
+                continue
+            for want, have in zip(want_list, got_list, strict=True):
+                assert have.dtype == want.dtype, (name, have.dtype, want.dtype)
+                assert have.tobytes() == want.tobytes(), name
+    finally:
+        adapter.close()
