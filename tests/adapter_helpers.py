@@ -6,6 +6,7 @@ configurations and budgets, not a copy of this loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,9 +75,11 @@ def lockstep_errors(
     steps: int = 20,
     start_step: int = 0,
     variant_name: str | None = None,
+    tensors: Sequence[int] | None = None,
 ) -> Errors:
     """Run ``steps`` steps; before each, compare the adapter's step with the oracle's exact
-    step from the adapter's own state. ``variant_name`` defaults to the documented one."""
+    step from the adapter's own state. ``variant_name`` defaults to the documented one;
+    ``tensors`` limits the comparison to some tensor indices (default: all)."""
     adapter = make_adapter(adapter_name, hyper, dtype, shapes)
     try:
         variant = entry(variant_name or adapter.documented).variant
@@ -89,7 +92,7 @@ def lockstep_errors(
             before = adapter.get_state()
             adapter.step(grads)
             after = adapter.get_state()
-            for k in range(len(shapes)):
+            for k in range(len(shapes)) if tensors is None else tensors:
                 ref = oracle_step(variant, hyper, before.params[k], grads[k],
                                   _oracle_state(before, k, variant))  # fmt: skip
                 ours = {"param": after.params[k], "m": after.m[k], "v": after.v[k]}

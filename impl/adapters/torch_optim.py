@@ -1,0 +1,161 @@
+"""PyTorch 2.13 optimizers: Adam (for-loop, foreach, fused, capturable, amsgrad,
+decoupled weight decay), AdamW, SparseAdam with sparse COO gradients, RAdam."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, lr_schedule_factor
+from spec.gradients import SparseRows
+
+_TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+class TorchOptimizer(Adapter):
+    """One ``torch.optim`` optimizer over one Parameter per tensor.
+
+    options: ``cls`` (Adam, AdamW, SparseAdam, RAdam) and the constructor keywords.
+    A learning-rate schedule is driven by ``torch.optim.lr_scheduler.LambdaLR``.
+    """
+
+    framework = "torch"
+    dtypes = _TORCH_DTYPES
+
+    def _build(self) -> None:
+        import torch
+
+        self.torch = torch
+        options = dict(self.options)
+        cls = getattr(torch.optim, options.pop("cls"))
+        self.sparse = cls is torch.optim.SparseAdam
+        self.amsgrad = bool(options.get("amsgrad"))
+        self.torch_dtype = {"bfloat16": torch.bfloat16}.get(self.dtype) or getattr(
+            torch, self.dtype
+        )
+        self.params = [
+            torch.nn.Parameter(torch.zeros(shape, dtype=self.torch_dtype)) for shape in self.shapes
+        ]
+        h = self.hyper
+        kwargs: dict[str, Any] = {
+            "lr": float(h.lr_at(1)),
+            "betas": (float(h.beta1), float(h.beta2)),
+            "eps": float(h.eps),
+        }
+        if cls is not torch.optim.SparseAdam:
+            kwargs["weight_decay"] = float(h.weight_decay)
+        kwargs.update(options)
+        self.optimizer = cls(self.params, **kwargs)
+        factor = lr_schedule_factor(h)
+        self.scheduler = (
+            None
+            if factor is None
+            else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: factor(epoch + 1))
+        )
+        self._step = 0
+
+    def _tensor(self, array: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(array).astype(np.float64)).to(
+            self.torch_dtype
+        )
+
+    def set_state(self, state: State) -> None:
+        torch = self.torch
+        with torch.no_grad():
+            for k, p in enumerate(self.params):
+                p.copy_(self._tensor(state.params[k]))
+                slots = self.optimizer.state[p]
+                slots.clear()
+                # the step is a float32 (default scalar dtype) tensor, as torch creates it
+                slots["step"] = torch.tensor(float(state.step), dtype=torch.float32)
+                slots["exp_avg"] = self._tensor(state.m[k])
+                slots["exp_avg_sq"] = self._tensor(state.v[k])
+                if self.amsgrad:
+                    if state.v_max is None:
+                        raise ValueError(f"{self.name} uses AMSGrad: the state needs v_max")
+                    slots["max_exp_avg_sq"] = self._tensor(state.v_max[k])
+        self._step = state.step
+        if self.scheduler is not None:
+            self.scheduler.last_epoch = state.step
+            for group, base in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, strict=True
+            ):
+                group["lr"] = base * self.scheduler.lr_lambdas[0](state.step)
+
+    @staticmethod
+    def _numpy(tensor: Any, dtype: str) -> np.ndarray:
+        import ml_dtypes
+
+        host = tensor.detach().cpu()
+        if dtype == "bfloat16":
+            return host.view(__import__("torch").int16).numpy().view(ml_dtypes.bfloat16).copy()
+        return host.numpy().copy()
+
+    def get_state(self) -> State:
+        m, v, v_max = [], [], []
+        for p in self.params:
+            slots = self.optimizer.state.get(p, {})
+            zeros = np.zeros(tuple(p.shape), dtype=self._numpy(p, self.dtype).dtype)
+            m.append(self._numpy(slots["exp_avg"], self.dtype) if "exp_avg" in slots else zeros)
+            v.append(
+                self._numpy(slots["exp_avg_sq"], self.dtype) if "exp_avg_sq" in slots else zeros
+            )
+            if self.amsgrad:
+                slot = slots.get("max_exp_avg_sq")
+                v_max.append(self._numpy(slot, self.dtype) if slot is not None else zeros)
+        return State(
+            [self._numpy(p, self.dtype) for p in self.params],
+            m,
+            v,
+            v_max if self.amsgrad else None,
+            self._step,
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        torch = self.torch
+        for p, g in zip(self.params, grads, strict=True):
+            if isinstance(g, SparseRows):
+                indices = torch.as_tensor(np.asarray(g.indices, dtype=np.int64)).reshape(1, -1)
+                values = self._tensor(np.asarray(g.values))
+                p.grad = torch.sparse_coo_tensor(indices, values, tuple(p.shape))
+            else:
+                p.grad = self._tensor(g)
+        try:
+            self.optimizer.step()
+        except (RuntimeError, AssertionError) as exc:  # no kernel for this dtype or device
+            raise Unsupported(f"{self.name} in {self.dtype}: {str(exc).splitlines()[0]}") from None
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self._step += 1
+
+
+def _info(name: str, documented: str, cls: str = "Adam", **options: Any) -> AdapterInfo:
+    return AdapterInfo(
+        name,
+        "torch",
+        documented,
+        "impl.adapters.torch_optim:TorchOptimizer",
+        {"cls": cls, **options},
+    )
+
+
+INFOS = [
+    _info("torch.Adam(foreach=False)", "torch.Adam", foreach=False),
+    _info("torch.Adam(foreach=True)", "torch.Adam", foreach=True),
+    _info("torch.Adam(fused=True)", "torch.Adam", fused=True),
+    _info("torch.Adam(capturable=True)", "torch.Adam", capturable=True, foreach=False),
+    _info("torch.Adam(amsgrad=True)", "torch.Adam[amsgrad]", amsgrad=True, foreach=False),
+    _info("torch.Adam(amsgrad=True,fused=True)", "torch.Adam[amsgrad]", amsgrad=True, fused=True),
+    _info(
+        "torch.Adam(decoupled_weight_decay=True)",
+        "torch.AdamW",
+        decoupled_weight_decay=True,
+        foreach=False,
+    ),
+    _info("torch.AdamW(foreach=False)", "torch.AdamW", cls="AdamW", foreach=False),
+    _info("torch.SparseAdam", "torch.SparseAdam", cls="SparseAdam"),
+    _info("torch.RAdam(foreach=False)", "torch.RAdam", cls="RAdam", foreach=False),
+]
