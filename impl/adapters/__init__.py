@@ -28,6 +28,7 @@ MODULES = (
     "impl.adapters.tfjs",
     "impl.adapters.onnx_ref",
     "impl.adapters.tensorflow",
+    "impl.adapters.keras3",
 )
 
 _loaded: set[str] = set()

@@ -1,0 +1,156 @@
+"""Keras 3 ``Adam``/``AdamW`` on each backend (tensorflow, jax, torch).
+
+``KERAS_BACKEND`` is fixed when keras is first imported, so every backend runs
+in its own worker process (:class:`impl.adapters.worker.ProcessAdapter`); the
+class here is what runs inside the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from spec.gradients import SparseRows
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+class KerasOptimizer(Adapter):
+    """One keras.optimizers optimizer over one ``keras.Variable`` per tensor.
+
+    options: ``cls`` ("Adam" or "AdamW") and constructor keywords (amsgrad,
+    clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ...).
+    """
+
+    framework = "keras"
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+
+    def _build(self) -> None:
+        import keras
+
+        self.keras = keras
+        self.backend = keras.backend.backend()
+        self.sparse = self.backend == "tensorflow"
+        options = dict(self.options)
+        cls = getattr(keras.optimizers, options.pop("cls", "Adam"))
+        h = self.hyper
+        kwargs: dict[str, Any] = {
+            "learning_rate": _schedule(keras, h) or float(h.lr_at(1)),
+            "beta_1": float(h.beta1),
+            "beta_2": float(h.beta2),
+            "epsilon": float(h.eps),
+        }
+        if h.weight_decay:
+            kwargs["weight_decay"] = float(h.weight_decay)
+        for name in ("clipnorm", "clipvalue", "global_clipnorm"):
+            if getattr(h, name) is not None:
+                kwargs[name] = float(getattr(h, name))
+        if h.use_ema:
+            kwargs.update(use_ema=True, ema_momentum=float(h.ema_momentum),
+                          ema_overwrite_frequency=h.ema_overwrite_frequency)  # fmt: skip
+        kwargs.update(options)
+        self.amsgrad = bool(kwargs.get("amsgrad"))
+        self.variables = [
+            keras.Variable(np.zeros(shape), dtype=self.dtype, name=f"p{k}")
+            for k, shape in enumerate(self.shapes)
+        ]
+        self.optimizer = cls(**kwargs)
+        self.optimizer.build(self.variables)
+        self.version = f"{keras.__version__} ({self.backend})"
+
+    def _assign(self, variable: Any, value: np.ndarray) -> None:
+        variable.assign(self.keras.ops.convert_to_tensor(np.asarray(value), dtype=self.dtype))
+
+    def set_state(self, state: State) -> None:
+        opt = self.optimizer
+        for k, var in enumerate(self.variables):
+            self._assign(var, state.params[k])
+            self._assign(opt._momentums[k], state.m[k])
+            self._assign(opt._velocities[k], state.v[k])
+            if self.amsgrad:
+                self._assign(opt._velocity_hats[k], state.v_max[k])
+        opt._iterations.assign(state.step)
+
+    def _numpy(self, variable: Any) -> np.ndarray:
+        value = self.keras.ops.convert_to_numpy(variable)
+        return np.asarray(value).astype(_numpy_dtype(self.dtype), copy=True)
+
+    def get_state(self) -> State:
+        opt = self.optimizer
+        return State(
+            [self._numpy(v) for v in self.variables],
+            [self._numpy(x) for x in opt._momentums],
+            [self._numpy(x) for x in opt._velocities],
+            [self._numpy(x) for x in opt._velocity_hats] if self.amsgrad else None,
+            int(self.keras.ops.convert_to_numpy(opt._iterations)),
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        ops = self.keras.ops
+        tensors = []
+        for g, var in zip(grads, self.variables, strict=True):
+            if isinstance(g, SparseRows):
+                import tensorflow as tf
+
+                tensors.append(tf.IndexedSlices(
+                    tf.constant(np.asarray(g.values), dtype=self.dtype),
+                    tf.constant(np.asarray(g.indices, dtype=np.int64)),
+                    tf.constant(var.shape, dtype=tf.int64),
+                ))  # fmt: skip
+            else:
+                tensors.append(ops.convert_to_tensor(np.asarray(g), dtype=self.dtype))
+        try:
+            self.optimizer.apply_gradients(zip(tensors, self.variables, strict=True))
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+
+
+def _numpy_dtype(dtype: str) -> Any:
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+
+
+def _schedule(keras: Any, hyper: Any) -> Any:
+    """A keras LearningRateSchedule for a spec Schedule: step (iterations) -> lr_at(step + 1)."""
+    from spec.hyper import Schedule
+
+    if not isinstance(hyper.lr, Schedule):
+        return None
+    table = [float(hyper.lr_at(t)) for t in range(1, 10_001)]
+
+    class Table(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step: Any) -> Any:
+            index = keras.ops.minimum(keras.ops.cast(step, "int32"), len(table) - 1)
+            return keras.ops.take(keras.ops.convert_to_tensor(table, dtype="float32"), index)
+
+    return Table()
+
+
+def _info(name: str, documented: str, backend: str, **inner: Any) -> AdapterInfo:
+    return AdapterInfo(
+        f"{name}[{backend}]",
+        "keras",
+        documented,
+        "impl.adapters.worker:ProcessAdapter",
+        {
+            "target": "impl.adapters.keras3:KerasOptimizer",
+            "env": {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            "inner": inner,
+        },
+    )
+
+
+INFOS = [
+    info
+    for backend in BACKENDS
+    for info in (
+        _info("keras.Adam", "keras.Adam", backend),
+        _info("keras.Adam(amsgrad=True)", "keras.Adam[amsgrad]", backend, amsgrad=True),
+        _info("keras.AdamW", "keras.AdamW", backend, cls="AdamW"),
+    )
+]

@@ -1,0 +1,146 @@
+"""Run an adapter in its own worker process, behind the same protocol.
+
+Some frameworks fix global configuration per process (``KERAS_BACKEND``), and a
+crashing kernel must not take the harness down. :class:`ProcessAdapter` starts
+``python -m impl.adapters.worker`` with the given environment and forwards
+``set_state``/``get_state``/``step`` as pickled, length-prefixed messages over
+the child's stdin/stdout: a small serialization boundary carrying NumPy arrays
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import weakref
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+from impl.adapters.base import Adapter, State, Unsupported
+from impl.frameworks import FrameworkMissing
+
+_HEADER = struct.Struct("<Q")
+
+
+def _send(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("worker closed the connection")
+    (size,) = _HEADER.unpack(header)
+    return pickle.loads(stream.read(size))
+
+
+class ProcessAdapter(Adapter):
+    """Proxy to an adapter class running in a child process.
+
+    options: ``target`` ("module:Class" of the real adapter), ``env`` (extra
+    environment for the child) and ``inner`` (the real adapter's options).
+    """
+
+    framework = ""
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+    sparse = True
+
+    def _build(self) -> None:
+        env = {**os.environ, **self.options.get("env", {})}
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "impl.adapters.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self._finalizer = weakref.finalize(self, _stop, self._process)
+        reply = self._call(
+            "build",
+            self.options["target"],
+            (self.name, self.documented, self.hyper, self.dtype, self.shapes,
+             self.options.get("inner", {})),
+        )  # fmt: skip
+        self.version = reply
+
+    def _call(self, verb: str, *args: Any) -> Any:
+        try:
+            _send(self._process.stdin, (verb, args))
+            status, payload = _receive(self._process.stdout)
+        except (BrokenPipeError, EOFError):
+            self._process.wait(timeout=10)
+            tail = self._process.stderr.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(
+                f"{self.name}: worker died (exit {self._process.returncode}): {tail}"
+            ) from None
+        if status == "ok":
+            return payload
+        kind, message = payload
+        raise {"Unsupported": Unsupported, "FrameworkMissing": FrameworkMissing}.get(
+            kind, RuntimeError
+        )(message)
+
+    def set_state(self, state: State) -> None:
+        self._call("set_state", state)
+
+    def get_state(self) -> State:
+        return self._call("get_state")
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self._call("step", list(grads))
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            _send(process.stdin, ("close", ()))
+            process.wait(timeout=10)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream:
+            stream.close()
+
+
+def _serve() -> None:
+    """The worker loop: build the real adapter, then answer requests until "close"."""
+    import importlib
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # framework chatter must not corrupt the message stream
+    adapter: Adapter | None = None
+    while True:
+        try:
+            verb, args = _receive(stdin)
+        except EOFError:
+            return
+        try:
+            if verb == "build":
+                module, _, cls = args[0].partition(":")
+                adapter = getattr(importlib.import_module(module), cls)(*args[1])
+                result: Any = adapter.version
+            elif verb == "close":
+                if adapter is not None:
+                    adapter.close()
+                _send(stdout, ("ok", None))
+                return
+            else:
+                result = getattr(adapter, verb)(*args)
+            _send(stdout, ("ok", result))
+        except Exception as exc:  # every failure goes back as data; the loop goes on
+            _send(stdout, ("error", (type(exc).__name__, str(exc))))
+
+
+if __name__ == "__main__":
+    _serve()
