@@ -19,6 +19,7 @@ from oracles.rounding import format_of_dtype, numpy_dtype
 from spec.catalog import entry
 from spec.formats import format_named
 from spec.hyper import Hyper
+from spec.variant import Variant
 
 COMPONENTS = ("param", "m", "v", "v_max")
 
@@ -55,12 +56,13 @@ def gradients(shapes, dtype: str, steps: int, seed: int = 1) -> list[list[np.nda
     return [[rng.standard_normal(s).astype(dt) for s in shapes] for _ in range(steps)]
 
 
-def _oracle_state(state: State, index: int, variant) -> OracleState:
+def _oracle_state(state: State) -> OracleState:
+    """All tensors' state at once: global clipping spans every tensor of a step."""
     extras = state.extras
     return OracleState(
-        m=state.m[index],
-        v=state.v[index],
-        v_max=state.v_max[index] if state.v_max is not None else None,
+        m=list(state.m),
+        v=list(state.v),
+        v_max=list(state.v_max) if state.v_max is not None else None,
         step=state.step,
         beta1_power=extras.get("beta1_power"),
         beta2_power=extras.get("beta2_power"),
@@ -76,13 +78,15 @@ def lockstep_errors(
     start_step: int = 0,
     variant_name: str | None = None,
     tensors: Sequence[int] | None = None,
+    variant: Variant | None = None,
 ) -> Errors:
     """Run ``steps`` steps; before each, compare the adapter's step with the oracle's exact
     step from the adapter's own state. ``variant_name`` defaults to the documented one;
-    ``tensors`` limits the comparison to some tensor indices (default: all)."""
+    ``tensors`` limits the comparison to some tensor indices (default: all); ``variant``
+    overrides the reference variant itself (e.g. with another ``hyper_precision``)."""
     adapter = make_adapter(adapter_name, hyper, dtype, shapes)
     try:
-        variant = entry(variant_name or adapter.documented).variant
+        variant = variant or entry(variant_name or adapter.documented).variant
         amsgrad = variant.amsgrad.value != "off"
         state = initial_state(shapes, dtype, amsgrad, step=start_step)
         adapter.set_state(state)
@@ -92,14 +96,14 @@ def lockstep_errors(
             before = adapter.get_state()
             adapter.step(grads)
             after = adapter.get_state()
+            ref = oracle_step(variant, hyper, list(before.params), list(grads),
+                              _oracle_state(before))  # fmt: skip
             for k in range(len(shapes)) if tensors is None else tensors:
-                ref = oracle_step(variant, hyper, before.params[k], grads[k],
-                                  _oracle_state(before, k, variant))  # fmt: skip
                 ours = {"param": after.params[k], "m": after.m[k], "v": after.v[k]}
                 if amsgrad:
                     ours["v_max"] = after.v_max[k]
                 for name, got in ours.items():
-                    d = np.asarray(ulp_distance(got, ref.value(name), fmt))
+                    d = np.asarray(ulp_distance(got, ref.value(name, k), fmt))
                     value = -1 if np.any(d < 0) else int(d.max())
                     worst[name] = -1 if -1 in (value, worst[name]) else max(worst[name], value)
         return Errors(worst, steps)

@@ -83,3 +83,31 @@ def test_sparse_duplicates_are_squared_then_summed_on_tensorflow():
         worst[duplicates] = int(ulp_distance(got.v[0], ref.value("v"), FLOAT32).max())
     assert worst["square_then_sum"] <= 138
     assert worst["sum_then_square"] > 10**6
+
+
+# Clipping (tensorflow backend, 20 lock-step steps): budgets measured as for plain Adam;
+# the m/v figures are the float32 cancellation described above, the param stays 1 ULP.
+CLIP_BUDGETS = {
+    "clipnorm": ("0.5", {"param": 1, "m": 2051, "v": 214}),
+    "clipvalue": ("0.1", {"param": 1, "m": 339, "v": 212}),
+    "global_clipnorm": ("1.0", {"param": 1, "m": 443, "v": 212}),
+}
+
+
+@pytest.mark.parametrize("clip", list(CLIP_BUDGETS))
+def test_clipping_within_measured_ulp(clip):
+    value, budget = CLIP_BUDGETS[clip]
+    hyper = entry("keras.Adam").hyper(**{clip: value})
+    errors = lockstep_errors("keras.Adam[tensorflow]", hyper, "float32", steps=20)
+    for component, worst in errors.max_ulp.items():
+        assert 0 <= worst <= budget[component], (clip, component, worst)
+
+
+def test_learning_rate_schedule_is_a_keras_schedule():
+    """lr [0.01, 0.002, 0.0005] becomes a LearningRateSchedule indexed by iterations."""
+    hyper = entry("keras.Adam").hyper(lr=[0.01, 0.002, 0.0005])
+    errors = lockstep_errors("keras.Adam[jax]", hyper, "float32", steps=4)
+    # measured param 9 ULP: with lr 0.01 the step is 10x larger relative to the param, so
+    # the float32 error of alpha = lr sqrt(1 - b2^t)/(1 - b1^t) shows; a wrong schedule
+    # entry would be off by millions
+    assert 0 <= errors.max_ulp["param"] <= 9

@@ -1,0 +1,500 @@
+"""TensorFlow's Adam implementations: tf_keras (new and legacy), tf.compat.v1, raw kernels.
+
+Every adapter drives the framework the way a user does, with Python floats
+for hyperparameters, so the precision the framework itself chooses is what
+gets measured:
+
+* ``tf_keras.Adam`` -- ``tf_keras.optimizers.Adam`` in eager mode through
+  ``apply_gradients``. The constant learning rate is a ``floatx`` (float32)
+  variable and ``1 - beta`` is a Python float subtraction rounded to the
+  variable dtype afterwards (keras-team/tf-keras ``optimizers/adam.py``).
+* ``tf_keras.optimizers.legacy.Adam`` -- OptimizerV2; its dense step is the
+  ``ResourceApplyAdam`` kernel fed ``tf.pow(beta, iterations + 1)`` in the
+  variable dtype, and its hyperparameters are float32 variables cast to the
+  variable dtype.
+* ``tf.v1.AdamOptimizer`` -- ``tf.compat.v1.train.AdamOptimizer`` in graph mode
+  with a ``tf.compat.v1.Session``. Its ``beta1_power``/``beta2_power`` are
+  float32 variables multiplied by beta after every step.
+* ``tf.raw.ResourceApplyAdam`` (and ``use_nesterov``, ``WithAmsgrad``) -- the
+  CPU kernels called eagerly with scalars of the variable dtype.
+
+TensorFlow is imported only when an adapter is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from spec.gradients import SparseRows
+from spec.hyper import Hyper, Schedule
+
+#: The dtypes every TensorFlow path here runs on CPU (checked against TF 2.21).
+TF_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def _tf() -> Any:
+    """Import TensorFlow quietly (C++ INFO/WARNING logs off)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def _f(x: Fraction) -> float:
+    """A hyperparameter as the Python float a user would pass (correctly rounded binary64)."""
+    return float(x)
+
+
+def _reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool = False) -> None:
+    """Unsupported for hyperparameters the wrapped API has no argument for."""
+    if hyper.eps_root:
+        raise Unsupported(f"{name} has no eps_root")
+    if hyper.use_ema:
+        raise Unsupported(f"{name}: use_ema state is not exposed by this adapter")
+    if hyper.weight_decay and not decay:
+        raise Unsupported(f"{name} has no weight_decay argument")
+    if not clip and any(
+        x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
+    ):
+        raise Unsupported(f"{name} has no gradient clipping")
+
+
+class _Eager(Adapter):
+    """Shared eager plumbing: one ``tf.Variable`` per parameter tensor."""
+
+    framework = "tensorflow"
+    dtypes = TF_DTYPES
+
+    def _eager_setup(self) -> None:
+        tf = self.tf = _tf()
+        self.tf_dtype = tf.as_dtype(self.dtype)
+        self.np_dtype = np.dtype(self.tf_dtype.as_numpy_dtype)
+        self.vars = [tf.Variable(tf.zeros(s, self.tf_dtype), trainable=True) for s in self.shapes]
+        self._step = 0
+
+    def _array(self, x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=self.np_dtype)
+
+    def _read(self, var: Any) -> np.ndarray:
+        return np.array(var.numpy(), dtype=self.np_dtype, copy=True)
+
+    def _assign(self, var: Any, value: Any) -> None:
+        var.assign(self.tf.constant(self._array(value), dtype=self.tf_dtype))
+
+    def _tf_grad(self, g: Any, shape: tuple[int, ...]) -> Any:
+        tf = self.tf
+        if isinstance(g, SparseRows):
+            values = self._array(g.values).reshape((len(g.indices), *shape[1:]))
+            return tf.IndexedSlices(
+                tf.constant(values, dtype=self.tf_dtype),
+                tf.constant(np.asarray(g.indices, dtype=np.int64)),
+                tf.constant(shape, dtype=tf.int64),
+            )
+        return tf.constant(self._array(g).reshape(shape), dtype=self.tf_dtype)
+
+
+# ---------------------------------------------------------------- tf_keras
+
+
+def _keras_schedule(hyper: Hyper) -> Any:
+    """A tf_keras LearningRateSchedule: optimizer step ``s`` (0-based) -> ``lr_at(s + 1)``.
+
+    Returns float32 like tf_keras's built-in schedules and its constant lr variable.
+    """
+    import tf_keras
+
+    tf = _tf()
+
+    class _Table(tf_keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step: Any) -> Any:
+            t = int(tf.convert_to_tensor(step).numpy()) + 1
+            return tf.constant(_f(hyper.lr_at(t)), dtype=tf.float32)
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+    return _Table()
+
+
+class TfKerasAdam(_Eager):
+    """``tf_keras.optimizers.Adam`` (options: ``adaptive_epsilon``, ``amsgrad``)."""
+
+    framework = "tf_keras"
+    sparse = True
+
+    def _build(self) -> None:
+        import tf_keras
+
+        h = self.hyper
+        _reject_unused(h, self.name, decay=True, clip=True)
+        self._eager_setup()
+        lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
+        self.opt = tf_keras.optimizers.Adam(
+            learning_rate=lr,
+            beta_1=_f(h.beta1),
+            beta_2=_f(h.beta2),
+            epsilon=_f(h.eps),
+            weight_decay=_f(h.weight_decay) if h.weight_decay else None,
+            clipnorm=None if h.clipnorm is None else _f(h.clipnorm),
+            clipvalue=None if h.clipvalue is None else _f(h.clipvalue),
+            global_clipnorm=None if h.global_clipnorm is None else _f(h.global_clipnorm),
+            **self.options,
+        )
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+        self.opt.build(self.vars)
+
+    def _slots(self) -> tuple[list[Any], list[Any], list[Any] | None]:
+        o = self.opt
+        return o._momentums, o._velocities, (o._velocity_hats if self.amsgrad else None)
+
+    def set_state(self, state: State) -> None:
+        m, v, vhat = self._slots()
+        for k, var in enumerate(self.vars):
+            self._assign(var, state.params[k])
+            self._assign(m[k], state.m[k])
+            self._assign(v[k], state.v[k])
+            if vhat is not None:
+                self._assign(vhat[k], state.v_max[k] if state.v_max is not None else 0)
+        self.opt.iterations.assign(state.step)
+
+    def get_state(self) -> State:
+        m, v, vhat = self._slots()
+        return State(
+            [self._read(x) for x in self.vars],
+            [self._read(x) for x in m],
+            [self._read(x) for x in v],
+            None if vhat is None else [self._read(x) for x in vhat],
+            int(self.opt.iterations.numpy()),
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
+        self.opt.apply_gradients(zip(tf_grads, self.vars, strict=True))
+
+
+class TfKerasLegacyAdam(_Eager):
+    """``tf_keras.optimizers.legacy.Adam`` (OptimizerV2 calling ResourceApplyAdam)."""
+
+    framework = "tf_keras"
+    sparse = True
+
+    def _build(self) -> None:
+        import tf_keras
+
+        h = self.hyper
+        _reject_unused(h, self.name, clip=True)
+        self._eager_setup()
+        lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
+        clips = {
+            k: _f(getattr(h, k))
+            for k in ("clipnorm", "clipvalue", "global_clipnorm")
+            if getattr(h, k) is not None
+        }
+        # epsilon=0 silently becomes backend epsilon() = 1e-7 here (`epsilon or ...`).
+        self.opt = tf_keras.optimizers.legacy.Adam(
+            learning_rate=lr,
+            beta_1=_f(h.beta1),
+            beta_2=_f(h.beta2),
+            epsilon=_f(h.eps),
+            **clips,
+            **self.options,
+        )
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+        self.opt._create_all_weights(self.vars)
+
+    def _slot(self, var: Any, name: str) -> Any:
+        return self.opt.get_slot(var, name)
+
+    def set_state(self, state: State) -> None:
+        for k, var in enumerate(self.vars):
+            self._assign(var, state.params[k])
+            self._assign(self._slot(var, "m"), state.m[k])
+            self._assign(self._slot(var, "v"), state.v[k])
+            if self.amsgrad:
+                vmax = state.v_max[k] if state.v_max is not None else 0
+                self._assign(self._slot(var, "vhat"), vmax)
+        self.opt.iterations.assign(state.step)
+
+    def get_state(self) -> State:
+        def slots(name: str) -> list[np.ndarray]:
+            return [self._read(self._slot(var, name)) for var in self.vars]
+
+        return State(
+            [self._read(x) for x in self.vars],
+            slots("m"),
+            slots("v"),
+            slots("vhat") if self.amsgrad else None,
+            int(self.opt.iterations.numpy()),
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
+        self.opt.apply_gradients(zip(tf_grads, self.vars, strict=True))
+
+
+# ---------------------------------------------------------------- raw kernels
+
+
+class TfRawAdam(_Eager):
+    """``tf.raw_ops.ResourceApplyAdam`` / ``ResourceApplyAdamWithAmsgrad`` called eagerly.
+
+    Every scalar input is a tensor of the variable dtype made from the Python
+    float; ``beta1_power``/``beta2_power`` are ``tf.pow(beta, t)`` in that dtype,
+    exactly as tf_keras's legacy Adam computes them (``_prepare_local``).
+    """
+
+    def _build(self) -> None:
+        _reject_unused(self.hyper, self.name)
+        self._eager_setup()
+        tf = self.tf
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+        self.use_nesterov = bool(self.options.get("use_nesterov", False))
+        self.m = [tf.Variable(tf.zeros(s, self.tf_dtype)) for s in self.shapes]
+        self.v = [tf.Variable(tf.zeros(s, self.tf_dtype)) for s in self.shapes]
+        self.vhat = (
+            [tf.Variable(tf.zeros(s, self.tf_dtype)) for s in self.shapes] if self.amsgrad else None
+        )
+
+    def set_state(self, state: State) -> None:
+        for k, var in enumerate(self.vars):
+            self._assign(var, state.params[k])
+            self._assign(self.m[k], state.m[k])
+            self._assign(self.v[k], state.v[k])
+            if self.vhat is not None:
+                self._assign(self.vhat[k], state.v_max[k] if state.v_max is not None else 0)
+        self._step = state.step
+
+    def get_state(self) -> State:
+        return State(
+            [self._read(x) for x in self.vars],
+            [self._read(x) for x in self.m],
+            [self._read(x) for x in self.v],
+            None if self.vhat is None else [self._read(x) for x in self.vhat],
+            self._step,
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tf, dt, h = self.tf, self.tf_dtype, self.hyper
+        t = self._step + 1
+        beta1 = tf.constant(_f(h.beta1), dt)
+        beta2 = tf.constant(_f(h.beta2), dt)
+        local_step = tf.cast(tf.constant(t, tf.int64), dt)
+        scalars = {
+            "beta1_power": tf.pow(beta1, local_step),
+            "beta2_power": tf.pow(beta2, local_step),
+            "lr": tf.constant(_f(h.lr_at(t)), dt),
+            "beta1": beta1,
+            "beta2": beta2,
+            "epsilon": tf.constant(_f(h.eps), dt),
+        }
+        for k, var in enumerate(self.vars):
+            grad = self._tf_grad(grads[k], self.shapes[k])
+            if self.vhat is not None:
+                tf.raw_ops.ResourceApplyAdamWithAmsgrad(
+                    var=var.handle,
+                    m=self.m[k].handle,
+                    v=self.v[k].handle,
+                    vhat=self.vhat[k].handle,
+                    grad=grad,
+                    **scalars,
+                )
+            else:
+                tf.raw_ops.ResourceApplyAdam(
+                    var=var.handle,
+                    m=self.m[k].handle,
+                    v=self.v[k].handle,
+                    grad=grad,
+                    use_nesterov=self.use_nesterov,
+                    **scalars,
+                )
+        self._step = t
+
+
+# ---------------------------------------------------------------- tf.compat.v1
+
+
+class TfV1Adam(Adapter):
+    """``tf.compat.v1.train.AdamOptimizer`` in graph mode, run by a ``tf.compat.v1.Session``.
+
+    TF1 keeps ``beta1_power``/``beta2_power`` as float32 non-slot variables whatever
+    the variable dtype, initialised to beta and multiplied by beta (float32) after
+    each step (``_finish``): the variable holds the power the *next* step uses.
+    Our ``extras`` hold ``beta^step`` as the power the *last* step used, P_step
+    (P_0 = 1), so the TF variable is always ``float32(P_step * float32(beta))``.
+    That product is computed here with the same float32 multiply TF does, so the
+    conversion is exact in both directions; the adapter remembers P_step itself
+    because it cannot be recovered from the rounded product. Extras are 0-d arrays
+    of the variable dtype for float32/float64 (float32 values are exact there) and
+    float32 for float16/bfloat16, which cannot hold them.
+
+    lr, beta1, beta2 and epsilon are float32 tensors (Python floats converted by
+    ``_prepare``) cast to the variable dtype inside the ops; an lr schedule is fed
+    through a float32 placeholder. TF1 has no step counter; it is tracked here.
+    """
+
+    framework = "tensorflow"
+    dtypes = TF_DTYPES
+    sparse = True
+
+    def _build(self) -> None:
+        _reject_unused(self.hyper, self.name)
+        tf = self.tf = _tf()
+        v1 = tf.compat.v1
+        h = self.hyper
+        self.tf_dtype = tf.as_dtype(self.dtype)
+        self.np_dtype = np.dtype(self.tf_dtype.as_numpy_dtype)
+        self.extras_dtype = self.np_dtype if self.dtype in ("float32", "float64") else np.float32
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.vars = [
+                v1.Variable(tf.zeros(s, self.tf_dtype), name=f"param{k}")
+                for k, s in enumerate(self.shapes)
+            ]
+            self.lr_ph = v1.placeholder(tf.float32, [], name="lr")
+            self.opt = v1.train.AdamOptimizer(
+                learning_rate=self.lr_ph if isinstance(h.lr, Schedule) else _f(h.lr),
+                beta1=_f(h.beta1),
+                beta2=_f(h.beta2),
+                epsilon=_f(h.eps),
+            )
+            self._ops: dict[tuple[bool, ...], tuple[Any, list[Any]]] = {}
+            self._apply_op(tuple(False for _ in self.shapes))  # creates slots and powers
+            self.m = [self.opt.get_slot(x, "m") for x in self.vars]
+            self.v = [self.opt.get_slot(x, "v") for x in self.vars]
+            self.powers = list(self.opt._get_beta_accumulators())
+            self._assigns = {}
+            for var in [*self.vars, *self.m, *self.v, *self.powers]:
+                ph = v1.placeholder(var.dtype.base_dtype, var.shape)
+                self._assigns[var.name] = (ph, var.assign(ph))
+            init = v1.global_variables_initializer()
+        self.sess = v1.Session(graph=self.graph)
+        self.sess.run(init)
+        self.beta32 = [np.float32(_f(h.beta1)), np.float32(_f(h.beta2))]
+        self._step = 0
+        self._p = [np.float32(1), np.float32(1)]
+
+    def _apply_op(self, pattern: tuple[bool, ...]) -> tuple[Any, list[Any]]:
+        """The apply_gradients op for one dense/sparse pattern and its gradient placeholders."""
+        if pattern in self._ops:
+            return self._ops[pattern]
+        tf, v1 = self.tf, self.tf.compat.v1
+        with self.graph.as_default():
+            feeds, grads = [], []
+            for sparse, shape in zip(pattern, self.shapes, strict=True):
+                if sparse:
+                    values = v1.placeholder(self.tf_dtype, (None, *shape[1:]))
+                    indices = v1.placeholder(tf.int64, (None,))
+                    feeds.append((values, indices))
+                    grads.append(tf.IndexedSlices(values, indices, tf.constant(shape, tf.int64)))
+                else:
+                    ph = v1.placeholder(self.tf_dtype, shape)
+                    feeds.append(ph)
+                    grads.append(ph)
+            op = self.opt.apply_gradients(list(zip(grads, self.vars, strict=True)))
+        self._ops[pattern] = (op, feeds)
+        return op, feeds
+
+    def _set(self, var: Any, value: Any) -> None:
+        ph, op = self._assigns[var.name]
+        self.sess.run(op, {ph: np.asarray(value, dtype=var.dtype.base_dtype.as_numpy_dtype)})
+
+    def set_state(self, state: State) -> None:
+        for k, var in enumerate(self.vars):
+            self._set(var, state.params[k])
+            self._set(self.m[k], state.m[k])
+            self._set(self.v[k], state.v[k])
+        self._step = state.step
+        for i, key in enumerate(("beta1_power", "beta2_power")):
+            if key in state.extras:
+                p = np.float32(np.asarray(state.extras[key]))  # TF can hold nothing finer
+            else:  # what TF1 holds after `step` steps: P_t = fl32(P_{t-1} * fl32(beta))
+                p = np.float32(1)
+                for _ in range(state.step):
+                    p = np.float32(p * self.beta32[i])
+            self._p[i] = p
+            self._set(self.powers[i], np.float32(p * self.beta32[i]))
+
+    def get_state(self) -> State:
+        read = self.sess.run([self.vars, self.m, self.v, self.powers])
+        params, m, v, powers = read
+        for i in range(2):  # the invariant the extras conversion relies on
+            assert powers[i] == np.float32(self._p[i] * self.beta32[i]), "beta power out of sync"
+        arr = lambda xs: [np.array(x, dtype=self.np_dtype, copy=True) for x in xs]  # noqa: E731
+        extras = {
+            "beta1_power": np.asarray(self._p[0], dtype=self.extras_dtype),
+            "beta2_power": np.asarray(self._p[1], dtype=self.extras_dtype),
+        }
+        return State(arr(params), arr(m), arr(v), None, self._step, extras)
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        pattern = tuple(isinstance(g, SparseRows) for g in grads)
+        op, feeds = self._apply_op(pattern)
+        feed: dict[Any, Any] = {}
+        for g, ph, shape in zip(grads, feeds, self.shapes, strict=True):
+            if isinstance(g, SparseRows):
+                values = np.asarray(g.values, dtype=self.np_dtype)
+                feed[ph[0]] = values.reshape((len(g.indices), *shape[1:]))
+                feed[ph[1]] = np.asarray(g.indices, dtype=np.int64)
+            else:
+                feed[ph] = np.asarray(g, dtype=self.np_dtype).reshape(shape)
+        t = self._step + 1
+        if isinstance(self.hyper.lr, Schedule):
+            feed[self.lr_ph] = np.float32(_f(self.hyper.lr_at(t)))
+        used = self.sess.run(self.powers)  # the powers this step uses become P_t
+        self.sess.run(op, feed)
+        self._p = [np.float32(used[0]), np.float32(used[1])]
+        self._step = t
+
+    def close(self) -> None:
+        sess = getattr(self, "sess", None)
+        if sess is not None:
+            sess.close()
+            self.sess = None
+
+
+_TFK = "impl.adapters.tensorflow:TfKerasAdam"
+_TFK_LEGACY = "impl.adapters.tensorflow:TfKerasLegacyAdam"
+_RAW = "impl.adapters.tensorflow:TfRawAdam"
+
+INFOS = [
+    AdapterInfo("tf_keras.Adam", "tf_keras", "tf_keras.Adam", _TFK),
+    AdapterInfo(
+        "tf_keras.Adam(adaptive_epsilon=True)",
+        "tf_keras",
+        "tf_keras.Adam[adaptive_epsilon]",
+        _TFK,
+        {"adaptive_epsilon": True},
+    ),
+    AdapterInfo("tf_keras.optimizers.legacy.Adam", "tf_keras", "tf.raw.ApplyAdam", _TFK_LEGACY),
+    AdapterInfo(
+        "tf.v1.AdamOptimizer",
+        "tensorflow",
+        "tf.v1.AdamOptimizer",
+        "impl.adapters.tensorflow:TfV1Adam",
+    ),
+    AdapterInfo("tf.raw.ResourceApplyAdam", "tensorflow", "tf.raw.ApplyAdam", _RAW),
+    AdapterInfo(
+        "tf.raw.ResourceApplyAdam(use_nesterov=True)",
+        "tensorflow",
+        "tf.raw.ApplyAdam[use_nesterov]",
+        _RAW,
+        {"use_nesterov": True},
+    ),
+    AdapterInfo(
+        "tf.raw.ResourceApplyAdamWithAmsgrad",
+        "tensorflow",
+        "tf.raw.ApplyAdamWithAmsgrad",
+        _RAW,
+        {"amsgrad": True},
+    ),
+]
