@@ -183,6 +183,19 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "(pytorch/pytorch#142041, #142323, PR #142351 corrected the docs).",
     ),
     CatalogEntry(
+        name="torch.Adam[maximize]",
+        variant=TORCH.replace(maximize=True),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "PyTorch torch.optim.Adam documentation (maximize=True)",
+            _TORCH_DOC.format("Adam"),
+            "maximize (bool, optional): maximize the objective with respect to the params, "
+            "instead of minimizing (default: False)",
+        ),
+        options={"maximize": True, "foreach": False},
+        notes="The gradient is negated first, then L2 weight decay is added.",
+    ),
+    CatalogEntry(
         name="torch.AdamW",
         variant=TORCH.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE),
         defaults={**_PAPER_DEFAULTS, "weight_decay": "0.01"},

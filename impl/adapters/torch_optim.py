@@ -148,6 +148,7 @@ INFOS = [
     _info("torch.Adam(fused=True)", "torch.Adam", fused=True),
     _info("torch.Adam(capturable=True)", "torch.Adam", capturable=True, foreach=False),
     _info("torch.Adam(amsgrad=True)", "torch.Adam[amsgrad]", amsgrad=True, foreach=False),
+    _info("torch.Adam(maximize=True)", "torch.Adam[maximize]", maximize=True, foreach=False),
     _info("torch.Adam(amsgrad=True,fused=True)", "torch.Adam[amsgrad]", amsgrad=True, fused=True),
     _info(
         "torch.Adam(decoupled_weight_decay=True)",
