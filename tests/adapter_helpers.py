@@ -66,6 +66,7 @@ def _oracle_state(state: State) -> OracleState:
         step=state.step,
         beta1_power=extras.get("beta1_power"),
         beta2_power=extras.get("beta2_power"),
+        ema=list(extras["ema"]) if "ema" in extras else None,
     )
 
 
@@ -89,9 +90,13 @@ def lockstep_errors(
         variant = variant or entry(variant_name or adapter.documented).variant
         amsgrad = variant.amsgrad.value != "off"
         state = initial_state(shapes, dtype, amsgrad, step=start_step)
+        if hyper.use_ema:  # the moving average starts as a copy of the weights
+            state.extras["ema"] = [p.copy() for p in state.params]
         adapter.set_state(state)
         fmt = format_of_dtype(state.params[0].dtype)
         worst = dict.fromkeys(COMPONENTS[: 4 if amsgrad else 3], 0)
+        if hyper.use_ema:
+            worst["ema"] = 0
         for grads in gradients(shapes, dtype, steps):
             before = adapter.get_state()
             adapter.step(grads)
@@ -102,6 +107,8 @@ def lockstep_errors(
                 ours = {"param": after.params[k], "m": after.m[k], "v": after.v[k]}
                 if amsgrad:
                     ours["v_max"] = after.v_max[k]
+                if hyper.use_ema:
+                    ours["ema"] = after.extras["ema"][k]
                 for name, got in ours.items():
                     d = np.asarray(ulp_distance(got, ref.value(name, k), fmt))
                     value = -1 if np.any(d < 0) else int(d.max())

@@ -72,6 +72,8 @@ class KerasOptimizer(Adapter):
             self._assign(opt._velocities[k], state.v[k])
             if self.amsgrad:
                 self._assign(opt._velocity_hats[k], state.v_max[k])
+            if self.hyper.use_ema and "ema" in state.extras:
+                self._assign(opt._model_variables_moving_average[k], state.extras["ema"][k])
         opt._iterations.assign(state.step)
 
     def _numpy(self, variable: Any) -> np.ndarray:
@@ -80,12 +82,16 @@ class KerasOptimizer(Adapter):
 
     def get_state(self) -> State:
         opt = self.optimizer
+        extras = {}
+        if self.hyper.use_ema:
+            extras["ema"] = [self._numpy(x) for x in opt._model_variables_moving_average]
         return State(
             [self._numpy(v) for v in self.variables],
             [self._numpy(x) for x in opt._momentums],
             [self._numpy(x) for x in opt._velocities],
             [self._numpy(x) for x in opt._velocity_hats] if self.amsgrad else None,
             int(self.keras.ops.convert_to_numpy(opt._iterations)),
+            extras,
         )
 
     def step(self, grads: Sequence[Any]) -> None:
