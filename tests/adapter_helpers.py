@@ -26,10 +26,11 @@ COMPONENTS = ("param", "m", "v", "v_max")
 
 @dataclass
 class Errors:
-    """Worst ULP distance per component over a run (-1: a NaN/inf mismatch)."""
+    """Worst ULP distance per component over a run (-1: a NaN/inf mismatch), and per step."""
 
     max_ulp: dict[str, int]
     steps: int
+    per_step: list[dict[str, int]]
 
     def worst(self) -> int:
         return max(self.max_ulp.values())
@@ -97,7 +98,9 @@ def lockstep_errors(
         worst = dict.fromkeys(COMPONENTS[: 4 if amsgrad else 3], 0)
         if hyper.use_ema:
             worst["ema"] = 0
+        per_step = []
         for grads in gradients(shapes, dtype, steps):
+            this_step = dict.fromkeys(worst, 0)
             before = adapter.get_state()
             adapter.step(grads)
             after = adapter.get_state()
@@ -112,8 +115,12 @@ def lockstep_errors(
                 for name, got in ours.items():
                     d = np.asarray(ulp_distance(got, ref.value(name, k), fmt))
                     value = -1 if np.any(d < 0) else int(d.max())
-                    worst[name] = -1 if -1 in (value, worst[name]) else max(worst[name], value)
-        return Errors(worst, steps)
+                    for record in (worst, this_step):
+                        record[name] = (
+                            -1 if -1 in (value, record[name]) else max(record[name], value)
+                        )
+            per_step.append(this_step)
+        return Errors(worst, steps, per_step)
     finally:
         adapter.close()
 

@@ -41,11 +41,16 @@ def test_every_backend_and_configuration_is_registered():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("name", "documented"), CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_twenty_lockstep_steps_within_measured_ulp(name, documented, backend):
+def test_one_and_twenty_lockstep_steps_within_measured_ulp(name, documented, backend):
     errors = lockstep_errors(f"{name}[{backend}]", entry(documented).hyper(), "float32", steps=20)
     budget = {"param": 1, "m": M_BUDGET[backend], "v": 212, "v_max": 212}
     for component, worst in errors.max_ulp.items():
         assert 0 <= worst <= budget[component], (name, backend, component, worst)
+    # the first step alone (from zero moments): m 3, v and v_max 212 (the 1 - beta_2
+    # coefficient, see test_one_step_and_state_round_trip), param 1
+    first = {"param": 1, "m": 3, "v": 212, "v_max": 212}
+    for component, worst in errors.per_step[0].items():
+        assert 0 <= worst <= first[component], ("step 1", name, backend, component, worst)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
