@@ -213,12 +213,15 @@ def _exact_products_sum(ah, al, x, bh, bl, y):
     return hi, lo, e_small
 
 
-def exact_kernel(cfg: KernelConfig, K: StepConstants, x: dict[str, Any], xp: Any = np) -> dict:
+def exact_kernel(
+    cfg: KernelConfig, K: StepConstants, x: dict[str, Any], xp: Any = np, arithmetic: Any = _dd
+) -> dict:
     """The double-double step on arrays ``x`` (theta, g, g_lo, gsq, gsq_lo, m, v, vmax, ema).
 
     Returns double-double ``(hi, lo)`` pairs for theta, m, v, vmax and ema.
+    ``arithmetic`` may be :mod:`impl._mp_pairs` (same formula in mpmath).
     """
-    dd = _dd
+    dd = arithmetic
     zero = xp.zeros_like(x["theta"])
 
     def c(name: str):

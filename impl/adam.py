@@ -509,9 +509,43 @@ def _apply_numpy(
                     )
                     rounded = xp.where(special, fallback, rounded)
                 results[store][redo] = rounded
+            _recompute_extremes(cfg, K, sub, redo, outputs, results)
         for store, _key, _fmt in outputs:
             target = flat[store]
             target[where] = results[store].astype(target.dtype)
+
+
+#: Magnitudes beyond which float64 error-free transformations may underflow or overflow
+#: (products of such inputs with the step's constants leave the normal range).
+_EXTREME_LOW, _EXTREME_HIGH = 2.0**-440, 2.0**440
+
+
+def _recompute_extremes(
+    cfg: Any, K: StepConstants, sub: dict[str, Any], redo: Any, outputs: list, results: dict
+) -> None:
+    """float64 coordinates with extreme inputs: the same formula in mpmath (no exponent limits).
+
+    Double-double arithmetic is exact only while products stay normal doubles; a
+    float64 gradient of 5e-324 breaks it (measured: a subnormal parameter update came
+    out as 0, 24,419 ULP off). Such coordinates are rare, so they pay for mpmath.
+    """
+    if not any(fmt == FLOAT64 for _store, _key, fmt in outputs):
+        return
+    magnitude = [np.abs(np.asarray(sub[name], dtype=np.float64)) for name in sub]
+    extreme = np.zeros(len(redo), dtype=bool)
+    for a in magnitude:
+        extreme |= (a != 0) & np.isfinite(a) & ((a < _EXTREME_LOW) | (a > _EXTREME_HIGH))
+    picked = np.flatnonzero(extreme)
+    if not picked.size:
+        return
+    from impl import _mp_pairs
+
+    with mp.workprec(_mp_pairs.PRECISION):
+        values = {name: _mp_pairs.lift(np.asarray(a)[picked]) for name, a in sub.items()}
+        exact = exact_kernel(cfg, K, values, np, arithmetic=_mp_pairs)
+        for store, key, fmt in outputs:
+            if fmt == FLOAT64:
+                results[store][redo[picked]] = _mp_pairs.to_float64(exact[key][0])
 
 
 __all__ = [

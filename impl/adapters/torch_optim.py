@@ -120,7 +120,9 @@ class TorchOptimizer(Adapter):
             if isinstance(g, SparseRows):
                 indices = torch.as_tensor(np.asarray(g.indices, dtype=np.int64)).reshape(1, -1)
                 values = self._tensor(np.asarray(g.values))
-                p.grad = torch.sparse_coo_tensor(indices, values, tuple(p.shape))
+                p.grad = torch.sparse_coo_tensor(
+                    indices, values, tuple(p.shape), check_invariants=True
+                )
             else:
                 p.grad = self._tensor(g)
         try:
