@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -55,6 +56,13 @@ class Case:
     grads: list[Any]
     state: OracleState
     hyper_mode: str
+
+
+def _reject_unknown(path: str, given: dict, allowed: Sequence[str], what: str) -> None:
+    """One-line error naming the first unknown key of ``given`` and the allowed ones."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise CaseError(f"{path}.{unknown[0]} is not {what}; allowed: {', '.join(allowed)}")
 
 
 def _number(path: str, value: Any, fmt: FloatFormat) -> float:
@@ -121,9 +129,7 @@ def parse_case(document: Any) -> Case:
     """Validate a decoded case document (decode with :func:`load_case` to keep decimals exact)."""
     if not isinstance(document, dict):
         raise CaseError(f"case must be a JSON object, got {type(document).__name__}")
-    unknown = sorted(set(document) - set(CASE_KEYS))
-    if unknown:
-        raise CaseError(f"case.{unknown[0]} is not a case field; allowed: {', '.join(CASE_KEYS)}")
+    _reject_unknown("case", document, CASE_KEYS, "a case field")
     for required in ("variant", "dtype", "params", "grads"):
         if required not in document:
             raise CaseError(f"case.{required} is missing")
@@ -135,11 +141,7 @@ def parse_case(document: Any) -> Case:
     hyper_values = document.get("hyper", {})
     if not isinstance(hyper_values, dict):
         raise CaseError("case.hyper must be an object of hyperparameters")
-    bad = sorted(set(hyper_values) - set(HYPER_NAMES))
-    if bad:
-        raise CaseError(
-            f"case.hyper.{bad[0]} is not a hyperparameter; allowed: {', '.join(HYPER_NAMES)}"
-        )
+    _reject_unknown("case.hyper", hyper_values, HYPER_NAMES, "a hyperparameter")
     try:
         hyper = make_hyper(**{**defaults, **hyper_values})
     except HyperparameterError as exc:
@@ -190,11 +192,7 @@ def _state(value: Any, params: np.ndarray, fmt: FloatFormat) -> OracleState:
         return OracleState()
     if not isinstance(value, dict):
         raise CaseError("case.state must be an object")
-    unknown = sorted(set(value) - set(STATE_KEYS))
-    if unknown:
-        raise CaseError(
-            f"case.state.{unknown[0]} is not a state field; allowed: {', '.join(STATE_KEYS)}"
-        )
+    _reject_unknown("case.state", value, STATE_KEYS, "a state field")
     step = value.get("step", 0)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CaseError(f"case.state.step={step!r} must be a non-negative integer")

@@ -355,11 +355,7 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., None] | None:
         jit(_certify32), jit(_certify32_wide), cfg,
     )  # fmt: skip
 
-    def driver(k, theta, g, m, v, vmax, ema, flags):
-        """Returns the number of flagged coordinates."""
-        return run(k, theta, g, m, v, vmax, ema, flags)
-
-    return driver
+    return run  # returns the number of flagged coordinates
 
 
 def _make_pass(

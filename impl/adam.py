@@ -414,9 +414,7 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
         )
         if not flagged:
             return
-        todo = np.flatnonzero(flags)
-        if todo.size:
-            _apply_numpy(K, grad, arrays, theta_store, todo)
+        _apply_numpy(K, grad, arrays, theta_store, np.flatnonzero(flags))
         return
     index = grad.rows
     if index is not None:  # lazy: only the touched rows, as flat coordinates

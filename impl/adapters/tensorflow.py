@@ -122,7 +122,16 @@ def _keras_schedule(hyper: Hyper) -> Any:
     return _Table()
 
 
-class TfKerasAdam(_Eager):
+class _KerasApply(_Eager):
+    """tf_keras optimizers (new and legacy) step through ``apply_gradients``."""
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
+        self.opt.apply_gradients(zip(tf_grads, self.vars, strict=True))
+
+
+class TfKerasAdam(_KerasApply):
     """``tf_keras.optimizers.Adam`` (options: ``adaptive_epsilon``, ``amsgrad``)."""
 
     framework = "tf_keras"
@@ -173,13 +182,8 @@ class TfKerasAdam(_Eager):
             int(self.opt.iterations.numpy()),
         )
 
-    def step(self, grads: Sequence[Any]) -> None:
-        self.check_grads(grads)
-        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
-        self.opt.apply_gradients(zip(tf_grads, self.vars, strict=True))
 
-
-class TfKerasLegacyAdam(_Eager):
+class TfKerasLegacyAdam(_KerasApply):
     """``tf_keras.optimizers.legacy.Adam`` (OptimizerV2 calling ResourceApplyAdam)."""
 
     framework = "tf_keras"
@@ -233,11 +237,6 @@ class TfKerasLegacyAdam(_Eager):
             slots("vhat") if self.amsgrad else None,
             int(self.opt.iterations.numpy()),
         )
-
-    def step(self, grads: Sequence[Any]) -> None:
-        self.check_grads(grads)
-        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
-        self.opt.apply_gradients(zip(tf_grads, self.vars, strict=True))
 
 
 # ---------------------------------------------------------------- raw kernels
