@@ -1,0 +1,90 @@
+"""The record tables the harness produces and the reports read.
+
+Reports never recompute anything: every figure in ``report.md`` and
+``report.html`` comes from these columns. One place names them so the
+harness (writer) and the report builders (readers) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+#: One row per implementation x case x mode x step x component: the worst coordinate.
+#: ``mode`` is "lockstep" (local error of one step started from the implementation's own
+#: state) or "free" (global divergence from the oracle's own trajectory).
+#: ``ulp_error`` is the ordinal ULP distance in the implementation's dtype (-1: a NaN/inf
+#: mismatch, not measurable in ULPs); ``bits_error`` is log2(1 + ulp_error) (NaN if -1);
+#: ``scaled_ulp`` is the error in ULPs of the operands' magnitude (so a cancellation that
+#: leaves a tiny result does not look like a wrong formula); ``outcome`` is the worst
+#: :class:`oracles.metrics.Outcome` over the coordinates.
+RESULTS_COLUMNS: tuple[str, ...] = (
+    "implementation",
+    "framework",
+    "framework_version",
+    "documented_variant",
+    "reference_variant",
+    "case",
+    "regime",
+    "dtype",
+    "mode",
+    "step",
+    "component",
+    "ulp_error",
+    "bits_error",
+    "scaled_ulp",
+    "outcome",
+    "coordinates",
+)
+
+#: One row per implementation x case: the lock-step verdict against the documented variant.
+#: ``verdict`` is "pass" (every component within its budget), "discrepancy", "skipped"
+#: (the adapter cannot run this case: ``detail`` says why) or "error" (it raised/crashed).
+#: ``category`` is the spec axis that explains a discrepancy (see harness.classify), or
+#: "rounding only", or "unexplained"; ``matched_variant`` the catalog variant closest to
+#: the implementation on this case.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "implementation",
+    "framework",
+    "framework_version",
+    "case",
+    "dtype",
+    "steps",
+    "max_ulp",
+    "median_ulp",
+    "max_free_ulp",
+    "worst_component",
+    "documented_variant",
+    "matched_variant",
+    "category",
+    "verdict",
+    "detail",
+)
+
+#: One row per implementation x catalog variant: lock-step error of the implementation
+#: measured against that variant over the discriminating problem set; ``rank`` 1 is the
+#: best match; ``within_budget`` whether every component stays within its ULP budget.
+FINGERPRINT_COLUMNS: tuple[str, ...] = (
+    "implementation",
+    "variant",
+    "rank",
+    "max_ulp",
+    "param_max_ulp",
+    "cases",
+    "documented",
+    "within_budget",
+)
+
+#: One row per unordered pair of catalog variants: how far apart their exact steps are,
+#: rounded to the problem's dtype, from the same state. ``relation`` is "separated",
+#: "weak" (differs, but by less than the separation threshold), "equal for this
+#: configuration" (0 ULP everywhere although the formulas differ) or "identical formula".
+SEPARATION_COLUMNS: tuple[str, ...] = (
+    "variant_a",
+    "variant_b",
+    "max_ulp",
+    "component",
+    "case",
+    "relation",
+)
+
+VERDICTS: tuple[str, ...] = ("pass", "discrepancy", "skipped", "error")
+RELATIONS: tuple[str, ...] = ("separated", "weak", "equal for this configuration",
+                              "identical formula")  # fmt: skip
