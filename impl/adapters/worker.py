@@ -10,11 +10,13 @@ bit for bit.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 import weakref
 from collections.abc import Sequence
 from typing import Any, BinaryIO
@@ -51,24 +53,20 @@ class ProcessAdapter(Adapter):
     sparse = True
 
     def _build(self) -> None:
-        env = {**os.environ, **self.options.get("env", {})}
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "impl.adapters.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
+        extra = self.options.get("env", {})
+        self._key = tuple(sorted(extra.items()))
+        self._process = _take_idle(self._key) or _start(extra)
         self._finalizer = weakref.finalize(self, _stop, self._process)
-        reply = self._call(
-            "build",
-            self.options["target"],
-            (self.name, self.documented, self.hyper, self.dtype, self.shapes,
-             self.options.get("inner", {})),
-        )  # fmt: skip
-        self.version = reply
+        try:
+            self.version = self._call(
+                "build",
+                self.options["target"],
+                (self.name, self.documented, self.hyper, self.dtype, self.shapes,
+                 self.options.get("inner", {})),
+            )  # fmt: skip
+        except (Unsupported, FrameworkMissing):
+            self.close()  # the worker itself is fine: keep it for the next configuration
+            raise
 
     def _call(self, verb: str, *args: Any) -> Any:
         try:
@@ -76,7 +74,7 @@ class ProcessAdapter(Adapter):
             status, payload = _receive(self._process.stdout)
         except (BrokenPipeError, EOFError):
             self._process.wait(timeout=10)
-            tail = self._process.stderr.read().decode(errors="replace")[-2000:]
+            tail = _stderr_tail(self._process)
             raise RuntimeError(
                 f"{self.name}: worker died (exit {self._process.returncode}): {tail}"
             ) from None
@@ -97,7 +95,57 @@ class ProcessAdapter(Adapter):
         self._call("step", list(grads))
 
     def close(self) -> None:
-        self._finalizer()
+        """Release the inner adapter; a healthy worker is kept for the next adapter of the
+        same environment (a Keras worker costs seconds of imports to start)."""
+        if not self._finalizer.alive:
+            return
+        self._finalizer.detach()
+        try:
+            if self._process.poll() is None and self._call("release") is None:
+                _IDLE.setdefault(self._key, []).append(self._process)
+                return
+        except Exception:  # a worker that cannot release is stopped instead
+            pass
+        _stop(self._process)
+
+
+#: Started workers with no adapter, by environment; stopped at exit.
+_IDLE: dict[tuple, list[subprocess.Popen]] = {}
+
+
+def _start(extra_env: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, **extra_env}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    # stderr goes to a file: framework chatter must never fill a pipe and block the child
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "impl.adapters.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env,
+    )
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def _take_idle(key: tuple) -> subprocess.Popen | None:
+    pool = _IDLE.get(key, [])
+    while pool:
+        process = pool.pop()
+        if process.poll() is None:
+            return process
+        _stop(process)
+    return None
+
+
+def _stderr_tail(process: subprocess.Popen) -> str:
+    log = getattr(process, "log", None)
+    if log is None or log.closed:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-2000:]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -108,9 +156,16 @@ def _stop(process: subprocess.Popen) -> None:
         except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
             process.kill()
             process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
+    for stream in (process.stdin, process.stdout, getattr(process, "log", None)):
         if stream:
             stream.close()
+
+
+@atexit.register
+def _stop_idle() -> None:
+    for pool in _IDLE.values():
+        while pool:
+            _stop(pool.pop())
 
 
 def _serve() -> None:
@@ -130,11 +185,14 @@ def _serve() -> None:
                 module, _, cls = args[0].partition(":")
                 adapter = getattr(importlib.import_module(module), cls)(*args[1])
                 result: Any = adapter.version
-            elif verb == "close":
+            elif verb in ("close", "release"):
                 if adapter is not None:
                     adapter.close()
+                adapter = None
                 _send(stdout, ("ok", None))
-                return
+                if verb == "close":
+                    return
+                continue
             else:
                 result = getattr(adapter, verb)(*args)
             _send(stdout, ("ok", result))
