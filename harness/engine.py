@@ -1,0 +1,387 @@
+"""The differential engine: run an implementation on a problem, then measure it against variants.
+
+Running and measuring are separate on purpose. :func:`record_trace` drives one
+adapter through a problem once, keeping every step's state before and after
+and the gradients it was given. Everything else is a pure function of traces:
+
+* :func:`lockstep` -- for each recorded step, the oracle's exact step of a
+  variant *from the implementation's own state*, and the local error of each
+  component (param, m, v, v_max) in ULPs of the implementation's dtype;
+* :func:`free_running` -- the oracle's own trajectory (exact state for
+  open-loop gradients; for closed loops the correctly rounded trajectory, whose
+  gradients come from its own params) and the global divergence per step.
+
+So fingerprinting (every catalog variant against the same trace) and
+classification (every single-axis change of the documented variant) cost oracle
+time only, never another framework run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.budgets import DEFAULT, Budget
+from harness.problems import Problem
+from impl.adapters import REGISTRY, State, Unsupported, load_registry, make_adapter
+from impl.frameworks import FrameworkMissing
+from oracles import OracleState
+from oracles import step as oracle_step
+from oracles import trajectory as oracle_trajectory
+from oracles.metrics import Outcome, classify_array, ulp_distance
+from oracles.rounding import numpy_dtype
+from spec.axes import AmsGrad
+from spec.catalog import entry
+from spec.formats import FloatFormat, format_named
+from spec.gradients import SparseRows
+from spec.hyper import Hyper
+from spec.variant import Variant
+
+STATE_COMPONENTS = ("param", "m", "v", "v_max")
+
+#: Worst first: the outcome reported for a component is the most severe over its coordinates.
+_SEVERITY = [
+    o.value
+    for o in (
+        Outcome.EXACT,
+        Outcome.ULP,
+        Outcome.SIGNED_ZERO,
+        Outcome.POSINF,
+        Outcome.NEGINF,
+        Outcome.NAN,
+        Outcome.MISSED_NAN,
+    )
+]
+
+
+@dataclass
+class StepRecord:
+    """One step of an implementation: the state it started from, its gradients, its result."""
+
+    before: State
+    grads: list[Any]
+    after: State
+
+
+@dataclass
+class Trace:
+    """An implementation's run on one problem.
+
+    ``status`` is "ok", "skipped" (the adapter cannot run this configuration or its
+    framework is missing; ``detail`` says why) or "error" (it raised or crashed after
+    ``len(steps)`` good steps; ``detail`` has the message). Steps recorded before an
+    error are kept and measured.
+    """
+
+    implementation: str
+    framework: str
+    framework_version: str
+    documented: str
+    problem: Problem
+    dtype: str
+    seed: int
+    hyper: Hyper | None
+    steps: list[StepRecord] = field(default_factory=list)
+    status: str = "ok"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ComponentError:
+    """The worst coordinate of one component in one step."""
+
+    ulp: int  # -1: a NaN/inf mismatch (not measurable in ULPs)
+    scaled: float
+    outcome: str
+    coordinates: int
+
+
+StepErrors = dict[str, ComponentError]
+
+
+def hyper_for(implementation: str, problem: Problem) -> Hyper:
+    """The hyperparameters an implementation runs a problem with.
+
+    Its documented variant's defaults (so each framework keeps e.g. its own eps),
+    then the problem's overrides, then values a registered configuration is built
+    with (``optax.adam(eps_root=1e-8)`` needs ``eps_root = 1e-8``).
+    """
+    info = REGISTRY[implementation]
+    pinned = {k: info.options[k] for k in ("eps_root",) if k in info.options}
+    return entry(info.documented).hyper(**{**dict(problem.hyper), **pinned})
+
+
+def _dtype(name: str) -> np.dtype:
+    return np.dtype(numpy_dtype(format_named(name)))
+
+
+def initial_state(problem: Problem, dtype: str, seed: int, amsgrad: bool) -> State:
+    params = problem.initial_params(dtype, seed)
+    m, v, v_max = problem.initial_state(dtype, seed, amsgrad)
+    return State(
+        params=list(params),
+        m=list(m),
+        v=list(v),
+        v_max=list(v_max) if v_max is not None else None,
+        step=problem.start_step,
+    )
+
+
+def record_trace(implementation: str, problem: Problem, dtype: str, seed: int) -> Trace:
+    """Run ``implementation`` through ``problem`` once, keeping every step (see :class:`Trace`)."""
+    load_registry()
+    info = REGISTRY[implementation]
+    trace = Trace(
+        implementation,
+        info.framework or "adamspec",
+        "n/a",
+        info.documented,
+        problem,
+        dtype,
+        seed,
+        None,
+    )
+    started = time.perf_counter()
+    adapter = None
+    try:
+        trace.hyper = hyper_for(implementation, problem)
+        adapter = make_adapter(implementation, trace.hyper, dtype, problem.shapes)
+        trace.framework_version = adapter.version
+        amsgrad = entry(info.documented).variant.amsgrad is not AmsGrad.OFF
+        adapter.set_state(initial_state(problem, dtype, seed, amsgrad))
+        for t in range(problem.steps):
+            before = adapter.get_state()
+            grads = problem.gradients(t, before.params, dtype, seed)
+            adapter.step(grads)
+            trace.steps.append(StepRecord(before, list(grads), adapter.get_state()))
+    except (Unsupported, FrameworkMissing) as exc:
+        trace.status, trace.detail = "skipped", _one_line(exc)
+    except Exception as exc:  # an implementation's crash is a finding
+        trace.status = "error"
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        trace.detail = (
+            f"step {len(trace.steps) + 1}: {type(exc).__name__}: {_one_line(exc)} "
+            f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+        )
+    finally:
+        if adapter is not None:
+            try:
+                adapter.close()
+            except Exception:  # closing must not hide the run's result
+                pass
+        trace.seconds = time.perf_counter() - started
+    return trace
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------- measuring
+
+
+def _oracle_state(state: State, variant: Variant, step_offset: int = 0) -> OracleState:
+    """The oracle's view of an implementation's state; a missing v_max starts at v."""
+    amsgrad = variant.amsgrad is not AmsGrad.OFF
+    v_max = state.v_max if state.v_max is not None else (state.v if amsgrad else None)
+    extras = state.extras
+    return OracleState(
+        m=list(state.m),
+        v=list(state.v),
+        v_max=list(v_max) if v_max is not None else None,
+        step=state.step + step_offset,
+        beta1_power=extras.get("beta1_power"),
+        beta2_power=extras.get("beta2_power"),
+        ema=list(extras["ema"]) if "ema" in extras else None,
+    )
+
+
+def _components(state: State, variant: Variant) -> tuple[str, ...]:
+    both_amsgrad = state.v_max is not None and variant.amsgrad is not AmsGrad.OFF
+    return STATE_COMPONENTS if both_amsgrad else STATE_COMPONENTS[:3]
+
+
+def _state_arrays(state: State, component: str) -> list[np.ndarray]:
+    return {"param": state.params, "m": state.m, "v": state.v, "v_max": state.v_max}[component]
+
+
+def ulp_at(scale: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """The spacing of ``fmt`` at magnitude ``scale`` (the subnormal quantum below 2**emin)."""
+    with np.errstate(divide="ignore"):
+        exponent = np.floor(np.log2(np.where(scale > 0, scale, 1.0)))
+    exponent = np.maximum(np.where(scale > 0, exponent, fmt.emin), fmt.emin)
+    return np.ldexp(1.0, (exponent - (fmt.precision - 1)).astype(np.int64))
+
+
+def _dense(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A gradient's magnitude per coordinate (duplicate rows' absolute values summed)."""
+    if isinstance(grad, SparseRows):
+        out = np.zeros(shape, np.float64)
+        values = np.abs(np.asarray(grad.values, np.float64)).reshape(len(grad.indices), *shape[1:])
+        np.add.at(out, np.asarray(grad.indices, np.int64), values)
+        return out
+    return np.abs(np.asarray(grad, np.float64))
+
+
+def _scales(
+    before: State, grads: Sequence[Any], k: int, hyper: Hyper, reference: Any
+) -> dict[str, np.ndarray]:
+    """Magnitude of each component's largest term, for the scaled measure of
+    :mod:`harness.budgets`: ``beta1 m`` or ``(1 - beta1) g`` for m, ``beta2 v`` or
+    ``(1 - beta2) g^2`` for v, and ``theta`` or the step taken for the parameter."""
+    b1, b2 = float(hyper.beta1), float(hyper.beta2)
+    theta = before.params[k].astype(np.float64)
+    g = _dense(grads[k], before.params[k].shape) + float(hyper.weight_decay) * np.abs(theta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        step = np.abs(reference.value("param", k).astype(np.float64) - theta)
+        scales = {
+            "param": np.maximum(np.abs(theta), np.where(np.isfinite(step), step, 0.0)),
+            "m": np.maximum(b1 * np.abs(before.m[k].astype(np.float64)), (1 - b1) * g),
+            "v": np.maximum(b2 * before.v[k].astype(np.float64), (1 - b2) * g * g),
+        }
+    if before.v_max is not None:
+        scales["v_max"] = np.maximum(before.v_max[k].astype(np.float64), scales["v"])
+    return scales
+
+
+def _measure(
+    got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
+) -> ComponentError:
+    dist = np.asarray(ulp_distance(got, ref, fmt)).ravel()
+    outcomes = classify_array(got, ref, fmt).ravel()
+    worst_outcome = max(outcomes, key=_SEVERITY.index) if outcomes.size else "exact"
+    if dist.size == 0:
+        return ComponentError(0, 0.0, "exact", 0)
+    ulp = -1 if np.any(dist < 0) else int(dist.max())
+    if ulp < 0:
+        scaled = math.inf
+    else:
+        g64, r64 = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff = np.abs(g64 - r64)
+            spacing = ulp_at(np.maximum(scale.ravel(), np.abs(r64)), fmt)
+            scaled = float(np.max(np.where(diff == 0, 0.0, diff / spacing)))
+    return ComponentError(ulp, scaled, str(worst_outcome), int(dist.size))
+
+
+def _merge(a: ComponentError | None, b: ComponentError) -> ComponentError:
+    if a is None:
+        return b
+    ulp = -1 if -1 in (a.ulp, b.ulp) else max(a.ulp, b.ulp)
+    outcome = max(a.outcome, b.outcome, key=_SEVERITY.index)
+    return ComponentError(ulp, max(a.scaled, b.scaled), outcome, a.coordinates + b.coordinates)
+
+
+def compare(
+    before: State,
+    grads: Sequence[Any],
+    after: State,
+    reference: Any,
+    variant: Variant,
+    hyper: Hyper,
+) -> StepErrors:
+    """Errors of ``after`` against an oracle :class:`~oracles.StepResult` (all tensors merged)."""
+    fmt = format_named(str(after.params[0].dtype))
+    errors: StepErrors = {}
+    for k in range(len(after.params)):
+        scales = _scales(before, grads, k, hyper, reference)
+        for name in _components(after, variant):
+            got = _state_arrays(after, name)[k]
+            ref = reference.value(name, k)
+            errors[name] = _merge(errors.get(name), _measure(got, ref, scales[name], fmt))
+    return errors
+
+
+def lockstep(
+    trace: Trace, variant: Variant, hyper: Hyper | None = None, *, step_offset: int = 0
+) -> list[StepErrors]:
+    """Local error of every recorded step against ``variant``'s exact step from the same state.
+
+    ``step_offset`` shifts the step counter the oracle is told (the "step counting"
+    hypothesis of :mod:`harness.classify`).
+    """
+    hyper = hyper or trace.hyper
+    out = []
+    for rec in trace.steps:
+        if rec.before.step + step_offset < 0:
+            return []
+        ref = oracle_step(
+            variant,
+            hyper,
+            list(rec.before.params),
+            list(rec.grads),
+            _oracle_state(rec.before, variant, step_offset),
+        )
+        out.append(compare(rec.before, rec.grads, rec.after, ref, variant, hyper))
+    return out
+
+
+def free_running(trace: Trace, variant: Variant, hyper: Hyper | None = None) -> list[StepErrors]:
+    """Global divergence per step from the oracle's own trajectory started at the same state.
+
+    Open-loop gradients do not depend on params, so the oracle keeps its exact
+    state across steps. For a closed loop each gradient comes from the reference's
+    own params, so the reference is the correctly rounded implementation: exact
+    step, rounded to the dtype, next gradient from the rounded params.
+    """
+    hyper = hyper or trace.hyper
+    if not trace.steps:
+        return []
+    first = trace.steps[0].before
+    if trace.problem.regime == "open":
+        results = oracle_trajectory(
+            variant,
+            hyper,
+            list(first.params),
+            [list(r.grads) for r in trace.steps],
+            _oracle_state(first, variant),
+        )
+    else:
+        results, state = [], first
+        for t in range(len(trace.steps)):
+            grads = trace.problem.gradients(t, state.params, trace.dtype, trace.seed)
+            ref = oracle_step(
+                variant, hyper, list(state.params), list(grads), _oracle_state(state, variant)
+            )
+            results.append(ref)
+            amsgrad = variant.amsgrad is not AmsGrad.OFF
+            state = State(
+                params=ref.rounded["param"],
+                m=ref.rounded["m"],
+                v=ref.rounded["v"],
+                v_max=ref.rounded["v_max"] if amsgrad else None,
+                step=state.step + 1,
+            )
+    return [
+        compare(rec.before, rec.grads, rec.after, ref, variant, hyper)
+        for rec, ref in zip(trace.steps, results, strict=True)
+    ]
+
+
+def worst(per_step: Sequence[StepErrors]) -> StepErrors:
+    """Per component, the worst error over steps."""
+    out: StepErrors = {}
+    for errors in per_step:
+        for name, err in errors.items():
+            out[name] = _merge(out.get(name), err)
+    return out
+
+
+def budget_multiple(errors: StepErrors, budget: Budget = DEFAULT) -> float:
+    """The largest budget multiple over components (<= 1: every component is rounding-sized)."""
+    if not errors:
+        return math.inf
+    return max(budget.multiple(name, e.ulp, e.scaled) for name, e in errors.items())
+
+
+def variant_of(name: str) -> Variant:
+    """A catalog variant by name (so reports can say which documented formula it is)."""
+    return entry(name).variant

@@ -1,0 +1,373 @@
+"""The main job: every selected implementation on a problem suite, fingerprinted and classified.
+
+One task per implementation (its traces, lock-step and free-running errors,
+fingerprint, classification), plus one task for the separation matrix; tasks
+run in worker processes (``jobs``) and their rows are merged in a fixed order,
+so the tables depend only on the seed and the configuration.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.budgets import DEFAULT, Budget
+from harness.classify import ROUNDING_ONLY, classify
+from harness.engine import (
+    StepErrors,
+    Trace,
+    budget_multiple,
+    free_running,
+    lockstep,
+    record_trace,
+    worst,
+)
+from harness.fingerprint import Match, rank_variants, separation
+from harness.problems import suite
+from impl.adapters import REGISTRY, load_registry
+from impl.frameworks import availability
+from oracles.metrics import bits_error
+from spec.catalog import entry
+
+#: How many of an implementation's best fingerprint matches are tried as each case's match.
+MATCH_CANDIDATES = 5
+
+
+class RunUsageError(ValueError):
+    """A bad run configuration (unknown implementation pattern, suite, dtype)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    implementations: tuple[str, ...] = ()  # fnmatch patterns; empty: every registered one
+    suite: str = "default"
+    fingerprint_suite: str = "discriminating"
+    dtype: str = "float32"
+    seed: int = 0
+    jobs: int = 1
+    budget: Budget = DEFAULT
+    separation_dtypes: tuple[str, ...] = ("float32", "bfloat16")
+
+
+@dataclass
+class Tables:
+    """Rows of the four record tables of :mod:`reports.schema`."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)
+    separation: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Tables) -> None:
+        for name in ("results", "summary", "fingerprints", "separation"):
+            getattr(self, name).extend(getattr(other, name))
+
+
+def select(patterns: Sequence[str]) -> list[str]:
+    """Registered implementations matching any pattern (all when none), in registry order."""
+    load_registry()
+    names = list(REGISTRY)
+    if not patterns:
+        return names
+    chosen = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern) or n == pattern]
+        if not hits:
+            raise RunUsageError(
+                f"--impl {pattern!r} matches no implementation; see `adamspec run --list`"
+            )
+        chosen.extend(h for h in hits if h not in chosen)
+    return [n for n in names if n in chosen]
+
+
+# ------------------------------------------------------------------------ one implementation
+
+
+def _row(trace: Trace, reference: str, mode: str, errors: StepErrors, step: int) -> list[dict]:
+    rows = []
+    for component, e in errors.items():
+        bits = bits_error(e.ulp)
+        rows.append(
+            {
+                "implementation": trace.implementation,
+                "framework": trace.framework,
+                "framework_version": trace.framework_version,
+                "documented_variant": trace.documented,
+                "reference_variant": reference,
+                "case": trace.problem.name,
+                "regime": trace.problem.regime,
+                "dtype": trace.dtype,
+                "mode": mode,
+                "step": step,
+                "component": component,
+                "ulp_error": e.ulp,
+                "bits_error": math.nan if bits is None else bits,
+                "scaled_ulp": e.scaled,
+                "outcome": e.outcome,
+                "coordinates": e.coordinates,
+            }
+        )
+    return rows
+
+
+def _worst_component(errors: StepErrors, budget: Budget) -> str:
+    if not errors:
+        return ""
+    return max(errors, key=lambda c: (budget.multiple(c, errors[c].ulp, errors[c].scaled), c))
+
+
+def _max_ulp(errors: StepErrors) -> int:
+    values = [e.ulp for e in errors.values()]
+    return -1 if -1 in values else max(values, default=0)
+
+
+def _summary(
+    trace: Trace,
+    per_step: list[StepErrors],
+    free: list[StepErrors],
+    matched: str,
+    category: str,
+    detail: str,
+    budget: Budget,
+) -> dict:
+    total: StepErrors = worst(per_step)
+    per_step_max = [_max_ulp(e) for e in per_step]
+    measurable = [u for u in per_step_max if u >= 0]
+    if trace.status == "skipped":
+        verdict = "skipped"
+    elif trace.status == "error":
+        verdict = "error"
+    else:
+        verdict = "pass" if budget_multiple(total, budget) <= 1 else "discrepancy"
+    return {
+        "implementation": trace.implementation,
+        "framework": trace.framework,
+        "framework_version": trace.framework_version,
+        "case": trace.problem.name,
+        "dtype": trace.dtype,
+        "steps": len(trace.steps),
+        "max_ulp": _max_ulp(total) if per_step else 0,
+        "median_ulp": float(statistics.median(measurable)) if measurable else math.nan,
+        "max_free_ulp": _max_ulp(worst(free)) if free else 0,
+        "worst_component": _worst_component(total, budget),
+        "documented_variant": trace.documented,
+        "matched_variant": matched,
+        "category": category,
+        "verdict": verdict,
+        "detail": detail,
+    }
+
+
+def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documented: str) -> str:
+    best = rank_variants([trace], candidates, budget, documented)[0]
+    return best.variant if best.score < math.inf else ""
+
+
+def evaluate(name: str, config: RunConfig) -> Tables:
+    """Everything the report says about one implementation."""
+    out = Tables()
+    load_registry()
+    documented = REGISTRY[name].documented
+    fp_traces = [
+        record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
+    ]
+    matches: list[Match] = []
+    if any(t.steps for t in fp_traces):
+        matches = rank_variants(fp_traces, budget=config.budget, documented=documented)
+    for rank, m in enumerate(matches, start=1):
+        out.fingerprints.append(
+            {
+                "implementation": name,
+                "variant": m.variant,
+                "rank": rank,
+                "max_ulp": m.max_ulp,
+                "param_max_ulp": m.param_ulp,
+                "cases": m.cases,
+                "documented": m.variant == documented,
+                "within_budget": m.score <= 1,
+            }
+        )
+    candidates = list(dict.fromkeys([documented] + [m.variant for m in matches[:MATCH_CANDIDATES]]))
+    variant = entry(documented).variant
+    for problem in suite(config.suite):
+        trace = record_trace(name, problem, config.dtype, config.seed)
+        per_step = lockstep(trace, variant) if trace.steps else []
+        free = free_running(trace, variant) if trace.steps else []
+        for errors, rec in zip(per_step, trace.steps, strict=True):
+            out.results += _row(trace, documented, "lockstep", errors, rec.before.step + 1)
+        for errors, rec in zip(free, trace.steps, strict=True):
+            out.results += _row(trace, documented, "free", errors, rec.before.step + 1)
+        matched, category, detail = "", "", trace.detail
+        if trace.steps:
+            matched = _best_match(trace, candidates, config.budget, documented)
+            verdict = classify([trace], variant, config.budget)
+            category = verdict.category
+            if verdict.category != ROUNDING_ONLY:
+                detail = "; ".join(filter(None, [verdict.explanation, trace.detail]))
+        out.summary.append(
+            _summary(trace, per_step, free, matched, category, detail, config.budget)
+        )
+    return out
+
+
+def evaluate_separation(config: RunConfig) -> Tables:
+    out = Tables()
+    for pair in separation(suite(config.fingerprint_suite), config.separation_dtypes, config.seed):
+        out.separation.append(
+            {
+                "variant_a": pair.variant_a,
+                "variant_b": pair.variant_b,
+                "max_ulp": pair.max_ulp,
+                "component": pair.component,
+                "case": pair.case,
+                "relation": pair.relation,
+            }
+        )
+    return out
+
+
+def _task(kind: str, name: str, config: RunConfig) -> tuple[str, str, Tables, float]:
+    started = time.perf_counter()
+    try:
+        tables = evaluate_separation(config) if kind == "separation" else evaluate(name, config)
+    except Exception as exc:  # a harness bug on one implementation must not lose the others
+        tables = Tables()
+        if kind == "impl":
+            tables = _skipped(name, f"harness error: {type(exc).__name__}: {exc}", config)
+            for row in tables.summary:
+                row["verdict"] = "error"
+        print(f"adamspec: {kind} {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return kind, name, tables, time.perf_counter() - started
+
+
+def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
+    out = Tables()
+    info = REGISTRY[name]
+    for problem in suite(config.suite):
+        out.summary.append(
+            {
+                "implementation": name,
+                "framework": info.framework or "adamspec",
+                "framework_version": "",
+                "case": problem.name,
+                "dtype": config.dtype,
+                "steps": 0,
+                "max_ulp": 0,
+                "median_ulp": math.nan,
+                "max_free_ulp": 0,
+                "worst_component": "",
+                "documented_variant": info.documented,
+                "matched_variant": "",
+                "category": "",
+                "verdict": "skipped",
+                "detail": reason,
+            }
+        )
+    return out
+
+
+def run(config: RunConfig, progress: Callable[[str], None] | None = None) -> Tables:
+    """Run every selected implementation (and the separation matrix); rows in a fixed order."""
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    names = select(config.implementations)
+    suite(config.suite), suite(config.fingerprint_suite)  # unknown suite: fail before any work
+    tasks: list[tuple[str, str]] = [("separation", "")]
+    done: dict[tuple[str, str], Tables] = {}
+    for name in names:
+        framework = REGISTRY[name].framework
+        status = availability(framework) if framework else None
+        if status is not None and not status.available:
+            done[("impl", name)] = _skipped(name, f"skipped: {status.reason}", config)
+        else:
+            tasks.append(("impl", name))
+    total, started, finished = len(tasks), time.perf_counter(), [0]
+
+    def report(kind: str, name: str, tables: Tables, seconds: float) -> None:
+        done[(kind, name)] = tables
+        finished[0] += 1
+        verdicts = {}
+        for row in tables.summary:
+            verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+        shown = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items())) or "done"
+        progress(
+            f"[{finished[0]:>3}/{total}] "
+            f"{name or 'separation matrix'}: {shown} ({seconds:.1f} s, "
+            f"{time.perf_counter() - started:.0f} s elapsed)"
+        )
+
+    if config.jobs <= 1:
+        for kind, name in tasks:
+            report(*_task(kind, name, config))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
+            futures = [pool.submit(_task, kind, name, config) for kind, name in tasks]
+            for future in as_completed(futures):
+                report(*future.result())
+    merged = Tables()
+    merged.extend(done.pop(("separation", ""), Tables()))
+    for name in names:
+        merged.extend(done[("impl", name)])
+    return merged
+
+
+def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:
+    """The ranked catalog variants for one implementation, and the one-line verdict."""
+    from harness.fingerprint import describe
+
+    traces = [
+        record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
+    ]
+    if not any(t.steps for t in traces):
+        reasons = "; ".join(sorted({t.detail for t in traces if t.detail}))
+        raise RunUsageError(f"{name} ran no step of the fingerprint problems: {reasons}")
+    documented = REGISTRY[name].documented
+    matches = rank_variants(traces, budget=config.budget, documented=documented)
+    rows = [
+        {
+            "rank": i,
+            "variant": m.variant,
+            "max_ulp": m.max_ulp,
+            "param_max_ulp": m.param_ulp,
+            "within_budget": m.score <= 1,
+            "documented": m.variant == documented,
+        }
+        for i, m in enumerate(matches, start=1)
+    ]
+    return rows, describe(matches, documented)
+
+
+def summary_table(tables: Tables) -> str:
+    """The summary printed at the end of a run: one line per implementation (worst case)."""
+    by_impl: dict[str, list[dict[str, Any]]] = {}
+    for row in tables.summary:
+        by_impl.setdefault(row["implementation"], []).append(row)
+    order = {"error": 0, "discrepancy": 1, "pass": 2, "skipped": 3}
+    lines = []
+    width = max((len(n) for n in by_impl), default=14)
+    lines.append(
+        f"{'implementation':<{width}}  {'verdict':<11}  {'max ULP':>8}  "
+        f"{'matched variant':<32}  category"
+    )
+    for name, rows in by_impl.items():
+        worst_row = min(rows, key=lambda r: (order[r["verdict"]], -(r["max_ulp"] % 2**62)))
+        counts = {v: sum(r["verdict"] == v for r in rows) for v in order}
+        verdict = worst_row["verdict"]
+        if verdict == "pass" or counts["pass"] == len(rows):
+            shown = f"pass {counts['pass']}/{len(rows)}"
+        else:
+            shown = f"{verdict} {counts[verdict]}/{len(rows)}"
+        category = worst_row["category"] or worst_row["detail"][:60]
+        lines.append(
+            f"{name:<{width}}  {shown:<11}  {worst_row['max_ulp']:>8}  "
+            f"{worst_row['matched_variant']:<32}  {category}"
+        )
+    return "\n".join(lines)

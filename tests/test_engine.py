@@ -1,0 +1,98 @@
+"""The differential engine on deliberately wrong toy Adams (tests/toy_adapters.py).
+
+Each toy breaks one thing the way hand-written kernels do; the engine must
+name the spec axis that explains it, rank the right catalog variant first, and
+keep what it measured when a kernel fails mid-run.
+"""
+
+from __future__ import annotations
+
+import pytest
+from toy_adapters import BUGS, register_toys
+
+from harness.budgets import DEFAULT
+from harness.classify import CATEGORIES, classify
+from harness.engine import budget_multiple, free_running, lockstep, record_trace, worst
+from harness.fingerprint import rank_variants, separation
+from harness.problems import problem, suite
+from spec.catalog import entry
+
+register_toys()
+
+
+def _traces(name: str, suite_name: str = "quick"):
+    return [record_trace(name, p, "float32", 0) for p in suite(suite_name)]
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_each_toy_bug_gets_its_category(bug):
+    documented, expected = BUGS[bug]
+    traces = _traces(f"toy.{bug}")
+    assert all(t.status in ("ok", "skipped") for t in traces), [t.detail for t in traces]
+    verdict = classify(traces, entry(documented).variant)
+    assert verdict.category == expected, verdict.explanation
+    assert verdict.category in CATEGORIES
+
+
+def test_correct_toy_is_rounding_only_and_off_by_one_is_not():
+    good = worst(lockstep(record_trace("toy.none", problem("typical"), "float32", 0),
+                          entry("paper.algorithm1").variant))  # fmt: skip
+    # float64 arithmetic rounded once per stored value: at most 1 ULP (the double rounding
+    # of 0.9 m + 0.1 g through binary64), far inside the default budget
+    assert max(e.ulp for e in good.values()) <= 1
+    bad = worst(lockstep(record_trace("toy.off_by_one_step", problem("typical"), "float32", 0),
+                         entry("paper.algorithm1").variant))  # fmt: skip
+    assert budget_multiple(bad, DEFAULT) > 100
+
+
+@pytest.mark.parametrize(
+    ("bug", "expected"),
+    [("none", "paper.algorithm1"), ("eps_moved", "paper.eps_hat")],
+)
+def test_fingerprint_ranks_the_implemented_formula_first(bug, expected):
+    traces = _traces(f"toy.{bug}", "discriminating")
+    matches = rank_variants(traces, documented=BUGS[bug][0])
+    best = matches[0]
+    assert entry(best.variant).variant == entry(expected).variant, [m.variant for m in matches[:3]]
+    assert best.score <= 1
+    # the documented variant of the eps-moved toy is far from it: a real discrepancy
+    if bug == "eps_moved":
+        documented = next(m for m in matches if m.variant == "paper.algorithm1")
+        assert documented.score > 100
+
+
+def test_free_running_divergence_grows_only_for_the_wrong_formula():
+    variant = entry("paper.algorithm1").variant
+    for name, small in (("toy.none", True), ("toy.no_bias_correction", False)):
+        trace = record_trace(name, problem("quadratic"), "float32", 0)
+        per_step = free_running(trace, variant)
+        assert len(per_step) == trace.problem.steps
+        param = max(e["param"].ulp for e in per_step)
+        assert (param <= 64) == small, (name, param)
+
+
+def test_a_kernel_that_raises_keeps_its_earlier_steps():
+    trace = record_trace("toy.raises", problem("typical"), "float32", 0)
+    assert trace.status == "error"
+    assert "step 3" in trace.detail and "FloatingPointError" in trace.detail
+    assert len(trace.steps) == 2
+    assert len(lockstep(trace, entry("paper.algorithm1").variant)) == 2
+
+
+def test_an_unsupported_configuration_is_a_skip_with_its_reason():
+    trace = record_trace("toy.none", problem("weight-decay"), "float32", 0)
+    assert trace.status == "skipped"
+    assert "weight decay" in trace.detail
+
+
+def test_separation_matrix_tells_paper_forms_apart_and_reports_identical_formulas():
+    names = ["paper.algorithm1", "paper.eps_hat", "torch.Adam", "torch.Adam[amsgrad]",
+             "tf.raw.ApplyAdam", "tf.v1.AdamOptimizer"]  # fmt: skip
+    pairs = {(p.variant_a, p.variant_b): p for p in
+             separation(suite("discriminating"), ("float32",), 0, names)}  # fmt: skip
+    assert pairs[("paper.algorithm1", "paper.eps_hat")].relation == "separated"
+    assert pairs[("torch.Adam", "torch.Adam[amsgrad]")].relation == "separated"
+    assert pairs[("paper.algorithm1", "torch.Adam")].axes  # they differ on some axis
+    for pair in pairs.values():
+        same = entry(pair.variant_a).variant == entry(pair.variant_b).variant
+        assert (pair.relation == "identical formula") == same
