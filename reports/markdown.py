@@ -1,0 +1,214 @@
+"""A short Markdown verdict for a pull-request comment, read from the summary records.
+
+One row per implementation (its worst case), then the case counts and one line of run
+metadata. Nothing is recomputed: every cell is a value, or a max/worst of values, from the
+summary and fingerprint tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
+from reports.tables import conform
+
+__all__ = [
+    "NONFINITE_ULP",
+    "VERDICT_SEVERITY",
+    "format_ulp",
+    "md_escape",
+    "overview",
+    "summary_markdown",
+    "verdict_counts",
+]
+
+#: Worse verdicts rank higher. A crash hides every number, so it outranks a measured
+#: discrepancy; a skip is not a pass (nothing was verified), so it outranks "pass".
+VERDICT_SEVERITY: dict[str, int] = {"pass": 0, "skipped": 1, "discrepancy": 2, "error": 3}
+
+#: ``ulp_error``/``max_ulp`` value for a NaN/inf mismatch (see reports.schema).
+NONFINITE_ULP = -1
+
+
+def md_escape(text: Any) -> str:
+    """``text`` safe inside a Markdown table cell: ``|`` escaped, newlines flattened, and
+    ``<``/``>`` as entities so an exception message cannot inject HTML into the comment."""
+    s = "" if text is None or text is pd.NA else str(text)
+    s = s.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def format_ulp(value: Any) -> str:
+    """A ULP count for display: ``-1`` is a NaN/inf mismatch, a missing value is ``—``."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return "—"
+    v = int(value)
+    return "NaN/inf" if v == NONFINITE_ULP else str(v)
+
+
+def _ulp_rank(value: Any) -> float:
+    """Order for "worst": missing < 0 < 1 < ... < NaN/inf mismatch."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return -1.0
+    v = int(value)
+    return float("inf") if v == NONFINITE_ULP else float(v)
+
+
+def _best_variants(fingerprints: pd.DataFrame) -> dict[str, str]:
+    """implementation -> its rank-1 variant(s) from the fingerprint table (ties joined)."""
+    best: dict[str, str] = {}
+    if fingerprints.empty:
+        return best
+    top = fingerprints[
+        fingerprints["rank"] == fingerprints.groupby("implementation")["rank"].transform("min")
+    ]
+    for impl, group in top.groupby("implementation", sort=True):
+        best[str(impl)] = ", ".join(sorted(group["variant"].astype(str).unique()))
+    return best
+
+
+def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
+    """One row per implementation: its worst case over the summary, worst first.
+
+    Columns: ``implementation``, ``documented_variant``, ``matched_variant`` (the rank-1
+    fingerprint variant(s) if the implementation has fingerprints, else the worst case's
+    ``matched_variant``), ``max_ulp`` (max over cases; a NaN/inf mismatch, ``-1``,
+    dominates), ``category`` and ``detail`` of the worst case, ``verdict`` (the worst),
+    ``n_worst`` (cases with that verdict) and ``n_cases``. Order: most severe verdict,
+    then largest ``max_ulp``, then name.
+    """
+    summary = conform(summary, SUMMARY_COLUMNS, "summary")
+    fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
+    best = _best_variants(fingerprints)
+    rows = []
+    for impl, group in summary.groupby("implementation", sort=True):
+        records = group.to_dict("records")
+        worst = max(
+            records,
+            key=lambda r: (
+                VERDICT_SEVERITY.get(r["verdict"], len(VERDICT_SEVERITY)),
+                _ulp_rank(r["max_ulp"]),
+                # Deterministic among equals: the last case name wins, whatever the input order.
+                r["case"],
+            ),
+        )
+        measured = [r["max_ulp"] for r in records if _ulp_rank(r["max_ulp"]) >= 0]
+        max_ulp = max(measured, key=_ulp_rank) if measured else pd.NA
+        documented = sorted({r["documented_variant"] for r in records if r["documented_variant"]})
+        rows.append(
+            {
+                "implementation": str(impl),
+                "documented_variant": ", ".join(documented),
+                "matched_variant": best.get(str(impl), worst["matched_variant"]),
+                "max_ulp": max_ulp,
+                "category": worst["category"],
+                "verdict": worst["verdict"],
+                "detail": worst["detail"],
+                "n_worst": sum(r["verdict"] == worst["verdict"] for r in records),
+                "n_cases": len(records),
+            }
+        )
+    columns = [
+        "implementation",
+        "documented_variant",
+        "matched_variant",
+        "max_ulp",
+        "category",
+        "verdict",
+        "detail",
+        "n_worst",
+        "n_cases",
+    ]
+    out = pd.DataFrame(rows, columns=columns)
+    if out.empty:
+        return out
+    order = sorted(
+        range(len(out)),
+        key=lambda i: (
+            -VERDICT_SEVERITY.get(out.at[i, "verdict"], len(VERDICT_SEVERITY)),
+            -_ulp_rank(out.at[i, "max_ulp"]),
+            out.at[i, "implementation"],
+        ),
+    )
+    return out.iloc[order].reset_index(drop=True)
+
+
+def verdict_counts(summary: pd.DataFrame) -> dict[str, int]:
+    """Cases per verdict: every verdict of reports.schema.VERDICTS (0 if none), then any
+    unexpected verdict the records hold, so nothing is silently dropped from a count."""
+    counts = {v: 0 for v in VERDICTS}
+    for verdict, n in summary["verdict"].value_counts(sort=False).items():
+        counts[str(verdict)] = counts.get(str(verdict), 0) + int(n)
+    return counts
+
+
+def _meta_line(meta: Mapping[str, Any]) -> str:
+    seed = meta.get("seed", "—")
+    duration = meta.get("duration_s", meta.get("duration"))
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        duration_text = f"{duration:.1f} s"
+    else:
+        duration_text = "—" if duration is None else str(duration)
+    version = meta.get("adamspec_version", meta.get("version", "—"))
+    return (
+        f"seed {md_escape(seed)} · duration {md_escape(duration_text)} · "
+        f"adamspec {md_escape(version)}"
+    )
+
+
+def summary_markdown(
+    summary: pd.DataFrame,
+    fingerprints: pd.DataFrame,
+    meta: Mapping[str, Any],
+    max_rows: int = 64,
+) -> str:
+    """The PR-comment Markdown: one table row per implementation, counts, a metadata line.
+
+    Reads ``meta["seed"]``, ``meta["duration_s"]`` (or ``"duration"``) and
+    ``meta["adamspec_version"]`` (or ``"version"``); missing keys show as ``—``. At most
+    ``max_rows`` implementations are listed (worst first); the rest are counted in one line,
+    so the comment stays short however many implementations ran.
+    """
+    table = overview(summary, fingerprints)
+    counts = verdict_counts(conform(summary, SUMMARY_COLUMNS, "summary"))
+    lines = ["## adamspec", ""]
+    if table.empty:
+        lines.append("No implementation produced a result.")
+    else:
+        lines += [
+            "| implementation | documented variant | matched variant | max ULP | category "
+            "| verdict |",
+            "| --- | --- | --- | ---: | --- | --- |",
+        ]
+        for row in table.head(max_rows).itertuples(index=False):
+            verdict = row.verdict
+            if row.n_worst != row.n_cases:
+                verdict = f"{verdict} ({row.n_worst}/{row.n_cases})"
+            cells = [
+                md_escape(row.implementation),
+                md_escape(row.documented_variant),
+                md_escape(row.matched_variant),
+                format_ulp(row.max_ulp),
+                md_escape(row.category),
+                f"**{md_escape(verdict)}**" if row.verdict != "pass" else md_escape(verdict),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        if len(table) > max_rows:
+            rest = table.iloc[max_rows:]
+            lines.append("")
+            lines.append(
+                f"… and {len(rest)} more implementations "
+                f"(worst verdict among them: {md_escape(rest['verdict'].iloc[0])})."
+            )
+    total = sum(counts.values())
+    count_text = " · ".join(f"{n} {md_escape(v)}" for v, n in counts.items())
+    lines += [
+        "",
+        f"**{total} cases:** {count_text} ({len(table)} implementations)",
+        "",
+        _meta_line(meta),
+    ]
+    return "\n".join(lines) + "\n"

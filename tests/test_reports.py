@@ -1,0 +1,584 @@
+"""reports/: typed tables, deterministic atomic files, Markdown, HTML and JUnit from records.
+
+The records are built by hand (three implementations, two cases, both modes) so every
+expectation below is known without running the harness.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import reports
+from reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
+from reports.html import PLOTS, render_html, write_html
+from reports.markdown import VERDICT_SEVERITY, overview
+from reports.schema import (
+    FINGERPRINT_COLUMNS,
+    RESULTS_COLUMNS,
+    SEPARATION_COLUMNS,
+    SUMMARY_COLUMNS,
+    VERDICTS,
+)
+from reports.tables import FILES, SCHEMAS, SORT_KEYS, atomic_write, conform, frame, sort_table
+
+IMPLS = {
+    # name: (framework, version, documented variant)
+    "ours.Adam": ("adamspec", "0.1.0", "paper.algorithm1"),
+    "torch.Adam": ("torch", "2.13.0", "torch.Adam"),
+    "keras.Adam": ("keras", "3.11.0", "keras.Adam"),
+}
+CASES = ("float32.small", "float32.tiny_grad")
+COMPONENTS = ("param", "m", "v")
+
+
+def result_row(impl: str, case: str, mode: str, step: int, component: str, ulp: int) -> dict:
+    framework, version, documented = IMPLS[impl]
+    return {
+        "implementation": impl,
+        "framework": framework,
+        "framework_version": version,
+        "documented_variant": documented,
+        "reference_variant": documented,
+        "case": case,
+        "regime": "normal" if case == "float32.small" else "tiny",
+        "dtype": "float32",
+        "mode": mode,
+        "step": step,
+        "component": component,
+        "ulp_error": ulp,
+        "bits_error": math.nan if ulp == -1 else math.log2(1 + ulp),
+        "scaled_ulp": math.nan if ulp == -1 else ulp / 3.0,
+        "outcome": "nan" if ulp == -1 else ("exact" if ulp == 0 else "ulp"),
+        "coordinates": 4,
+    }
+
+
+def make_results() -> list[dict]:
+    rows = []
+    # keras.Adam has no results: one case skipped, the other crashed.
+    for impl in ("ours.Adam", "torch.Adam"):
+        for case in CASES:
+            for step in range(1, 6):
+                for comp in COMPONENTS:
+                    ulp = 0 if impl == "ours.Adam" else step * (40 if case == CASES[1] else 1)
+                    rows.append(result_row(impl, case, "lockstep", step, comp, ulp))
+            for step in (1, 10, 100, 1000):
+                ulp = 0 if impl == "ours.Adam" else step // 2
+                rows.append(result_row(impl, case, "free", step, "param", ulp))
+    # A NaN/inf mismatch: measurable only as a category, not in ULPs.
+    rows.append(result_row("torch.Adam", CASES[1], "free", 5000, "param", -1))
+    return rows
+
+
+def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
+    framework, version, documented = IMPLS[impl]
+    row = {
+        "implementation": impl,
+        "framework": framework,
+        "framework_version": version,
+        "case": case,
+        "dtype": "float32",
+        "steps": 5,
+        "max_ulp": 0,
+        "median_ulp": 0.0,
+        "max_free_ulp": 0,
+        "worst_component": "param",
+        "documented_variant": documented,
+        "matched_variant": documented,
+        "category": "rounding only",
+        "verdict": verdict,
+        "detail": "",
+    }
+    row.update(kw)
+    return row
+
+
+def make_summary() -> list[dict]:
+    return [
+        summary_row("ours.Adam", CASES[0], "pass"),
+        summary_row("ours.Adam", CASES[1], "pass"),
+        summary_row("torch.Adam", CASES[0], "pass", max_ulp=5, median_ulp=3.0, max_free_ulp=500),
+        summary_row(
+            "torch.Adam",
+            CASES[1],
+            "discrepancy",
+            max_ulp=200,
+            median_ulp=120.5,
+            max_free_ulp=-1,
+            matched_variant="paper.eps_hat",
+            category="eps placement",
+            detail="eps inside | outside sqrt <b>",
+        ),
+        summary_row(
+            "keras.Adam",
+            CASES[0],
+            "skipped",
+            steps=0,
+            max_ulp=None,
+            median_ulp=None,
+            max_free_ulp=None,
+            detail="keras not installed",
+        ),
+        summary_row(
+            "keras.Adam",
+            CASES[1],
+            "error",
+            steps=0,
+            max_ulp=None,
+            median_ulp=None,
+            max_free_ulp=None,
+            detail="RuntimeError: boom\x1b[0m <script>",
+        ),
+    ]
+
+
+VARIANTS = ("paper.algorithm1", "paper.eps_hat", "torch.Adam", "keras.Adam")
+
+
+def make_fingerprints() -> list[dict]:
+    errors = {
+        "ours.Adam": {
+            "paper.algorithm1": 0,
+            "paper.eps_hat": 900,
+            "torch.Adam": 0,
+            "keras.Adam": 3000,
+        },
+        "torch.Adam": {
+            "paper.algorithm1": 200,
+            "paper.eps_hat": 1,
+            "torch.Adam": 200,
+            "keras.Adam": -1,
+        },
+    }
+    rows = []
+    for impl, by_variant in errors.items():
+        ordered = sorted(
+            by_variant, key=lambda v: math.inf if by_variant[v] == -1 else by_variant[v]
+        )
+        for variant, ulp in by_variant.items():
+            rows.append(
+                {
+                    "implementation": impl,
+                    "variant": variant,
+                    "rank": ordered.index(variant) + 1,
+                    "max_ulp": ulp,
+                    "param_max_ulp": max(ulp // 2, ulp),
+                    "cases": 2,
+                    "documented": variant == IMPLS[impl][2],
+                    "within_budget": ulp == 0,
+                }
+            )
+    return rows
+
+
+def make_separation() -> list[dict]:
+    rows = []
+    relations = ["separated", "weak", "identical formula", "equal for this configuration"]
+    for n, (a, b) in enumerate((a, b) for i, a in enumerate(VARIANTS) for b in VARIANTS[i + 1 :]):
+        rows.append(
+            {
+                "variant_a": a,
+                "variant_b": b,
+                "max_ulp": [1000, 2, 0, 0, -1, 77][n],
+                "component": "param",
+                "case": CASES[n % 2],
+                "relation": relations[n % 4],
+            }
+        )
+    return rows
+
+
+META = {"seed": 1234, "duration_s": 12.345, "adamspec_version": "0.1.0", "host": "ci"}
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    return {
+        "results": frame(make_results(), RESULTS_COLUMNS),
+        "summary": frame(make_summary(), SUMMARY_COLUMNS),
+        "fingerprints": frame(make_fingerprints(), FINGERPRINT_COLUMNS),
+        "separation": frame(make_separation(), SEPARATION_COLUMNS),
+    }
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, tables) -> tuple[Path, dict[str, Path]]:
+    out = tmp_path_factory.mktemp("reports") / "run"  # does not exist yet: must be created
+    return out, write_reports(out, **tables, meta=META)
+
+
+@pytest.fixture(scope="module")
+def page(tables) -> str:
+    return render_html(tables, META)
+
+
+def empty_tables() -> dict[str, pd.DataFrame]:
+    return {name: frame([], cols) for name, cols in SCHEMAS.items()}
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_frame_rejects_a_missing_column_by_name():
+    row = make_summary()[0]
+    del row["verdict"]
+    with pytest.raises(ValueError, match=r"summary row 0: missing columns \['verdict'\]"):
+        frame([row], SUMMARY_COLUMNS)
+
+
+def test_frame_rejects_an_extra_column_by_name():
+    rows = make_separation()
+    rows[2]["colour"] = "red"
+    with pytest.raises(ValueError, match=r"row 2: unexpected columns \['colour'\]"):
+        frame(rows, SEPARATION_COLUMNS)
+
+
+def test_conform_rejects_a_dataframe_missing_a_column():
+    df = pd.DataFrame(make_results()).drop(columns=["ulp_error"])
+    with pytest.raises(ValueError, match=r"results table: missing columns.*ulp_error"):
+        conform(df, RESULTS_COLUMNS)
+
+
+def test_frame_has_stable_dtypes(tables):
+    res, summ, fp, sep = (tables[n] for n in ("results", "summary", "fingerprints", "separation"))
+    assert list(res.columns) == list(RESULTS_COLUMNS)
+    assert res["ulp_error"].dtype == "int64" and res["step"].dtype == "int64"
+    assert res["bits_error"].dtype == "float64" and res["scaled_ulp"].dtype == "float64"
+    assert res["coordinates"].dtype == "int64"
+    assert pd.api.types.is_string_dtype(res["implementation"])
+    assert fp["documented"].dtype == bool and fp["within_budget"].dtype == bool
+    assert fp["rank"].dtype == "int64" and sep["max_ulp"].dtype == "int64"
+    # A skipped case has no measurement: nullable, not a fake 0 and not a float.
+    assert summ["max_ulp"].dtype == "Int64" and summ["max_ulp"].isna().sum() == 2
+    assert summ["median_ulp"].dtype == "float64"
+    # The same dtypes for an empty table, so an empty run still writes typed files.
+    empty = frame([], RESULTS_COLUMNS)
+    assert empty.dtypes.equals(res.dtypes)
+
+
+def test_frame_refuses_values_that_would_change():
+    row = make_results()[0]
+    with pytest.raises(ValueError, match="ulp_error"):
+        frame([{**row, "ulp_error": 2.5}], RESULTS_COLUMNS)
+    with pytest.raises(ValueError, match="ulp_error"):
+        frame([{**row, "ulp_error": None}], RESULTS_COLUMNS)
+    fp = make_fingerprints()[0]
+    with pytest.raises(ValueError, match="documented"):
+        frame([{**fp, "documented": "maybe"}], FINGERPRINT_COLUMNS)
+    # Whole floats are integers; "False" from a CSV is False, not a truthy string.
+    ok = frame([{**fp, "rank": 2.0, "documented": "False"}], FINGERPRINT_COLUMNS)
+    assert ok.at[0, "rank"] == 2 and not ok.at[0, "documented"]
+
+
+def test_tables_round_trip_with_dtypes(tmp_path, tables):
+    write_tables(tmp_path, **tables)
+    back = read_tables(tmp_path)
+    assert set(back) == {"results", "summary", "fingerprints", "separation"}
+    for name, df in tables.items():
+        pd.testing.assert_frame_equal(back[name], sort_table(df, name), check_exact=True)
+
+
+def test_parquet_is_readable_with_the_right_dtypes(tmp_path, tables):
+    write_tables(tmp_path, **tables)
+    df = pd.read_parquet(tmp_path / "results.parquet", engine="pyarrow")
+    assert list(df.columns) == list(RESULTS_COLUMNS)
+    assert df["ulp_error"].dtype == "int64" and df["bits_error"].dtype == "float64"
+    assert (df["ulp_error"] == -1).sum() == 1 and df["bits_error"].isna().sum() == 1
+    keys = list(SORT_KEYS["results"])
+    assert df[keys].equals(df[keys].sort_values(keys, kind="mergesort").reset_index(drop=True))
+
+
+def test_csv_is_deterministic_whatever_the_input_order(tmp_path):
+    shuffled = {
+        "results": make_results(),
+        "summary": make_summary(),
+        "fingerprints": make_fingerprints(),
+        "separation": make_separation(),
+    }
+    write_tables(tmp_path / "a", **shuffled)
+    rng = random.Random(7)
+    for rows in shuffled.values():
+        rng.shuffle(rows)
+    write_tables(tmp_path / "b", **shuffled)
+    write_tables(tmp_path / "b", **shuffled)  # overwriting gives the same bytes again
+    for name, file in FILES.items():
+        a, b = (tmp_path / d / file for d in "ab")
+        assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_csv_format(tmp_path, tables):
+    write_tables(tmp_path, **tables)
+    raw = (tmp_path / "summary.csv").read_bytes()
+    assert b"\r" not in raw
+    lines = raw.decode("utf-8").splitlines()
+    assert lines[0] == ",".join(SUMMARY_COLUMNS)  # no index column
+    assert len(lines) == 1 + len(tables["summary"])
+    # Sorted by (implementation, case).
+    firsts = [line.split(",")[:2] for line in lines[1:]]
+    assert firsts == sorted(firsts)
+    assert "120.5" in raw.decode() and ",-1," in raw.decode()
+
+
+def test_floats_survive_the_csv_exactly(tmp_path):
+    rows = make_separation()
+    summary = make_summary()
+    summary[0]["median_ulp"] = 0.1 + 0.2  # needs all 17 digits
+    summary[1]["median_ulp"] = 5e-324
+    write_tables(tmp_path, [], summary, [], rows)
+    back = read_tables(tmp_path)["summary"]
+    assert 0.1 + 0.2 in back["median_ulp"].tolist() and 5e-324 in back["median_ulp"].tolist()
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "summary.csv"
+    atomic_write(target, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+
+
+def test_invalid_table_writes_nothing(tmp_path, tables):
+    bad = tables["separation"].drop(columns=["relation"])
+    with pytest.raises(ValueError, match="relation"):
+        write_reports(tmp_path / "out", **{**tables, "separation": bad}, meta=META)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_write_reports_writes_every_file_and_no_temp(written):
+    out, paths = written
+    expected = {
+        "results.parquet",
+        "summary.csv",
+        "fingerprints.csv",
+        "separation.csv",
+        "report.md",
+        "report.html",
+        "junit.xml",
+        "meta.json",
+    }
+    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in paths.values()} == expected
+    assert all(p.parent == out for p in paths.values())
+    text = (out / "meta.json").read_text()
+    assert list(json.loads(text)) == sorted(META)
+
+
+def test_write_reports_twice_is_byte_identical(tmp_path, written, tables):
+    out, _ = written
+    again = write_reports(tmp_path, **tables, meta=META)
+    for name in ("summary", "fingerprints", "separation", "markdown", "junit", "meta"):
+        assert again[name].read_bytes() == (out / again[name].name).read_bytes(), name
+
+
+def test_package_exports_its_public_api():
+    for name in reports.__all__:
+        assert callable(getattr(reports, name)) or isinstance(getattr(reports, name), dict)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def test_overview_is_the_worst_case_per_implementation(tables):
+    ov = overview(tables["summary"], tables["fingerprints"]).set_index("implementation")
+    assert ov.loc["torch.Adam", "verdict"] == "discrepancy"
+    assert ov.loc["torch.Adam", "max_ulp"] == 200
+    assert ov.loc["torch.Adam", "category"] == "eps placement"
+    # Matched variant from the fingerprint's rank 1, over the whole problem set.
+    assert ov.loc["torch.Adam", "matched_variant"] == "paper.eps_hat"
+    assert ov.loc["keras.Adam", "verdict"] == "error"
+    assert ov.loc["ours.Adam", "verdict"] == "pass" and ov.loc["ours.Adam", "max_ulp"] == 0
+    # Worst first.
+    assert list(ov.index) == ["keras.Adam", "torch.Adam", "ours.Adam"]
+
+
+def test_markdown_rows_counts_and_meta(tables):
+    md = summary_markdown(tables["summary"], tables["fingerprints"], META)
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(IMPLS)
+    torch_row = next(r for r in rows if r.startswith("| torch.Adam "))
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", torch_row)[1:-1]]
+    assert cells == [
+        "torch.Adam",
+        "torch.Adam",
+        "paper.eps_hat",
+        "200",
+        "eps placement",
+        "**discrepancy (1/2)**",
+    ]
+    assert "3 pass · 1 discrepancy · 1 skipped · 1 error" in md
+    assert "seed 1234" in md and "12.3 s" in md and "adamspec 0.1.0" in md
+
+
+def test_markdown_escapes_pipes_in_cells():
+    summary = frame(
+        [summary_row("ours.Adam", "a|b", "discrepancy", category="eps | placement")],
+        SUMMARY_COLUMNS,
+    )
+    md = summary_markdown(summary, frame([], FINGERPRINT_COLUMNS), {})
+    row = next(line for line in md.splitlines() if line.startswith("| ours.Adam"))
+    assert "eps \\| placement" in row
+    assert len(re.findall(r"(?<!\\)\|", row)) == 7  # 6 cells, no stray column
+
+
+def test_markdown_stays_short_with_60_implementations():
+    rows = [
+        summary_row("ours.Adam", case, "pass", implementation=f"impl{i:02d}")
+        for i in range(60)
+        for case in CASES
+    ]
+    md = summary_markdown(frame(rows, SUMMARY_COLUMNS), frame([], FINGERPRINT_COLUMNS), META)
+    assert len(md.splitlines()) <= 80
+    assert "impl59" in md and "120 cases" in md
+
+
+def test_markdown_of_nothing():
+    md = summary_markdown(frame([], SUMMARY_COLUMNS), frame([], FINGERPRINT_COLUMNS), {})
+    assert "0 pass" in md and "seed —" in md
+
+
+# --------------------------------------------------------------------------- html
+
+IMG = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def test_html_is_self_contained(page):
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
+    assert "<link" not in page and "<script" not in page
+    assert len(IMG.findall(page)) == len(PLOTS) == 5
+
+
+def test_html_plots_are_pngs(page):
+    import base64
+
+    for data in IMG.findall(page):
+        assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_html_has_the_summary_and_escapes_record_text(page):
+    assert "torch.Adam" in page and "eps placement" in page
+    # The crash message holds a <script> tag and a terminal escape: escaped, not live.
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert "eps inside | outside sqrt &lt;b&gt;" in page
+
+
+def test_html_survives_empty_frames(tmp_path):
+    path = write_html(tmp_path / "report.html", empty_tables(), {})
+    text = path.read_text(encoding="utf-8")
+    assert text.count("no data") >= len(PLOTS)
+    assert not IMG.search(text)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_html_copes_with_only_one_mode(tables):
+    only_free = tables["results"][tables["results"]["mode"] == "free"]
+    text = render_html({**tables, "results": only_free}, META)
+    # lock-step plot and histograms: no data; fingerprints, separation, free: drawn.
+    assert len(IMG.findall(text)) == 3 and text.count('class="nodata"') == 2
+
+
+def test_html_small_multiples_for_many_implementations():
+    rows = [
+        {
+            **result_row("ours.Adam", CASES[0], "lockstep", step, "param", step),
+            "implementation": f"impl{i:02d}",
+        }
+        for i in range(12)
+        for step in (1, 2)
+    ]
+    text = render_html({"results": frame(rows, RESULTS_COLUMNS)}, {})
+    assert len(IMG.findall(text)) == 2  # lock-step plot and histograms
+
+
+# --------------------------------------------------------------------------- junit
+
+
+def test_junit_parses_and_counts(tables):
+    root = ET.fromstring(junit_xml(tables["summary"]))
+    suite = root.find("testsuite")
+    assert suite is not None
+    for el in (root, suite):
+        assert el.attrib["tests"] == "6"
+        assert el.attrib["failures"] == "1"
+        assert el.attrib["errors"] == "1"
+        assert el.attrib["skipped"] == "1"
+    cases = suite.findall("testcase")
+    assert [(c.attrib["classname"], c.attrib["name"]) for c in cases] == sorted(
+        (r["implementation"], r["case"]) for r in make_summary()
+    )
+
+
+def test_junit_failure_error_and_skip_messages(tables):
+    root = ET.fromstring(junit_xml(tables["summary"], suite_name="nightly"))
+    assert root.find("testsuite").attrib["name"] == "nightly"
+    failure = root.find(".//testcase[@classname='torch.Adam'][@name='float32.tiny_grad']/failure")
+    message = failure.attrib["message"]
+    for part in ("eps placement", "200", "paper.eps_hat", "eps inside | outside sqrt <b>"):
+        assert part in message
+    skipped = root.find(".//testcase[@classname='keras.Adam']/skipped")
+    assert skipped.attrib["message"] == "keras not installed"
+    error = root.find(".//testcase[@classname='keras.Adam']/error")
+    # The terminal escape cannot appear in XML 1.0: replaced, and the file still parses.
+    assert error.attrib["message"].startswith("RuntimeError: boom")
+    assert "\x1b" not in error.attrib["message"]
+    assert root.find(".//testcase[@classname='ours.Adam']/*") is None
+
+
+def test_junit_is_deterministic(tables):
+    shuffled = tables["summary"].sample(frac=1.0, random_state=3)
+    assert junit_xml(shuffled) == junit_xml(tables["summary"])
+
+
+def test_junit_of_nothing():
+    root = ET.fromstring(junit_xml(frame([], SUMMARY_COLUMNS)))
+    assert root.attrib["tests"] == "0" and root.find("testsuite") is not None
+
+
+def test_every_verdict_has_a_severity():
+    assert set(VERDICTS) == set(VERDICT_SEVERITY)
+
+
+def test_awkward_text_round_trips_through_csv(tmp_path):
+    summary = make_summary()
+    summary[0]["detail"] = 'comma, "quote"\nnewline\r\nCRLF ünïcode ≡ nan'
+    summary[1]["detail"] = "nan"  # text, not a missing float
+    write_tables(tmp_path, [], summary, [], [])
+    back = read_tables(tmp_path)["summary"].set_index(["implementation", "case"])
+    assert back.loc[("ours.Adam", CASES[0]), "detail"] == summary[0]["detail"]
+    assert back.loc[("ours.Adam", CASES[1]), "detail"] == "nan"
+
+
+def test_html_leaves_no_figure_alive(tables):
+    import gc
+
+    from matplotlib.figure import Figure
+
+    def live() -> int:
+        gc.collect()
+        return sum(isinstance(o, Figure) for o in gc.get_objects())
+
+    before = live()
+    render_html(tables, META)
+    assert live() == before
+    # Built without pyplot: nothing registered in its global figure manager either.
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == []
