@@ -225,6 +225,20 @@ def _log2_ulp(values: pd.Series) -> np.ndarray:
 _BAD_COLOR = "#b2182b"
 
 
+def _heatmap_size(rows: list[str], cols: list[str]) -> tuple[float, float]:
+    """Figure inches for a heatmap of ``rows`` x ``cols`` labelled cells.
+
+    The tick labels (7 pt, the columns' rotated) are counted in: variant names reach 40
+    characters, and without room for them constrained layout collapses the axes."""
+    per_char = 0.06  # inches per character at 7 pt, generous
+    label_w = per_char * max((len(r) for r in rows), default=0)
+    label_h = per_char * max((len(c) for c in cols), default=0)
+    # 1.6 in: colour bar and its label; 4.5 in: the two-line axis label's width.
+    width = max(4.5, 0.38 * len(cols)) + label_w + 1.6
+    height = 0.32 * len(rows) + label_h + 1.0
+    return width, height
+
+
 def _heatmap_cmap() -> Any:
     return matplotlib.colormaps["viridis"].with_extremes(bad="white")
 
@@ -273,9 +287,7 @@ def plot_fingerprints(fingerprints: pd.DataFrame) -> str:
         fingerprints.itertuples(index=False), _log2_ulp(fingerprints["max_ulp"]), strict=True
     ):
         _keep_worst(z, worst, bad, (row[rec.implementation], col[rec.variant]), value)
-    fig = Figure(
-        figsize=(2.5 + 0.38 * len(variants), 1.8 + 0.32 * len(impls)), layout="constrained"
-    )
+    fig = Figure(figsize=_heatmap_size(impls, variants), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(
         np.ma.masked_invalid(z), aspect="auto", cmap=_heatmap_cmap(), interpolation="nearest"
@@ -302,7 +314,9 @@ def plot_fingerprints(fingerprints: pd.DataFrame) -> str:
             )
     ax.set_xticks(range(len(variants)), [_label(v) for v in variants], rotation=90, fontsize=7)
     ax.set_yticks(range(len(impls)), [_label(v) for v in impls], fontsize=7)
-    ax.set_xlabel("catalog variant (orange box: documented; 1: best match; red: NaN/inf)")
+    ax.set_xlabel(
+        "catalog variant\norange box: documented; 1: best match; red: NaN/inf", fontsize=8
+    )
     fig.colorbar(image, ax=ax, label="log2(1 + max ULP)", shrink=0.8)
     return _png(fig)
 
@@ -329,7 +343,7 @@ def plot_separation(separation: pd.DataFrame) -> str:
             if _keep_worst(z, worst, bad, cell, value):
                 marks[cell] = _RELATION_MARK.get(rec.relation, "")
     np.fill_diagonal(z, 0.0)
-    fig = Figure(figsize=(2.5 + 0.36 * n, 1.8 + 0.34 * n), layout="constrained")
+    fig = Figure(figsize=_heatmap_size(variants, variants), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(
         np.ma.masked_invalid(z), aspect="auto", cmap=_heatmap_cmap(), interpolation="nearest"
@@ -341,7 +355,9 @@ def plot_separation(separation: pd.DataFrame) -> str:
     labels = [_label(v) for v in variants]
     ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set_xlabel("≡ identical formula, = equal for this configuration, w weak; red: NaN/inf")
+    ax.set_xlabel(
+        "≡ identical formula, = equal for this configuration,\nw weak; red: NaN/inf", fontsize=8
+    )
     fig.colorbar(image, ax=ax, label="log2(1 + max ULP)", shrink=0.8)
     return _png(fig)
 

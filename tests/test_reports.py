@@ -582,3 +582,28 @@ def test_html_leaves_no_figure_alive(tables):
 
     if "matplotlib.pyplot" in sys.modules:
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+
+
+def test_heatmaps_leave_room_for_long_variant_names():
+    import warnings
+
+    from reports.html import plot_fingerprints, plot_separation
+
+    # Catalog names reach 40 characters; too small a figure collapses the axes (a warning).
+    variants = [f"optax.amsgrad[bias_correction_nu=False]{i:02d}" for i in range(26)]
+    fp = [
+        {"implementation": impl, "variant": v, "rank": j + 1, "max_ulp": j, "param_max_ulp": j,
+         "cases": 1, "documented": j == 0, "within_budget": j == 0}
+        for impl in ("adamspec[paper.algorithm1]", "torch.Adam(fused=True)")
+        for j, v in enumerate(variants)
+    ]  # fmt: skip
+    sep = [
+        {"variant_a": a, "variant_b": b, "max_ulp": 3, "component": "param", "case": "c",
+         "relation": "separated"}
+        for i, a in enumerate(variants)
+        for b in variants[i + 1 :]
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert IMG.search(plot_fingerprints(frame(fp, FINGERPRINT_COLUMNS)))
+        assert IMG.search(plot_separation(frame(sep, SEPARATION_COLUMNS)))
