@@ -75,8 +75,9 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``implementation``, ``documented_variant``, ``matched_variant`` (the rank-1
     fingerprint variant(s) if the implementation has fingerprints, else the worst case's
-    ``matched_variant``), ``max_ulp`` (max over cases; a NaN/inf mismatch, ``-1``,
-    dominates), ``category`` and ``detail`` of the worst case, ``verdict`` (the worst),
+    ``matched_variant``), ``max_ulp`` (max over the measured cases, i.e. not skipped or
+    error; a NaN/inf mismatch, ``-1``, dominates; NA if none), ``category`` and ``detail``
+    of the worst case, ``verdict`` (the worst),
     ``n_worst`` (cases with that verdict) and ``n_cases``. Order: most severe verdict,
     then largest ``max_ulp``, then name.
     """
@@ -95,7 +96,13 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
                 r["case"],
             ),
         )
-        measured = [r["max_ulp"] for r in records if _ulp_rank(r["max_ulp"]) >= 0]
+        # A skipped or crashed case measured nothing, whatever placeholder its max_ulp holds
+        # (the harness writes 0): it must not show as "0 ULP".
+        measured = [
+            r["max_ulp"]
+            for r in records
+            if r["verdict"] not in ("skipped", "error") and _ulp_rank(r["max_ulp"]) >= 0
+        ]
         max_ulp = max(measured, key=_ulp_rank) if measured else pd.NA
         documented = sorted({r["documented_variant"] for r in records if r["documented_variant"]})
         rows.append(

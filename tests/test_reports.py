@@ -404,6 +404,7 @@ def test_overview_is_the_worst_case_per_implementation(tables):
     # Matched variant from the fingerprint's rank 1, over the whole problem set.
     assert ov.loc["torch.Adam", "matched_variant"] == "paper.eps_hat"
     assert ov.loc["keras.Adam", "verdict"] == "error"
+    assert pd.isna(ov.loc["keras.Adam", "max_ulp"])
     assert ov.loc["ours.Adam", "verdict"] == "pass" and ov.loc["ours.Adam", "max_ulp"] == 0
     # Worst first.
     assert list(ov.index) == ["keras.Adam", "torch.Adam", "ours.Adam"]
@@ -447,6 +448,15 @@ def test_markdown_stays_short_with_60_implementations():
     md = summary_markdown(frame(rows, SUMMARY_COLUMNS), frame([], FINGERPRINT_COLUMNS), META)
     assert len(md.splitlines()) <= 80
     assert "impl59" in md and "120 cases" in md
+
+
+def test_skipped_placeholder_ulp_is_not_a_measurement():
+    # The harness writes max_ulp=0 for a skipped case: not "0 ULP" in the report.
+    summary = frame([summary_row("keras.Adam", c, "skipped", max_ulp=0) for c in CASES],
+                    SUMMARY_COLUMNS)  # fmt: skip
+    md = summary_markdown(summary, frame([], FINGERPRINT_COLUMNS), {})
+    row = next(line for line in md.splitlines() if line.startswith("| keras.Adam"))
+    assert "| — |" in row and "| 0 |" not in row
 
 
 def test_markdown_of_nothing():
