@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -54,14 +53,14 @@ class Budget:
         for name, value in ulp.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"budget {name}={value!r} must be a non-negative integer")
-        return Budget(MappingProxyType({**self.ulp, **ulp}), self.scaled, self.reasons)
+        return Budget(dict({**self.ulp, **ulp}), self.scaled, self.reasons)
 
 
 #: The default budget for every implementation in every dtype.
 DEFAULT = Budget(
-    ulp=MappingProxyType({"param": 2, "m": 2, "v": 3, "v_max": 3, "ema": 2}),
-    scaled=MappingProxyType({"param": 2.0, "m": 2.0, "v": 3.0, "v_max": 3.0, "ema": 2.0}),
-    reasons=MappingProxyType(
+    ulp=dict({"param": 2, "m": 2, "v": 3, "v_max": 3, "ema": 2}),
+    scaled=dict({"param": 2.0, "m": 2.0, "v": 3.0, "v_max": 3.0, "ema": 2.0}),
+    reasons=dict(
         {
             "param": (
                 "theta - lr*u rounds theta's neighbourhood: issue-4 adapter tests measured "

@@ -70,27 +70,100 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    """Main job. Until the differential engine lands it shows what the oracle knows."""
-    import numpy as np
+def _writable_dir(path: str) -> None:
+    """Fail before minutes of work, not after, when the output folder cannot be written."""
+    import os
 
-    from oracles import step
-    from spec.catalog import entries
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".adamspec-write-test")
+        with open(probe, "w", encoding="utf-8"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise UsageError(f"--out {path!r} is not a writable folder: {exc.strerror}") from None
 
-    print(
-        "adamspec run: the differential engine (implementations vs oracle) is not built "
-        "yet; this job lists the catalog and the oracle's exact first step of the Keras "
-        "doc example (val1 = 10.0, loss val1**2/2, learning_rate = 0.2) for each variant."
+
+def _run_config(args: argparse.Namespace, **overrides: Any):
+    from harness.run import RunConfig
+
+    return RunConfig(
+        implementations=overrides.get("implementations", tuple(args.impl or ())),
+        suite=overrides.get("suite", "quick" if getattr(args, "quick", False) else "default"),
+        dtype=args.dtype,
+        seed=args.seed,
+        jobs=args.jobs,
     )
-    params = np.array([10.0], dtype=np.float32)
-    grad = params.copy()  # d(val1**2/2)/d(val1) = val1
-    width = max(len(e.name) for e in entries())
-    print(f"{'variant':<{width}}  {'val1 after 1 step (float32)':>28}  exact")
-    for e in entries():
-        result = step(e.variant, e.hyper(lr="0.2"), params, grad, dtype="float32", digits=12)
-        rounded = float(result.value("param")[0])
-        print(f"{e.name:<{width}}  {rounded!r:>28}  {result.decimals['param'][0][0]}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Main job: every selected implementation vs the oracle; reports to --out."""
+    import time
+
+    from harness.run import run, select, summary_table
+    from reports import write_reports
+
+    if args.list:
+        for name in select(()):
+            print(name)
+        return EXIT_OK
+    _writable_dir(args.out)
+    config = _run_config(args)
+    select(config.implementations)  # bad pattern: exit 2 before any work
+    started = time.time()
+    tables = run(config)
+    meta = {
+        "command": "adamspec run",
+        "suite": config.suite,
+        "fingerprint_suite": config.fingerprint_suite,
+        "dtype": config.dtype,
+        "seed": config.seed,
+        "jobs": config.jobs,
+        "implementations": sorted({r["implementation"] for r in tables.summary}),
+        "duration_s": round(time.time() - started, 1),
+        "adamspec_version": _version(),
+    }
+    paths = write_reports(
+        args.out, tables.results, tables.summary, tables.fingerprints, tables.separation, meta
+    )
+    print(summary_table(tables))
+    print(f"reports: {', '.join(str(p) for p in paths.values())}")
     return EXIT_OK
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from harness.run import fingerprint_rows, select
+
+    names = select([args.impl])
+    if len(names) != 1:
+        raise UsageError(f"implementation {args.impl!r} matches {len(names)}; name exactly one")
+    rows, sentence = fingerprint_rows(names[0], _run_config(args, implementations=tuple(names)))
+    if args.json:
+        json.dump(
+            {"implementation": names[0], "summary": sentence, "variants": rows},
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"{names[0]}: {sentence}")
+    width = max((len(r["variant"]) for r in rows), default=10)
+    print(f"{'rank':>4}  {'variant':<{width}}  {'max ULP':>10}  {'param ULP':>10}  within budget")
+    for r in rows:
+        print(
+            f"{r['rank']:>4}  {r['variant']:<{width}}  {r['max_ulp']:>10}  "
+            f"{r['param_max_ulp']:>10}  {'yes' if r['within_budget'] else 'no'}"
+        )
+    return EXIT_OK
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adamspec")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -159,9 +232,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_cmd_bench)
 
-    p = sub.add_parser("run", help="the main job (see README)")
+    p = sub.add_parser("run", help="the main job: every implementation vs the oracle, reports")
+    p.add_argument("--quick", action="store_true", help="the small suite (under 2 minutes)")
+    p.add_argument("--out", default="out", help="report folder (default: out/)")
+    p.add_argument(
+        "--impl",
+        action="append",
+        metavar="PATTERN",
+        help="implementations to run (glob, repeatable; default: all; see --list)",
+    )
+    p.add_argument("--list", action="store_true", help="list the implementations and exit")
+    _common_run_options(p)
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("fingerprint", help="rank the catalog variants for one implementation")
+    p.add_argument("impl", help="an implementation name (see adamspec run --list)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _common_run_options(p)
+    p.set_defaults(handler=_cmd_fingerprint)
     return parser
+
+
+def _common_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the generated problems")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float64", "float16", "bfloat16"],
+        default="float32",
+        help="parameter dtype (default float32)",
+    )
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed={text!r} is not an integer") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"--seed={value} is out of range: allowed 0..2**63-1")
+    return value
 
 
 def _digits(text: str) -> int:
@@ -176,11 +288,13 @@ def _digits(text: str) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.case import CaseError
+    from harness.run import RunUsageError
     from oracles import OracleInputError, RoundingUndecided
     from spec import FormatError, HyperparameterError, UnknownVariantError, VariantError
 
     return (
         UsageError,
+        RunUsageError,
         CaseError,
         HyperparameterError,
         VariantError,

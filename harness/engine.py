@@ -45,6 +45,9 @@ from spec.variant import Variant
 
 STATE_COMPONENTS = ("param", "m", "v", "v_max")
 
+#: Largest ULP distance reported; beyond it the value is "astronomically wrong" anyway.
+ULP_CAP = 2**62
+
 #: Worst first: the outcome reported for a component is the most severe over its coordinates.
 _SEVERITY = [
     o.value
@@ -255,12 +258,14 @@ def _scales(
 def _measure(
     got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
 ) -> ComponentError:
-    dist = np.asarray(ulp_distance(got, ref, fmt)).ravel()
     outcomes = classify_array(got, ref, fmt).ravel()
+    # NaN where the exact result is NaN (0/0 with eps = 0) is right, not unmeasurable
+    dist = np.where(outcomes == "exact", 0, np.asarray(ulp_distance(got, ref, fmt)).ravel())
     worst_outcome = max(outcomes, key=_SEVERITY.index) if outcomes.size else "exact"
     if dist.size == 0:
         return ComponentError(0, 0.0, "exact", 0)
-    ulp = -1 if np.any(dist < 0) else int(dist.max())
+    # capped: a float64 distance across the whole line can exceed what a report column holds
+    ulp = -1 if np.any(dist < 0) else min(int(dist.max()), ULP_CAP)
     if ulp < 0:
         scaled = math.inf
     else:

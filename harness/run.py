@@ -8,9 +8,9 @@ so the tables depend only on the seed and the configuration.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import multiprocessing
+import re
 import statistics
 import sys
 import time
@@ -72,14 +72,18 @@ class Tables:
 
 
 def select(patterns: Sequence[str]) -> list[str]:
-    """Registered implementations matching any pattern (all when none), in registry order."""
+    """Registered implementations matching any pattern (all when none), in registry order.
+
+    Patterns are globs where only ``*`` and ``?`` are special."""
     load_registry()
     names = list(REGISTRY)
     if not patterns:
         return names
     chosen = []
     for pattern in patterns:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern) or n == pattern]
+        # only * and ? are wildcards: names contain brackets ("keras.Adam[jax]")
+        regex = re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".") + "$")
+        hits = [n for n in names if regex.match(n)]
         if not hits:
             raise RunUsageError(
                 f"--impl {pattern!r} matches no implementation; see `adamspec run --list`"
@@ -239,13 +243,18 @@ def _task(kind: str, name: str, config: RunConfig) -> tuple[str, str, Tables, fl
     try:
         tables = evaluate_separation(config) if kind == "separation" else evaluate(name, config)
     except Exception as exc:  # a harness bug on one implementation must not lose the others
-        tables = Tables()
-        if kind == "impl":
-            tables = _skipped(name, f"harness error: {type(exc).__name__}: {exc}", config)
-            for row in tables.summary:
-                row["verdict"] = "error"
-        print(f"adamspec: {kind} {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        tables = _failed(kind, name, exc, config)[2]
     return kind, name, tables, time.perf_counter() - started
+
+
+def _failed(kind: str, name: str, exc: BaseException, config: RunConfig) -> tuple[str, str, Tables]:
+    print(f"adamspec: {kind} {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if kind != "impl":
+        return kind, name, Tables()
+    tables = _skipped(name, f"harness error: {type(exc).__name__}: {exc}", config)
+    for row in tables.summary:
+        row["verdict"] = "error"
+    return kind, name, tables
 
 
 def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
@@ -309,9 +318,13 @@ def run(config: RunConfig, progress: Callable[[str], None] | None = None) -> Tab
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
-            futures = [pool.submit(_task, kind, name, config) for kind, name in tasks]
+            futures = {pool.submit(_task, kind, name, config): (kind, name) for kind, name in tasks}
             for future in as_completed(futures):
-                report(*future.result())
+                kind, name = futures[future]
+                try:
+                    report(*future.result())
+                except Exception as exc:  # a worker that died (segfault, OOM) loses one task
+                    report(*_failed(kind, name, exc, config), 0.0)
     merged = Tables()
     merged.extend(done.pop(("separation", ""), Tables()))
     for name in names:

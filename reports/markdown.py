@@ -26,8 +26,9 @@ __all__ = [
 ]
 
 #: Worse verdicts rank higher. A crash hides every number, so it outranks a measured
-#: discrepancy; a skip is not a pass (nothing was verified), so it outranks "pass".
-VERDICT_SEVERITY: dict[str, int] = {"pass": 0, "skipped": 1, "discrepancy": 2, "error": 3}
+#: discrepancy; a skipped case (no sparse path, no weight decay) says nothing about the
+#: cases that did run, so an implementation is "skipped" only when every case was.
+VERDICT_SEVERITY: dict[str, int] = {"skipped": 0, "pass": 1, "discrepancy": 2, "error": 3}
 
 #: ``ulp_error``/``max_ulp`` value for a NaN/inf mismatch (see reports.schema).
 NONFINITE_ULP = -1
