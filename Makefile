@@ -1,6 +1,6 @@
 # adamspec — set-up and entry points.
 #
-#   make run        set up, then run the main job (.venv/bin/adamspec run $(ARGS))
+#   make run        set up, then run the main job (.venv/bin/adamspec run --jobs $(JOBS) $(ARGS))
 #   make test       set up, then the fast test suite (pytest -m "not slow")
 #   make test-slow  set up, then every test incl. `slow` ones, with the large hypothesis profile
 #   make lint       set up Python, then ruff check .
@@ -28,6 +28,7 @@ PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
 ARGS        ?=
+JOBS        ?= 2
 PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -75,7 +76,7 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 run: setup
-	$(VENV)/bin/adamspec run $(ARGS)
+	$(VENV)/bin/adamspec run --jobs $(JOBS) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

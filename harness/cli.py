@@ -89,7 +89,9 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
 
     return RunConfig(
         implementations=overrides.get("implementations", tuple(args.impl or ())),
-        suite=overrides.get("suite", "quick" if getattr(args, "quick", False) else "default"),
+        suite=overrides.get(
+            "suite", "quick" if getattr(args, "quick", False) else getattr(args, "suite", "default")
+        ),
         dtype=args.dtype,
         seed=args.seed,
         jobs=args.jobs,
@@ -234,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the main job: every implementation vs the oracle, reports")
     p.add_argument("--quick", action="store_true", help="the small suite (under 2 minutes)")
+    p.add_argument(
+        "--suite",
+        type=_suite,
+        default="default",
+        help="problem suite: quick, default, discriminating, long (default: default)",
+    )
     p.add_argument("--out", default="out", help="report folder (default: out/)")
     p.add_argument(
         "--impl",
@@ -264,6 +272,16 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         default="float32",
         help="parameter dtype (default float32)",
     )
+
+
+def _suite(text: str) -> str:
+    from harness.problems import SUITES
+
+    if text not in SUITES:
+        raise argparse.ArgumentTypeError(
+            f"--suite={text!r} is unknown; allowed: {', '.join(SUITES)}"
+        )
+    return text
 
 
 def _seed(text: str) -> int:
