@@ -87,8 +87,11 @@ def register_toys() -> list[str]:
     """Register ``toy.<bug>`` for every bug (idempotent), and ``toy.raises`` (fails at its
     third step); returns the bug names."""
     if "toy.raises" not in REGISTRY:
-        register(AdapterInfo("toy.raises", "", "paper.algorithm1", "toy_adapters:ToyAdam",
-                             {"raise_at_step": 3}))
+        register(
+            AdapterInfo(
+                "toy.raises", "", "paper.algorithm1", "toy_adapters:ToyAdam", {"raise_at_step": 3}
+            )
+        )
     names = []
     for bug, (documented, _) in BUGS.items():
         name = f"toy.{bug}"
