@@ -36,7 +36,7 @@ from oracles import step as oracle_step
 from oracles import trajectory as oracle_trajectory
 from oracles.metrics import Outcome, classify_array, ulp_distance
 from oracles.rounding import numpy_dtype
-from spec.axes import AmsGrad
+from spec.axes import AmsGrad, BiasCorrection
 from spec.catalog import entry
 from spec.formats import FloatFormat, format_named
 from spec.gradients import SparseRows
@@ -234,17 +234,37 @@ def _dense(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.abs(np.asarray(grad, np.float64))
 
 
+def bias_correction_condition(variant: Variant, hyper: Hyper, t: int) -> float:
+    """How much computing the bias corrections in working precision magnifies its rounding.
+
+    ``1 - beta^t`` cancels: a relative error ``u`` in ``beta^t`` becomes
+    ``u beta^t / (1 - beta^t)`` in ``c``; ``sqrt(c2)`` halves it. Frameworks that
+    form ``lr sqrt(c2) / c1`` in float32 (every eps-hat implementation) carry this
+    into the step, e.g. ~250 u at t = 2 with beta2 = 0.999.
+    """
+    kappa = 0.0
+    for beta, axis, power in ((hyper.beta1, variant.bias_correction_m, 1.0),
+                              (hyper.beta2, variant.bias_correction_v, 0.5)):  # fmt: skip
+        if axis is BiasCorrection.NONE:
+            continue
+        bt = float(beta) ** t
+        kappa += power * bt / (1.0 - bt) if bt < 1.0 else 0.0
+    return kappa
+
+
 def _scales(
-    before: State, grads: Sequence[Any], k: int, hyper: Hyper, reference: Any
+    before: State, grads: Sequence[Any], k: int, hyper: Hyper, reference: Any, variant: Variant
 ) -> dict[str, np.ndarray]:
     """Magnitude of each component's largest term, for the scaled measure of
     :mod:`harness.budgets`: ``beta1 m`` or ``(1 - beta1) g`` for m, ``beta2 v`` or
-    ``(1 - beta2) g^2`` for v, and ``theta`` or the step taken for the parameter."""
+    ``(1 - beta2) g^2`` for v, and for the parameter ``theta`` or the step taken,
+    magnified by the bias corrections' conditioning (:func:`bias_correction_condition`)."""
     b1, b2 = float(hyper.beta1), float(hyper.beta2)
     theta = before.params[k].astype(np.float64)
     g = _dense(grads[k], before.params[k].shape) + float(hyper.weight_decay) * np.abs(theta)
+    kappa = bias_correction_condition(variant, hyper, before.step + 1)
     with np.errstate(over="ignore", invalid="ignore"):
-        step = np.abs(reference.value("param", k).astype(np.float64) - theta)
+        step = np.abs(reference.value("param", k).astype(np.float64) - theta) * (1.0 + kappa)
         scales = {
             "param": np.maximum(np.abs(theta), np.where(np.isfinite(step), step, 0.0)),
             "m": np.maximum(b1 * np.abs(before.m[k].astype(np.float64)), (1 - b1) * g),
@@ -297,7 +317,7 @@ def compare(
     fmt = format_named(str(after.params[0].dtype))
     errors: StepErrors = {}
     for k in range(len(after.params)):
-        scales = _scales(before, grads, k, hyper, reference)
+        scales = _scales(before, grads, k, hyper, reference, variant)
         for name in _components(after, variant):
             got = _state_arrays(after, name)[k]
             ref = reference.value(name, k)
