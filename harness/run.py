@@ -238,13 +238,46 @@ def evaluate_separation(config: RunConfig) -> Tables:
     return out
 
 
-def _task(kind: str, name: str, config: RunConfig) -> tuple[str, str, Tables, float]:
-    started = time.perf_counter()
-    try:
-        tables = evaluate_separation(config) if kind == "separation" else evaluate(name, config)
-    except Exception as exc:  # a harness bug on one implementation must not lose the others
-        tables = _failed(kind, name, exc, config)[2]
-    return kind, name, tables, time.perf_counter() - started
+def _task(
+    kind: str, names: tuple[str, ...], config: RunConfig
+) -> list[tuple[str, str, Tables, float]]:
+    """Evaluate a group of implementations in one process (they share framework imports and,
+    for Keras, the backend's worker process)."""
+    out = []
+    for name in names:
+        started = time.perf_counter()
+        try:
+            tables = evaluate_separation(config) if kind == "separation" else evaluate(name, config)
+        except Exception as exc:  # a harness bug on one implementation must not lose the others
+            tables = _failed(kind, name, exc, config)[2]
+        out.append((kind, name, tables, time.perf_counter() - started))
+    return out
+
+
+#: Slowest framework groups first, so two workers finish together (Keras workers import a
+#: backend for seconds; our NumPy implementation takes about one second per configuration).
+_GROUP_ORDER = ("keras", "tf_keras", "tensorflow", "torch", "optax", "tfjs", "onnx", "")
+_CHUNK_OF_LIGHT_GROUPS = 7
+
+
+def _groups(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Implementations grouped by framework and worker environment, heaviest first."""
+    by_key: dict[tuple, list[str]] = {}
+    for name in names:
+        info = REGISTRY[name]
+        key = (info.framework, tuple(sorted(info.options.get("env", {}).items())))
+        by_key.setdefault(key, []).append(name)
+    groups = []
+    for key, members in by_key.items():
+        size = len(members) if key[1] else _CHUNK_OF_LIGHT_GROUPS
+        groups += [(key, tuple(members[i : i + size])) for i in range(0, len(members), size)]
+
+    def rank(item: tuple) -> tuple:
+        framework = item[0][0]
+        order = _GROUP_ORDER.index(framework) if framework in _GROUP_ORDER else len(_GROUP_ORDER)
+        return (order, item[1])
+
+    return [members for _, members in sorted(groups, key=rank)]
 
 
 def _failed(kind: str, name: str, exc: BaseException, config: RunConfig) -> tuple[str, str, Tables]:
@@ -288,7 +321,7 @@ def run(config: RunConfig, progress: Callable[[str], None] | None = None) -> Tab
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     names = select(config.implementations)
     suite(config.suite), suite(config.fingerprint_suite)  # unknown suite: fail before any work
-    tasks: list[tuple[str, str]] = [("separation", "")]
+    runnable: list[str] = []
     done: dict[tuple[str, str], Tables] = {}
     for name in names:
         framework = REGISTRY[name].framework
@@ -296,8 +329,9 @@ def run(config: RunConfig, progress: Callable[[str], None] | None = None) -> Tab
         if status is not None and not status.available:
             done[("impl", name)] = _skipped(name, f"skipped: {status.reason}", config)
         else:
-            tasks.append(("impl", name))
-    total, started, finished = len(tasks), time.perf_counter(), [0]
+            runnable.append(name)
+    tasks = [("impl", group) for group in _groups(runnable)] + [("separation", ("",))]
+    total, started, finished = len(runnable) + 1, time.perf_counter(), [0]
 
     def report(kind: str, name: str, tables: Tables, seconds: float) -> None:
         done[(kind, name)] = tables
@@ -313,18 +347,23 @@ def run(config: RunConfig, progress: Callable[[str], None] | None = None) -> Tab
         )
 
     if config.jobs <= 1:
-        for kind, name in tasks:
-            report(*_task(kind, name, config))
+        for kind, group in tasks:
+            for result in _task(kind, group, config):
+                report(*result)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
-            futures = {pool.submit(_task, kind, name, config): (kind, name) for kind, name in tasks}
+            futures = {
+                pool.submit(_task, kind, group, config): (kind, group) for kind, group in tasks
+            }
             for future in as_completed(futures):
-                kind, name = futures[future]
+                kind, group = futures[future]
                 try:
-                    report(*future.result())
-                except Exception as exc:  # a worker that died (segfault, OOM) loses one task
-                    report(*_failed(kind, name, exc, config), 0.0)
+                    results = future.result()
+                except Exception as exc:  # a worker that died (segfault, OOM) loses its group
+                    results = [(*_failed(kind, name, exc, config), 0.0) for name in group]
+                for result in results:
+                    report(*result)
     merged = Tables()
     merged.extend(done.pop(("separation", ""), Tables()))
     for name in names:
