@@ -272,6 +272,15 @@ def _scales(
         }
     if before.v_max is not None:
         scales["v_max"] = np.maximum(before.v_max[k].astype(np.float64), scales["v"])
+        if variant.amsgrad is AmsGrad.MAX_CORRECTED_V and variant.bias_correction_v in (
+            BiasCorrection.POWER,
+            BiasCorrection.ACCUMULATED,
+        ):
+            # the maximum is over v / c2: c2 = 1 - beta2^t formed in working precision
+            b2t = b2 ** (before.step + 1)
+            kappa_v = b2t / (1.0 - b2t) if b2t < 1.0 else 0.0
+            v_max_ref = np.abs(reference.value("v_max", k).astype(np.float64))
+            scales["v_max"] = np.maximum(scales["v_max"], v_max_ref * (1.0 + kappa_v))
     return scales
 
 
