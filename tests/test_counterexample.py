@@ -1,0 +1,169 @@
+"""Minimal counterexamples (harness/counterexample.py) on toy kernels and torch.
+
+Each found counterexample must be small (one coordinate, a small step), and its
+snippet, run in a fresh interpreter, must print the very bits the adapter
+produced next to the oracle's value: a maintainer pasting it sees the bug.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from toy_adapters import register_toys
+
+from harness.counterexample import (
+    Counterexample,
+    _hexf,
+    minimal_counterexample,
+    snippet,
+    write_counterexample,
+)
+from impl.adapters import Unsupported
+from impl.frameworks import availability
+from spec.catalog import entry
+from spec.gradients import SparseRows
+
+register_toys()
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = REPO / ".venv" / "bin" / "python"
+needs_torch = pytest.mark.skipif(
+    not availability("torch").available, reason=str(availability("torch").reason)
+)
+PAPER = entry("paper.algorithm1")
+
+
+def _run(path: Path) -> str:
+    """Run a Python snippet as a user would, from the checkout (toys live in tests/)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    python = str(PYTHON) if PYTHON.exists() else sys.executable
+    done = subprocess.run(
+        [python, str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _printed(stdout: str, component: str) -> tuple[np.ndarray, np.ndarray]:
+    """The implementation's and the oracle's values a snippet printed for ``component``."""
+    match = re.search(
+        rf"^{component}: got \[(.*)\] (?:matches|DIFFERS from) adamspec oracle \[(.*)\]$",
+        stdout,
+        re.M,
+    )
+    assert match, stdout
+
+    def parse(text: str) -> np.ndarray:
+        return np.array([float.fromhex(h) for h in text.split(", ")], dtype=np.float64)
+
+    return parse(match.group(1)), parse(match.group(2))
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).ravel().view(np.int64)
+
+
+def _component(ce: Counterexample, name: str) -> np.ndarray:
+    return {"param": ce.after.params, "m": ce.after.m, "v": ce.after.v, "v_max": ce.after.v_max}[
+        name
+    ][0]
+
+
+def _assert_snippet_reproduces(ce: Counterexample, stdout: str) -> None:
+    for name in ce.oracle:
+        got, oracle = _printed(stdout, name)
+        assert (_bits(got) == _bits(_component(ce, name))).all(), (name, got)
+        assert (_bits(oracle) == _bits(ce.oracle[name])).all(), (name, oracle)
+        if ce.budget.multiple(name, ce.errors[name].ulp, ce.errors[name].scaled) > 1:
+            assert re.search(rf"^{name}: got .* DIFFERS from", stdout, re.M), stdout
+
+
+def test_eps_moved_toy_gives_a_small_counterexample_whose_snippet_reproduces_it(tmp_path):
+    ce = minimal_counterexample("toy.eps_moved", PAPER.hyper(), PAPER.variant)
+    assert ce is not None
+    assert ce.shape == (1,) and ce.step <= 10
+    assert ce.multiple > 1 and ce.errors["param"].ulp > 2
+    assert ce.category == "epsilon placement", ce.explanation
+    # exact decimals and correctly rounded values for every measured component
+    assert set(ce.oracle) == set(ce.exact) == {"param", "m", "v"}
+    assert len(ce.exact["param"][0].replace("-", "").replace(".", "").lstrip("0")) >= 15
+
+    text = snippet(ce)
+    assert "compared with: paper.algorithm1" in text
+    assert "category" in text and "epsilon placement" in text
+    assert "lr=0.001 beta1=0.9 beta2=0.999 eps=1e-8" in text
+    path = write_counterexample(tmp_path / "eps_moved.py", ce)
+    assert path.read_text() == text and ce.suffix == ".py"
+    assert [p.name for p in tmp_path.iterdir()] == ["eps_moved.py"]  # no temporary left behind
+    _assert_snippet_reproduces(ce, _run(path))
+
+
+def test_correct_toy_has_no_counterexample():
+    assert (
+        minimal_counterexample("toy.none", PAPER.hyper(), PAPER.variant, max_examples=100) is None
+    )
+
+
+def test_search_is_deterministic_for_a_seed():
+    a, b = (
+        minimal_counterexample("toy.no_bias_correction", PAPER.hyper(), "paper.algorithm1")
+        for _ in range(2)
+    )
+    assert a is not None and b is not None
+    assert a.step == b.step and a.examples == b.examples
+    for x, y in (
+        (a.before.params, b.before.params),
+        (a.before.m, b.before.m),
+        (a.before.v, b.before.v),
+        (a.grads, b.grads),
+        (a.after.params, b.after.params),
+    ):
+        assert (_bits(x[0]) == _bits(y[0])).all()
+    assert snippet(a) == snippet(b)
+
+
+def test_lazy_sparse_toy_needs_an_untouched_row(tmp_path):
+    # with one row every row is touched, so lazy and dense agree: the search must grow
+    torch_adam = entry("torch.Adam")
+    ce = minimal_counterexample("toy.lazy_sparse", torch_adam.hyper(), torch_adam.variant,
+                                sparse=True)  # fmt: skip
+    assert ce is not None and ce.shape == (2, 1)
+    g = ce.grads[0]
+    assert isinstance(g, SparseRows) and len(set(np.asarray(g.indices).tolist())) < 2
+    assert ce.category == "sparse momentum", ce.explanation
+    path = write_counterexample(tmp_path / "lazy.py", ce)
+    assert "SparseRows(" in path.read_text()
+    _assert_snippet_reproduces(ce, _run(path))
+
+
+def test_a_configuration_that_cannot_run_is_unsupported_not_an_all_clear():
+    with pytest.raises(Unsupported):
+        minimal_counterexample("toy.none", PAPER.hyper(weight_decay="0.01"), PAPER.variant)
+
+
+@pytest.mark.parametrize(
+    "x", [0.0, -0.0, 1.0, -2.5, float(np.float32(0.1)), 2.0**-149, 3.4028234663852886e38, 1e-310]
+)
+def test_hex_floats_round_trip(x):
+    text = _hexf(x)
+    assert float.fromhex(text) == x and np.signbit(float.fromhex(text)) == np.signbit(x)
+    assert not re.search(r"\.[0-9a-f]*0p", text)  # trailing zeros dropped
+
+
+@needs_torch
+def test_torch_snippet_prints_the_bits_torch_produced(tmp_path):
+    # torch computes Algorithm 1's eps placement; with eps = 0.1 the eps-hat form is far away
+    hyper = entry("torch.Adam").hyper(eps="0.1")
+    ce = minimal_counterexample("torch.Adam(foreach=False)", hyper, entry("paper.eps_hat").variant)
+    assert ce is not None and ce.shape == (1,) and ce.step <= 10
+    assert ce.category == "epsilon placement", ce.explanation
+    text = snippet(ce)
+    assert "import torch" in text and "torch.optim.Adam([p]" in text and "foreach=False" in text
+    assert "opt.state[p]" in text and "eps=0.1" in text
+    _assert_snippet_reproduces(ce, _run(write_counterexample(tmp_path / "torch_adam.py", ce)))
