@@ -1,16 +1,18 @@
 """Per-step scalars of an Adam step, computed exactly once per step.
 
-Everything a kernel multiplies by (``beta1``, ``1 - beta1``, ``1/c1``,
-``sqrt(c2)``, ``lr``...) is derived here from the *held* hyperparameters with
-exact rationals (and mpmath at 200 bits for square roots), then split into a
-double-double ``(hi, lo)``. Kernels then never round a hyperparameter
-silently: in particular nothing is ever rounded to a 16-bit type unless the
-variant says its implementation does so (``hyper_precision``).
+Everything a kernel multiplies by (``beta1``, ``1 - beta1`` as held, see
+:func:`moment_constants`, ``1/c1``, ``sqrt(c2)``, ``lr``...) is derived here
+from the *held* hyperparameters with exact rationals (and mpmath at 200 bits
+for square roots), then split into a double-double ``(hi, lo)``. Kernels then
+never round a hyperparameter silently: in particular nothing is ever rounded to
+a 16-bit type unless the variant says its implementation does so
+(``hyper_precision``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -51,6 +53,11 @@ class KernelConfig:
     has_gsq: bool
 
 
+#: Hyperparameters given as binary64 floats, then rounded to the param dtype; 1 - beta is
+#: formed in binary64 (Keras, tf_keras, optax, TF.js: see spec/axes.py HyperPrecision).
+_VIA_FLOAT64 = (HyperPrecision.PARAM_DTYPE_VIA_FLOAT64, HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP)
+
+
 def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat:
     """Our implementation holds hyperparameters in float64 unless the variant says otherwise."""
     return {
@@ -58,7 +65,48 @@ def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat:
         HyperPrecision.FLOAT64: FLOAT64,
         HyperPrecision.FLOAT32: FLOAT32,
         HyperPrecision.PARAM_DTYPE: param_format,
+        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64: param_format,
+        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP: param_format,
     }[variant.hyper_precision]
+
+
+def holder(variant: Variant, param_format: FloatFormat) -> Callable[[Fraction], Fraction]:
+    """The exact value our implementation holds for a hyperparameter given exactly.
+
+    One rounding to :func:`holding_format`; for the ``*_via_float64`` members the
+    value is the binary64 float first (as a Python float reaches the framework),
+    then rounded to the parameter dtype.
+    """
+    fmt = holding_format(variant, param_format)
+    if variant.hyper_precision in _VIA_FLOAT64:
+        return lambda x: round_fraction(round_fraction(x, FLOAT64), fmt)
+    return lambda x: round_fraction(x, fmt)
+
+
+def moment_constants(
+    variant: Variant, hyper: Hyper, param_format: FloatFormat
+) -> tuple[Fraction, Fraction, Fraction, Fraction, Fraction, Fraction]:
+    """``(b1, b2, d1, d2, k1, k2)``: the held betas (for ``beta^t``), the decay factors of
+    m and v and the complements multiplying g and g^2 (``m' = d1 m + k1 g``).
+
+    ``k_i = 1 - b_i`` and ``d_i = b_i`` exactly, except: ``*_via_float64`` forms
+    ``k_i = fl_p(fl64(1 - fl64(beta_i)))`` and ``*_via_float64_lerp`` decays by
+    ``d_i = 1 - k_i`` (the exact value of ``m + k (g - m)``).
+    """
+    held = holder(variant, param_format)
+    b1, b2 = held(hyper.beta1), held(hyper.beta2)
+    k1, k2 = 1 - b1, 1 - b2
+    d1, d2 = b1, b2
+    if variant.hyper_precision in _VIA_FLOAT64:
+        fmt = holding_format(variant, param_format)
+
+        def complement(beta: Fraction) -> Fraction:
+            return round_fraction(round_fraction(1 - round_fraction(beta, FLOAT64), FLOAT64), fmt)
+
+        k1, k2 = complement(hyper.beta1), complement(hyper.beta2)
+    if variant.hyper_precision is HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP:
+        d1, d2 = 1 - k1, 1 - k2
+    return b1, b2, d1, d2, k1, k2
 
 
 def round_fraction(x: Fraction, fmt: FloatFormat) -> Fraction:
@@ -104,12 +152,8 @@ def step_constants(
     has_gsq: bool = False,
 ) -> StepConstants:
     """Constants for step ``t`` given the previous (exact, as stored) beta powers."""
-    fmt = holding_format(variant, param_format)
-
-    def held(x: Fraction) -> Fraction:
-        return round_fraction(x, fmt)
-
-    b1, b2 = held(hyper.beta1), held(hyper.beta2)
+    held = holder(variant, param_format)
+    b1, b2, d1, d2, ob1, ob2 = moment_constants(variant, hyper, param_format)
     lr, eps, eps_root = held(hyper.lr_at(t)), held(hyper.eps), held(hyper.eps_root)
     wd, mu = held(hyper.weight_decay), held(hyper.ema_momentum)
     p1 = beta1_power * b1 if variant.bias_correction_m is BiasCorrection.ACCUMULATED else b1**t
@@ -134,7 +178,7 @@ def step_constants(
                 rectify = mp.sqrt(mp.mpf(ratio.numerator) / ratio.denominator) * sc2
         decay_rate = lr * wd if variant.weight_decay.value.startswith("decoupled_lr") else wd
         values = {
-            "B1": b1, "OB1": 1 - b1, "B2": b2, "OB2": 1 - b2,
+            "B1": d1, "OB1": ob1, "B2": d2, "OB2": ob2,
             "IC1": inv(c1), "IC1N": inv(c1n), "C2": c2, "IC2": inv(c2), "SC2": sc2,
             "EPS": eps, "EPS_SC2": eps * sc2, "EPS_ROOT": eps_root, "LR": lr, "WD": wd,
             "DECAY": 1 - decay_rate, "RS": rectify if rectify is not None else Fraction(1),
@@ -177,7 +221,9 @@ __all__ = [
     "CONSTANT_NAMES",
     "KernelConfig",
     "StepConstants",
+    "holder",
     "holding_format",
+    "moment_constants",
     "round_fraction",
     "step_constants",
 ]

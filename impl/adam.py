@@ -22,6 +22,7 @@ with ``cupy`` as the namespace (:mod:`impl._xp`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -29,7 +30,7 @@ import numpy as np
 from mpmath import mp
 
 from impl import _dd
-from impl._constants import StepConstants, holding_format, round_fraction, step_constants
+from impl._constants import StepConstants, holder, round_fraction, step_constants
 from impl._kernels import exact_kernel, make_fast_kernel, numba_float32_driver
 from impl._xp import array_namespace
 from spec.axes import AmsGrad, BiasCorrection, DuplicateIndices, SparseSemantics, WeightDecay
@@ -190,7 +191,7 @@ def step_(
         state = state._replace(ema=tuple(xp.zeros(p.shape, dtype=p.dtype) for p in tensors))
     t = state.step + 1
     param_fmt = format_of(tensors[0])
-    hold = holding_format(variant, param_fmt)
+    hold = holder(variant, param_fmt)
     prepared = [
         _prepare_gradient(g, p, variant, hyper, hold)
         for g, p in zip(grad_list, tensors, strict=True)
@@ -249,10 +250,10 @@ class _Gradient(NamedTuple):
 
 
 def _prepare_gradient(
-    grad: Any, param: Any, variant: Variant, hyper: Hyper, hold: FloatFormat
+    grad: Any, param: Any, variant: Variant, hyper: Hyper, hold: Callable[[Fraction], Fraction]
 ) -> _Gradient:
     xp = array_namespace(param)
-    clipvalue = None if hyper.clipvalue is None else float(round_fraction(hyper.clipvalue, hold))
+    clipvalue = None if hyper.clipvalue is None else float(hold(hyper.clipvalue))
     sign = -1.0 if variant.maximize else 1.0
 
     def contribution(values: Any) -> Any:
@@ -328,15 +329,17 @@ def _group_sum(hi: Any, lo: Any, group: Any, n_groups: int, xp: Any) -> tuple[An
     return acc_hi, acc_lo
 
 
-def _clip_scales(prepared: list[_Gradient], hyper: Hyper, hold: FloatFormat) -> list[Any]:
+def _clip_scales(
+    prepared: list[_Gradient], hyper: Hyper, hold: Callable[[Fraction], Fraction]
+) -> list[Any]:
     """Exact clip scales ``c / max(||g||, c)`` per tensor (clipnorm) or shared (global)."""
     if hyper.clipnorm is None and hyper.global_clipnorm is None:
         return [None] * len(prepared)
     norms = [_square_norm(g) for g in prepared]
     if hyper.clipnorm is not None:
-        c = round_fraction(hyper.clipnorm, hold)
+        c = hold(hyper.clipnorm)
         return [_scale(n, c, nan_if_nonfinite=False) for n in norms]
-    c = round_fraction(hyper.global_clipnorm, hold)
+    c = hold(hyper.global_clipnorm)
     total = (sum(n[0] for n in norms), sum(n[1] for n in norms))
     return [_scale(total, c, nan_if_nonfinite=True)] * len(prepared)
 

@@ -7,11 +7,16 @@ Ziv's strategy (:mod:`oracles.ziv`). One step of a coordinate, with ``t`` the
 step being taken::
 
     g      <- -g (maximize);  clip;  g + lambda theta (L2)
-    m'     =  beta1 m + (1 - beta1) g
+    m'     =  beta1 m + (1 - beta1) g        (d1 m + k1 g with the held constants below)
     v'     =  beta2 v + (1 - beta2) g^2
     c1, c2 =  1 - beta1^t, 1 - beta2^t      (1 when off; beta^t accumulated if so)
     u      =  m_hat / (sqrt(s_hat + eps_root) + eps_eff)     (see spec/ADAM.md)
     theta' =  theta - lr_t u                 (with decoupled decay before/after)
+
+The moments use the held decay factors ``d_i`` and complements ``k_i`` of
+:class:`~oracles.hyperparams.ExactHyper` (``beta_i`` and exactly ``1 - beta_i``
+except for the ``*_via_float64`` hyperparameter precisions); the bias
+corrections use the held ``beta_i``.
 
 Row-sparse gradients (:class:`spec.SparseRows`) follow the variant's
 ``sparse`` and ``duplicates`` axes. Several tensors may be stepped at once
@@ -225,8 +230,10 @@ def _preprocess(contributions: list[_Contributions], variant: Variant, hp: Exact
 class _StepScalars:
     t: int
     lr: Real
-    beta1: Real
-    beta2: Real
+    beta1: Real  # decay factor of m (held beta1, or 1 - k1 in interpolation form)
+    beta2: Real  # decay factor of v
+    one_minus_beta1: Real  # complement multiplying g
+    one_minus_beta2: Real  # complement multiplying g^2
     c1: Real
     c2: Real
     c1_next: Real  # 1 - beta1^(t+1), for the NAdam numerator
@@ -266,7 +273,21 @@ def _scalars(variant: Variant, hp: ExactHyper, state: ExactState) -> _StepScalar
     if variant.family is Family.RADAM:
         rectify = _radam_rectification(t, hp.beta2, p2)
     return _StepScalars(
-        t, lr, b1, b2, c1, c2, c1_next, Rat(hp.eps), Rat(hp.eps_root), decay, rectify, p1, p2
+        t,
+        lr,
+        Rat(hp.moment_beta1),
+        Rat(hp.moment_beta2),
+        Rat(hp.one_minus_beta1),
+        Rat(hp.one_minus_beta2),
+        c1,
+        c2,
+        c1_next,
+        Rat(hp.eps),
+        Rat(hp.eps_root),
+        decay,
+        rectify,
+        p1,
+        p2,
     )
 
 
@@ -305,9 +326,9 @@ def _coordinate(
         parts = _with_l2(parts, wd * theta)
     g = _sum(parts) if len(parts) != 1 else parts[0]
     g_sq = _sum([x * x for x in parts])
-    b1, b2 = s.beta1, s.beta2
-    m_new = b1 * m + (ONE - b1) * g
-    v_new = b2 * v + (ONE - b2) * g_sq
+    b1, b2, ob1, ob2 = s.beta1, s.beta2, s.one_minus_beta1, s.one_minus_beta2
+    m_new = b1 * m + ob1 * g
+    v_new = b2 * v + ob2 * g_sq
 
     # The raw second moment entering the denominator and its corrected form.
     amsgrad = variant.amsgrad
@@ -321,9 +342,9 @@ def _coordinate(
         raw = v_max_new
 
     if variant.nesterov is Nesterov.TF_RAW:
-        m_hat = (b1 * m_new + (ONE - b1) * g) / s.c1
+        m_hat = (b1 * m_new + ob1 * g) / s.c1
     elif variant.nesterov is Nesterov.NADAM:
-        m_hat = b1 * m_new / s.c1_next + (ONE - b1) * g / s.c1
+        m_hat = b1 * m_new / s.c1_next + ob1 * g / s.c1
     else:
         m_hat = m_new / s.c1
 

@@ -6,7 +6,15 @@ Both modes exist so reports can separate *representation* error (0.999 is
 * ``"ideal"`` -- the exact decimals given (0.9 is 9/10);
 * ``"held"`` -- each value rounded once to the format the variant's
   :class:`~spec.axes.HyperPrecision` names (binary64 for torch's Python
-  floats, the parameter dtype for Keras/TensorFlow/optax, float32 for TF.js).
+  floats, the parameter dtype for TensorFlow kernels, float32 for ONNX), or,
+  for the ``*_via_float64`` members (Keras, tf_keras, optax, TF.js), rounded
+  to binary64 first and then to the parameter dtype, with the complements
+  ``1 - beta`` formed in binary64 before that rounding.
+
+Besides the betas, :class:`ExactHyper` carries the two derived constants of
+each moment update ``m' = moment_beta1 m + one_minus_beta1 g`` explicitly:
+``one_minus_beta_i`` is exactly ``1 - beta_i`` and ``moment_beta_i`` is
+``beta_i`` except under those two members (see ``spec/ADAM.md``).
 """
 
 from __future__ import annotations
@@ -25,11 +33,20 @@ from spec.variant import Variant
 
 HyperMode = Literal["held", "ideal"]
 HYPER_MODES: tuple[str, ...] = ("held", "ideal")
+#: Members whose hyperparameters are binary64 floats rounded to the parameter dtype,
+#: with ``1 - beta`` formed in binary64.
+VIA_FLOAT64 = (HyperPrecision.PARAM_DTYPE_VIA_FLOAT64, HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP)
 
 
 @dataclass(frozen=True)
 class ExactHyper:
-    """Hyperparameters as exact rationals, ready for the oracle's arithmetic."""
+    """Hyperparameters as exact rationals, ready for the oracle's arithmetic.
+
+    ``beta1``/``beta2`` are the held betas (bias corrections ``beta^t``, RAdam's
+    rho); the moment updates use ``moment_beta_i * m + one_minus_beta_i * g``.
+    Left out, ``one_minus_beta_i`` is exactly ``1 - beta_i`` and
+    ``moment_beta_i`` is ``beta_i``.
+    """
 
     lr_at: Callable[[int], mpq]
     beta1: mpq
@@ -44,6 +61,17 @@ class ExactHyper:
     ema_momentum: mpq
     ema_overwrite_frequency: int | None
     held_in: FloatFormat | None
+    one_minus_beta1: mpq | None = None
+    one_minus_beta2: mpq | None = None
+    moment_beta1: mpq | None = None
+    moment_beta2: mpq | None = None
+
+    def __post_init__(self) -> None:
+        for i, beta in ((1, self.beta1), (2, self.beta2)):
+            if getattr(self, f"one_minus_beta{i}") is None:
+                object.__setattr__(self, f"one_minus_beta{i}", 1 - beta)
+            if getattr(self, f"moment_beta{i}") is None:
+                object.__setattr__(self, f"moment_beta{i}", beta)
 
 
 def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat | None:
@@ -53,6 +81,8 @@ def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat |
         HyperPrecision.FLOAT64: FLOAT64,
         HyperPrecision.FLOAT32: FLOAT32,
         HyperPrecision.PARAM_DTYPE: param_format,
+        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64: param_format,
+        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP: param_format,
     }[variant.hyper_precision]
 
 
@@ -63,18 +93,36 @@ def resolve(
     if mode not in HYPER_MODES:
         raise ValueError(f"hyper_mode={mode!r} is not supported; allowed: held, ideal")
     fmt = holding_format(variant, param_format) if mode == "held" else None
+    via_float64 = fmt is not None and variant.hyper_precision in VIA_FLOAT64
+
+    def rounded(x, to: FloatFormat) -> mpq:
+        return mpq(exact_of_float(round_exact(x, to)))
 
     def held(x):
         if x is None:
             return None
         if fmt is None:
             return mpq(x.numerator, x.denominator)
-        return mpq(exact_of_float(round_exact(x, fmt)))
+        if via_float64:
+            x = rounded(x, FLOAT64)  # the Python/JS float the framework receives
+        return rounded(x, fmt)
+
+    beta1, beta2 = held(hyper.beta1), held(hyper.beta2)
+    one_minus = [1 - beta1, 1 - beta2]
+    if via_float64:
+        # 1 - beta in binary64 (from the binary64 beta), then rounded to the param dtype
+        one_minus = [
+            rounded(rounded(1 - rounded(b, FLOAT64), FLOAT64), fmt)
+            for b in (hyper.beta1, hyper.beta2)
+        ]
+    moment = [beta1, beta2]
+    if fmt is not None and variant.hyper_precision is HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP:
+        moment = [1 - c for c in one_minus]  # m + c (g - m) = (1 - c) m + c g
 
     return ExactHyper(
         lr_at=lambda t: held(hyper.lr_at(t)),
-        beta1=held(hyper.beta1),
-        beta2=held(hyper.beta2),
+        beta1=beta1,
+        beta2=beta2,
         eps=held(hyper.eps),
         eps_root=held(hyper.eps_root),
         weight_decay=held(hyper.weight_decay),
@@ -85,4 +133,8 @@ def resolve(
         ema_momentum=held(hyper.ema_momentum),
         ema_overwrite_frequency=hyper.ema_overwrite_frequency,
         held_in=fmt,
+        one_minus_beta1=one_minus[0],
+        one_minus_beta2=one_minus[1],
+        moment_beta1=moment[0],
+        moment_beta2=moment[1],
     )

@@ -100,12 +100,58 @@ class HyperPrecision(_Axis):
 
     The oracle's "as held" mode rounds each hyperparameter this way before
     the exact arithmetic; its "ideal" mode uses the decimal values as given.
+
+    Besides the held betas, two derived constants enter the moments: the
+    complements ``k_i`` that multiply ``g`` (``g^2``) and the decay factors
+    ``d_i`` that multiply ``m`` (``v``). Under the first four members
+    ``k_i = 1 - beta_i`` and ``d_i = beta_i`` exactly (held betas). The two
+    ``*_via_float64`` members describe frameworks that receive Python/JS
+    numbers (binary64) and form ``1 - beta`` in binary64 before it meets a
+    tensor, so ``k_i`` is *not* ``1 - fl(beta_i)``; see their docs. Verified
+    sources (Keras 3.15.1, tf-keras 2.21.0, optax 0.2.8 with jax 0.10.2 and
+    x64 off, tfjs-core 4.22.0):
+
+    * keras/src/optimizers/adam.py:107-112 ``ops.power(ops.cast(self.beta_1,
+      dtype), local_step)`` (beta cast first, power in the dtype);
+      :120 ``m += (g - m) * (1 - self.beta_1)`` and :125 likewise for v: the
+      Python float ``1 - beta`` is cast when it meets the tensor, and m/v are
+      updated in interpolation form, so the decay is ``1 - k_i``; :135
+      ``+ self.epsilon`` (Python float, cast). AdamW (adamw.py) inherits it.
+      The torch backend overrides it
+      (keras/src/backend/torch/optimizers/torch_adam.py:35-40:
+      ``_foreach_mul_(m, self.beta_1)`` then ``_foreach_add_(m, g,
+      alpha=1 - self.beta_1)``: decay ``fl(beta)``, i.e. ``param_dtype_via_float64``).
+    * tf_keras/src/optimizers/adam.py:172-173 (powers of the cast beta),
+      :207-208 dense ``m.assign_add((gradient - m) * (1 - self.beta_1))``,
+      :187-196 sparse ``-m * (1 - beta)`` plus ``scatter_add(g * (1 - beta))``:
+      the same interpolation form.
+    * optax/tree_utils/_tree_math.py:398/433 ``(1 - decay) * g**order + decay * t``
+      (decay cast to the moment dtype when it meets ``t``: ``d_i = fl(beta_i)``);
+      :449 ``1 - decay**count`` with ``count`` int32: jax computes the power in
+      float32 (weak-typed Python float, x64 off), i.e. of ``fl32(beta)`` with
+      float32 rounding, then casts: arithmetic, not a binary64 constant (and in
+      bfloat16 a known deviation, see the optax.adam catalog note);
+      optax/_src/transform.py:288 (nesterov) ``b1 * m + (1 - b1) * g`` likewise.
+    * tfjs-core dist/optimizers/adam_optimizer.js:84-85
+      ``add(mul(m, this.beta1), mul(g, 1 - this.beta1))`` (JS number 1 - beta,
+      then a float32 scalar); :47-48/:93-94 ``accBeta = scalar(beta1)`` times
+      ``this.beta1``: powers of ``fl32(beta)``; :90 ``this.epsilon`` and
+      ``-this.learningRate`` become float32 scalars.
+
+    ``lr * sqrt(1 - beta2^t) / (1 - beta1^t)`` and the other per-step scalars
+    are float32 (param dtype) arithmetic in all of them: rounding, not
+    representation, so no member models them. Not modelled either: in 16-bit
+    dtypes several of these casts pass through float32 first (Keras's lr is a
+    float32 variable; ml_dtypes converts binary64 to bfloat16 via float32), a
+    double rounding that differs from ``fl_p(fl64(h))`` only next to a tie.
     """
 
     IDEAL = "ideal"
     FLOAT64 = "float64"
     PARAM_DTYPE = "param_dtype"
     FLOAT32 = "float32"
+    PARAM_DTYPE_VIA_FLOAT64 = "param_dtype_via_float64"
+    PARAM_DTYPE_VIA_FLOAT64_LERP = "param_dtype_via_float64_lerp"
 
 
 _DOCS: dict[_Axis, str] = {
@@ -198,10 +244,29 @@ _DOCS: dict[_Axis, str] = {
     HyperPrecision.IDEAL: "Hyperparameters are the exact decimals given (the paper).",
     HyperPrecision.FLOAT64: "Hyperparameters are Python floats (binary64), e.g. torch.",
     HyperPrecision.PARAM_DTYPE: (
-        "Hyperparameters are cast to the parameter dtype (Keras, TensorFlow kernels, optax); "
-        "in bfloat16 0.999 becomes 1.0."
+        "Hyperparameters are cast to the parameter dtype and 1 - beta is formed in that "
+        "dtype (TensorFlow kernels, tf.compat.v1, tf_keras legacy): k_i = 1 - fl_p(beta_i) "
+        "exactly; in bfloat16 0.999 becomes 1.0."
     ),
-    HyperPrecision.FLOAT32: "Hyperparameters are float32 scalars whatever the params (TF.js).",
+    HyperPrecision.FLOAT32: "Hyperparameters are float32 scalars whatever the params (ONNX).",
+    HyperPrecision.PARAM_DTYPE_VIA_FLOAT64: (
+        "Hyperparameters are Python/JS floats: every h (lr, beta_i, eps, eps_root, "
+        "weight_decay, clip thresholds, ema_momentum) is held as fl_p(fl64(h)), the binary64 "
+        "float rounded to the param dtype p. The complements are formed in binary64 first: "
+        "k_i = fl_p(fl64(1 - fl64(beta_i))), NOT 1 - fl_p(beta_i) (1 - 0.999 = "
+        "0.0010000000000000009 in binary64; fl32 of it is 1.3e-5 relatively away from "
+        "1 - fl32(0.999)). beta_i itself is fl_p(fl64(beta_i)), both as the decay of the "
+        "moment (m' = beta_1 m + k_1 g, v' = beta_2 v + k_2 g^2) and in beta_i^t "
+        "(optax, TF.js, Keras 3's torch backend)."
+    ),
+    HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP: (
+        "As param_dtype_via_float64, but the moments are updated in interpolation form "
+        "m' = m + k_1 (g - m), v' = v + k_2 (g^2 - v), whose exact value is "
+        "(1 - k_1) m + k_1 g: the decay factor is 1 - k_i, not fl_p(beta_i) (they differ: "
+        "1 - fl32(1 - 0.9) = 0.8999999985 vs fl32(0.9) = 0.8999999762). beta_i = "
+        "fl_p(fl64(beta_i)) appears only in the bias corrections beta_i^t "
+        "(Keras 3 on tensorflow/jax, tf_keras)."
+    ),
 }
 
 ALL_AXES: tuple[type[_Axis], ...] = (

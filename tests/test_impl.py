@@ -114,6 +114,18 @@ EXTRA_CASES = [
         {"weight_decay": "0.1"},
         "float64",
     ),
+    # betas below 1/2: 1 - fl64(beta) is itself rounded in binary64 (0.3, 0.1), so the
+    # via-float64 complements take two roundings; in float64 the param dtype adds none
+    *[
+        Case(
+            f"{precision}+small_betas",
+            Variant(nesterov="nadam", hyper_precision=precision),
+            {"beta1": "0.3", "beta2": "0.1"},
+            dtype,
+        )
+        for precision in ("param_dtype_via_float64", "param_dtype_via_float64_lerp")
+        for dtype in ("float64", "float16")
+    ],
 ]
 CASES = _catalog_cases() + _axis_cases() + EXTRA_CASES
 

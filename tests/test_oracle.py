@@ -408,3 +408,53 @@ def test_ziv_refuses_to_guess_past_the_precision_cap():
     with pytest.raises(RoundingUndecided, match=str(MAX_PRECISION)):
         evaluate(never_decides, 128)
     assert seen[0] == 128 and seen[-1] == MAX_PRECISION and seen == sorted(seen)
+
+
+# ---------------------------------------------------------------- held complements
+
+
+def _resolved(precision: str, dtype: str, **hyper):
+    from oracles.hyperparams import resolve
+    from spec.formats import format_named
+
+    variant = Variant(hyper_precision=precision)
+    return resolve(make_hyper(**hyper), variant, format_named(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])
+def test_via_float64_complements_are_binary64_then_rounded(dtype):
+    """param_dtype_via_float64: c = fl_p(fl64(1 - fl64(beta))), beta = fl_p(fl64(beta)),
+    computed here with NumPy casts of Python floats, as the frameworks do."""
+    dt = DTYPES[dtype]
+    for beta1, beta2 in (("0.9", "0.999"), ("0.3", "0.1")):
+        hp = _resolved("param_dtype_via_float64", dtype, beta1=beta1, beta2=beta2)
+        for held, one_minus, moment, text in (
+            (hp.beta1, hp.one_minus_beta1, hp.moment_beta1, beta1),
+            (hp.beta2, hp.one_minus_beta2, hp.moment_beta2, beta2),
+        ):
+            assert Fraction(held) == Fraction(float(dt(float(text))))
+            assert Fraction(one_minus) == Fraction(float(dt(1 - float(text))))
+            assert moment == held
+        lerp = _resolved("param_dtype_via_float64_lerp", dtype, beta1=beta1, beta2=beta2)
+        assert (lerp.beta1, lerp.one_minus_beta1) == (hp.beta1, hp.one_minus_beta1)
+        assert lerp.moment_beta1 == 1 - lerp.one_minus_beta1
+        assert lerp.moment_beta2 == 1 - lerp.one_minus_beta2
+
+
+def test_via_float64_differs_from_param_dtype_where_the_source_says():
+    """float32, 0.999: 1 - fl32(0.999) and fl32(1 - 0.999) are 1.3e-5 relatively apart;
+    the other members keep c = 1 - beta and d = beta exactly; ideal stays the decimals."""
+    old = _resolved("param_dtype", "float32")
+    new = _resolved("param_dtype_via_float64", "float32")
+    assert old.beta2 == new.beta2 and old.one_minus_beta2 == 1 - old.beta2
+    assert abs(Fraction(new.one_minus_beta2) / Fraction(old.one_minus_beta2) - 1) > 1e-5
+    lerp = _resolved("param_dtype_via_float64_lerp", "float32")
+    assert lerp.moment_beta1 == Fraction(120795955, 2**27) != lerp.beta1  # 1 - fl32(0.1)
+    for precision in ("float64", "float32", "param_dtype"):
+        hp = _resolved(precision, "float16")
+        assert (hp.one_minus_beta1, hp.moment_beta1) == (1 - hp.beta1, hp.beta1)
+    from oracles.hyperparams import resolve
+
+    ideal = resolve(make_hyper(), Variant(hyper_precision="param_dtype_via_float64"), FLOAT32,
+                    "ideal")  # fmt: skip
+    assert (ideal.beta2, ideal.one_minus_beta2) == (Fraction(999, 1000), Fraction(1, 1000))
