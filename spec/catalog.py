@@ -102,12 +102,21 @@ EPS_HAT_PARAM_DTYPE = Variant(
     eps_placement=EpsPlacement.EPS_HAT, hyper_precision=HyperPrecision.PARAM_DTYPE
 )
 TORCH = Variant(weight_decay=WeightDecay.L2, hyper_precision=HyperPrecision.FLOAT64)
+# Keras 3 and tf_keras: Python-float betas, ``m += (g - m) * (1 - beta_1)`` (interpolation
+# form, 1 - beta formed in binary64), powers of the beta cast to the variable dtype.
 KERAS = EPS_HAT_PARAM_DTYPE.replace(
     weight_decay=WeightDecay.DECOUPLED_LR_BEFORE,
     duplicates=DuplicateIndices.SQUARE_THEN_SUM,
+    hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP,
 )
-TF_KERAS = EPS_HAT_PARAM_DTYPE.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE)
-OPTAX = Variant(eps_placement=EpsPlacement.EPS_ROOT, hyper_precision=HyperPrecision.PARAM_DTYPE)
+TF_KERAS = EPS_HAT_PARAM_DTYPE.replace(
+    weight_decay=WeightDecay.DECOUPLED_LR_BEFORE,
+    hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP,
+)
+# optax: ``(1 - decay) * g**order + decay * t`` with Python-float decay.
+OPTAX = Variant(
+    eps_placement=EpsPlacement.EPS_ROOT, hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64
+)
 
 _ENTRIES: tuple[CatalogEntry, ...] = (
     CatalogEntry(
@@ -253,6 +262,12 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         ),
         notes="Hyperparameters and the step are cast to the variable dtype: in bfloat16, "
         "beta2 = 0.999 becomes 1.0 and every update is zero (keras-team/keras-hub#2629). "
+        "update_step (adam.py) forms 1 - self.beta_1 from the Python float (binary64) and "
+        "casts it when it meets the tensor, in m += (g - m) * (1 - beta_1): interpolation "
+        "form, so the decay is 1 - fl(1 - beta), while beta^t uses ops.cast(beta, dtype). "
+        "The torch backend's own torch_adam.py multiplies m by beta_1 instead "
+        "(param_dtype_via_float64). The learning rate is a floatx (float32) variable, so "
+        "in float16/bfloat16/float64 it is fl(fl32(lr)). "
         "Sparse gradients are densified, so duplicates contribute sum(g^2) to v (inferred "
         "from source, untested upstream).",
     ),
@@ -267,7 +282,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             'paper "On the Convergence of Adam and beyond". Defaults to `False`.',
         ),
         options={"amsgrad": True},
-        notes="v_hat = max(v_hat, v) over raw v; the bias correction is folded into alpha.",
+        notes="v_hat = max(v_hat, v) over raw v; the bias correction is folded into alpha. "
+        "Hyperparameters as keras.Adam (binary64 1 - beta, interpolation form).",
     ),
     CatalogEntry(
         name="keras.AdamW",
@@ -282,7 +298,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "Decay Regularization' by [Loshchilov, Hutter et al., 2019]"
             "(https://arxiv.org/abs/1711.05101).",
         ),
-        notes="Decay var <- var - var * wd * lr is applied before the Adam step.",
+        notes="Decay var <- var - var * wd * lr is applied before the Adam step; the Adam "
+        "step is keras.Adam's update_step (binary64 1 - beta, interpolation form).",
     ),
     CatalogEntry(
         name="tf_keras.Adam",
@@ -296,7 +313,11 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "paper.",
         ),
         notes="Sparse IndexedSlices are deduplicated (summed) before the dense-equivalent "
-        "sparse update.",
+        "sparse update. update_step forms 1 - self.beta_1 from the Python float (binary64) "
+        "and updates m += (g - m) * (1 - beta_1) (dense) or m - m (1 - beta_1) plus "
+        "scatter_add(g (1 - beta_1)) (sparse): interpolation form; beta^t uses "
+        "tf.cast(beta, dtype). The constant lr is a floatx (float32) variable, so in float64 "
+        "it is fl32(lr).",
     ),
     CatalogEntry(
         name="tf_keras.Adam[adaptive_epsilon]",
@@ -310,7 +331,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             '"epsilon hat". Default to `False`.',
         ),
         options={"adaptive_epsilon": True},
-        notes="adaptive_epsilon is not serialized by get_config (tf-keras 2.16-2.21).",
+        notes="adaptive_epsilon is not serialized by get_config (tf-keras 2.16-2.21). "
+        "Hyperparameters as tf_keras.Adam (binary64 1 - beta, interpolation form).",
     ),
     CatalogEntry(
         name="tf.v1.AdamOptimizer",
@@ -380,7 +402,10 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "paper.",
         ),
         notes="The step count is int32 and saturates; bias corrections are computed in "
-        "float32 and then cast to the moment dtype.",
+        "float32 and then cast to the moment dtype. tree_update_moment computes "
+        "(1 - decay) * g**order + decay * t with the Python float decay: 1 - decay is "
+        "binary64, cast when it meets the tensor, decay itself is cast (decay * t); "
+        "1 - decay**count is a float32 power of fl32(decay) (jax, x64 off).",
     ),
     CatalogEntry(
         name="optax.adam[nesterov]",
@@ -394,6 +419,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "optax.tree.bias_correction(updates, b1, count_inc),)",
         ),
         options={"nesterov": True},
+        notes="The NAdam numerator b1 * m + (1 - b1) * g has the same binary64 1 - b1 as the "
+        "moments (hyperparameters as optax.adam).",
     ),
     CatalogEntry(
         name="optax.adamw",
@@ -406,7 +433,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "leads to better generalization.",
         ),
         notes="chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate): the decay "
-        "is multiplied by lr (optax notes this differs from Loshchilov & Hutter).",
+        "is multiplied by lr (optax notes this differs from Loshchilov & Hutter). "
+        "Hyperparameters as optax.adam (binary64 1 - beta).",
     ),
     CatalogEntry(
         name="optax.amsgrad",
@@ -419,7 +447,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu_eff)",
         ),
         notes="The maximum is over the bias-corrected nu_hat (google-deepmind/optax#1389), "
-        "unlike PyTorch and TensorFlow.",
+        "unlike PyTorch and TensorFlow. The moments come from tree_update_moment as in "
+        "optax.adam (binary64 1 - beta).",
     ),
     CatalogEntry(
         name="optax.amsgrad[bias_correction_nu=False]",
@@ -436,14 +465,14 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         ),
         options={"bias_correction_nu": False},
         notes="Added in google-deepmind/optax PR #1423; max over raw nu and no division "
-        "by 1 - b2^t.",
+        "by 1 - b2^t. Moments as optax.adam (binary64 1 - beta).",
     ),
     CatalogEntry(
         name="tfjs.adam",
         variant=PAPER.replace(
             bias_correction_m=BiasCorrection.ACCUMULATED,
             bias_correction_v=BiasCorrection.ACCUMULATED,
-            hyper_precision=HyperPrecision.FLOAT32,
+            hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64,
         ),
         defaults={"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-7"},
         citation=Citation(
@@ -455,7 +484,10 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
             "this.epsilon))",
         ),
         notes="A null epsilon becomes the backend's epsilon(): 1e-7 on 32-bit backends, 1e-4 "
-        "on 16-bit. accBeta1/accBeta2 are multiplied by beta after each step.",
+        "on 16-bit. accBeta1/accBeta2 are multiplied by beta after each step. "
+        "Hyperparameters are JS numbers (binary64): mul(m, this.beta1) casts beta to a "
+        "float32 scalar, mul(g, 1 - this.beta1) casts the binary64 1 - beta; TF.js tensors "
+        "are float32 only, so the parameter dtype is float32.",
     ),
     CatalogEntry(
         name="onnx.Adam",

@@ -1,13 +1,13 @@
 """TF.js tf.train.adam (tfjs-core + cpu backend under Node) against the exact oracle.
 
 Why TF.js is not correctly rounded: every op of adam_optimizer.ts is a separate float32
-tensor op (mul, add, div, sqrt, ...), each rounded on its own. On top of that TF.js forms
-the coefficients ``1 - beta1`` and ``1 - beta2`` from the JavaScript (binary64) numbers
-before rounding them to float32, whereas the catalog's held-float32 model uses
-``1 - fl32(beta)``. For beta2 = 0.999 the two differ by ~1.3e-5 relative, which is the
-~100-200 ULP error in v; in m (beta1 = 0.9) it is ~2e-7 relative, magnified when
-``beta1 m + (1 - beta1) g`` nearly cancels. With float32-exact hyperparameters the
-coefficients agree and v is within 1 ULP (test below).
+tensor op (mul, add, div, sqrt, ...), each rounded on its own. TF.js forms the
+coefficients ``1 - beta1`` and ``1 - beta2`` from the JavaScript (binary64) numbers before
+rounding them to float32; the catalog models that (hyper_precision
+param_dtype_via_float64), so what is left is op-by-op rounding: v within 1 ULP, m
+magnified where ``beta1 m + (1 - beta1) g`` nearly cancels. Against the old model
+(``1 - fl32(beta)``, hyper_precision float32) v was 212 ULP off after one step and m up
+to 3914 ULP over 20 steps (test_old_float32_model_misses_the_binary64_complement).
 
 The budgets are the worst ULP errors measured with the fixed seeds of adapter_helpers;
 TF.js's cpu backend is deterministic, so they are exact, not statistical.
@@ -20,11 +20,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from adapter_helpers import assert_state_roundtrip, gradients, initial_state, lockstep_errors
 
 from impl.frameworks import availability
 from spec.catalog import entry
 from spec.hyper import Schedule
-from tests.adapter_helpers import assert_state_roundtrip, gradients, initial_state, lockstep_errors
 
 _TFJS = availability("tfjs")
 pytestmark = pytest.mark.skipif(not _TFJS.available, reason=f"skipped: {_TFJS.reason}")
@@ -63,9 +63,9 @@ def test_one_step_within_budget():
     _check(
         errors,
         {
-            "param": 1,  # float32 ops one by one: m/c1, v/c2, sqrt, +eps, /, *-lr, + each round
-            "m": 3,  # fl32(1 - 0.9 in binary64) != 1 - fl32(0.9), plus two roundings before add
-            "v": 212,  # fl32(1 - 0.999 in binary64) = 0.001f vs 1 - fl32(0.999): 1.3e-5 rel.
+            "param": 0,  # measured 0 (was 1 against the float32 model)
+            "m": 0,  # from m = 0: one product, rounded once (was 3: the complement)
+            "v": 1,  # fl32(g * g) then fl32(* k2): two roundings (was 212: the complement)
         },
     )
 
@@ -75,9 +75,9 @@ def test_twenty_steps_within_budget():
     _check(
         errors,
         {
-            "param": 2,  # op-by-op float32, now with accumulated float32 beta powers
-            "m": 3914,  # the 1 - beta1 coefficient error, magnified where m' nearly cancels
-            "v": 212,  # the 1 - beta2 coefficient error (see module docstring)
+            "param": 1,  # op-by-op float32, with accumulated float32 beta powers (was 2)
+            "m": 266,  # two roundings, magnified where m' nearly cancels (was 3914)
+            "v": 1,  # both terms positive: two roundings cost <= 1 ULP (was 212)
         },
     )
 
@@ -89,10 +89,21 @@ def test_from_a_later_step_within_budget():
         errors,
         {
             "param": 1,  # op-by-op float32
-            "m": 223,  # 1 - beta1 coefficient error under cancellation
-            "v": 102,  # 1 - beta2 coefficient error (smaller relative share with v != 0)
+            "m": 51,  # op-by-op rounding under cancellation (was 223 with the complement)
+            "v": 1,  # op by op (was 102: the complement's share with v != 0)
         },
     )
+
+
+def test_old_float32_model_misses_the_binary64_complement():
+    """The finding behind hyper_precision=param_dtype_via_float64: held as plain float32
+    (1 - fl32(0.999)) the oracle is 212 ULP from TF.js's v after one step; the catalog's
+    fl32(1 - 0.999 in binary64) leaves 1 ULP (two float32 roundings)."""
+    old = entry("tfjs.adam").variant.replace(hyper_precision="float32")
+    before = lockstep_errors("tfjs.adam", _hyper(), "float32", SHAPES, steps=1, variant=old)
+    assert before.max_ulp["v"] == 212, before.max_ulp
+    now = lockstep_errors("tfjs.adam", _hyper(), "float32", SHAPES, steps=1)
+    assert now.max_ulp["v"] <= 1, now.max_ulp
 
 
 def test_float32_exact_hyperparameters_leave_only_op_by_op_rounding():
@@ -184,9 +195,9 @@ def test_lr_schedule_sets_learning_rate_each_step():
     hyper = _hyper().with_(lr=["0.01", "0.002", "0.0005"])
     assert isinstance(hyper.lr, Schedule)
     errors = lockstep_errors("tfjs.adam", hyper, "float32", SHAPES, steps=4)
-    # lr 0.01 makes the update 10x larger next to theta, so u's error (from the 1 - beta
-    # coefficients, up to ~100 ULP in sqrt(v_hat)) reaches more ULPs of theta.
-    _check(errors, {"param": 9, "m": 773, "v": 212})
+    # measured param 1, m 207 (cancellation), v 1. Against the old float32 model the
+    # complement's ~100 ULP in sqrt(v_hat) reached 9 ULP of theta at lr 0.01 (m 773, v 212).
+    _check(errors, {"param": 1, "m": 207, "v": 1})
     # Bit for bit: step t must use learningRate = lr_t (the last value holds afterwards).
     with _make(hyper) as adapter:
         adapter.set_state(initial_state(SHAPES, "float32", False))
