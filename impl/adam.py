@@ -129,6 +129,11 @@ def init(
 
 BACKENDS = ("auto", "numba", "numpy")
 
+#: The smallest tensor "auto" runs with numba. Measured (torch.Adam variant, float32, one
+#: step, median of 5): NumPy 2.6 ms vs numba 8.0 ms at 4096 params, both 8.0 ms at 65536;
+#: and a numba compile costs ~8 s per process and variant configuration.
+JIT_MIN_SIZE = 1 << 16
+
 
 def step(
     params: Any,
@@ -396,7 +401,10 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
             for a in (param, arrays["m"], arrays["v"], arrays["vmax"], arrays["ema"])
         )
     )
-    driver = numba_float32_driver(K.config) if simple and backend != "numpy" else None
+    # "auto" compiles only for tensors large enough to repay seconds of JIT compilation
+    # (per process and variant configuration); small tensors take the NumPy path
+    worth_jit = backend == "numba" or param.size >= JIT_MIN_SIZE
+    driver = numba_float32_driver(K.config) if simple and worth_jit else None
     if backend == "numba" and driver is None:
         raise UnsupportedError(
             "backend='numba' needs numba installed and dense, C-contiguous float32 arrays "
