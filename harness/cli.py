@@ -284,24 +284,25 @@ def _suite(text: str) -> str:
     return text
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed={text!r} is not an integer") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"--seed={value} is out of range: allowed 0..2**63-1")
-    return value
+def _bounded_int(flag: str, low: int, high: int, allowed: str):
+    """An argparse type for an integer in [low, high]; messages name the flag and range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag}={text!r} is not an integer ({allowed})"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{flag}={value} is out of range: allowed {allowed}")
+        return value
+
+    return parse
 
 
-def _digits(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--digits={text!r} is not an integer (1-1000)") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"--digits={value} is out of range: allowed 1-1000")
-    return value
+_seed = _bounded_int("--seed", 0, 2**63 - 1, "0..2**63-1")
+_digits = _bounded_int("--digits", 1, 1000, "1-1000")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -49,6 +49,7 @@ from harness.engine import (
 )
 from harness.problems import Problem, largest_finite, round_to_dtype
 from impl.adapters import REGISTRY, AdapterInfo, State, Unsupported, load_registry, make_adapter
+from impl.adapters.keras3 import constructor_kwargs
 from impl.frameworks import FrameworkMissing
 from oracles import OracleInputError, RoundingUndecided, StepResult
 from oracles import step as oracle_step
@@ -811,20 +812,8 @@ def _tf_helpers(ce: Counterexample) -> list[str]:
 
 
 def _keras_kwargs(ce: Counterexample) -> dict[str, Any]:
-    """Keras 3 / tf_keras constructor arguments the adapters pass (None values left out)."""
-    h = ce.hyper
-    kwargs: dict[str, Any] = {
-        "learning_rate": float(_lr(ce)),
-        "beta_1": float(h.beta1),
-        "beta_2": float(h.beta2),
-        "epsilon": float(h.eps),
-    }
-    if h.weight_decay:
-        kwargs["weight_decay"] = float(h.weight_decay)
-    for name in ("clipnorm", "clipvalue", "global_clipnorm"):
-        if getattr(h, name) is not None:
-            kwargs[name] = float(getattr(h, name))
-    return kwargs
+    """Keras 3 / tf_keras constructor arguments, exactly as the adapters pass them."""
+    return constructor_kwargs(ce.hyper, float(_lr(ce)))
 
 
 def _keras3(ce: Counterexample) -> _Program:
@@ -882,55 +871,49 @@ def _keras3(ce: Counterexample) -> _Program:
     return _Program(imports, helpers, body, fetch)
 
 
-def _tf_keras(ce: Counterexample) -> _Program:
-    kwargs = {**_keras_kwargs(ce), **ce.info.options}
+#: How each tf_keras optimizer's public-enough API creates and reaches its slots.
+_TF_KERAS_SLOTS = {
+    "tf_keras.optimizers.Adam": (
+        "opt.build([var])  # the slots are private lists; adamspec's adapter assigns them so",
+        {"m": "opt._momentums[0]", "v": "opt._velocities[0]", "v_max": "opt._velocity_hats[0]"},
+    ),
+    "tf_keras.optimizers.legacy.Adam": (
+        "opt._create_all_weights([var])  # creates the slots now, as adamspec's adapter does",
+        {
+            "m": 'opt.get_slot(var, "m")',
+            "v": 'opt.get_slot(var, "v")',
+            "v_max": 'opt.get_slot(var, "vhat")',
+        },
+    ),
+}
+
+
+def _tf_keras_program(ce: Counterexample, constructor: str, kwargs: dict[str, Any]) -> _Program:
+    create, slots = _TF_KERAS_SLOTS[constructor]
+    components = ("m", "v", "v_max") if kwargs.get("amsgrad") else ("m", "v")
+    state = {"m": ce.before.m, "v": ce.before.v, "v_max": ce.before.v_max}
     body = [
         f"var = tf.Variable({_value(ce.before.params[0])})",
-        f"opt = tf_keras.optimizers.Adam({_kwargs(kwargs)})",
-        "opt.build([var])",
-        "# the slots are private lists; adamspec's adapter assigns them the same way",
-        f"opt._momentums[0].assign({_value(ce.before.m[0])})",
-        f"opt._velocities[0].assign({_value(ce.before.v[0])})",
-    ]
-    fetch = {
-        "param": "var.numpy()",
-        "m": "opt._momentums[0].numpy()",
-        "v": "opt._velocities[0].numpy()",
-    }
-    if kwargs.get("amsgrad"):
-        body.append(f"opt._velocity_hats[0].assign({_value(ce.before.v_max[0])})")
-        fetch["v_max"] = "opt._velocity_hats[0].numpy()"
-    body += [
+        f"opt = {constructor}({_kwargs(kwargs)})",
+        create,
+        *(f"{slots[c]}.assign({_value(state[c][0])})" for c in components),
         f"opt.iterations.assign({ce.step})",
         f"opt.apply_gradients([({_grad(ce, _tf_sparse)}, var)])",
     ]
+    fetch = {"param": "var.numpy()", **{c: f"{slots[c]}.numpy()" for c in components}}
     return _Program([*_TF_IMPORTS, "import tf_keras"], _tf_helpers(ce), body, fetch)
+
+
+def _tf_keras(ce: Counterexample) -> _Program:
+    kwargs = {**_keras_kwargs(ce), **ce.info.options}
+    return _tf_keras_program(ce, "tf_keras.optimizers.Adam", kwargs)
 
 
 def _tf_keras_legacy(ce: Counterexample) -> _Program:
     kwargs = _keras_kwargs(ce)
     kwargs.pop("weight_decay", None)  # the adapter rejects it: legacy Adam has none
     kwargs.update(ce.info.options)
-    body = [
-        f"var = tf.Variable({_value(ce.before.params[0])})",
-        f"opt = tf_keras.optimizers.legacy.Adam({_kwargs(kwargs)})",
-        "opt._create_all_weights([var])  # creates the slots now, as adamspec's adapter does",
-        f'opt.get_slot(var, "m").assign({_value(ce.before.m[0])})',
-        f'opt.get_slot(var, "v").assign({_value(ce.before.v[0])})',
-    ]
-    fetch = {
-        "param": "var.numpy()",
-        "m": 'opt.get_slot(var, "m").numpy()',
-        "v": 'opt.get_slot(var, "v").numpy()',
-    }
-    if kwargs.get("amsgrad"):
-        body.append(f'opt.get_slot(var, "vhat").assign({_value(ce.before.v_max[0])})')
-        fetch["v_max"] = 'opt.get_slot(var, "vhat").numpy()'
-    body += [
-        f"opt.iterations.assign({ce.step})",
-        f"opt.apply_gradients([({_grad(ce, _tf_sparse)}, var)])",
-    ]
-    return _Program([*_TF_IMPORTS, "import tf_keras"], _tf_helpers(ce), body, fetch)
+    return _tf_keras_program(ce, "tf_keras.optimizers.legacy.Adam", kwargs)
 
 
 def _tf_raw(ce: Counterexample) -> _Program:

@@ -414,8 +414,3 @@ def budget_multiple(errors: StepErrors, budget: Budget = DEFAULT) -> float:
     if not errors:
         return math.inf
     return max(budget.multiple(name, e.ulp, e.scaled) for name, e in errors.items())
-
-
-def variant_of(name: str) -> Variant:
-    """A catalog variant by name (so reports can say which documented formula it is)."""
-    return entry(name).variant

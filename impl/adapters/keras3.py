@@ -14,8 +14,26 @@ import numpy as np
 
 from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 from spec.gradients import SparseRows
+from spec.hyper import Hyper
 
 BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def constructor_kwargs(h: Hyper, learning_rate: Any) -> dict[str, Any]:
+    """Keras 3 / tf_keras optimizer keywords for ``h`` (unset clipping and zero decay left
+    out, so the framework's own defaults apply). Shared with counterexample snippets."""
+    kwargs: dict[str, Any] = {
+        "learning_rate": learning_rate,
+        "beta_1": float(h.beta1),
+        "beta_2": float(h.beta2),
+        "epsilon": float(h.eps),
+    }
+    if h.weight_decay:
+        kwargs["weight_decay"] = float(h.weight_decay)
+    for name in ("clipnorm", "clipvalue", "global_clipnorm"):
+        if getattr(h, name) is not None:
+            kwargs[name] = float(getattr(h, name))
+    return kwargs
 
 
 class KerasOptimizer(Adapter):
@@ -37,17 +55,7 @@ class KerasOptimizer(Adapter):
         options = dict(self.options)
         cls = getattr(keras.optimizers, options.pop("cls", "Adam"))
         h = self.hyper
-        kwargs: dict[str, Any] = {
-            "learning_rate": _schedule(keras, h) or float(h.lr_at(1)),
-            "beta_1": float(h.beta1),
-            "beta_2": float(h.beta2),
-            "epsilon": float(h.eps),
-        }
-        if h.weight_decay:
-            kwargs["weight_decay"] = float(h.weight_decay)
-        for name in ("clipnorm", "clipvalue", "global_clipnorm"):
-            if getattr(h, name) is not None:
-                kwargs[name] = float(getattr(h, name))
+        kwargs = constructor_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)))
         if h.use_ema:
             kwargs.update(use_ema=True, ema_momentum=float(h.ema_momentum),
                           ema_overwrite_frequency=h.ema_overwrite_frequency)  # fmt: skip
