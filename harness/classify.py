@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
 
 from harness.budgets import DEFAULT, Budget
-from harness.engine import Trace
+from harness.engine import Exclusion, State, StepRecord, Trace, _dense
 from harness.fingerprint import score_variant
 from spec.axes import AmsGrad, BiasCorrection
+from spec.formats import FloatFormat, format_named
 from spec.gradients import SparseRows
 from spec.variant import Variant, VariantError
 
@@ -41,6 +45,11 @@ CATEGORY_OF_AXIS: dict[str, str] = {
 STEP_COUNTING = "step counting"
 CLIPPING = "clipping"
 EMA = "EMA"
+#: Not a formula change: the dtype's range. The exact formula keeps intermediates the dtype
+#: cannot hold (g^2 beyond its largest finite value, e.g. g = 1e20 in float32), and kernels
+#: that flush subnormals to zero (XLA and TensorFlow on CPU) lose values the exact formula
+#: keeps. Explained when the error is confined to such coordinates.
+FORMAT_RANGE = "format range"
 
 CATEGORIES: tuple[str, ...] = (
     ROUNDING_ONLY,
@@ -48,6 +57,7 @@ CATEGORIES: tuple[str, ...] = (
     STEP_COUNTING,
     CLIPPING,
     EMA,
+    FORMAT_RANGE,
     UNEXPLAINED,
 )
 
@@ -61,6 +71,13 @@ class Hypothesis:
     variant: Variant
     step_offset: int = 0
     hyper_changes: tuple[tuple[str, object], ...] = ()
+    exclude: Exclusion | None = None  # coordinates the hypothesis says the formula cannot hold
+    flush_inputs: bool = False  # subnormal inputs read as zero
+
+    @property
+    def format_range(self) -> bool:
+        """Not a formula change: tried only when no formula change explains the error."""
+        return self.exclude is not None or self.flush_inputs
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,62 @@ class Classification:
 
 def _uses_sparse(traces: Sequence[Trace]) -> bool:
     return any(isinstance(g, SparseRows) for t in traces for s in t.steps for g in s.grads)
+
+
+def _largest_finite(fmt: FloatFormat) -> float:
+    return math.ldexp(2.0 - math.ldexp(1.0, 1 - fmt.precision), fmt.emax)
+
+
+def _overflowing(
+    before: State, grads: Sequence[Any], k: int, reference: Any, fmt: FloatFormat
+) -> np.ndarray:
+    """Coordinates where g^2 or an exact stored value lies beyond the format's finite range."""
+    g = _dense(grads[k], before.params[k].shape)
+    with np.errstate(over="ignore"):
+        out = g * g > _largest_finite(fmt)
+    for name in ("param", "m", "v"):
+        out |= np.isinf(reference.value(name, k)) & np.isfinite(_finite_before(before, name, k))
+    return out
+
+
+def _finite_before(before: State, name: str, k: int) -> np.ndarray:
+    return {"param": before.params, "m": before.m, "v": before.v}[name][k]
+
+
+def _subnormal(a: Any, fmt: FloatFormat) -> np.ndarray:
+    x = np.abs(np.asarray(a, np.float64))
+    return (x > 0) & (x < math.ldexp(1.0, fmt.emin))
+
+
+def _flushed_result(
+    before: State, grads: Sequence[Any], k: int, reference: Any, fmt: FloatFormat
+) -> np.ndarray:
+    """Coordinates whose exact result (param, m, v) or g^2 is subnormal: a flushing kernel
+    writes 0 there, which no exact formula reproduces."""
+    g = _dense(grads[k], before.params[k].shape)
+    out = _subnormal(g * g, fmt)
+    for name in ("param", "m", "v"):
+        out |= _subnormal(reference.value(name, k), fmt)
+    return out
+
+
+def _flush_inputs(trace: Trace) -> Trace:
+    """The trace as a denormals-are-zero kernel reads it: subnormal inputs become signed 0."""
+    fmt = format_named(trace.dtype)
+
+    def flush(a: Any) -> Any:
+        if isinstance(a, SparseRows):
+            return SparseRows(a.indices, flush(a.values), a.num_rows)
+        a = np.asarray(a)
+        return np.where(_subnormal(a, fmt), np.copysign(np.zeros_like(a), a), a)
+
+    def state(st: State) -> State:
+        each = lambda xs: None if xs is None else [flush(x) for x in xs]  # noqa: E731
+        return replace(st, params=each(st.params), m=each(st.m), v=each(st.v),
+                       v_max=each(st.v_max))  # fmt: skip
+
+    steps = [StepRecord(state(r.before), [flush(g) for g in r.grads], r.after) for r in trace.steps]
+    return replace(trace, steps=steps)
 
 
 def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothesis]:
@@ -95,7 +168,12 @@ def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothe
                 # AMSGrad on the raw, uncorrected v implies no v bias correction: one idea
                 if f.name != "amsgrad" or value is not AmsGrad.MAX_RAW_V_UNCORRECTED:
                     continue
-                variant = documented.replace(amsgrad=value, bias_correction_v=BiasCorrection.NONE)
+                try:
+                    variant = documented.replace(
+                        amsgrad=value, bias_correction_v=BiasCorrection.NONE
+                    )
+                except VariantError:  # e.g. RAdam has no AMSGrad form at all
+                    continue
             shown = value if isinstance(value, bool) else value.value
             yield Hypothesis(CATEGORY_OF_AXIS[f.name], f"{f.name}={shown}", variant)
     if documented.bias_correction_m == documented.bias_correction_v:
@@ -120,18 +198,37 @@ def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothe
                 yield Hypothesis(CLIPPING, f"no {name}", documented, hyper_changes=((name, None),))
         if hyper.use_ema:
             yield Hypothesis(EMA, "no EMA", documented, hyper_changes=(("use_ema", False),))
+    # last resorts (see classify): the dtype's range, not the formula
+    overflow = "coordinates where g^2 or a stored value is beyond the dtype's range left out"
+    daz = "subnormal inputs read as 0 (denormals-are-zero)"
+    ftz = "coordinates with a subnormal result or g^2 left out"
+    yield Hypothesis(FORMAT_RANGE, overflow, documented, exclude=_overflowing)
+    yield Hypothesis(
+        FORMAT_RANGE, f"{daz}; {ftz}", documented, exclude=_flushed_result, flush_inputs=True
+    )
+    yield Hypothesis(
+        FORMAT_RANGE,
+        f"{daz}; {ftz}; {overflow}",
+        documented,
+        exclude=lambda *a: _flushed_result(*a) | _overflowing(*a),
+        flush_inputs=True,
+    )
 
 
 def _score(traces: Sequence[Trace], h: Hypothesis, budget: Budget) -> float:
     if h.hyper_changes:
-        changed = [_with_hyper(t, dict(h.hyper_changes)) for t in traces]
-        return score_variant(changed, h.variant, budget, step_offset=h.step_offset)[0]
-    return score_variant(traces, h.variant, budget, step_offset=h.step_offset)[0]
+        traces = [_with_hyper(t, dict(h.hyper_changes)) for t in traces]
+    if h.flush_inputs:
+        traces = [_flush_inputs(t) for t in traces]
+    score, errors = score_variant(
+        traces, h.variant, budget, step_offset=h.step_offset, exclude=h.exclude
+    )
+    if h.exclude is not None and not any(e.coordinates for e in errors.values()):
+        return math.inf  # everything excluded: nothing left to explain anything
+    return score
 
 
 def _with_hyper(trace: Trace, changes: dict) -> Trace:
-    from dataclasses import replace
-
     return replace(trace, hyper=trace.hyper.with_(**changes) if trace.hyper else None)
 
 
@@ -144,13 +241,15 @@ def classify(
         return Classification(ROUNDING_ONLY, f"within budget ({base:.2g}x)", base)
     scored = sorted(
         ((_score(traces, h, budget), i, h) for i, h in enumerate(hypotheses(documented, traces))),
-        key=lambda x: (x[0], x[1]),
+        # a formula change within budget beats a format-range one: the latter only says
+        # where the error is, not what formula produced it
+        key=lambda x: (x[0] > 1, x[2].format_range, x[0], x[1]),
     )
     if not scored:
         return Classification(UNEXPLAINED, "no single change to try", base)
     best_score, _, best = scored[0]
     if best_score <= 1:
-        others = [h.description for s, _, h in scored[1:] if s <= 1]
+        others = [h.description for s, _, h in scored[1:] if s <= 1 and not h.format_range]
         also = f"; also within budget: {', '.join(others)}" if others else ""
         return Classification(
             best.category, f"{best.description} ({best_score:.2g}x){also}", best_score, best

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,6 +314,11 @@ def _merge(a: ComponentError | None, b: ComponentError) -> ComponentError:
     return ComponentError(ulp, max(a.scaled, b.scaled), outcome, a.coordinates + b.coordinates)
 
 
+#: ``exclude(before, grads, k, reference, fmt)``: a boolean mask of tensor ``k``'s coordinates
+#: to leave out of the measure (the format-range hypotheses of :mod:`harness.classify`).
+Exclusion = Callable[[State, Sequence[Any], int, Any, FloatFormat], np.ndarray]
+
+
 def compare(
     before: State,
     grads: Sequence[Any],
@@ -321,26 +326,38 @@ def compare(
     reference: Any,
     variant: Variant,
     hyper: Hyper,
+    exclude: Exclusion | None = None,
 ) -> StepErrors:
-    """Errors of ``after`` against an oracle :class:`~oracles.StepResult` (all tensors merged)."""
+    """Errors of ``after`` against an oracle :class:`~oracles.StepResult` (all tensors merged),
+    over the coordinates ``exclude`` does not mask (all when None)."""
     fmt = format_named(str(after.params[0].dtype))
     errors: StepErrors = {}
     for k in range(len(after.params)):
         scales = _scales(before, grads, k, hyper, reference, variant)
+        keep = None if exclude is None else ~exclude(before, grads, k, reference, fmt)
         for name in _components(after, variant):
             got = _state_arrays(after, name)[k]
             ref = reference.value(name, k)
-            errors[name] = _merge(errors.get(name), _measure(got, ref, scales[name], fmt))
+            scale = scales[name]
+            if keep is not None:
+                got, ref, scale = got[keep], ref[keep], scale[keep]
+            errors[name] = _merge(errors.get(name), _measure(got, ref, scale, fmt))
     return errors
 
 
 def lockstep(
-    trace: Trace, variant: Variant, hyper: Hyper | None = None, *, step_offset: int = 0
+    trace: Trace,
+    variant: Variant,
+    hyper: Hyper | None = None,
+    *,
+    step_offset: int = 0,
+    exclude: Exclusion | None = None,
 ) -> list[StepErrors]:
     """Local error of every recorded step against ``variant``'s exact step from the same state.
 
     ``step_offset`` shifts the step counter the oracle is told (the "step counting"
-    hypothesis of :mod:`harness.classify`).
+    hypothesis of :mod:`harness.classify`); ``exclude`` masks coordinates out of the
+    measure (see :func:`compare`).
     """
     hyper = hyper or trace.hyper
     out = []
@@ -354,7 +371,7 @@ def lockstep(
             list(rec.grads),
             _oracle_state(rec.before, variant, step_offset),
         )
-        out.append(compare(rec.before, rec.grads, rec.after, ref, variant, hyper))
+        out.append(compare(rec.before, rec.grads, rec.after, ref, variant, hyper, exclude))
     return out
 
 

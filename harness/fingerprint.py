@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.budgets import DEFAULT, SEPARATION_THRESHOLD_ULP, Budget
 from harness.engine import (
+    Exclusion,
     State,
     StepErrors,
     Trace,
@@ -65,9 +66,14 @@ def score_variant(
     budget: Budget = DEFAULT,
     *,
     step_offset: int = 0,
+    exclude: Exclusion | None = None,
 ) -> tuple[float, StepErrors]:
-    """Worst budget multiple over traces, and the worst error per component."""
-    per_trace = [worst(lockstep(t, variant, step_offset=step_offset)) for t in _measured(traces)]
+    """Worst budget multiple over traces, and the worst error per component (over the
+    coordinates ``exclude`` does not mask)."""
+    per_trace = [
+        worst(lockstep(t, variant, step_offset=step_offset, exclude=exclude))
+        for t in _measured(traces)
+    ]
     merged = worst(per_trace)
     score = max((budget_multiple(e, budget) for e in per_trace), default=float("inf"))
     return score, merged

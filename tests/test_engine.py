@@ -8,10 +8,10 @@ keep what it measured when a kernel fails mid-run.
 from __future__ import annotations
 
 import pytest
-from toy_adapters import BUGS, register_toys
+from toy_adapters import BUGS, RANGE_BUGS, register_toys
 
 from harness.budgets import DEFAULT
-from harness.classify import CATEGORIES, classify
+from harness.classify import CATEGORIES, FORMAT_RANGE, classify
 from harness.engine import budget_multiple, free_running, lockstep, record_trace, worst
 from harness.fingerprint import rank_variants, separation
 from harness.problems import problem, suite
@@ -32,6 +32,18 @@ def test_each_toy_bug_gets_its_category(bug):
     verdict = classify(traces, entry(documented).variant)
     assert verdict.category == expected, verdict.explanation
     assert verdict.category in CATEGORIES
+
+
+@pytest.mark.parametrize("bug", list(RANGE_BUGS))
+def test_a_kernel_right_in_exact_arithmetic_but_not_in_the_dtype_range_is_format_range(bug):
+    trace = record_trace(f"toy.{bug}", problem(RANGE_BUGS[bug]), "float32", 0)
+    variant = entry("paper.algorithm1").variant
+    assert budget_multiple(worst(lockstep(trace, variant))) > 1  # a real discrepancy...
+    verdict = classify([trace], variant)
+    assert verdict.category == FORMAT_RANGE, verdict.explanation  # ...confined to the range
+    # the correct toy on the same problem needs no such excuse
+    good = record_trace("toy.none", problem(RANGE_BUGS[bug]), "float32", 0)
+    assert classify([good], variant).category == "rounding only"
 
 
 def test_correct_toy_is_rounding_only_and_off_by_one_is_not():

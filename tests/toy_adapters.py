@@ -26,6 +26,17 @@ BUGS: dict[str, tuple[str, str]] = {
     "amsgrad_over_vhat": ("torch.Adam[amsgrad]", "AMSGrad max placement"),
     "off_by_one_step": ("paper.algorithm1", "step counting"),
 }
+#: Toys right in exact arithmetic but not in the dtype's range, and the problem showing it.
+RANGE_BUGS: dict[str, str] = {
+    "square_overflows": "huge",  # g * g formed in float32: inf beyond 1.8e19
+    "flush_subnormals": "subnormals",  # denormals-are-zero inputs, flush-to-zero results
+}
+
+
+def _flush(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """Subnormals of ``dtype`` to signed zero (what FTZ/DAZ hardware modes do)."""
+    tiny = np.finfo(dtype).tiny
+    return np.where(np.abs(x) < tiny, np.copysign(np.zeros_like(x), x), x)
 
 
 class ToyAdam(Adapter):
@@ -65,8 +76,13 @@ class ToyAdam(Adapter):
                     rows = np.unique(np.asarray(g.indices))
                 g = dense
             g = np.asarray(g, np.float64)
+            if self.bug == "flush_subnormals":
+                p, m, v, g = (_flush(x, s.params[k].dtype) for x in (p, m, v, g))
             m[rows] = b1 * m[rows] + (1 - b1) * g[rows]
             sq = np.abs(g) if self.bug == "v_unsquared" else g * g
+            if self.bug == "square_overflows":
+                with np.errstate(over="ignore"):
+                    sq = np.square(g.astype(np.float32)).astype(np.float64)
             v[rows] = b2 * v[rows] + (1 - b2) * sq[rows]
             c1, c2 = (1.0, 1.0) if self.bug == "no_bias_correction" else (1 - b1**t, 1 - b2**t)
             v_hat = v / c2
@@ -80,6 +96,10 @@ class ToyAdam(Adapter):
             p[rows] = (p - update)[rows]
             dtype = s.params[k].dtype
             s.params[k], s.m[k], s.v[k] = p.astype(dtype), m.astype(dtype), v.astype(dtype)
+            if self.bug == "flush_subnormals":
+                s.params[k], s.m[k], s.v[k] = (
+                    _flush(x, dtype) for x in (s.params[k], s.m[k], s.v[k])
+                )
         s.step += 1
 
 
@@ -93,7 +113,10 @@ def register_toys() -> list[str]:
             )
         )
     names = []
-    for bug, (documented, _) in BUGS.items():
+    for bug, (documented, _) in {
+        **BUGS,
+        **dict.fromkeys(RANGE_BUGS, ("paper.algorithm1", "")),
+    }.items():
         name = f"toy.{bug}"
         if name not in REGISTRY:
             register(AdapterInfo(name, "", documented, "toy_adapters:ToyAdam", {"bug": bug}))
