@@ -126,10 +126,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "adamspec_version": _version(),
     }
     paths = write_reports(
-        args.out, tables.results, tables.summary, tables.fingerprints, tables.separation, meta
+        args.out,
+        tables.results,
+        tables.summary,
+        tables.fingerprints,
+        tables.separation,
+        meta,
+        tables.counterexamples,
     )
     print(summary_table(tables))
-    print(f"reports: {', '.join(str(p) for p in paths.values())}")
+    shown = [str(p) for name, p in paths.items() if name not in tables.counterexamples]
+    print(f"reports: {', '.join(shown)}")
+    if tables.counterexamples:
+        print(
+            f"minimal counterexamples: {len(tables.counterexamples)} in {args.out}/counterexamples/"
+        )
     return EXIT_OK
 
 

@@ -55,20 +55,25 @@ class RunConfig:
     jobs: int = 1
     budget: Budget = DEFAULT
     separation_dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    #: hypothesis examples per stage of each minimal-counterexample search (0: no search)
+    counterexample_examples: int = 100
 
 
 @dataclass
 class Tables:
-    """Rows of the four record tables of :mod:`reports.schema`."""
+    """Rows of the four record tables of :mod:`reports.schema`, and the counterexample
+    scripts (path relative to the output folder -> text) the summary rows link to."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
     summary: list[dict[str, Any]] = field(default_factory=list)
     fingerprints: list[dict[str, Any]] = field(default_factory=list)
     separation: list[dict[str, Any]] = field(default_factory=list)
+    counterexamples: dict[str, str] = field(default_factory=dict)
 
     def extend(self, other: Tables) -> None:
         for name in ("results", "summary", "fingerprints", "separation"):
             getattr(self, name).extend(getattr(other, name))
+        self.counterexamples.update(other.counterexamples)
 
 
 def select(patterns: Sequence[str]) -> list[str]:
@@ -167,7 +172,51 @@ def _summary(
         "category": category,
         "verdict": verdict,
         "detail": detail,
+        "counterexample": "",
     }
+
+
+def _slug(name: str) -> str:
+    """A file name from an implementation name ("keras.Adam[jax]" -> "keras.Adam_jax_")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: RunConfig) -> dict:
+    """One minimal counterexample per distinct configuration (hyperparameters, sparse or not)
+    among the discrepant cases, linked from their summary rows; path -> script text."""
+    from harness.counterexample import minimal_counterexample, snippet
+
+    scripts: dict[str, str] = {}
+    searched: dict[tuple, str] = {}
+    for trace, row in zip(traces, rows, strict=True):
+        if row["verdict"] != "discrepancy" or trace.hyper is None:
+            continue
+        key = (trace.hyper, trace.problem.sparse)
+        if key not in searched:
+            searched[key] = ""
+            try:
+                ce = minimal_counterexample(
+                    name,
+                    trace.hyper,
+                    trace.documented,
+                    config.dtype,
+                    config.budget,
+                    max_examples=config.counterexample_examples,
+                    seed=config.seed,
+                    sparse=trace.problem.sparse,
+                )
+            except Exception as exc:  # a failed search must not lose the measured tables
+                row["detail"] = "; ".join(
+                    filter(None, [row["detail"], f"no counterexample: {type(exc).__name__}: {exc}"])
+                )
+                continue
+            if ce is not None:
+                n = sum(1 for v in searched.values() if v) + 1
+                path = f"counterexamples/{_slug(name)}{'' if n == 1 else f'-{n}'}{ce.suffix}"
+                scripts[path] = snippet(ce)
+                searched[key] = path
+        row["counterexample"] = searched[key]
+    return scripts
 
 
 def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documented: str) -> str:
@@ -201,8 +250,10 @@ def evaluate(name: str, config: RunConfig) -> Tables:
         )
     candidates = list(dict.fromkeys([documented] + [m.variant for m in matches[:MATCH_CANDIDATES]]))
     variant = entry(documented).variant
+    traces = []
     for problem in suite(config.suite):
         trace = record_trace(name, problem, config.dtype, config.seed)
+        traces.append(trace)
         per_step = lockstep(trace, variant) if trace.steps else []
         free = free_running(trace, variant) if trace.steps else []
         for errors, rec in zip(per_step, trace.steps, strict=True):
@@ -223,6 +274,8 @@ def evaluate(name: str, config: RunConfig) -> Tables:
         out.summary.append(
             _summary(trace, per_step, free, matched, category, detail, config.budget)
         )
+    if config.counterexample_examples > 0:
+        out.counterexamples = _counterexamples(name, traces, out.summary, config)
     return out
 
 
@@ -315,6 +368,7 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "category": "",
                 "verdict": "skipped",
                 "detail": reason,
+                "counterexample": "",
             }
         )
     return out

@@ -90,11 +90,14 @@ def write_reports(
     fingerprints: TableLike,
     separation: TableLike,
     meta: Mapping[str, Any],
+    counterexamples: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write every report into ``out_dir`` (created if needed); returns name -> path.
 
     Names: "results", "summary", "fingerprints", "separation" (the tables), "markdown"
-    (report.md), "html" (report.html), "junit" (junit.xml) and "meta" (meta.json). The
+    (report.md), "html" (report.html), "junit" (junit.xml), "meta" (meta.json) and each
+    of ``counterexamples`` (a path relative to ``out_dir`` -> script text, the scripts the
+    summary's ``counterexample`` column links to; the key is the path). The
     tables are validated before anything is written, so a malformed table raises
     ValueError and leaves ``out_dir`` as it was.
     """
@@ -126,4 +129,10 @@ def write_reports(
     paths["html"] = atomic_write(out / "report.html", page)
     paths["junit"] = atomic_write(out / "junit.xml", junit)
     paths["meta"] = atomic_write(out / "meta.json", meta_text)
+    for relative, text in sorted((counterexamples or {}).items()):
+        target = (out / relative).resolve()
+        if out.resolve() not in target.parents:
+            raise ValueError(f"counterexample path {relative!r} leaves the report folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        paths[relative] = atomic_write(target, text)
     return paths

@@ -78,7 +78,8 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
     fingerprint variant(s) if the implementation has fingerprints, else the worst case's
     ``matched_variant``), ``max_ulp`` (max over the measured cases, i.e. not skipped or
     error; a NaN/inf mismatch, ``-1``, dominates; NA if none), ``category`` and ``detail``
-    of the worst case, ``verdict`` (the worst),
+    of the worst case, ``counterexample`` (the first case's script path, "" if none),
+    ``verdict`` (the worst),
     ``n_worst`` (cases with that verdict) and ``n_cases``. Order: most severe verdict,
     then largest ``max_ulp``, then name.
     """
@@ -115,6 +116,9 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
                 "category": worst["category"],
                 "verdict": worst["verdict"],
                 "detail": worst["detail"],
+                "counterexample": next(
+                    (r["counterexample"] for r in records if r["counterexample"]), ""
+                ),
                 "n_worst": sum(r["verdict"] == worst["verdict"] for r in records),
                 "n_cases": len(records),
             }
@@ -127,6 +131,7 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
         "category",
         "verdict",
         "detail",
+        "counterexample",
         "n_worst",
         "n_cases",
     ]
@@ -200,7 +205,8 @@ def summary_markdown(
                 md_escape(row.documented_variant),
                 md_escape(row.matched_variant),
                 format_ulp(row.max_ulp),
-                md_escape(row.category),
+                md_escape(row.category)
+                + (f" ([counterexample]({row.counterexample}))" if row.counterexample else ""),
                 f"**{md_escape(verdict)}**" if row.verdict != "pass" else md_escape(verdict),
             ]
             lines.append("| " + " | ".join(cells) + " |")

@@ -39,7 +39,8 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: (the adapter cannot run this case: ``detail`` says why) or "error" (it raised/crashed).
 #: ``category`` is the spec axis that explains a discrepancy (see harness.classify), or
 #: "rounding only", or "unexplained"; ``matched_variant`` the catalog variant closest to
-#: the implementation on this case.
+#: the implementation on this case; ``counterexample`` the path, relative to the report
+#: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",
@@ -56,6 +57,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "category",
     "verdict",
     "detail",
+    "counterexample",
 )
 
 #: One row per implementation x catalog variant: lock-step error of the implementation

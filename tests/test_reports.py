@@ -97,6 +97,7 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "category": "rounding only",
         "verdict": verdict,
         "detail": "",
+        "counterexample": "",
     }
     row.update(kw)
     return row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,24 @@ def test_every_selected_implementation_has_summary_rows_with_verdicts(toy_run):
     assert {r["category"] for r in eps} == {"epsilon placement"}
     assert {r["matched_variant"] for r in eps} <= {"paper.eps_hat", "tf.raw.ApplyAdam",
                                                    "keras.Adam", "tf_keras.Adam"}  # fmt: skip
+
+
+def test_each_discrepancy_links_a_minimal_counterexample_script_that_runs(toy_run, tmp_path):
+    eps = [r for r in toy_run.summary if r["implementation"] == "toy.eps_moved"
+           and r["verdict"] == "discrepancy"]  # fmt: skip
+    links = {r["counterexample"] for r in eps}
+    assert len(links) == 1 and links != {""}, links  # one search per configuration
+    assert all(r["counterexample"] == "" for r in toy_run.summary if r["verdict"] == "pass")
+    paths = write_reports(tmp_path, toy_run.results, toy_run.summary, toy_run.fingerprints,
+                          toy_run.separation, {"seed": 3}, toy_run.counterexamples)  # fmt: skip
+    script = tmp_path / links.pop()
+    assert script.exists() and f"]({script.relative_to(tmp_path)})" in paths["markdown"].read_text()
+    # the script drives the toy through the adapter registry: the checkout and tests/ importable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "param: got" in done.stdout and "DIFFERS from adamspec oracle" in done.stdout
 
 
 def test_fingerprints_rank_the_documented_formula_first_for_the_correct_toy(toy_run):
