@@ -198,20 +198,35 @@ def _clip_value(x: Real, c: mpq) -> Real:
     return -maximum(-maximum(x, Rat(-c)), Rat(-c))
 
 
-def _preprocess(contributions: list[_Contributions], variant: Variant, hp: ExactHyper) -> None:
-    """Maximize, then clip (value, per-tensor norm, global norm), in place."""
-    for c in contributions:
+def _preprocess(
+    contributions: list[_Contributions],
+    variant: Variant,
+    hp: ExactHyper,
+    sq_norms: Sequence[Any] | None = None,
+) -> None:
+    """Maximize, then clip (value, per-tensor norm, global norm), in place.
+
+    ``sq_norms`` (one exact rational per tensor) replaces the squared norms the
+    clipping would sum over the coordinates given (see :func:`trajectory`).
+    """
+    for k, c in enumerate(contributions):
         if variant.maximize:
             c.parts = [[-x for x in p] for p in c.parts]
         if hp.clipvalue is not None:
             c.parts = [[_clip_value(x, hp.clipvalue) for x in p] for p in c.parts]
         if hp.clipnorm is not None:
             # Keras clip_by_norm: g * c / max(||g||, c), norm over this tensor.
-            norm = sqrt(_sum([x * x for p in c.parts for x in p]))
+            if sq_norms is None:
+                norm = sqrt(_sum([x * x for p in c.parts for x in p]))
+            else:
+                norm = sqrt(_given_sq_norm(sq_norms[k]))
             scale = Rat(hp.clipnorm) / maximum(norm, Rat(hp.clipnorm))
             c.parts = [[x * scale for x in p] for p in c.parts]
     if hp.global_clipnorm is not None:
-        total = _sum([x * x for c in contributions for p in c.parts for x in p])
+        if sq_norms is None:
+            total = _sum([x * x for c in contributions for p in c.parts for x in p])
+        else:
+            total = _sum([_given_sq_norm(q) for q in sq_norms])
         norm = sqrt(total)
         # Keras clip_by_global_norm: a non-finite norm makes the scale NaN.
         scale = (
@@ -221,6 +236,16 @@ def _preprocess(contributions: list[_Contributions], variant: Variant, hp: Exact
         )
         for c in contributions:
             c.parts = [[x * scale for x in p] for p in c.parts]
+
+
+def _given_sq_norm(value: Any) -> Real:
+    """A squared norm handed in by the caller: an exact rational, or NaN/inf as a float."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _exact(value)
+    q = mpq(value)
+    if q < 0:
+        raise OracleInputError(f"grad_sq_norms entry {value!r} is negative")
+    return Rat(q)
 
 
 # ---------------------------------------------------------------- one step
@@ -400,12 +425,13 @@ def _step_exact(
     grads: Sequence[Any],
     shapes: list[tuple[int, ...]],
     state: ExactState,
+    sq_norms: Sequence[Any] | None = None,
 ) -> tuple[list[list[Real]], ExactState]:
     s = _scalars(variant, hp, state)
     contributions = [
         _contributions(g, shape, variant) for g, shape in zip(grads, shapes, strict=True)
     ]
-    _preprocess(contributions, variant, hp)
+    _preprocess(contributions, variant, hp, sq_norms)
     wd = Rat(hp.weight_decay)
     lazy = variant.sparse is SparseSemantics.LAZY
     new_params, new_m, new_v, new_vmax, new_ema = [], [], [], [], []
@@ -523,6 +549,7 @@ def trajectory(
     hyper_mode: HyperMode = "held",
     precision: int = DEFAULT_PRECISION,
     digits: int | None = None,
+    grad_sq_norms: Sequence[Sequence[Any]] | None = None,
 ) -> list[StepResult]:
     """Run ``len(grads)`` exact steps from ``params`` and ``state``, the oracle keeping its own
     exact state between steps (free-running); each step's state is rounded for reporting.
@@ -534,6 +561,12 @@ def trajectory(
     ``dtype``). With ``digits``, each result also carries the exact values as
     decimal strings of that many significant digits. The whole trajectory is
     recomputed at doubled precision until every rounding is certain.
+
+    ``grad_sq_norms`` (for ``clipnorm``/``global_clipnorm`` only; one sequence per
+    step, one exact rational per tensor) gives the squared 2-norm of each tensor's
+    whole gradient, used instead of the sum over the coordinates passed: it lets a
+    caller step a subset of coordinates exactly as they move in the whole tensor
+    (:mod:`oracles.fast` falls back to this oracle coordinate by coordinate).
     """
     if digits is not None and (isinstance(digits, bool) or not 1 <= int(digits) <= 1000):
         raise OracleInputError(f"digits={digits!r} must be an integer in [1, 1000]")
@@ -547,13 +580,18 @@ def trajectory(
         if len(gs) != len(arrays):
             raise OracleInputError(f"step {t} has {len(gs)} gradients for {len(arrays)} tensors")
     names = _components(variant, hp)
+    if grad_sq_norms is not None and len(grad_sq_norms) != len(grads_per_step):
+        raise OracleInputError(
+            f"grad_sq_norms has {len(grad_sq_norms)} entries for {len(grads_per_step)} steps"
+        )
+    norms_per_step = grad_sq_norms if grad_sq_norms is not None else [None] * len(grads_per_step)
 
     def compute() -> list[StepResult]:
         theta = [exact_list(a) for a in arrays]
         st = _initial_state(state, arrays, hp, single)
         results = []
-        for gs in grads_per_step:
-            theta, st = _step_exact(variant, hp, theta, gs, shapes, st)
+        for gs, norms in zip(grads_per_step, norms_per_step, strict=True):
+            theta, st = _step_exact(variant, hp, theta, gs, shapes, st, norms)
             results.append(_rounded(st, theta, names, shapes, fmt, state_fmt, digits))
         return results
 

@@ -1,0 +1,389 @@
+"""The scalars of one step for the fast oracle, exact first and then as rigorous doubles.
+
+Every constant a step multiplies by is derived from the held hyperparameters
+(:func:`oracles.hyperparams.resolve`, exact rationals) exactly where it is
+rational (``beta``, ``1 - beta``, ``1 - beta^t``, ``lr``, decay factors...) and
+in mpmath interval arithmetic at :data:`IV_PREC` bits where it is not (square
+roots, RAdam's rectification, clipping scales). Each becomes a :class:`Const`:
+a double-double ``hi + lo`` with a bound ``err`` on its distance to the exact
+value, so the tiers can charge the constant's own representation error.
+
+The definitions mirror ``oracles.adam._scalars`` term for term.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from mpmath import iv
+
+from oracles.adam import RADAM_RHO_THRESHOLD
+from oracles.hyperparams import ExactHyper
+from spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov, WeightDecay
+from spec.variant import Variant
+
+#: Working precision (bits) of the interval arithmetic for irrational constants.
+IV_PREC = 320
+#: Magnitudes of nonzero constants the tiers accept; outside it a step goes to mpmath.
+CONST_MIN = 2.0**-200
+CONST_MAX = 2.0**200
+#: Beyond this many bits an exact power ``beta^t`` is replaced by an interval.
+EXACT_POWER_BITS = 200_000
+
+
+@contextmanager
+def iv_precision(bits: int = IV_PREC) -> Iterator[None]:
+    """mpmath's interval context at ``bits`` (restored afterwards)."""
+    saved = iv.prec
+    iv.prec = bits
+    try:
+        yield
+    finally:
+        iv.prec = saved
+
+
+def _mpf_to_q(t: tuple) -> Fraction:
+    sign, man, exp, _ = t
+    if not man:
+        return Fraction(0)
+    value = Fraction(int(man)) * (Fraction(2) ** int(exp))
+    return -value if sign else value
+
+
+def _float_up(x: Fraction) -> float:
+    """A float >= x (x >= 0), at most one ulp above."""
+    if x == 0:
+        return 0.0
+    try:
+        f = x.numerator / x.denominator
+    except OverflowError:
+        return math.inf
+    if Fraction(f) < x:
+        f = math.nextafter(f, math.inf)
+    return f
+
+
+def _nearest(x: Fraction) -> float:
+    try:
+        return x.numerator / x.denominator  # int / int is correctly rounded
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+@dataclass(frozen=True)
+class Const:
+    """A real constant as a double-double ``hi + lo`` with ``|exact - (hi + lo)| <= err``.
+
+    ``exact`` holds the rational value when the constant is rational (else None).
+    """
+
+    hi: float
+    lo: float
+    err: float
+    exact: Fraction | None = None
+
+    @property
+    def is_double(self) -> bool:
+        """The constant is exactly the double ``hi``."""
+        return self.lo == 0.0 and self.err == 0.0
+
+    @property
+    def rel(self) -> float:
+        """A bound on ``|exact - hi| / |hi|`` (0 when exactly a double; inf for hi == 0 inexact)."""
+        if self.is_double:
+            return 0.0
+        if self.hi == 0.0:
+            return math.inf
+        return (abs(self.lo) + self.err) / abs(self.hi) * (1.0 + 2.0**-40)
+
+    @property
+    def in_range(self) -> bool:
+        """Exactly zero, or a finite magnitude in ``[CONST_MIN, CONST_MAX]``."""
+        if self.hi == 0.0 and self.is_double:
+            return True
+        return CONST_MIN <= abs(self.hi) <= CONST_MAX and math.isfinite(self.err)
+
+
+def const_q(q: Any) -> Const:
+    """The constant of an exact rational."""
+    x = Fraction(int(q.numerator), int(q.denominator))
+    hi = _nearest(x)
+    if not math.isfinite(hi):
+        return Const(hi, 0.0, math.inf, x)
+    rest = x - Fraction(hi)
+    lo = _nearest(rest)
+    return Const(hi, lo, _float_up(abs(rest - Fraction(lo))), x)
+
+
+def const_iv(x: Any) -> Const:
+    """The constant enclosed by an mpmath interval (rigorous: both ends are charged)."""
+    a, b = (_mpf_to_q(t) for t in x._mpi_)
+    if a == b:
+        return const_q(a)
+    mid = (a + b) / 2
+    hi = _nearest(mid)
+    if not math.isfinite(hi):
+        return Const(hi, 0.0, math.inf)
+    lo = _nearest(mid - Fraction(hi))
+    center = Fraction(hi) + Fraction(lo)
+    return Const(hi, lo, _float_up(max(abs(a - center), abs(b - center))))
+
+
+def ivq(q: Any) -> Any:
+    """An mpmath interval enclosing the rational ``q`` (exact when it fits the precision)."""
+    return iv.mpf(int(q.numerator)) / iv.mpf(int(q.denominator))
+
+
+def iv_decided_gt(x: Any, threshold: int) -> bool | None:
+    """Whether the real enclosed by ``x`` exceeds ``threshold`` (None: undecided)."""
+    a, b = (_mpf_to_q(t) for t in x._mpi_)
+    if a > threshold:
+        return True
+    if b <= threshold:
+        return False
+    return None
+
+
+# ---------------------------------------------------------------- powers beta^t
+
+
+@dataclass
+class Power:
+    """``beta^t`` (or an accumulated power): exact when affordable, always as an interval."""
+
+    exact: Fraction | None
+    interval: Any
+
+    def times(self, beta: Fraction) -> Power:
+        """This power times ``beta`` (the next step's power)."""
+        with iv_precision():
+            if self.exact is not None:
+                bits = self.exact.numerator.bit_length() + self.exact.denominator.bit_length()
+                if bits < EXACT_POWER_BITS:
+                    exact = self.exact * beta
+                    return Power(exact, ivq(exact))
+            return Power(None, self.interval * ivq(beta))
+
+
+def power_of(beta: Fraction, t: int) -> Power:
+    """``beta^t`` exactly when its size allows, else by interval squaring."""
+    bits = (beta.numerator.bit_length() + beta.denominator.bit_length()) * t
+    with iv_precision():
+        if bits < EXACT_POWER_BITS:
+            exact = beta**t
+            return Power(exact, ivq(exact))
+        return Power(None, ivq(beta) ** t)  # interval power: outward-rounded multiplications
+
+
+def power_from(start: Fraction, beta: Fraction) -> Power:
+    """``start * beta`` for an accumulated power given as state."""
+    with iv_precision():
+        exact = start * beta
+        return Power(exact, ivq(exact))
+
+
+# ---------------------------------------------------------------- one step's constants
+
+
+@dataclass
+class StepConsts:
+    """Every scalar of step ``t`` (``None`` where the variant has no such term).
+
+    ``fallback`` names why this step cannot run in the tiers (degenerate bias
+    corrections, out-of-range or non-finite constants); the step then goes to
+    the mpmath oracle whole.
+    """
+
+    t: int
+    p1: Power
+    p2: Power
+    consts: dict[str, Const]
+    rectified: bool
+    fallback: str | None
+
+    def __getitem__(self, name: str) -> Const:
+        return self.consts[name]
+
+    def get(self, name: str) -> Const | None:
+        return self.consts.get(name)
+
+
+def _q(x: Any) -> Fraction:
+    return Fraction(int(x.numerator), int(x.denominator))
+
+
+def step_consts(
+    variant: Variant,
+    hp: ExactHyper,
+    t: int,
+    p1: Power,
+    p2: Power,
+    lr: Fraction | None = None,
+) -> StepConsts:
+    """The constants of step ``t`` given the beta powers of this step (``beta^t`` or the
+    accumulated ``P_t``), mirroring ``oracles.adam._scalars``."""
+    with iv_precision():
+        return _step_consts(variant, hp, t, p1, p2, lr)
+
+
+def _step_consts(
+    variant: Variant, hp: ExactHyper, t: int, p1: Power, p2: Power, lr: Fraction | None
+) -> StepConsts:
+    c: dict[str, Const] = {}
+    ivs: dict[str, Any] = {}
+
+    def rational(name: str, value: Fraction) -> None:
+        c[name] = const_q(value)
+        ivs[name] = ivq(value)
+
+    def irrational(name: str, value: Any) -> None:
+        c[name] = const_iv(value)
+        ivs[name] = value
+
+    rational("D1", _q(hp.moment_beta1))
+    rational("K1", _q(hp.one_minus_beta1))
+    rational("D2", _q(hp.moment_beta2))
+    rational("K2", _q(hp.one_minus_beta2))
+    one = iv.mpf(1)
+    fallback = None
+
+    def correction(name: str, axis: BiasCorrection, power: Power) -> None:
+        if axis is BiasCorrection.NONE:
+            rational(name, Fraction(1))
+        elif power.exact is not None:
+            rational(name, 1 - power.exact)
+        else:
+            irrational(name, one - power.interval)
+
+    correction("C1", variant.bias_correction_m, p1)
+    correction("C2", variant.bias_correction_v, p2)
+    b1 = _q(hp.beta1)
+    if variant.bias_correction_m is BiasCorrection.NONE:
+        rational("C1N", Fraction(1))
+    elif p1.exact is not None:
+        rational("C1N", 1 - p1.exact * b1)
+    else:
+        irrational("C1N", one - p1.interval * ivq(b1))
+    for name in ("C1", "C2", "C1N"):
+        k = c[name]
+        if k.hi == 0.0 and k.is_double:
+            fallback = f"{name.lower()} = 0 (a beta held as 1)"
+        elif k.exact is None and _iv_contains_zero(ivs[name]):
+            fallback = f"{name.lower()} undecided near 0"
+    if fallback is None:
+        for name in ("C1", "C2", "C1N"):
+            exact = c[name].exact
+            if exact is None:
+                irrational("I" + name, one / ivs[name])
+            else:
+                rational("I" + name, 1 / exact)
+        irrational("SC2", iv.sqrt(ivs["C2"]))
+    lr_q = lr if lr is not None else _q(hp.lr_at(t))
+    rational("LR", lr_q)
+    rational("EPS", _q(hp.eps))
+    rational("EPS_ROOT", _q(hp.eps_root))
+    wd = _q(hp.weight_decay)
+    rational("WD", wd)
+    decay = {
+        WeightDecay.DECOUPLED_LR_BEFORE: 1 - lr_q * wd,
+        WeightDecay.DECOUPLED_LR_AFTER: 1 - lr_q * wd,
+        WeightDecay.DECOUPLED_BEFORE: 1 - wd,
+        WeightDecay.DECOUPLED_AFTER: 1 - wd,
+    }.get(variant.weight_decay, Fraction(1))
+    rational("DEC", decay)
+    mu = Fraction(0) if t == 1 else _q(hp.ema_momentum)
+    rational("MU", mu)
+    rational("OMU", 1 - mu)
+    if hp.clipvalue is not None:
+        rational("CLIPV", _q(hp.clipvalue))
+    rectified = False
+    if fallback is None:
+        irrational("EPS_SC2", ivs["EPS"] * ivs["SC2"])
+        if variant.family is Family.RADAM:
+            rs = _radam(t, _q(hp.beta2), p2)
+            if rs is None:
+                fallback = "RAdam rho_t undecided"
+            elif rs is not False:
+                rectified = True
+                irrational("RS", rs)
+        # Combined step constants: step = C * numerator / denominator.
+        lr_iv = ivs["LR"]
+        factor = one
+        if variant.family is Family.RADAM:
+            factor = ivs["RS"] * ivs["SC2"] if rectified else one
+        elif variant.eps_placement in (EpsPlacement.EPS_HAT, EpsPlacement.EPS_HAT_ADAPTIVE):
+            factor = ivs["SC2"]
+        if variant.nesterov is Nesterov.NADAM:
+            irrational("P", ivs["D1"] * ivs["IC1N"])
+            irrational("Q", ivs["K1"] * ivs["IC1"])
+            irrational("C", lr_iv * factor)
+        else:
+            irrational("C", lr_iv * ivs["IC1"] * factor)
+    if fallback is None:
+        for name, k in c.items():
+            if not k.in_range:
+                fallback = f"constant {name} = {k.hi!r} outside [2^-200, 2^200]"
+                break
+    return StepConsts(t, p1, p2, c, rectified, fallback)
+
+
+def _iv_contains_zero(x: Any) -> bool:
+    a, b = (_mpf_to_q(t) for t in x._mpi_)
+    return a <= 0 <= b
+
+
+def _radam(t: int, beta2: Fraction, p2: Power) -> Any:
+    """RAdam's rectification factor as an interval; False before rho_t exceeds 5, None when
+    the comparison cannot be decided."""
+    if beta2 == 1:
+        return None
+    rho_inf = 2 / (1 - beta2) - 1
+    if p2.exact is not None:
+        rho_t = rho_inf - 2 * t * p2.exact / (1 - p2.exact)
+        if rho_t <= RADAM_RHO_THRESHOLD:
+            return False
+        ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        return iv.sqrt(ivq(ratio))
+    one = iv.mpf(1)
+    ri = ivq(rho_inf)
+    rho_t_iv = ri - iv.mpf(2 * t) * p2.interval / (one - p2.interval)
+    decided = iv_decided_gt(rho_t_iv, RADAM_RHO_THRESHOLD)
+    if decided is None:
+        return None
+    if not decided:
+        return False
+    return iv.sqrt((rho_t_iv - 4) * (rho_t_iv - 2) * ri / ((ri - 4) * (ri - 2) * rho_t_iv))
+
+
+def clip_scale(norm_sq: Fraction, threshold: Fraction) -> Const:
+    """``c / max(sqrt(S), c)`` for the exact squared norm ``S``: exactly 1 when ``S <= c^2``."""
+    if norm_sq <= threshold * threshold:
+        return const_q(Fraction(1))
+    with iv_precision():
+        return const_iv(ivq(threshold) / iv.sqrt(ivq(norm_sq)))
+
+
+def lr_schedule(hp: ExactHyper) -> Callable[[int], Fraction]:
+    return lambda t: _q(hp.lr_at(t))
+
+
+__all__ = [
+    "CONST_MAX",
+    "CONST_MIN",
+    "IV_PREC",
+    "Const",
+    "Power",
+    "StepConsts",
+    "clip_scale",
+    "const_iv",
+    "const_q",
+    "iv_precision",
+    "power_from",
+    "power_of",
+    "step_consts",
+]

@@ -1,0 +1,584 @@
+r"""Tier 1 of the fast oracle: one dense step in float64 with a running error bound.
+
+Applies to a lock-step (state given as floats) whose inputs are all float32,
+float16 or bfloat16 values and whose targets are those formats (float64 has
+not enough bits to spare; see :mod:`oracles._fast_dd`). Every coordinate is
+evaluated with the variant's formula in binary64 together with a rigorous
+bound on the distance to the exact real result:
+
+* each operation's rounding error is at most ``u |result|`` (``u = 2**-53``;
+  no underflow can occur: inputs lie in ``[2**-149, 2**128]`` and nonzero
+  constants in ``[2**-200, 2**200]``, so every nonzero intermediate is a
+  normal double), each constant's representation error is its ``rel``, and
+  errors propagate by the first-order rules below with every second-order
+  term below ``2**-19`` of a kept one, covered by a final ``1 + 2**-40``;
+* where the interval ``[x - e, x + e]`` rounds to one value of the target format,
+  that value is the correctly rounded exact result (:func:`~oracles._fast_eft.certify`).
+
+Moments ``m`` and ``v`` are often within ``2**-50`` of a rounding boundary
+(``0.9 m + 0.1 g`` is a float32 midpoint for a few percent of coordinates
+with decimal betas, and ``fl64(0.9) m + ...`` lies within ``1e-17`` of one).
+For those, :class:`ExactForm` decides the side exactly: the exact moment is
+``sum_j c_j y_j`` with rational constants ``c_j`` and products ``y_j`` of
+inputs, so ``L (moment - M)`` (``L`` the common denominator, ``M`` the
+boundary) is a sum of exact products of doubles whose sign
+:func:`~oracles._fast_eft.expansion_sign` computes exactly, ties included.
+
+Whatever stays uncertain (the parameter near a boundary, non-finite inputs,
+negative second moments...) is returned as a fallback coordinate.
+
+Error propagation, with ``r(K)`` a constant's relative error::
+
+    K x        e = (r(K) + u) |Kx| + |K| (1 + r(K)) e_x
+    a + b      e = e_a + e_b + u |a + b|
+    sqrt(s)    r = r_s (1 + r_s) / 2 + u              (relative, r_s <= 1/2)
+    C N / den  e = (1 + 2**-19) (|st| (r(C) + r_den + 2u) + (C / den) e_N),  r_den < 2**-20
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from oracles._fast_consts import Const, StepConsts
+from oracles._fast_eft import (
+    certify,
+    expansion_sign,
+    is_even_multiple,
+    round_to,
+    two_prod,
+    ulp_parts,
+)
+from spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
+from spec.formats import FloatFormat
+from spec.variant import Variant
+
+U = 2.0**-53
+#: Coordinates per NumPy pass (the ~40 float64 temporaries stay in L2).
+CHUNK = 1 << 14
+#: The denominator's relative error must stay below this for the quotient rule above.
+R_DEN_MAX = 2.0**-20
+
+Array = Any
+
+
+@dataclass
+class Inputs:
+    """One tensor's inputs as flat float64 arrays (exact values of the given floats)."""
+
+    theta: Array
+    g: Array
+    m: Array
+    v: Array
+    vmax: Array | None
+    ema: Array | None
+
+
+@dataclass
+class Outcome:
+    """Tier 1's answer for one tensor: rounded values (float64 arrays holding format values)
+    and the flat indices it could not certify."""
+
+    param: Array
+    m: Array
+    v: Array
+    vmax: Array
+    ema: Array | None
+    fallback: Array
+    resolved_exactly: int = 0
+    pending: dict[str, tuple[Array, Array, Array]] = field(default_factory=dict)
+
+
+class Plan:
+    """The float64 step of one variant at one step for one tensor (``scale``: clipnorm)."""
+
+    def __init__(
+        self,
+        variant: Variant,
+        consts: StepConsts,
+        fmt: FloatFormat,
+        state_fmt: FloatFormat,
+        use_ema: bool,
+        overwrite: bool,
+        scale: Const | None,
+    ) -> None:
+        self.variant = variant
+        self.c = consts
+        self.fmt = fmt
+        self.state_fmt = state_fmt
+        self.use_ema = use_ema
+        self.overwrite = overwrite
+        self.scale = None if scale is None or (scale.is_double and scale.hi == 1.0) else scale
+        self.ams = variant.amsgrad
+        wd = consts["WD"]
+        self.l2 = variant.weight_decay is WeightDecay.L2 and not (wd.is_double and wd.hi == 0.0)
+        self.clipv = consts.get("CLIPV")
+        # The gradient is exact (a double) unless scaled, L2-decayed or clipped to an inexact value.
+        self.g_exact = (
+            self.scale is None and not self.l2 and (self.clipv is None or self.clipv.is_double)
+        )
+        # g * g is then exact too when g has at most 26 significant bits.
+        self.gsq_exact = self.g_exact and (
+            self.clipv is None or _significant_bits(self.clipv.hi) <= 26
+        )
+        self.form_m, self.form_v = _exact_forms(variant, consts, self)
+
+    # ------------------------------------------------------------------ the kernel
+
+    def kernel(self, x: Inputs) -> dict[str, tuple[Array, Array]]:
+        """Values and error bounds of every output for one chunk."""
+        c, v_ = self.c, self.variant
+        k = {name: const.hi for name, const in c.consts.items()}
+        th, g, m, v = x.theta, x.g, x.m, x.v
+        if v_.maximize:
+            g = -g
+        eg: Any = 0.0
+        if self.clipv is not None:
+            g, eg = self._clip_value(g)
+        if self.scale is not None:
+            s = self.scale
+            gs = g * s.hi
+            eg = eg * abs(s.hi) * (1 + s.rel) + np.abs(gs) * (s.rel + U)
+            g = gs
+        if self.l2:
+            w = k["WD"] * th
+            g = g + w
+            eg = eg + np.abs(w) * (c["WD"].rel + U) + U * np.abs(g)
+        # m' = d1 m + k1 g
+        d1, k1 = c["D1"], c["K1"]
+        t1 = k["D1"] * m
+        t2 = k["K1"] * g
+        mn = t1 + t2
+        em = (np.abs(t1) + np.abs(t2)) * ((max(d1.rel, k1.rel) + 2 * U) * (1 + 2.0**-50))
+        if not self.g_exact:
+            em = em + eg * (abs(k1.hi) * (1 + k1.rel))
+        # v' = d2 v + k2 g^2 (all terms >= 0: inputs with v < 0 are sent to mpmath)
+        d2, k2 = c["D2"], c["K2"]
+        gsq = g * g
+        if self.gsq_exact:
+            egsq: Any = 0.0
+        else:
+            egsq = gsq * U
+            if not self.g_exact:
+                egsq = egsq + np.abs(g) * eg * 2.0 + eg * eg
+        vn = k["D2"] * v + k["K2"] * gsq
+        cv = (max(d2.rel, k2.rel) + 2 * U) * (1 + 2.0**-50)
+        ev = vn * cv
+        if not self.gsq_exact:
+            ev = ev + egsq * (abs(k2.hi) * (1 + k2.rel))
+        out = {"m": (mn, em), "v": (vn, ev)}
+        # AMSGrad and the second moment under the square root (relative error r_raw)
+        per_coord_r = not self.gsq_exact
+        r_raw: Any = cv if not per_coord_r else None
+        ic2 = c["IC2"]
+        corrected_in_max = False
+        if self.ams is AmsGrad.OFF:
+            raw, e_raw = vn, ev
+        elif self.ams is AmsGrad.MAX_CORRECTED_V and not _is_one(ic2):
+            vc = vn * ic2.hi
+            evc = ev * (ic2.hi * (1 + ic2.rel)) + vc * (ic2.rel + U)
+            raw = np.maximum(x.vmax, vc)
+            e_raw = evc
+            out["vmax"] = (raw, evc)
+            out["vc"] = (vc, evc)
+            corrected_in_max = True
+            if r_raw is not None:
+                r_raw = r_raw + ic2.rel + 2 * U
+        else:
+            raw = np.maximum(x.vmax, vn)
+            e_raw = ev
+            out["vmax"] = (raw, ev)
+        if per_coord_r:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r_raw = e_raw / np.maximum(raw, 1e-300)
+        # the denominator and its relative error
+        rectified_radam = v_.family is Family.RADAM
+        if rectified_radam and not c.rectified:
+            den = None
+        else:
+            den, r_den = self._denominator(raw, r_raw, corrected_in_max, vn, cv, ev, per_coord_r)
+        # the numerator
+        nest = v_.nesterov
+        if nest is Nesterov.OFF or den is None:
+            num, e_num = mn, em
+        else:
+            a, b = (c["D1"], c["K1"]) if nest is Nesterov.TF_RAW else (c["P"], c["Q"])
+            a1 = a.hi * mn
+            a2 = b.hi * g
+            num = a1 + a2
+            e_num = (np.abs(a1) + np.abs(a2)) * ((max(a.rel, b.rel) + 2 * U) * (1 + 2.0**-50))
+            e_num = e_num + em * (abs(a.hi) * (1 + a.rel))
+            if not self.g_exact:
+                e_num = e_num + eg * (abs(b.hi) * (1 + b.rel))
+        cc = c["C"]
+        if den is None:  # RAdam before rectification: step = lr m_hat
+            st = cc.hi * num
+            e_st = np.abs(st) * (cc.rel + U) + e_num * (cc.hi * (1 + cc.rel))
+        else:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                ci = cc.hi / den
+                st = num * ci
+                e_st = np.abs(st) * ((cc.rel + r_den + 2.01 * U) * (1 + 2.0**-19))
+                e_st = e_st + ci * e_num * (1 + 2.0**-19)
+                if per_coord_r:
+                    e_st = np.where(r_den < R_DEN_MAX, e_st, np.inf)
+        # the parameter
+        wd_axis = v_.weight_decay
+        dec = c["DEC"]
+        decays = not _is_one(dec)
+        if wd_axis in (WeightDecay.DECOUPLED_LR_BEFORE, WeightDecay.DECOUPLED_BEFORE) and decays:
+            kp = th * dec.hi
+            thn = kp - st
+            e_th = e_st + np.abs(kp) * (dec.rel + U) + np.abs(thn) * U
+        elif wd_axis in (WeightDecay.DECOUPLED_LR_AFTER, WeightDecay.DECOUPLED_AFTER) and decays:
+            mv = th - st
+            thn = mv * dec.hi
+            e_th = (e_st + np.abs(mv) * U) * (abs(dec.hi) * (1 + dec.rel))
+            e_th = e_th + np.abs(thn) * (dec.rel + U)
+        else:
+            thn = th - st
+            e_th = e_st + np.abs(thn) * U
+        if self.use_ema:
+            mu, omu = c["MU"], c["OMU"]
+            w1 = mu.hi * x.ema
+            w2 = omu.hi * thn
+            avg = w1 + w2
+            e_avg = np.abs(w1) * (mu.rel + U) + np.abs(w2) * (omu.rel + U) + np.abs(avg) * U
+            e_avg = e_avg + e_th * (abs(omu.hi) * (1 + omu.rel))
+            out["ema"] = (avg, e_avg)
+            if self.overwrite:
+                thn, e_th = avg, e_avg
+        out["param"] = (thn, e_th)
+        return out
+
+    def _clip_value(self, g: Array) -> tuple[Array, Any]:
+        cv = self.clipv
+        exact = cv.exact
+        c_hi = cv.hi
+        c_lo = c_hi if Fraction(c_hi) <= exact else math.nextafter(c_hi, 0.0)
+        clipped = np.abs(g) > c_lo
+        g = np.where(clipped, np.copysign(c_hi, g), g)
+        if cv.is_double:
+            return g, 0.0
+        return g, clipped * (abs(cv.lo) + cv.err)
+
+    def _denominator(
+        self,
+        raw: Array,
+        r_raw: Any,
+        corrected_in_max: bool,
+        vn: Array,
+        cv: float,
+        ev: Any,
+        per_coord_r: bool,
+    ) -> tuple[Array, Any]:
+        c, v_ = self.c, self.variant
+        ic2, sc2 = c["IC2"], c["SC2"]
+        if v_.family is Family.RADAM:  # rectified: r_t sqrt(c2) m_hat / (sqrt(v) + eps)
+            s, r_s = vn, r_raw if per_coord_r else cv
+            if per_coord_r:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r_s = ev / np.maximum(vn, 1e-300)
+            eps = c["EPS"]
+            scale_root = None
+        elif v_.eps_placement in (EpsPlacement.ALGORITHM_1, EpsPlacement.EPS_ROOT):
+            if corrected_in_max or _is_one(ic2):
+                s, r_s = raw, r_raw  # max over v / c2 is already corrected
+            else:
+                s, r_s = raw * ic2.hi, r_raw + ic2.rel + U
+            if v_.eps_placement is EpsPlacement.EPS_ROOT:
+                er = c["EPS_ROOT"]
+                if not (er.is_double and er.hi == 0.0):
+                    s = s + er.hi
+                    r_s = np.maximum(r_s, er.rel) + U if per_coord_r else max(r_s, er.rel) + U
+            eps = c["EPS"]
+            scale_root = None
+        else:
+            # eps-hat forms: sqrt(raw) = sqrt(c2) sqrt(v_max / c2... ) when the max is corrected
+            s, r_s = raw, r_raw
+            eps = c["EPS"] if v_.eps_placement is EpsPlacement.EPS_HAT else c["EPS_SC2"]
+            scale_root = sc2 if corrected_in_max else None
+        sq = np.sqrt(s)
+        r_sq = r_s * (1 + r_s) * 0.5 + U
+        if scale_root is not None:
+            sq = sq * scale_root.hi
+            r_sq = r_sq + scale_root.rel + U
+        if eps.is_double and eps.hi == 0.0:
+            den, r_den = sq, r_sq
+        else:
+            den = sq + eps.hi
+            r_den = (np.maximum(r_sq, eps.rel) if per_coord_r else max(r_sq, eps.rel)) + U
+        if not per_coord_r and not r_den < R_DEN_MAX:
+            r_den = math.inf
+        return den, r_den
+
+    # ------------------------------------------------------------------ driving
+
+    def run(self, x: Inputs, n: int, hook: Any = None) -> Outcome:
+        """All coordinates of one tensor, chunk by chunk (``hook``: the test hook
+        ``oracles.fast._inject_error``)."""
+        fmt, sfmt = self.fmt, self.state_fmt
+        out_param = np.empty(n)
+        out_m = np.empty(n)
+        out_v = np.empty(n)
+        out_vmax = np.empty(n) if x.vmax is not None else np.zeros(0)
+        out_ema = np.empty(n) if self.use_ema else None
+        fallback: list[Array] = []
+        pending: dict[str, list[tuple[Array, Array, Array]]] = {"m": [], "v": [], "vmax": []}
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            sl = slice(lo, hi)
+            chunk = Inputs(
+                _f64(x.theta[sl]),
+                _f64(x.g[sl]),
+                _f64(x.m[sl]),
+                _f64(x.v[sl]),
+                None if x.vmax is None else _f64(x.vmax[sl]),
+                None if x.ema is None else _f64(x.ema[sl]),
+            )
+            with np.errstate(all="ignore"):
+                res = self.kernel(chunk)
+                if hook is not None:
+                    res = {name: hook(name, *value) for name, value in res.items()}
+                total = chunk.theta + chunk.g + chunk.m + chunk.v
+                bad_v = chunk.v < 0
+                if chunk.vmax is not None:
+                    total = total + chunk.vmax
+                    bad_v = bad_v | (chunk.vmax < 0)
+                if chunk.ema is not None:
+                    total = total + chunk.ema
+                bad = ~np.isfinite(total) | bad_v
+            value, ok = certify(*res["param"], fmt)
+            out_param[sl] = value
+            hard = bad | ~ok
+            if self.use_ema:
+                value, ok = certify(*res["ema"], fmt)
+                out_ema[sl] = value
+                hard |= ~ok
+            soft_any = np.zeros(hi - lo, dtype=bool)
+            soft = {}
+            for name, target in (("m", out_m), ("v", out_v), ("vmax", out_vmax)):
+                if name == "vmax" and x.vmax is None:
+                    continue
+                if name == "vmax" and "vmax" not in res:  # AMSGrad off: passes through
+                    target[sl] = round_to(chunk.vmax, sfmt)
+                    continue
+                xv, ev = res[name]
+                value, ok = certify(xv, ev, sfmt)
+                target[sl] = value
+                soft[name] = ~ok
+                soft_any |= ~ok
+            if "vmax" in soft:
+                # the exact decision is about V itself (round(max(a, V)) = max(round(a), round(V)))
+                res["vmax"] = res["vc"] if "vc" in res else res["v"]
+            hard_idx = np.flatnonzero(hard) + lo
+            if hard_idx.size:
+                fallback.append(hard_idx)
+            if soft_any.any():
+                for name, mask in soft.items():
+                    sel = np.flatnonzero(mask & ~hard)
+                    if sel.size:
+                        xv, ev = res[name]
+                        ev = np.broadcast_to(ev, xv.shape)
+                        pending[name].append((sel + lo, xv[sel], ev[sel]))
+        return Outcome(
+            out_param,
+            out_m,
+            out_v,
+            out_vmax,
+            out_ema,
+            np.concatenate(fallback) if fallback else np.zeros(0, dtype=np.intp),
+            0,
+            {
+                name: tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+                for name, parts in pending.items()
+                if parts
+            },
+        )
+
+    def resolve_pending(self, x: Inputs, outcome: Outcome) -> None:
+        """Decide the uncertain moments exactly (:class:`ExactForm`); the rest fall back."""
+        sfmt = self.state_fmt
+        fallback = [outcome.fallback]
+        resolved = 0
+        corrected = self.ams is AmsGrad.MAX_CORRECTED_V and not _is_one(self.c["IC2"])
+        for name in ("m", "v", "vmax"):
+            if name not in outcome.pending:
+                continue
+            idx, xv, ev = outcome.pending[name]
+            form = self.form_m if name == "m" else self.form_v
+            if form is None or (name == "vmax" and corrected):
+                fallback.append(idx)
+                continue
+            value, ok = form.resolve(x, idx, xv, ev, sfmt)
+            if name == "vmax":
+                # xv, ev describe V = v'; the stored maximum is max(round(v_max), round(V)).
+                old = _f64(x.vmax[idx])
+                base = round_to(old, sfmt)
+                below = xv + ev * (1 + 2.0**-40) + np.abs(xv) * 2.0**-51 < old
+                value = np.where(below, base, np.maximum(base, value))
+                ok = ok | below
+            target = {"m": outcome.m, "v": outcome.v, "vmax": outcome.vmax}[name]
+            target[idx[ok]] = value[ok]
+            resolved += int(ok.sum())
+            fallback.append(idx[~ok])
+        outcome.fallback = np.unique(np.concatenate(fallback))
+        outcome.resolved_exactly = resolved
+
+
+def _f64(a: Array) -> Array:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _is_one(k: Const) -> bool:
+    return k.is_double and k.hi == 1.0
+
+
+def _significant_bits(x: float) -> int:
+    if x == 0 or not math.isfinite(x):
+        return 0
+    m, _ = math.frexp(abs(x))
+    bits = 53
+    n = int(m * 2**53)
+    while n and not n & 1:
+        n >>= 1
+        bits -= 1
+    return bits
+
+
+# ---------------------------------------------------------------- exact moments
+
+
+class ExactForm:
+    """An exact moment ``sum_j c_j prod(inputs_j)`` with rational ``c_j``, scaled by the common
+    denominator ``L`` so that every coefficient is an integer split into doubles.
+
+    ``terms``: ``(chunks, names)`` -- the integer coefficient ``c_j L`` as a sum of
+    doubles and the one or two input names whose product ``y_j`` it multiplies.
+    """
+
+    def __init__(self, terms: list[tuple[list[float], tuple[str, ...]]], scale: list[float]):
+        self.terms = terms
+        self.scale = scale  # L as a sum of doubles
+
+    @staticmethod
+    def build(coefficients: list[tuple[Fraction, tuple[str, ...]]]) -> ExactForm | None:
+        nonzero = [(q, names) for q, names in coefficients if q != 0]
+        if not nonzero:
+            return None
+        odd = 1  # powers of two need no scaling: doubles hold them
+        for q, _ in nonzero:
+            d = q.denominator
+            odd = math.lcm(odd, d >> ((d & -d).bit_length() - 1))
+        scale = _dyadic_chunks(Fraction(odd))
+        terms = []
+        for q, names in nonzero:
+            chunks = _dyadic_chunks(q * odd)
+            if chunks is None:
+                return None
+            terms.append((chunks, names))
+        if scale is None:
+            return None
+        return ExactForm(terms, scale)
+
+    def _products(self, x: Inputs, idx: Array, g: Array) -> list[Array]:
+        values = {"m": _f64(x.m[idx]), "v": _f64(x.v[idx]), "theta": _f64(x.theta[idx]), "g": g}
+        out = []
+        for chunks, names in self.terms:
+            if len(names) == 1:
+                ys = [values[names[0]]]
+            else:
+                p, e = two_prod(values[names[0]], values[names[1]])
+                ys = [p, e]
+            for c in chunks:
+                for y in ys:
+                    p, e = two_prod(c, y)
+                    out += [p, e]
+        return out
+
+    def resolve(
+        self, x: Inputs, idx: Array, approx: Array, err: Array, fmt: FloatFormat
+    ) -> tuple[Array, Array]:
+        """``(value, decided)``: the correctly rounded moment where one boundary is in play."""
+        g = self.gradient(x, idx)
+        products = self._products(x, idx, g)
+        width = err * (1 + 2.0**-40) + np.abs(approx) * 2.0**-51
+        mag = np.abs(approx)
+        low, high, q = ulp_parts(approx, fmt)
+        sgn = np.where(approx < 0, -1.0, 1.0)
+        single = (mag - width >= low) & (mag + width <= high) & (mag - width > 0)
+        midpoint = (low + high) * 0.5
+        terms = list(products)
+        for c in self.scale:
+            p, e = two_prod(c, -sgn * midpoint)
+            terms += [p, e]
+        side = expansion_sign(terms) * sgn  # > 0: |moment| above the midpoint
+        even_high = is_even_multiple(high, q)
+        chosen = np.where(side > 0, high, np.where(side < 0, low, np.where(even_high, high, low)))
+        chosen = np.where(chosen >= 2.0 ** (fmt.emax + 1), np.inf, chosen)
+        value = sgn * chosen
+        # Around zero: below half the smallest subnormal the result is a zero of the exact sign.
+        half_tiny = 2.0 ** (fmt.emin - fmt.precision)
+        near_zero = (mag + width < half_tiny) & ~single
+        if near_zero.any():
+            zero_sign = expansion_sign(products)
+            value = np.where(near_zero, np.where(zero_sign < 0, -0.0, 0.0), value)
+        return value, single | near_zero
+
+    gradient: Any = None  # set by _exact_forms: the preprocessed exact gradient of a subset
+
+
+def _dyadic_chunks(q: Fraction) -> list[float] | None:
+    """A dyadic rational as a sum of at most three doubles in ``[2**-400, 2**400]``, or None."""
+    if q.denominator & (q.denominator - 1):
+        return None
+    chunks = []
+    rest = q
+    while rest:
+        if len(chunks) == 3:
+            return None
+        piece = rest.numerator / rest.denominator  # correctly rounded
+        if not 2.0**-400 <= abs(piece) <= 2.0**400:
+            return None
+        chunks.append(piece)
+        rest -= Fraction(piece)
+    return chunks
+
+
+def _exact_forms(
+    variant: Variant, c: StepConsts, plan: Plan
+) -> tuple[ExactForm | None, ExactForm | None]:
+    """The exact forms of m' and v' when the gradient is an exact double."""
+    if plan.scale is not None or (plan.clipv is not None and not plan.clipv.is_double):
+        return None, None
+    d1, k1, d2, k2 = (c[n].exact for n in ("D1", "K1", "D2", "K2"))
+    if None in (d1, k1, d2, k2):
+        return None, None
+    m_terms: list[tuple[Fraction, tuple[str, ...]]] = [(d1, ("m",)), (k1, ("g",))]
+    v_terms: list[tuple[Fraction, tuple[str, ...]]] = [(d2, ("v",)), (k2, ("g", "g"))]
+    if plan.l2:
+        wd = c["WD"].exact
+        m_terms.append((k1 * wd, ("theta",)))
+        v_terms += [(2 * k2 * wd, ("g", "theta")), (k2 * wd * wd, ("theta", "theta"))]
+    form_m = ExactForm.build(m_terms)
+    form_v = ExactForm.build(v_terms)
+
+    def gradient(x: Inputs, idx: Array) -> Array:
+        g = _f64(x.g[idx])
+        if variant.maximize:
+            g = -g
+        if plan.clipv is not None:
+            g, _ = plan._clip_value(g)
+        return g
+
+    for form in (form_m, form_v):
+        if form is not None:
+            form.gradient = gradient
+    return form_m, form_v
+
+
+__all__ = ["CHUNK", "ExactForm", "Inputs", "Outcome", "Plan"]
