@@ -550,6 +550,7 @@ def trajectory(
     precision: int = DEFAULT_PRECISION,
     digits: int | None = None,
     grad_sq_norms: Sequence[Sequence[Any]] | None = None,
+    hyper_dtype: Any = None,
 ) -> list[StepResult]:
     """Run ``len(grads)`` exact steps from ``params`` and ``state``, the oracle keeping its own
     exact state between steps (free-running); each step's state is rounded for reporting.
@@ -567,13 +568,18 @@ def trajectory(
     whole gradient, used instead of the sum over the coordinates passed: it lets a
     caller step a subset of coordinates exactly as they move in the whole tensor
     (:mod:`oracles.fast` falls back to this oracle coordinate by coordinate).
+
+    ``hyper_dtype`` is the parameter dtype the held hyperparameters are rounded for
+    (default ``dtype``): rounding results to binary64 for a float32 kernel's trajectory
+    keeps that kernel's float32 hyperparameters.
     """
     if digits is not None and (isinstance(digits, bool) or not 1 <= int(digits) <= 1000):
         raise OracleInputError(f"digits={digits!r} must be an integer in [1, 1000]")
     arrays, single = _as_tensors(params)
     fmt = _format(dtype if dtype is not None else arrays[0].dtype)
     state_fmt = _format(state_dtype) if state_dtype is not None else fmt
-    hp = resolve(hyper, variant, fmt, hyper_mode)
+    hyper_fmt = _format(hyper_dtype) if hyper_dtype is not None else fmt
+    hp = resolve(hyper, variant, hyper_fmt, hyper_mode)
     shapes = [a.shape for a in arrays]
     grads_per_step = [[g] if single else list(g) for g in grads]
     for t, gs in enumerate(grads_per_step, start=1):
