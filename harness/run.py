@@ -8,15 +8,20 @@ so the tables depend only on the seed and the configuration.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+import os
+import pickle
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from harness.budgets import DEFAULT, Budget
@@ -57,6 +62,14 @@ class RunConfig:
     separation_dtypes: tuple[str, ...] = ("float32", "bfloat16")
     #: hypothesis examples per stage of each minimal-counterexample search (0: no search)
     counterexample_examples: int = 100
+    separation: bool = True  # compute the separation matrix (the engine's self-check)
+
+    def key(self) -> str:
+        """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
+        import hashlib
+
+        text = repr(replace(self, jobs=1))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -374,25 +387,88 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
     return out
 
 
-def run(config: RunConfig, progress: Callable[[str], None] | None = None) -> Tables:
-    """Run every selected implementation (and the separation matrix); rows in a fixed order."""
+class Checkpoint:
+    """Finished tasks of a run, one pickle each, written atomically as they finish, so an
+    interrupted run resumes without recomputing them. Files of another configuration
+    (another :meth:`RunConfig.key`) are never read."""
+
+    def __init__(self, folder: str | os.PathLike[str], config: RunConfig) -> None:
+        self.folder = Path(folder)
+        self.prefix = config.key()
+
+    def _path(self, kind: str, name: str) -> Path:
+        import hashlib
+
+        digest = hashlib.sha256(f"{kind}\0{name}".encode()).hexdigest()[:16]
+        return self.folder / f"{self.prefix}-{digest}.pickle"
+
+    def load(self, kind: str, name: str) -> Tables | None:
+        try:
+            with open(self._path(kind, name), "rb") as f:
+                return pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
+
+    def save(self, kind: str, name: str, tables: Tables) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self._path(kind, name)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(tables, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def clear(self) -> None:
+        """Remove this configuration's files (after the reports are written)."""
+        for path in self.folder.glob(f"{self.prefix}-*.pickle"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
+
+def run(
+    config: RunConfig,
+    progress: Callable[[str], None] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> Tables:
+    """Run every selected implementation (and the separation matrix); rows in a fixed order.
+
+    With ``checkpoint``, tasks it holds are not recomputed and each finished task is saved
+    to it (``adamspec run --resume``)."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     names = select(config.implementations)
     suite(config.suite), suite(config.fingerprint_suite)  # unknown suite: fail before any work
     runnable: list[str] = []
     done: dict[tuple[str, str], Tables] = {}
+    resumed = 0
     for name in names:
         framework = REGISTRY[name].framework
         status = availability(framework) if framework else None
         if status is not None and not status.available:
             done[("impl", name)] = _skipped(name, f"skipped: {status.reason}", config)
+        elif checkpoint is not None and (saved := checkpoint.load("impl", name)) is not None:
+            done[("impl", name)], resumed = saved, resumed + 1
         else:
             runnable.append(name)
-    tasks = [("impl", group) for group in _groups(runnable)] + [("separation", ("",))]
-    total, started, finished = len(runnable) + 1, time.perf_counter(), [0]
+    tasks = [("impl", group) for group in _groups(runnable)]
+    if config.separation:
+        saved = checkpoint.load("separation", "") if checkpoint is not None else None
+        if saved is not None:
+            done[("separation", "")], resumed = saved, resumed + 1
+        else:
+            tasks.append(("separation", ("",)))
+    total = len(runnable) + (1 if ("separation", ("",)) in tasks else 0)
+    started, finished = time.perf_counter(), [0]
+    if resumed:
+        progress(f"resumed {resumed} finished tasks from {checkpoint.folder}")
 
     def report(kind: str, name: str, tables: Tables, seconds: float) -> None:
         done[(kind, name)] = tables
+        if checkpoint is not None:
+            checkpoint.save(kind, name, tables)
         finished[0] += 1
         verdicts = {}
         for row in tables.summary:
