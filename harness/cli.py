@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 EXIT_OK = 0
+EXIT_FAIL = 1  # a check or gate that found a discrepancy
 EXIT_USAGE = 2
 
 
@@ -70,6 +72,10 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Where finished tasks of a run wait, inside its --out folder, until the reports are written.
+CHECKPOINT_FOLDER = ".adamspec-checkpoint"
+
+
 def _writable_dir(path: str) -> None:
     """Fail before minutes of work, not after, when the output folder cannot be written."""
     import os
@@ -102,7 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """Main job: every selected implementation vs the oracle; reports to --out."""
     import time
 
-    from harness.run import run, select, summary_table
+    from harness.run import Checkpoint, run, select, summary_table
     from reports import write_reports
 
     if args.list:
@@ -113,7 +119,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _run_config(args)
     select(config.implementations)  # bad pattern: exit 2 before any work
     started = time.time()
-    tables = run(config)
+    checkpoint = Checkpoint(os.path.join(args.out, CHECKPOINT_FOLDER), config)
+    if not args.resume:
+        checkpoint.clear()
+    tables = run(config, checkpoint=checkpoint)
     meta = {
         "command": "adamspec run",
         "suite": config.suite,
@@ -134,6 +143,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         meta,
         tables.counterexamples,
     )
+    checkpoint.clear()  # the reports hold everything now
     print(summary_table(tables))
     shown = [str(p) for name, p in paths.items() if name not in tables.counterexamples]
     print(f"reports: {', '.join(shown)}")
@@ -142,6 +152,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"minimal counterexamples: {len(tables.counterexamples)} in {args.out}/counterexamples/"
         )
     return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from harness.budgets import DEFAULT
+    from harness.check import check, uniform_budget, verdict_text
+    from impl.adapters.kernel import TargetError
+
+    _writable_dir(args.out)
+    budget = DEFAULT if args.budget_ulp is None else uniform_budget(args.budget_ulp)
+    try:
+        result = check(
+            args.target,
+            args.variant,
+            dtype=args.dtype,
+            out=args.out,
+            budget=budget,
+            suite=args.suite,
+            seed=args.seed,
+            timeout_s=args.timeout,
+            resume=args.resume,
+        )
+    except TargetError as exc:
+        raise UsageError(str(exc)) from None
+    print(verdict_text(result, args.out))
+    return EXIT_OK if result.conforms else EXIT_FAIL
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from harness.gate import GateConfigError, run_gate
+
+    _writable_dir(args.out)
+    try:
+        return run_gate(
+            args.config, out=args.out, junit=args.junit, resume=args.resume, jobs=args.jobs
+        )
+    except GateConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -261,8 +308,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="implementations to run (glob, repeatable; default: all; see --list)",
     )
     p.add_argument("--list", action="store_true", help="list the implementations and exit")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the implementations an interrupted run of this configuration finished",
+    )
     _common_run_options(p)
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("check", help="check your own Adam kernel against the variant it claims")
+    p.add_argument("target", help="module:object or path/to/file.py:object (see README)")
+    p.add_argument("--variant", help="the catalog variant it implements (default: fingerprint)")
+    p.add_argument("--out", default="out-check", help="report folder (default: out-check/)")
+    p.add_argument(
+        "--budget-ulp",
+        type=_bounded_int("--budget-ulp", 0, 2**31, "0..2**31"),
+        default=None,
+        help="ULP budget for every state component (default: adamspec's per-component budget)",
+    )
+    p.add_argument("--suite", type=_suite, default="default", help="problem suite (default)")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float("--timeout"),
+        default=60.0,
+        help="seconds one kernel call may take before it counts as hung (default 60)",
+    )
+    p.add_argument("--resume", action="store_true", help="keep an interrupted check's results")
+    _common_run_options(p)
+    p.set_defaults(handler=_cmd_check)
+
+    p = sub.add_parser("gate", help="CI conformance gate from a TOML config (exit 1 on news)")
+    p.add_argument("config", help="the gate's TOML file (see README: CI gate)")
+    p.add_argument("--junit", help="also write the JUnit XML here")
+    p.add_argument("--out", default="out-gate", help="report folder (default: out-gate/)")
+    p.add_argument("--resume", action="store_true", help="keep an interrupted gate's results")
+    p.add_argument(
+        "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
+    )
+    p.set_defaults(handler=_cmd_gate)
 
     p = sub.add_parser("fingerprint", help="rank the catalog variants for one implementation")
     p.add_argument("impl", help="an implementation name (see adamspec run --list)")
@@ -307,6 +390,19 @@ def _bounded_int(flag: str, low: int, high: int, allowed: str):
             ) from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{flag}={value} is out of range: allowed {allowed}")
+        return value
+
+    return parse
+
+
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}={text!r} is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name}={text} must be a positive finite number")
         return value
 
     return parse

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
@@ -45,7 +46,9 @@ class ProcessAdapter(Adapter):
     """Proxy to an adapter class running in a child process.
 
     options: ``target`` ("module:Class" of the real adapter), ``env`` (extra
-    environment for the child) and ``inner`` (the real adapter's options).
+    environment for the child), ``inner`` (the real adapter's options) and
+    ``timeout_s`` (per call: a call that does not answer in time kills the worker and
+    raises TimeoutError).
     """
 
     framework = ""
@@ -69,8 +72,18 @@ class ProcessAdapter(Adapter):
             raise
 
     def _call(self, verb: str, *args: Any) -> Any:
+        timeout = self.options.get("timeout_s")
         try:
             _send(self._process.stdin, (verb, args))
+            if timeout is not None and verb in ("step", "build", "set_state", "get_state"):
+                ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+                if not ready:  # a hung kernel: stop it; this adapter is finished
+                    self._finalizer.detach()
+                    self._process.kill()
+                    _stop(self._process)
+                    raise TimeoutError(
+                        f"{self.name}: {verb} did not return within {timeout:g} s; worker stopped"
+                    )
             status, payload = _receive(self._process.stdout)
         except (BrokenPipeError, EOFError):
             self._process.wait(timeout=10)

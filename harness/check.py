@@ -1,0 +1,190 @@
+"""``adamspec check TARGET``: a user's kernel against the variant it claims, with a verdict.
+
+The kernel follows :mod:`impl.adapters.kernel` (functional or stateful-object form) and
+runs in a worker process with a per-step timeout. It is run on a problem suite in
+lock-step and free-running against the claimed catalog variant (or, when none is
+claimed, against the variant its fingerprint ranks first), the engine's reports plus
+``junit.xml`` are written, and the verdict is: conforming when every measured case is
+within the ULP budget. Each discrepant configuration gets a minimal counterexample.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.budgets import DEFAULT, Budget
+from harness.run import Checkpoint, RunConfig, RunUsageError, Tables, fingerprint_rows, run
+from impl.adapters import REGISTRY, load_registry
+from impl.adapters.kernel import STEP_TIMEOUT_S, TargetError, register_target
+from spec.axes import AmsGrad
+from spec.catalog import entries, entry
+
+#: The variant a kernel is registered under while its fingerprint decides the reference.
+_PROVISIONAL = "paper.algorithm1"
+CHECKPOINT_FOLDER = ".adamspec-checkpoint"
+
+
+@dataclass
+class CheckResult:
+    implementation: str
+    variant: str
+    claimed: bool
+    tables: Tables
+    paths: dict[str, Path]
+    fingerprint: str = ""
+
+    @property
+    def measured(self) -> list[dict[str, Any]]:
+        return [r for r in self.tables.summary if r["verdict"] not in ("skipped",)]
+
+    @property
+    def conforms(self) -> bool:
+        """Every case that ran is within budget, and at least one ran."""
+        rows = self.measured
+        return bool(rows) and all(r["verdict"] == "pass" for r in rows)
+
+
+def uniform_budget(ulp: int) -> Budget:
+    """The same ULP budget for every state component (``--budget-ulp``)."""
+    if isinstance(ulp, bool) or not isinstance(ulp, int) or ulp < 0:
+        raise RunUsageError(f"--budget-ulp {ulp!r} must be a non-negative integer")
+    names = tuple(DEFAULT.ulp)
+    return Budget(
+        {n: ulp for n in names},
+        {n: float(ulp) for n in names},
+        {n: f"--budget-ulp {ulp}" for n in names},
+    )
+
+
+def check(
+    target: str,
+    variant: str | None = None,
+    *,
+    dtype: str = "float32",
+    out: str | os.PathLike[str] = "out-check",
+    budget: Budget = DEFAULT,
+    suite: str = "default",
+    seed: int = 0,
+    timeout_s: float = STEP_TIMEOUT_S,
+    resume: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> CheckResult:
+    """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
+    ``out``. Raises :class:`RunUsageError` for an unknown variant and
+    :class:`~impl.adapters.kernel.TargetError` for a TARGET that cannot be loaded."""
+    load_registry()
+    if variant is not None:
+        known = [e.name for e in entries()]
+        if variant not in known:
+            raise RunUsageError(
+                f"--variant {variant!r} is not a catalog variant; see `adamspec variants` "
+                f"(e.g. {', '.join(known[:4])}, ...)"
+            )
+    claimed = variant if variant is not None else _PROVISIONAL
+    amsgrad = entry(claimed).variant.amsgrad is not AmsGrad.OFF
+    name = register_target(target, claimed, amsgrad=amsgrad, timeout_s=timeout_s)
+    REGISTRY[name] = replace(REGISTRY[name], documented=claimed)
+    config = RunConfig(
+        implementations=(name,),
+        suite=suite,
+        dtype=dtype,
+        seed=seed,
+        jobs=1,  # the kernel runs in its own worker process already
+        budget=budget,
+        separation=False,
+    )
+    sentence = ""
+    if variant is None:  # no claim: the reference is what the kernel looks like
+        try:
+            rows, sentence = fingerprint_rows(name, config)
+        except RunUsageError as exc:  # it ran no step: the run below reports why
+            sentence = f"no fingerprint: {exc}"
+        else:
+            claimed = rows[0]["variant"]
+            REGISTRY[name] = replace(REGISTRY[name], documented=claimed)
+    checkpoint = Checkpoint(Path(out) / CHECKPOINT_FOLDER, config)
+    if not resume:
+        checkpoint.clear()
+    tables = run(config, progress=progress, checkpoint=checkpoint)
+    paths = _write(out, tables, config, target, claimed, variant is not None)
+    checkpoint.clear()
+    return CheckResult(name, claimed, variant is not None, tables, paths, sentence)
+
+
+def _write(
+    out: str | os.PathLike[str],
+    tables: Tables,
+    config: RunConfig,
+    target: str,
+    variant: str,
+    claimed: bool,
+) -> dict[str, Path]:
+    from reports import write_reports
+
+    meta = {
+        "command": "adamspec check",
+        "target": target,
+        "variant": variant,
+        "variant_claimed": claimed,
+        "suite": config.suite,
+        "dtype": config.dtype,
+        "seed": config.seed,
+        "budget_ulp": dict(config.budget.ulp),
+    }
+    return write_reports(
+        out,
+        tables.results,
+        tables.summary,
+        tables.fingerprints,
+        tables.separation,
+        meta,
+        tables.counterexamples,
+    )
+
+
+def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
+    """What ``adamspec check`` prints: the verdict, the failing cases, the counterexample."""
+    rows = result.tables.summary
+    lines = []
+    reference = result.variant if result.claimed else f"{result.variant} (closest; none claimed)"
+    if not result.claimed and result.fingerprint:
+        lines.append(f"fingerprint: {result.fingerprint}")
+    passed = sum(r["verdict"] == "pass" for r in rows)
+    if result.conforms:
+        lines.append(f"CONFORMS to {reference}: {passed}/{len(rows)} cases within budget")
+    elif not result.measured:
+        lines.append(f"NOT CHECKED against {reference}: every case was skipped")
+    else:
+        lines.append(f"DOES NOT CONFORM to {reference}: {passed}/{len(rows)} cases within budget")
+    for r in rows:
+        if r["verdict"] in ("pass",):
+            continue
+        ulp = "NaN/inf" if r["max_ulp"] == -1 else f"{r['max_ulp']} ULP"
+        what = r["category"] or ""
+        detail = r["detail"][:160]
+        lines.append(
+            f"  {r['case']:<24} {r['verdict']:<11} {ulp:>12} {r['worst_component']:<6} "
+            f"{what}{' — ' if what and detail else ''}{detail}"
+        )
+    for path, text in sorted(result.tables.counterexamples.items()):
+        lines.append(f"minimal counterexample ({Path(out) / path}):")
+        lines += ["  " + line for line in _comment_head(text)]
+    lines.append(f"reports: {Path(out)}/ (report.md, report.html, junit.xml, summary.csv, ...)")
+    return "\n".join(lines)
+
+
+def _comment_head(script: str) -> list[str]:
+    """The leading comment block of a counterexample script (what it shows)."""
+    head = []
+    for line in script.splitlines():
+        if not line.startswith(("#", "//")):
+            break
+        head.append(line)
+    return head
+
+
+__all__ = ["CheckResult", "TargetError", "check", "uniform_budget", "verdict_text"]

@@ -1,0 +1,370 @@
+"""Bring your own kernel: the smallest protocol a user's Adam must follow to be checked.
+
+Two forms, both given to ``adamspec check`` as ``module:object`` or ``path/file.py:object``.
+
+**Functional** (any callable): one tensor per call, NumPy in, NumPy out::
+
+    def step(param, grad, state, hyper):
+        # param, grad: arrays of the checked dtype; state: KernelState(m, v, v_max, step)
+        # with step = steps taken so far; hyper: KernelHyper with floats, lr for this step
+        ...
+        return new_param, KernelState(m, v, v_max, state.step + 1)   # or a dict
+
+A kernel that needs every tensor at once (a global clip norm) sets the attribute
+``multi_tensor = True``: it then gets lists of arrays (params, grads, state.m, ...).
+
+**Stateful object** (a class): ``cls(hyper)`` (a :class:`KernelHyper`, lr of step 1),
+then ``obj.step(params, grads) -> params`` (lists, one array per tensor),
+``obj.get_state() -> KernelState`` and ``obj.set_state(KernelState)`` (lists per tensor).
+
+Returned arrays may be NumPy, CuPy or torch (CUDA) tensors, or anything ``np.asarray``
+reads; they are converted at this boundary and checked: a wrong shape or dtype raises
+:class:`KernelContractError` (reported as an error of that case; NaN results are measured,
+not errors). Raising NotImplementedError declines a configuration (the case is reported
+as skipped, with the message). The harness runs the kernel in a worker process with a
+per-step timeout (:func:`register_target`), so a crash or a hang ends only that case.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from impl.adapters.base import REGISTRY, Adapter, AdapterInfo, State, Unsupported, register
+from spec.hyper import Hyper
+
+
+class TargetError(ValueError):
+    """A TARGET that cannot be loaded; the message is one line naming it."""
+
+
+class KernelContractError(RuntimeError):
+    """A kernel result that breaks the protocol (shape, dtype, missing state)."""
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """Optimizer state handed to and returned by a kernel: arrays (lists of arrays for
+    multi-tensor and object kernels); ``v_max`` None unless AMSGrad; ``step`` = steps taken."""
+
+    m: Any
+    v: Any
+    v_max: Any = None
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class KernelHyper:
+    """Hyperparameters as the binary64 floats a user types; ``lr`` is this step's rate."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    eps_root: float
+
+
+def kernel_hyper(hyper: Hyper, t: int) -> KernelHyper:
+    return KernelHyper(
+        float(hyper.lr_at(t)),
+        float(hyper.beta1),
+        float(hyper.beta2),
+        float(hyper.eps),
+        float(hyper.weight_decay),
+        float(hyper.eps_root),
+    )
+
+
+def load_target(target: str) -> Any:
+    """The object ``target`` names: ``package.module:attr`` or ``path/to/file.py:attr``."""
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise TargetError(f"TARGET {target!r} must be module:object or path/to/file.py:object")
+    if where.endswith(".py") or os.sep in where or "/" in where:
+        path = os.path.abspath(where)
+        if not os.path.isfile(path):
+            raise TargetError(f"TARGET {target!r}: no such file {where!r}")
+        name = f"adamspec_kernel_{abs(hash(path))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise TargetError(f"TARGET {target!r}: {where!r} is not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise TargetError(
+                f"TARGET {target!r}: importing {where!r} raised {type(exc).__name__}: {exc}"
+            ) from None
+    else:
+        if os.getcwd() not in sys.path:  # a user's module next to where they run adamspec
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:
+            raise TargetError(
+                f"TARGET {target!r}: cannot import {where!r} ({type(exc).__name__}: {exc})"
+            ) from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        public = sorted(n for n in vars(module) if not n.startswith("_"))[:12]
+        raise TargetError(
+            f"TARGET {target!r}: {where!r} has no {attr!r}; it defines {', '.join(public)}"
+        ) from None
+    if not callable(obj):
+        raise TargetError(f"TARGET {target!r}: {attr!r} is a {type(obj).__name__}, not callable")
+    return obj
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """An array from NumPy, CuPy (``.get()``), torch (``.detach().cpu()``) or array-likes."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch, CUDA or not
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            import ml_dtypes
+
+            return x.view(dtype=_torch_int16()).numpy().view(ml_dtypes.bfloat16)
+        return x.numpy()
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()
+    return np.asarray(x)
+
+
+def _torch_int16() -> Any:
+    import torch
+
+    return torch.int16
+
+
+def _field(state: Any, name: str) -> Any:
+    if isinstance(state, dict):
+        return state.get(name)
+    return getattr(state, name, None)
+
+
+class KernelAdapter(Adapter):
+    """Drives a user kernel (either form) behind the adapter protocol.
+
+    options: ``target`` (``module:object`` or ``file.py:object``) and ``amsgrad`` (whether
+    the kernel keeps ``v_max``: the claimed variant's AMSGrad axis)."""
+
+    framework = ""
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+    sparse = False
+
+    def _build(self) -> None:
+        try:
+            obj = load_target(self.options["target"])
+        except TargetError as exc:
+            raise Unsupported(str(exc)) from None
+        self.version = self.options["target"]
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+        self.is_object = inspect.isclass(obj)
+        self.multi = bool(getattr(obj, "multi_tensor", False))
+        self.kernel = self._guarded(obj, kernel_hyper(self.hyper, 1)) if self.is_object else obj
+        self.np_dtype = _np_dtype(self.dtype)
+        self.params: list[np.ndarray] = []
+        self.state: KernelState | None = None
+
+    def _guarded(self, call: Any, *args: Any) -> Any:
+        """Call into the kernel; NotImplementedError is how it declines a configuration."""
+        try:
+            return call(*args)
+        except NotImplementedError as exc:
+            raise Unsupported(f"{self.name}: {exc or 'not implemented'}") from None
+
+    def set_state(self, state: State) -> None:
+        self.params = [p.copy() for p in state.params]
+        zeros = [np.zeros_like(p) for p in state.params]
+        v_max = state.v_max if state.v_max is not None else (zeros if self.amsgrad else None)
+        self.state = KernelState(
+            [m.copy() for m in state.m],
+            [v.copy() for v in state.v],
+            None if v_max is None else [x.copy() for x in v_max],
+            state.step,
+        )
+        if self.is_object:
+            self._guarded(self.kernel.set_state, self.state)
+
+    def get_state(self) -> State:
+        if self.is_object:
+            self.state = self._checked_state(self.kernel.get_state(), self.state.step)
+        s = self.state
+        return State(
+            [p.copy() for p in self.params],
+            [m.copy() for m in s.m],
+            [v.copy() for v in s.v],
+            None if s.v_max is None else [x.copy() for x in s.v_max],
+            s.step,
+        )
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        grads = [
+            np.asarray(g, dtype=self.np_dtype).reshape(s)
+            for g, s in zip(grads, self.shapes, strict=True)
+        ]
+        t = self.state.step
+        if self.is_object:
+            out = self._guarded(self.kernel.step, [p.copy() for p in self.params], grads)
+            self.params = self._checked_params(out, "step(params, grads)")
+            self.state = self._checked_state(self.kernel.get_state(), t + 1)
+            return
+        hyper = kernel_hyper(self.hyper, t + 1)
+        if self.multi:
+            params, state = _pair(
+                self._guarded(self.kernel, list(self.params), grads, self.state, hyper)
+            )
+            self.params = self._checked_params(params, "step(...)[0]")
+            self.state = self._checked_state(state, t + 1)
+            return
+        new_params, ms, vs, v_maxes = [], [], [], []
+        for k, g in enumerate(grads):
+            one = KernelState(
+                self.state.m[k].copy(),
+                self.state.v[k].copy(),
+                None if self.state.v_max is None else self.state.v_max[k].copy(),
+                t,
+            )
+            param, state = _pair(self._guarded(self.kernel, self.params[k].copy(), g, one, hyper))
+            new_params.append(param)
+            ms.append(_field(state, "m"))
+            vs.append(_field(state, "v"))
+            v_maxes.append(_field(state, "v_max"))
+            _check_step(_field(state, "step"), t + 1)
+        self.params = self._checked_params(new_params, "step(...)[0]")
+        self.state = self._checked_state(
+            KernelState(ms, vs, v_maxes if self.state.v_max is not None else None, t + 1), t + 1
+        )
+
+    # -- the contract -----------------------------------------------------------------
+    def _checked_params(self, params: Any, what: str) -> list[np.ndarray]:
+        return self._arrays(params, what)
+
+    def _checked_state(self, state: Any, step: int) -> KernelState:
+        if state is None:
+            raise KernelContractError("the kernel returned no state (None)")
+        m = self._arrays(_field(state, "m"), "state.m")
+        v = self._arrays(_field(state, "v"), "state.v")
+        v_max = None
+        if self.amsgrad:
+            v_max = self._arrays(_field(state, "v_max"), "state.v_max")
+        given = _field(state, "step")
+        _check_step(given, step)
+        return KernelState(m, v, v_max, step)
+
+    def _arrays(self, xs: Any, what: str) -> list[np.ndarray]:
+        if xs is None:
+            raise KernelContractError(f"{what} is None")
+        if not isinstance(xs, list | tuple):
+            xs = [xs]
+        if len(xs) != len(self.shapes):
+            raise KernelContractError(f"{what} has {len(xs)} tensors, expected {len(self.shapes)}")
+        out = []
+        for k, (x, shape) in enumerate(zip(xs, self.shapes, strict=True)):
+            if x is None:
+                raise KernelContractError(f"{what}[{k}] is None")
+            a = to_numpy(x)
+            if a.shape != shape:
+                raise KernelContractError(
+                    f"{what}[{k}] has shape {a.shape}, expected {shape} (the param's shape)"
+                )
+            if a.dtype != self.np_dtype:
+                raise KernelContractError(
+                    f"{what}[{k}] has dtype {a.dtype}, expected {self.dtype} (the param's dtype)"
+                )
+            out.append(np.array(a, copy=True))
+        return out
+
+
+def _pair(result: Any) -> tuple[Any, Any]:
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise KernelContractError(
+            f"the kernel returned {type(result).__name__}; expected (params, state)"
+        )
+    return result[0], result[1]
+
+
+def _check_step(given: Any, expected: int) -> None:
+    if given is not None and int(given) != expected:
+        raise KernelContractError(f"state.step is {given!r} after the step, expected {expected}")
+
+
+def _np_dtype(dtype: str) -> Any:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+#: Default per-step limit for a user kernel (a first step may compile: JIT, CUDA).
+STEP_TIMEOUT_S = 60.0
+
+
+def register_target(
+    target: str,
+    documented: str,
+    *,
+    amsgrad: bool = False,
+    timeout_s: float = STEP_TIMEOUT_S,
+    in_process: bool = False,
+) -> str:
+    """Register ``target`` as an implementation (idempotent) and return its name.
+
+    It runs in a worker process (a segfault or hang ends only the case it happened in,
+    after ``timeout_s`` seconds per call) unless ``in_process``. The target is loaded
+    here first so a bad TARGET fails at once with :class:`TargetError`.
+    """
+    load_target(target)
+    name = f"kernel:{target}"
+    if name in REGISTRY:
+        return name
+    inner = {"target": _absolute(target), "amsgrad": amsgrad}
+    if in_process:
+        info = AdapterInfo(name, "", documented, "impl.adapters.kernel:KernelAdapter", inner)
+    else:
+        info = AdapterInfo(
+            name,
+            "",
+            documented,
+            "impl.adapters.worker:ProcessAdapter",
+            {
+                "target": "impl.adapters.kernel:KernelAdapter",
+                "inner": inner,
+                "timeout_s": timeout_s,
+            },
+        )
+    register(info)
+    return name
+
+
+def _absolute(target: str) -> str:
+    where, _, attr = target.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        return f"{os.path.abspath(where)}:{attr}"
+    return target
+
+
+__all__ = [
+    "STEP_TIMEOUT_S",
+    "KernelAdapter",
+    "KernelContractError",
+    "KernelHyper",
+    "KernelState",
+    "TargetError",
+    "kernel_hyper",
+    "load_target",
+    "register_target",
+    "to_numpy",
+]
