@@ -114,6 +114,7 @@ def _loglog_panels(axes: list[Any], x_log: bool) -> None:
     # The panels share their axes, scale and tickers: setting them on one sets them on all,
     # and setting them on each would rescale every sibling every time (quadratic).
     first = axes[0]
+    _default_limits_if_empty(axes, x_log)
     if x_log:
         first.set_xscale("log")
     first.set_yscale("log")
@@ -122,6 +123,18 @@ def _loglog_panels(axes: list[Any], x_log: bool) -> None:
     first.yaxis.set_minor_locator(NullLocator())
     for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
+
+
+def _default_limits_if_empty(axes: list[Any], x_log: bool) -> None:
+    """Axes with no finite positive value (e.g. only NaN/inf mismatches) get limits a log
+    scale can draw, instead of matplotlib's (0, 1)."""
+    x0 = min((ax.dataLim.x0 for ax in axes), default=math.inf)
+    y0 = min((ax.dataLim.y0 for ax in axes), default=math.inf)
+    y1 = max((ax.dataLim.y1 for ax in axes), default=-math.inf)
+    if not (math.isfinite(y0) and math.isfinite(y1) and y1 > 0):
+        axes[0].set_ylim(1, 10)
+    if x_log and not (math.isfinite(x0) and x0 > 0):
+        axes[0].set_xlim(1, 10)
 
 
 def _max_finite_and_nonfinite(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -171,6 +184,7 @@ def plot_lockstep(results: pd.DataFrame) -> str:
             color = f"C{i}"
             ax.plot(part["step"], part["finite"] + 1, marker=".", color=color, label=_label(impl))
             _mark_nonfinite(ax, part.loc[part["nonfinite"], "step"], color)
+        _default_limits_if_empty([ax], x_log=False)
         ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)
         ax.set_xlabel("step")
