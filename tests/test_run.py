@@ -135,3 +135,30 @@ def test_cli_fingerprint_json_ranks_variants():
     answer = json.loads(done.stdout)
     assert answer["variants"][0]["variant"] == "paper.eps_hat"
     assert "documents paper.eps_hat" in answer["summary"]
+
+
+def test_a_resumed_run_reuses_finished_implementations_and_gives_the_same_tables(tmp_path,
+                                                                                 monkeypatch):  # fmt: skip
+    import harness.run as run_module
+
+    config = RunConfig(implementations=("toy.none",), suite="quick", seed=3, separation=False,
+                       counterexample_examples=0)  # fmt: skip
+    checkpoint = run_module.Checkpoint(tmp_path / "ckpt", config)
+    first = run(config, progress=lambda line: None, checkpoint=checkpoint)
+    assert list((tmp_path / "ckpt").glob(f"{config.key()}-*.pickle"))
+
+    def must_not_run(name, config):
+        raise AssertionError(f"{name} recomputed")
+
+    monkeypatch.setattr(run_module, "evaluate", must_not_run)
+    lines: list[str] = []
+    again = run(config, progress=lines.append, checkpoint=checkpoint)
+    assert repr(again.summary) == repr(first.summary)  # NaN medians: compare as text
+    assert repr(again.results) == repr(first.results)
+    assert any("resumed 1 finished tasks" in line for line in lines)
+    # another configuration never reads these files
+    other = run_module.Checkpoint(tmp_path / "ckpt", RunConfig(implementations=("toy.none",),
+                                                               seed=4))  # fmt: skip
+    assert other.load("impl", "toy.none") is None
+    checkpoint.clear()
+    assert not (tmp_path / "ckpt").exists()
