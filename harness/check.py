@@ -123,8 +123,6 @@ def _write(
     variant: str,
     claimed: bool,
 ) -> dict[str, Path]:
-    from reports import write_reports
-
     meta = {
         "command": "adamspec check",
         "target": target,
@@ -135,15 +133,7 @@ def _write(
         "seed": config.seed,
         "budget_ulp": dict(config.budget.ulp),
     }
-    return write_reports(
-        out,
-        tables.results,
-        tables.summary,
-        tables.fingerprints,
-        tables.separation,
-        meta,
-        tables.counterexamples,
-    )
+    return tables.write(out, meta)
 
 
 def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:

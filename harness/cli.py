@@ -109,7 +109,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from harness.run import Checkpoint, run, select, summary_table
-    from reports import write_reports
 
     if args.list:
         for name in select(()):
@@ -134,15 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "duration_s": round(time.time() - started, 1),
         "adamspec_version": _version(),
     }
-    paths = write_reports(
-        args.out,
-        tables.results,
-        tables.summary,
-        tables.fingerprints,
-        tables.separation,
-        meta,
-        tables.counterexamples,
-    )
+    paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
     print(summary_table(tables))
     shown = [str(p) for name, p in paths.items() if name not in tables.counterexamples]

@@ -88,6 +88,20 @@ class Tables:
             getattr(self, name).extend(getattr(other, name))
         self.counterexamples.update(other.counterexamples)
 
+    def write(self, out: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Path]:
+        """Every report of :func:`reports.write_reports` and the counterexample scripts."""
+        from reports import write_reports
+
+        return write_reports(
+            out,
+            self.results,
+            self.summary,
+            self.fingerprints,
+            self.separation,
+            meta,
+            self.counterexamples,
+        )
+
 
 def select(patterns: Sequence[str]) -> list[str]:
     """Registered implementations matching any pattern (all when none), in registry order.
