@@ -21,6 +21,17 @@ from fractions import Fraction
 from typing import Any
 
 from mpmath import iv
+from mpmath.libmp import (
+    from_float,
+    mpf_abs,
+    mpf_add,
+    mpf_lt,
+    mpf_shift,
+    mpf_sub,
+    round_ceiling,
+    round_nearest,
+    to_float,
+)
 
 from oracles.adam import RADAM_RHO_THRESHOLD
 from oracles.hyperparams import ExactHyper
@@ -32,8 +43,9 @@ IV_PREC = 320
 #: Magnitudes of nonzero constants the tiers accept; outside it a step goes to mpmath.
 CONST_MIN = 2.0**-200
 CONST_MAX = 2.0**200
-#: Beyond this many bits an exact power ``beta^t`` is replaced by an interval.
-EXACT_POWER_BITS = 200_000
+#: Beyond this many bits an exact power ``beta^t`` is replaced by an interval (exact
+#: rationals of growing size would dominate long trajectories).
+EXACT_POWER_BITS = 4096
 
 
 @contextmanager
@@ -121,17 +133,23 @@ def const_q(q: Any) -> Const:
 
 
 def const_iv(x: Any) -> Const:
-    """The constant enclosed by an mpmath interval (rigorous: both ends are charged)."""
-    a, b = (_mpf_to_q(t) for t in x._mpi_)
-    if a == b:
-        return const_q(a)
-    mid = (a + b) / 2
-    hi = _nearest(mid)
+    """The constant enclosed by an mpmath interval (rigorous: both ends are charged).
+
+    Exact mpf arithmetic (``prec=0``) on the endpoints: the double-double is the
+    nearest to their midpoint, the bound the larger distance to an end, rounded up.
+    """
+    a, b = x._mpi_
+    mid = mpf_shift(mpf_add(a, b, 0), -1)
+    hi = to_float(mid, rnd=round_nearest)
     if not math.isfinite(hi):
         return Const(hi, 0.0, math.inf)
-    lo = _nearest(mid - Fraction(hi))
-    center = Fraction(hi) + Fraction(lo)
-    return Const(hi, lo, _float_up(max(abs(a - center), abs(b - center))))
+    lo = to_float(mpf_sub(mid, from_float(hi), 0), rnd=round_nearest)
+    center = mpf_add(from_float(hi), from_float(lo), 0)
+    gap_a = mpf_abs(mpf_sub(a, center, 0))
+    gap_b = mpf_abs(mpf_sub(b, center, 0))
+    err = to_float(gap_b if mpf_lt(gap_a, gap_b) else gap_a, rnd=round_ceiling)
+    exact = _mpf_to_q(a) if a == b else None
+    return Const(hi, lo, err, exact)
 
 
 def ivq(q: Any) -> Any:
@@ -224,22 +242,32 @@ def step_consts(
     p1: Power,
     p2: Power,
     lr: Fraction | None = None,
+    cache: dict[Any, tuple[Const, Any]] | None = None,
 ) -> StepConsts:
     """The constants of step ``t`` given the beta powers of this step (``beta^t`` or the
-    accumulated ``P_t``), mirroring ``oracles.adam._scalars``."""
+    accumulated ``P_t``), mirroring ``oracles.adam._scalars``. ``cache`` (a dict kept
+    by the caller across the steps of one call) memoizes the rational constants."""
     with iv_precision():
-        return _step_consts(variant, hp, t, p1, p2, lr)
+        return _step_consts(variant, hp, t, p1, p2, lr, {} if cache is None else cache)
 
 
 def _step_consts(
-    variant: Variant, hp: ExactHyper, t: int, p1: Power, p2: Power, lr: Fraction | None
+    variant: Variant,
+    hp: ExactHyper,
+    t: int,
+    p1: Power,
+    p2: Power,
+    lr: Fraction | None,
+    cache: dict[Any, tuple[Const, Any]],
 ) -> StepConsts:
     c: dict[str, Const] = {}
     ivs: dict[str, Any] = {}
 
     def rational(name: str, value: Fraction) -> None:
-        c[name] = const_q(value)
-        ivs[name] = ivq(value)
+        key = (name, value)
+        if key not in cache:
+            cache[key] = (const_q(value), ivq(value))
+        c[name], ivs[name] = cache[key]
 
     def irrational(name: str, value: Any) -> None:
         c[name] = const_iv(value)

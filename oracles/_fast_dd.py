@@ -294,7 +294,7 @@ class DDPlan:
         """One free-running step: the new state, rounded outputs and the uncertain mask."""
         n = g.size
         new: dict[str, list] = {k: [] for k in ("theta", "m", "v", "vmax", "ema")}
-        rounded: dict[str, list] = {k: [] for k in ("param", "m", "v", "vmax", "ema")}
+        rounded: dict[str, list] = {k: [] for k in ("param", "m", "v", "v_max", "ema")}
         uncertain = []
         for lo in range(0, max(n, 1), CHUNK):
             sl = slice(lo, min(n, lo + CHUNK))
@@ -323,7 +323,7 @@ class DDPlan:
                 else:
                     vmax = s.vmax
                 value, ok = certify_dd(vmax, self.state_fmt)
-                rounded["vmax"].append(value)
+                rounded["v_max"].append(value)
                 bad |= ~ok
                 if self.use_ema:
                     value, ok = certify_dd(res["ema"], self.fmt)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from oracles.rounding import numpy_dtype
 from spec.formats import FLOAT16, FLOAT32, FLOAT64, FloatFormat
 
 Array = Any
@@ -247,13 +248,15 @@ def round_to(x: Array, fmt: FloatFormat) -> Array:
     tests); bfloat16 does not (ml_dtypes converts float64 through float32, which
     double-rounds), so it is rounded by exact scaling.
     """
+    x = np.asarray(x, dtype=np.float64)
     if fmt == FLOAT64:
-        return np.asarray(x, dtype=np.float64)
-    if fmt == FLOAT32:
-        return np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
-    if fmt == FLOAT16:
-        return np.asarray(x, dtype=np.float64).astype(np.float16).astype(np.float64)
-    return _generic_round(np.asarray(x, dtype=np.float64), fmt)
+        return x
+    with np.errstate(over="ignore", invalid="ignore"):
+        if fmt == FLOAT32:
+            return x.astype(np.float32).astype(np.float64)
+        if fmt == FLOAT16:
+            return x.astype(np.float16).astype(np.float64)
+        return _generic_round(x, fmt)
 
 
 def certify(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
@@ -281,6 +284,27 @@ def certify(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
         certain = (rlo == rhi) & ((lo * hi > 0) | (width == 0))
     # hi + 0 rounds like x; for the exact zero (width 0) it is +0.0 even when x is -0.0.
     return rhi.astype(np.float64), certain
+
+
+def certify_native(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
+    """:func:`certify` with the values returned in ``fmt``'s NumPy dtype (no float64 copy)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        width = e * (1.0 + 2.0**-40) + np.abs(x) * 2.0**-51
+        lo = x - width
+        hi = x + width
+        if fmt == FLOAT32:
+            rlo = lo.astype(np.float32)
+            rhi = hi.astype(np.float32)
+        elif fmt == FLOAT16:
+            rlo = lo.astype(np.float16)
+            rhi = hi.astype(np.float16)
+        else:
+            rlo = round_to(lo, fmt)
+            rhi = round_to(hi, fmt)
+        certain = (rlo == rhi) & ((lo * hi > 0) | (width == 0))
+        if fmt not in (FLOAT32, FLOAT16):
+            rhi = rhi.astype(numpy_dtype(fmt))
+    return rhi, certain
 
 
 def certify_dd(v: DDV, fmt: FloatFormat) -> tuple[Array, Array]:

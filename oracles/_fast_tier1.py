@@ -38,6 +38,8 @@ Error propagation, with ``r(K)`` a constant's relative error::
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -46,13 +48,14 @@ import numpy as np
 
 from oracles._fast_consts import Const, StepConsts
 from oracles._fast_eft import (
-    certify,
+    certify_native,
     expansion_sign,
     is_even_multiple,
     round_to,
     two_prod,
     ulp_parts,
 )
+from oracles.rounding import numpy_dtype
 from spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
 from spec.formats import FloatFormat
 from spec.variant import Variant
@@ -319,86 +322,91 @@ class Plan:
     # ------------------------------------------------------------------ driving
 
     def run(self, x: Inputs, n: int, hook: Any = None) -> Outcome:
-        """All coordinates of one tensor, chunk by chunk (``hook``: the test hook
-        ``oracles.fast._inject_error``)."""
+        """All coordinates of one tensor, in chunks spread over :func:`workers` threads
+        (``hook``: the test hook ``oracles.fast._inject_error``)."""
         fmt, sfmt = self.fmt, self.state_fmt
-        out_param = np.empty(n)
-        out_m = np.empty(n)
-        out_v = np.empty(n)
-        out_vmax = np.empty(n) if x.vmax is not None else np.zeros(0)
-        out_ema = np.empty(n) if self.use_ema else None
-        fallback: list[Array] = []
-        pending: dict[str, list[tuple[Array, Array, Array]]] = {"m": [], "v": [], "vmax": []}
-        for lo in range(0, n, CHUNK):
-            hi = min(n, lo + CHUNK)
-            sl = slice(lo, hi)
-            chunk = Inputs(
-                _f64(x.theta[sl]),
-                _f64(x.g[sl]),
-                _f64(x.m[sl]),
-                _f64(x.v[sl]),
-                None if x.vmax is None else _f64(x.vmax[sl]),
-                None if x.ema is None else _f64(x.ema[sl]),
-            )
-            with np.errstate(all="ignore"):
-                res = self.kernel(chunk)
-                if hook is not None:
-                    res = {name: hook(name, *value) for name, value in res.items()}
-                total = chunk.theta + chunk.g + chunk.m + chunk.v
-                bad_v = chunk.v < 0
-                if chunk.vmax is not None:
-                    total = total + chunk.vmax
-                    bad_v = bad_v | (chunk.vmax < 0)
-                if chunk.ema is not None:
-                    total = total + chunk.ema
-                bad = ~np.isfinite(total) | bad_v
-            value, ok = certify(*res["param"], fmt)
-            out_param[sl] = value
-            hard = bad | ~ok
-            if self.use_ema:
-                value, ok = certify(*res["ema"], fmt)
-                out_ema[sl] = value
-                hard |= ~ok
-            soft_any = np.zeros(hi - lo, dtype=bool)
-            soft = {}
-            for name, target in (("m", out_m), ("v", out_v), ("vmax", out_vmax)):
-                if name == "vmax" and x.vmax is None:
-                    continue
-                if name == "vmax" and "vmax" not in res:  # AMSGrad off: passes through
-                    target[sl] = round_to(chunk.vmax, sfmt)
-                    continue
-                xv, ev = res[name]
-                value, ok = certify(xv, ev, sfmt)
-                target[sl] = value
-                soft[name] = ~ok
-                soft_any |= ~ok
-            if "vmax" in soft:
-                # the exact decision is about V itself (round(max(a, V)) = max(round(a), round(V)))
-                res["vmax"] = res["vc"] if "vc" in res else res["v"]
-            hard_idx = np.flatnonzero(hard) + lo
-            if hard_idx.size:
-                fallback.append(hard_idx)
-            if soft_any.any():
-                for name, mask in soft.items():
-                    sel = np.flatnonzero(mask & ~hard)
-                    if sel.size:
-                        xv, ev = res[name]
-                        ev = np.broadcast_to(ev, xv.shape)
-                        pending[name].append((sel + lo, xv[sel], ev[sel]))
+        out = {
+            "param": np.empty(n, dtype=numpy_dtype(fmt)),
+            "m": np.empty(n, dtype=numpy_dtype(sfmt)),
+            "v": np.empty(n, dtype=numpy_dtype(sfmt)),
+            "vmax": np.empty(n, dtype=numpy_dtype(sfmt)),
+            "ema": np.empty(n, dtype=numpy_dtype(fmt)) if self.use_ema else None,
+        }
+        starts = range(0, n, CHUNK)
+        pool = _pool() if n > 2 * CHUNK else None
+        parts = (
+            list(pool.map(lambda lo: self._chunk(x, lo, min(n, lo + CHUNK), out, hook), starts))
+            if pool is not None
+            else [self._chunk(x, lo, min(n, lo + CHUNK), out, hook) for lo in starts]
+        )
+        fallback = [p[0] for p in parts if p[0].size]
+        pending: dict[str, tuple[Array, Array, Array]] = {}
+        for name in ("m", "v", "vmax"):
+            found = [p[1][name] for p in parts if name in p[1]]
+            if found:
+                pending[name] = tuple(np.concatenate([f[i] for f in found]) for i in range(3))
         return Outcome(
-            out_param,
-            out_m,
-            out_v,
-            out_vmax,
-            out_ema,
+            out["param"],
+            out["m"],
+            out["v"],
+            out["vmax"],
+            out["ema"],
             np.concatenate(fallback) if fallback else np.zeros(0, dtype=np.intp),
             0,
-            {
-                name: tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
-                for name, parts in pending.items()
-                if parts
-            },
+            pending,
         )
+
+    def _chunk(
+        self, x: Inputs, lo: int, hi: int, out: dict[str, Any], hook: Any
+    ) -> tuple[Array, dict[str, tuple[Array, Array, Array]]]:
+        """One chunk: writes the rounded values, returns the hard fallbacks (flat indices)
+        and the moments left for an exact decision."""
+        fmt, sfmt = self.fmt, self.state_fmt
+        sl = slice(lo, hi)
+        chunk = Inputs(
+            _f64(x.theta[sl]),
+            _f64(x.g[sl]),
+            _f64(x.m[sl]),
+            _f64(x.v[sl]),
+            _f64(x.vmax[sl]),
+            None if x.ema is None else _f64(x.ema[sl]),
+        )
+        with np.errstate(all="ignore"):
+            res = self.kernel(chunk)
+            if hook is not None:
+                res = {name: hook(name, *value) for name, value in res.items()}
+            total = chunk.theta + chunk.g + chunk.m + chunk.v + chunk.vmax
+            if chunk.ema is not None:
+                total += chunk.ema
+            bad = ~np.isfinite(total)
+            bad |= np.minimum(chunk.v, chunk.vmax) < 0
+            value, ok = certify_native(*res["param"], fmt)
+            out["param"][sl] = value
+            hard = bad | ~ok
+            if self.use_ema:
+                value, ok = certify_native(*res["ema"], fmt)
+                out["ema"][sl] = value
+                hard |= ~ok
+            soft = {}
+            for name in ("m", "v", "vmax"):
+                if name == "vmax" and "vmax" not in res:  # AMSGrad off: passes through
+                    out["vmax"][sl] = round_to(chunk.vmax, sfmt)
+                    continue
+                value, ok = certify_native(*res[name], sfmt)
+                out[name][sl] = value
+                if not ok.all():
+                    soft[name] = ~ok
+        if "vmax" in soft:
+            # the exact decision is about V itself (round(max(a, V)) = max(round(a), round(V)))
+            res["vmax"] = res["vc"] if "vc" in res else res["v"]
+        pending = {}
+        for name, mask in soft.items():
+            sel = np.flatnonzero(mask & ~hard)
+            if sel.size:
+                xv, ev = res[name]
+                ev = np.broadcast_to(ev, xv.shape)
+                pending[name] = (sel + lo, xv[sel], ev[sel])
+        return np.flatnonzero(hard) + lo, pending
 
     def resolve_pending(self, x: Inputs, outcome: Outcome) -> None:
         """Decide the uncertain moments exactly (:class:`ExactForm`); the rest fall back."""
@@ -428,6 +436,23 @@ class Plan:
             fallback.append(idx[~ok])
         outcome.fallback = np.unique(np.concatenate(fallback))
         outcome.resolved_exactly = resolved
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def workers() -> int:
+    """Threads tier 1 uses: ``ADAMSPEC_FAST_THREADS``, else one per CPU."""
+    return max(1, int(os.environ.get("ADAMSPEC_FAST_THREADS", os.cpu_count() or 1)))
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    global _POOL
+    if workers() == 1:
+        return None
+    if _POOL is None or _POOL._max_workers != workers():
+        _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="adamspec-fast")
+    return _POOL
 
 
 def _f64(a: Array) -> Array:

@@ -599,7 +599,7 @@ def _fallback_lockstep(call: _Call, k: int, idx: np.ndarray, norm: Any, o: Outco
         **call.options,
     )[0]
     for name, target in _outcome_values(o).items():
-        target[idx] = res.rounded[name][0].astype(np.float64)
+        target[idx] = res.rounded[name][0]
     return res.precision
 
 
@@ -617,7 +617,8 @@ def _assemble(
         target = call.fmt if name in ("param", "ema") else call.state_fmt
         dt = numpy_dtype(target)
         rounded[name] = [
-            values[k][name].astype(dt).reshape(a.shape) for k, a in enumerate(call.arrays)
+            np.asarray(values[k][name], dtype=dt).reshape(a.shape)
+            for k, a in enumerate(call.arrays)
         ]
     return rounded
 
@@ -696,11 +697,12 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
     exact_only: list[set[int]] = [set() for _ in call.arrays]
     precision = 0
     consts_per_step = []
+    cache: dict[Any, Any] = {}
     for j in range(n_steps):
         t = call.state.step + 1 + j
         if j > 0:  # beta^t = beta^(t-1) beta, and P_t = P_(t-1) beta
             p1, p2 = p1.times(b1), p2.times(b2)
-        consts = step_consts(variant, hp, t, p1, p2)
+        consts = step_consts(variant, hp, t, p1, p2, cache=cache)
         if consts.fallback is not None:
             stats.reasons[consts.fallback] += 1
             return None

@@ -1,0 +1,579 @@
+"""The fast certified oracle (``oracles.fast``) gives exactly the mpmath oracle's rounded values.
+
+Every comparison is bit for bit (dtype, shape, sign of zero; NaN equals NaN) against
+``oracles.adam``, on hypothesis inputs over every catalog variant, every axis member
+and every dtype, including inputs built to sit exactly on a rounding boundary or one
+float64 ulp beside it. The error bound itself is tested twice: the exact value lies
+inside every tier-1 interval, and an injected error larger than the bound is caught.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpmath import mp
+
+import oracles.fast as fast
+from harness.bench_oracle import (
+    HYPER_VARIANTS,
+    moment_boundary_case,
+    moment_boundary_pairs,
+    overflow_case,
+    param_tie_case,
+    typical_inputs,
+    wide_inputs,
+)
+from oracles import OracleState
+from oracles import adam as mpmath_oracle
+from oracles._fast_eft import expansion_sign, round_to
+from oracles.hyperparams import resolve
+from oracles.rounding import round_exact
+from spec import (
+    CATALOG,
+    AmsGrad,
+    BiasCorrection,
+    DuplicateIndices,
+    EpsPlacement,
+    Family,
+    HyperPrecision,
+    Nesterov,
+    SparseRows,
+    SparseSemantics,
+    Variant,
+    WeightDecay,
+    entry,
+    make_hyper,
+)
+from spec.formats import FORMATS
+
+DTYPES = ["float64", "float32", "float16", "bfloat16"]
+NP = {
+    "float64": np.dtype(np.float64),
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
+#: Hypothesis examples per parametrized case: a tenth of the profile's (ci 40 -> 4).
+FEW = max(2, settings().max_examples // 10)
+
+
+def assert_same(reference, got) -> None:
+    """Same steps and components, and every rounded value identical bit for bit."""
+    assert [r.step for r in reference] == [g.step for g in got]
+    for r, g in zip(reference, got, strict=True):
+        assert r.components == g.components
+        for name in r.components:
+            for k, (a, b) in enumerate(zip(r.rounded[name], g.rounded[name], strict=True)):
+                a, b = np.asarray(a), np.asarray(b)
+                assert a.dtype == b.dtype and a.shape == b.shape, (name, a.dtype, b.dtype)
+                x, y = a.astype(np.float64), b.astype(np.float64)
+                same = ((x == y) & (np.signbit(x) == np.signbit(y))) | (np.isnan(x) & np.isnan(y))
+                bad = np.flatnonzero(~same.ravel())
+                assert bad.size == 0, (
+                    f"step {r.step} {name}[{k}] differs at {bad[:5].tolist()}: mpmath "
+                    f"{x.ravel()[bad[:5]].tolist()} fast {y.ravel()[bad[:5]].tolist()}"
+                )
+
+
+def both(variant, hyper, params, grads, state=None, **options):
+    """The mpmath and the fast oracle on one step (lists of one StepResult each)."""
+    ref = [mpmath_oracle.step(variant, hyper, params, grads, state, **options)]
+    got = [fast.step(variant, hyper, params, grads, state, **options)]
+    return ref, got
+
+
+def draw_case(data, dtype: str, n_max: int = 12):
+    """Inputs drawn by hypothesis: typical, wide-range with specials, or raw hypothesis floats
+    (exact zeros, subnormals, infinities, NaN), at a drawn step."""
+    dt = NP[dtype]
+    kind = data.draw(st.sampled_from(["typical", "wide", "floats"]), label="kind")
+    n = data.draw(st.integers(1, n_max), label="n")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    step = data.draw(st.sampled_from([0, 1, 2, 9, 999]), label="step")
+    rng = np.random.default_rng(seed)
+    if kind == "typical":
+        return typical_inputs(n, dtype, rng, step=step)
+    if kind == "wide":
+        return wide_inputs(n, dtype, rng, step=step)
+    width = {"float64": 64, "float32": 32, "float16": 16}.get(dtype, 32)
+    floats = st.floats(width=width, allow_nan=True, allow_infinity=True)
+    nonneg = st.floats(min_value=0, width=width, allow_infinity=True)
+
+    def arr(strategy, label):
+        values = data.draw(st.lists(strategy, min_size=n, max_size=n), label=label)
+        return np.array(values, dtype=np.float64).astype(dt)
+
+    v = arr(nonneg, "v")
+    state = OracleState(m=arr(floats, "m"), v=v, v_max=v, step=step)
+    return arr(floats, "params"), arr(floats, "grads"), state
+
+
+# ---------------------------------------------------------------- every catalog variant
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CATALOG))
+@settings(max_examples=FEW)
+@given(data=st.data())
+def test_lockstep_matches_mpmath_for_every_catalog_variant(name, dtype, data):
+    e = entry(name)
+    extra = data.draw(st.sampled_from(HYPER_VARIANTS), label="hyper")
+    hyper = e.hyper(**extra)
+    if e.variant.sparse is SparseSemantics.LAZY or name == "torch.SparseAdam":
+        params = np.arange(12, dtype=np.float64).reshape(4, 3).astype(NP[dtype])
+        grads = SparseRows([0, 2, 2], np.ones((3, 3), dtype=NP[dtype]), 4)
+        assert_same(*both(e.variant, hyper, params, grads))
+        return
+    params, grads, state = draw_case(data, dtype)
+    assert_same(*both(e.variant, hyper, params, grads, state))
+
+
+# ---------------------------------------------------------------- every axis member
+
+
+def _axis_cases() -> list[tuple[str, Variant]]:
+    base = Variant(hyper_precision=HyperPrecision.FLOAT64)
+    out = []
+    for member in Family:
+        v = (
+            base.replace(family=member, eps_placement=EpsPlacement.EPS_HAT)
+            if member is Family.RADAM
+            else base.replace(family=member)
+        )
+        out.append((f"family={member}", v))
+    for member in EpsPlacement:
+        out.append((f"eps_placement={member}", base.replace(eps_placement=member)))
+    for member in BiasCorrection:
+        out.append((f"bias_correction_m={member}", base.replace(bias_correction_m=member)))
+        out.append((f"bias_correction_v={member}", base.replace(bias_correction_v=member)))
+    for member in AmsGrad:
+        v = (
+            base.replace(amsgrad=member, bias_correction_v=BiasCorrection.NONE)
+            if member is AmsGrad.MAX_RAW_V_UNCORRECTED
+            else base.replace(amsgrad=member)
+        )
+        out.append((f"amsgrad={member}", v))
+    for member in WeightDecay:
+        out.append((f"weight_decay={member}", base.replace(weight_decay=member)))
+    for member in Nesterov:
+        out.append((f"nesterov={member}", base.replace(nesterov=member)))
+    out.append(("maximize=true", base.replace(maximize=True)))
+    for member in SparseSemantics:
+        out.append((f"sparse={member}", base.replace(sparse=member)))
+    for member in DuplicateIndices:
+        out.append((f"duplicates={member}", base.replace(duplicates=member)))
+    for member in HyperPrecision:
+        out.append((f"hyper_precision={member}", base.replace(hyper_precision=member)))
+    return out
+
+
+AXIS_CASES = _axis_cases()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("label", "variant"), AXIS_CASES, ids=[c[0] for c in AXIS_CASES])
+@settings(max_examples=FEW)
+@given(data=st.data())
+def test_lockstep_matches_mpmath_for_every_axis_member(label, variant, dtype, data):
+    extra = data.draw(st.sampled_from(HYPER_VARIANTS), label="hyper")
+    hyper = make_hyper(**{"weight_decay": "0.01", "eps_root": "1e-12", **extra})
+    if label.startswith(("sparse=", "duplicates=")):
+        params = np.linspace(-1, 1, 12).reshape(4, 3).astype(NP[dtype])
+        grads = SparseRows([3, 0, 3], np.full((3, 3), 0.5, dtype=NP[dtype]), 4)
+        assert_same(*both(variant, hyper, params, grads))
+        return
+    params, grads, state = draw_case(data, dtype)
+    assert_same(*both(variant, hyper, params, grads, state))
+
+
+@pytest.mark.parametrize("mode", ["held", "ideal"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hyper_mode_state_dtype_and_several_tensors(mode, dtype):
+    """Two tensors at once (global clipping spans both), another state dtype, both modes."""
+    rng = np.random.default_rng(7)
+    e = entry("keras.Adam")
+    hyper = e.hyper(global_clipnorm="2")
+    p1, g1, st1 = typical_inputs(9, dtype, rng)
+    p2, g2, st2 = typical_inputs(5, dtype, rng)
+    state = OracleState(m=[st1.m, st2.m], v=[st1.v, st2.v], step=4)
+    for state_dtype in (None, "float32"):
+        assert_same(
+            *both(e.variant, hyper, [p1, p2], [g1, g2], state, state_dtype=state_dtype,
+                  hyper_mode=mode)
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------- rounding boundaries
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("which", ["m", "v"])
+@pytest.mark.parametrize("name", ["paper.algorithm1", "torch.Adam", "onnx.Adam"])
+def test_moments_on_and_beside_rounding_boundaries(name, which, dtype):
+    """Moments exactly on a midpoint (decimal betas: ties, rounded to even) or a few float64
+    ulps beside it (betas held in binary64: 1 - fl64(0.999) is 8.9e-16 relatively off
+    0.001): the same values as mpmath, decided by the bound or by an exact sign, never
+    by mpmath."""
+    rng = np.random.default_rng(11)
+    case = moment_boundary_case(name, dtype, rng, 40, which)
+    assert case is not None and case.size == 40
+    e = entry(name)
+    with fast.counting() as stats:
+        ref, got = both(e.variant, case.hyper, case.params, case.grads, case.state)
+    assert_same(ref, got)
+    assert stats.fallback == 0 and stats.whole == 0
+    if name == "paper.algorithm1":
+        assert stats.exact_sign >= 40  # exact ties: only an exact sign can decide them
+
+
+def test_boundary_search_finds_exact_ties():
+    """The adversarial builder really produces moments on (or a hair beside) a float32
+    midpoint, checked independently: a relative nudge of 2**-40 either way rounds apart."""
+    rng = np.random.default_rng(3)
+    s, g, dist = moment_boundary_pairs(Fraction(9, 10), Fraction(1, 10), "float32", rng, 50)
+    assert s.size == 50 and np.count_nonzero(dist == 0) >= 10
+    f32 = FORMATS["float32"]
+    for si, gi in zip(s, g, strict=True):
+        x = Fraction(9, 10) * Fraction(float(si)) + Fraction(1, 10) * Fraction(float(gi))
+        nudge = abs(x) / 2**40
+        assert round_exact(x - nudge, f32) != round_exact(x + nudge, f32)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["on", "one-ulp-beside"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["torch.Adam", "paper.algorithm1", "keras.Adam", "optax.adam"])
+def test_params_on_and_beside_rounding_boundaries(name, dtype, beside):
+    """theta - lr * (+-1) with lr half a ulp: exactly a midpoint (the mpmath oracle rounds to
+    even), or one float64 ulp of lr beside it. Tier 1 cannot certify these; they fall back."""
+    case = param_tie_case(name, dtype, np.random.default_rng(5), 24, beside=beside)
+    e = entry(name)
+    assert_same(*both(e.variant, case.hyper, case.params, case.grads, case.state))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_overflow_to_infinity(dtype):
+    case = overflow_case("torch.Adam", dtype, np.random.default_rng(2), 16)
+    e = entry("torch.Adam")
+    assert_same(*both(e.variant, case.hyper, case.params, case.grads, case.state))
+
+
+# ---------------------------------------------------------------- trajectories
+
+
+TRAJECTORY_CASES = [
+    ("torch.Adam", {"weight_decay": "0.01"}),
+    ("paper.algorithm1", {}),
+    ("torch.Adam[amsgrad]", {}),
+    ("keras.Adam", {"use_ema": True, "ema_overwrite_frequency": 3, "clipnorm": "1"}),
+    ("tf.v1.AdamOptimizer", {}),
+    ("optax.amsgrad", {"global_clipnorm": "2"}),
+    ("optax.adam[nesterov]", {"eps_root": "1e-10", "lr": [0.01, 0.003, 0.001]}),
+    ("torch.RAdam", {}),
+    ("onnx.Adam[norm_coefficient_post]", {"clipvalue": "0.7"}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize(
+    ("name", "extra"), TRAJECTORY_CASES, ids=[f"{n}{sorted(x)}" for n, x in TRAJECTORY_CASES]
+)
+def test_trajectory_matches_mpmath(name, extra, dtype):
+    """Free-running: the fast oracle's double-double state against the mpmath oracle's exact
+    state (steps 1..8 cover RAdam's switch to rectification at t = 6)."""
+    rng = np.random.default_rng(17)
+    e = entry(name)
+    hyper = e.hyper(**extra)
+    params, _, _ = typical_inputs(6, dtype, rng)
+    grads = [typical_inputs(6, dtype, rng)[1] for _ in range(8)]
+    ref = mpmath_oracle.trajectory(e.variant, hyper, params, grads)
+    got = fast.trajectory(e.variant, hyper, params, grads)
+    assert_same(ref, got)
+
+
+def test_trajectory_200_steps_matches_mpmath():
+    """The short check of the carried state: 200 steps of torch.Adam in float32."""
+    rng = np.random.default_rng(23)
+    e = entry("torch.Adam")
+    params = rng.standard_normal(3).astype(np.float32)
+    grads = [(rng.standard_normal(3) * 0.1 + 0.02).astype(np.float32) for _ in range(200)]
+    ref = mpmath_oracle.trajectory(e.variant, e.hyper(), params, grads)
+    with fast.counting() as stats:
+        got = fast.trajectory(e.variant, e.hyper(), params, grads)
+    assert_same(ref, got)
+    assert stats.element_steps == 600 and stats.whole == 0
+
+
+def test_trajectory_fallback_reseeds_from_the_exact_state(monkeypatch):
+    """A coordinate the bound cannot certify at step 4 is recomputed exactly over steps 1..4,
+    its double-double state reseeded, and the later steps still agree."""
+    rng = np.random.default_rng(29)
+    e = entry("paper.algorithm1")
+    params = rng.standard_normal(5).astype(np.float32)
+    grads = [rng.standard_normal(5).astype(np.float32) for _ in range(7)]
+    steps = {"n": 0}
+
+    def blind_at_step_4(name, value, bound):
+        if name == "param":
+            steps["n"] += 1
+            if steps["n"] == 4:  # coordinate 2's parameter bound is lost at step 4
+                bound = np.where(np.arange(value.size) == 2, np.inf, bound)
+        return value, bound
+
+    monkeypatch.setattr(fast, "_inject_error", blind_at_step_4)
+    with fast.counting() as stats:
+        got = fast.trajectory(e.variant, e.hyper(), params, grads)
+    assert stats.fallback == 1
+    assert_same(mpmath_oracle.trajectory(e.variant, e.hyper(), params, grads), got)
+
+
+def test_trajectory_with_a_nan_state_is_recomputed_exactly():
+    e = entry("torch.Adam")
+    params = np.array([1.0, 2.0, 3.0], np.float32)
+    grads = [np.array([0.5, np.nan, 1.0], np.float32), *[np.ones(3, np.float32)] * 4]
+    assert_same(
+        mpmath_oracle.trajectory(e.variant, e.hyper(), params, grads),
+        fast.trajectory(e.variant, e.hyper(), params, grads),
+    )
+
+
+@pytest.mark.slow
+def test_trajectory_100000_steps_stays_faithful():
+    """10^5 free-running steps of torch.Adam in float32 against an independent mpmath
+    trajectory (plain mpf arithmetic at 256 and at 320 bits, which must agree with each
+    other): every stored value of every step is identical."""
+    steps, n = 100_000, 4
+    rng = np.random.default_rng(31)
+    params = rng.standard_normal(n).astype(np.float32)
+    scale = np.array([1.0, 1e-3, 10.0, 0.1])
+    grads = (rng.standard_normal((steps, n)) * scale + 0.01 * scale).astype(np.float32)
+    e = entry("torch.Adam")
+    with fast.counting() as stats:
+        got = fast.trajectory(e.variant, e.hyper(), params, list(grads))
+    assert stats.whole == 0
+    reference = {p: _mpmath_torch_adam(params, grads, p) for p in (256, 320)}
+    for name in ("param", "m", "v"):
+        ref = reference[256][name]
+        assert np.array_equal(ref, reference[320][name]), "the reference itself is undecided"
+        fast_values = np.stack([r.rounded[name][0] for r in got]).astype(np.float64)
+        bad = np.argwhere(fast_values != ref)
+        assert bad.size == 0, f"{name} differs at (step, coordinate) {bad[:5].tolist()}"
+
+
+def _mpmath_torch_adam(params, grads, prec):
+    """torch.Adam (hyperparameters as binary64) in mpmath at ``prec`` bits, rounded to float32."""
+    b1, b2, lr, eps = (mp.mpf(x) for x in (0.9, 0.999, 0.001, 1e-8))
+    f32 = FORMATS["float32"]
+    out = {name: np.empty(grads.shape) for name in ("param", "m", "v")}
+
+    def rounded(x):
+        return round_exact(Fraction(*x.as_integer_ratio()), f32)
+
+    with mp.workprec(prec):
+        for i in range(params.size):
+            theta, m, v = mp.mpf(float(params[i])), mp.mpf(0), mp.mpf(0)
+            p1, p2 = mp.mpf(1), mp.mpf(1)
+            for t in range(grads.shape[0]):
+                g = mp.mpf(float(grads[t, i]))
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                p1, p2 = p1 * b1, p2 * b2
+                theta = theta - lr * (m / (1 - p1)) / (mp.sqrt(v / (1 - p2)) + eps)
+                out["param"][t, i], out["m"][t, i], out["v"][t, i] = (
+                    rounded(theta),
+                    rounded(m),
+                    rounded(v),
+                )
+    return out
+
+
+# ---------------------------------------------------------------- the bound itself
+
+
+def _capture(monkeypatch):
+    seen = {}
+
+    def record(name, value, bound):
+        seen[name] = (np.array(value, dtype=np.float64), np.broadcast_to(bound, value.shape).copy())
+        return value, bound
+
+    monkeypatch.setattr(fast, "_inject_error", record)
+    return seen
+
+
+BOUND_CASES = [
+    ("torch.Adam", entry("torch.Adam").variant),
+    ("onnx.Adam", entry("onnx.Adam").variant),
+    ("reddi.amsgrad", entry("reddi.amsgrad").variant),
+    ("torch.RAdam", entry("torch.RAdam").variant),
+    ("amsgrad=max_corrected_v", Variant(amsgrad=AmsGrad.MAX_CORRECTED_V)),
+    ("nesterov=nadam", Variant(nesterov=Nesterov.NADAM, hyper_precision="float64")),
+    ("nesterov=tf_raw+decoupled_after", Variant(nesterov=Nesterov.TF_RAW,
+     eps_placement=EpsPlacement.EPS_HAT, weight_decay=WeightDecay.DECOUPLED_AFTER)),
+    ("eps_root+l2", Variant(eps_placement=EpsPlacement.EPS_ROOT, weight_decay=WeightDecay.L2)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize(("name", "variant"), BOUND_CASES, ids=[c[0] for c in BOUND_CASES])
+def test_exact_value_lies_within_the_tier1_bound(monkeypatch, name, variant, dtype):
+    """For every output of tier 1 the exact real (the mpmath oracle's enclosure, 400 bits)
+    is within the claimed bound of the float64 value."""
+    rng = np.random.default_rng(37)
+    hyper = make_hyper(weight_decay="0.01", eps_root="1e-9", use_ema=True, clipnorm="1")
+    params, grads, state = typical_inputs(64, dtype, rng, step=6)
+    seen = _capture(monkeypatch)
+    with fast.counting() as stats:
+        fast.step(variant, hyper, params, grads, state)
+    assert stats.whole == 0
+    exact = mpmath_oracle.step(variant, hyper, params, grads, state).exact
+    assert {"param", "m", "v", "ema"} <= set(seen)
+    components = {"param": "param", "m": "m", "v": "v", "vmax": "v_max", "ema": "ema"}
+    for name_out, (value, bound) in seen.items():
+        if name_out not in components:
+            continue
+        with mp.workprec(400):
+            for i, real in enumerate(exact[components[name_out]][0].ravel()):
+                lo, hi = (mp.mpf(x) for x in real.enclosure())
+                assert value[i] - bound[i] <= lo and hi <= value[i] + bound[i], (name_out, i)
+
+
+def test_injected_error_beyond_the_bound_is_caught(monkeypatch):
+    """An error larger than the bound, added to tier 1's values: unannounced, it shows up as
+    mismatches against mpmath (so the comparisons above would catch a wrong tier 1);
+    announced by widening the bound accordingly, certification sends the affected
+    coordinates to mpmath and the result is exact again."""
+    rng = np.random.default_rng(41)
+    e = entry("torch.Adam")
+    params, grads, state = typical_inputs(4000, "float32", rng)
+    ref = [mpmath_oracle.step(e.variant, e.hyper(), params, grads, state)]
+
+    def shift(name, value, bound):  # 2**-26 relative: a quarter float32 ulp, >> the bound
+        return value + np.abs(value) * 2.0**-26 + 4 * bound, bound
+
+    monkeypatch.setattr(fast, "_inject_error", shift)
+    wrong = [fast.step(e.variant, e.hyper(), params, grads, state)]
+    with pytest.raises(AssertionError, match="differs"):
+        assert_same(ref, wrong)
+
+    def shift_and_widen(name, value, bound):
+        delta = np.abs(value) * 2.0**-26 + 4 * bound
+        return value + delta, bound + delta
+
+    monkeypatch.setattr(fast, "_inject_error", shift_and_widen)
+    with fast.counting() as stats:
+        right = [fast.step(e.variant, e.hyper(), params, grads, state)]
+    assert_same(ref, right)
+    assert stats.fallback > 100  # the widened intervals straddle boundaries: mpmath decides
+
+
+def test_no_injection_means_no_fallback_on_typical_inputs():
+    rng = np.random.default_rng(43)
+    e = entry("torch.Adam")
+    params, grads, state = typical_inputs(20_000, "float32", rng)
+    with fast.counting() as stats:
+        fast.step(e.variant, e.hyper(), params, grads, state)
+    assert stats.fallback == 0 and stats.whole == 0
+    assert stats.tier1 + stats.exact_sign == 20_000
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_round_to_is_correct_rounding_near_midpoints(dtype):
+    """float64 values on, and 1 or 2**20 float64 ulps beside, every kind of midpoint (normal,
+    subnormal, overflow threshold) round as round_exact says."""
+    fmt = FORMATS[dtype]
+    rng = np.random.default_rng(47)
+    base = np.concatenate(
+        [
+            rng.standard_normal(300),
+            rng.standard_normal(50) * 2.0 ** (fmt.emin - 3),
+            [float(np.finfo(np.float32).max) if dtype == "float32" else 65504.0],
+        ]
+    )
+    grid = round_to(base, fmt)
+    quantum = np.ldexp(1.0, np.maximum(np.frexp(np.abs(grid))[1] - 1, fmt.emin) - fmt.precision + 1)
+    mids = grid + quantum / 2 * np.sign(base)
+    xs = np.concatenate([mids, np.nextafter(mids, 0), np.nextafter(mids, np.inf),
+                         mids * (1 + 2.0**-32)])  # fmt: skip
+    got = round_to(xs, fmt)
+    for x, y in zip(xs, got, strict=True):
+        assert y == round_exact(Fraction(float(x)), fmt) or (math.isinf(y) and math.isinf(
+            round_exact(Fraction(float(x)), fmt)))  # fmt: skip
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e200,
+                          max_value=1e200), min_size=1, max_size=8))  # fmt: skip
+def test_expansion_sign_is_exact(values):
+    terms = [np.array([v]) for v in values] + [np.array([-v]) for v in values[:-1]]
+    expected = sum((Fraction(v) for v in values[-1:]), Fraction(0))
+    assert expansion_sign(terms)[0] == (expected > 0) - (expected < 0)
+    exact = sum((Fraction(v) for v in values), Fraction(0))
+    assert expansion_sign([np.array([v]) for v in values])[0] == (exact > 0) - (exact < 0)
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), max_size=30))
+def test_exact_sum_of_squares(values):
+    expected = sum((Fraction(v) ** 2 for v in values), Fraction(0))
+    assert fast.exact_sum_of_squares(np.array(values, dtype=np.float64)) == expected
+
+
+def test_exact_values_are_the_mpmath_oracles_and_computed_lazily():
+    rng = np.random.default_rng(53)
+    e = entry("torch.Adam")
+    params, grads, state = typical_inputs(6, "float32", rng)
+    got = fast.step(e.variant, e.hyper(), params, grads, state)
+    assert "not computed" in repr(got.exact)
+    ref = mpmath_oracle.step(e.variant, e.hyper(), params, grads, state)
+    with mp.workprec(200):
+        for name in ref.components:
+            a = [x.enclosure() for x in ref.exact[name][0].ravel()]
+            b = [x.enclosure() for x in got.exact[name][0].ravel()]
+            assert a == b
+    assert got.decimals == {} and got.precision == 0
+
+
+def test_digits_and_sparse_go_to_mpmath_whole():
+    e = entry("torch.Adam")
+    params = np.array([1.0, -2.0], np.float32)
+    with fast.counting() as stats:
+        r = fast.step(e.variant, e.hyper(), params, params, digits=12)
+    assert stats.whole == 2 and r.decimals["param"][0][0].startswith("0.999")
+    ref = mpmath_oracle.step(e.variant, e.hyper(), params, params, digits=12)
+    assert r.decimals == ref.decimals
+
+
+def test_bad_input_raises_the_mpmath_oracles_error():
+    e = entry("torch.Adam")
+    with pytest.raises(mpmath_oracle.OracleInputError, match="does not match"):
+        fast.step(e.variant, e.hyper(), np.zeros(3, np.float32), np.zeros(2, np.float32))
+
+
+def test_fallback_counters():
+    fast.reset_stats()
+    case = param_tie_case("paper.algorithm1", "float32", np.random.default_rng(59), 30)
+    e = entry("paper.algorithm1")
+    with fast.counting() as stats:
+        fast.step(e.variant, case.hyper, case.params, case.grads, case.state)
+    assert stats.element_steps == 30 and stats.calls == 1
+    assert stats.fallback == 30 and stats.fallback_rate == 1.0  # exact ties: mpmath decides
+    assert fast.STATS.element_steps == 30
+
+
+def test_held_hyperparameters_reach_tier1():
+    """Every HyperPrecision member gives its own constants (bfloat16 beta2 = 1 is degenerate:
+    1 - beta2^t = 0, so that step goes to mpmath whole)."""
+    e = entry("keras.Adam")
+    hp = resolve(e.hyper(), e.variant, FORMATS["bfloat16"])
+    assert hp.beta2 == 1
+    params = np.array([1.0, 2.0], ml_dtypes.bfloat16)
+    with fast.counting() as stats:
+        assert_same(*both(e.variant, e.hyper(), params, params))
+    assert stats.whole == 2
