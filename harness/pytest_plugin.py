@@ -1,0 +1,238 @@
+"""pytest plugin: ``pytest --adamspec CONFIG.toml`` gates a project inside its own test run.
+
+Registered as the ``adamspec`` entry point of ``pytest11``, so installing adamspec is
+enough. Without ``--adamspec`` it does nothing. With it, the gate config
+(:mod:`harness.gate`, reference in ``docs/ci.md``) becomes one pytest item per
+implementation x case x dtype, with ids like
+``adamspec::torch.Adam(foreach=False)::typical::float32`` (``suite/case`` when the config
+has several suites):
+
+* within budget: passed; a case the implementation cannot run: skipped, with the reason;
+* a discrepancy or error the baseline names: xfailed, with the entry's reason and link
+  (``--runxfail`` turns them into failures);
+* any other discrepancy or error: failed, with the category, the ULPs, the detail and the
+  path of the minimal counterexample script (written under ``--adamspec-out``).
+
+With ``strict = true`` each baseline entry is also an item, ``adamspec::baseline::<i>``,
+failing when the entry is stale (it no longer reproduces). Each implementation is run
+once per suite and dtype, when its first item runs (``-k`` selects without computing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from harness.gate import BaselineEntry, GateConfig
+    from harness.run import Tables
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("adamspec", "adamspec Adam/AMSGrad conformance gate")
+    group.addoption(
+        "--adamspec",
+        metavar="CONFIG.toml",
+        default=None,
+        help="add one test per implementation x case x dtype of this adamspec gate config",
+    )
+    group.addoption(
+        "--adamspec-out",
+        metavar="DIR",
+        default="out-gate",
+        help="where failing adamspec items write their counterexample scripts (default: out-gate/)",
+    )
+
+
+class GateFailure(AssertionError):
+    """A case over budget (or crashed) that the baseline does not name."""
+
+
+class _Gate:
+    """The loaded config and the engine tables computed so far (one run per implementation,
+    suite and dtype, on first use)."""
+
+    def __init__(self, config: GateConfig, out: Path) -> None:
+        self.config = config
+        self.out = out
+        self._tables: dict[tuple[str, str, str], Tables | BaseException] = {}
+
+    def tables(self, implementation: str, suite: str, dtype: str) -> Tables:
+        from harness import gate
+        from reports.tables import atomic_write
+
+        key = (implementation, suite, dtype)
+        if key not in self._tables:
+            run_config = self.config.run_config(suite, dtype, (implementation,))
+            try:
+                tables = gate.compute(run_config, progress=lambda line: None)
+            except Exception as exc:  # every item of this implementation reports it, once run
+                self._tables[key] = exc
+            else:
+                folder = self.out / self.config.folder(suite, dtype)
+                for relative, text in sorted(tables.counterexamples.items()):
+                    target = folder / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(target, text)
+                self._tables[key] = tables
+        found = self._tables[key]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def row(self, implementation: str, suite: str, case: str, dtype: str) -> dict[str, Any]:
+        for row in self.tables(implementation, suite, dtype).summary:
+            if row["case"] == case and row["dtype"] == dtype:
+                return row
+        raise GateFailure(f"adamspec produced no result for {implementation} {case} {dtype}")
+
+
+_GATE = pytest.StashKey[_Gate]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("adamspec", None)
+    if not path:
+        return
+    from harness.gate import GateConfigError, load_config
+
+    try:
+        gate_config = load_config(path)
+    except GateConfigError as exc:
+        raise pytest.UsageError(f"--adamspec: {exc}") from None
+    config.stash[_GATE] = _Gate(gate_config, Path(config.getoption("adamspec_out")))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    gate = config.stash.get(_GATE, None)
+    if gate is None:
+        return
+    root = GateCollector.from_parent(
+        session, name="adamspec", nodeid="adamspec", path=gate.config.path.resolve()
+    )
+    items.extend(session.genitems(root))
+
+
+class GateCollector(pytest.Collector):
+    """The config's items: implementation x case x dtype, then the strict baseline checks."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from harness.problems import SUITES
+
+        gate = self.config.stash[_GATE]
+        c = gate.config
+        for implementation in c.implementations:
+            for suite in c.suites:
+                for problem in SUITES[suite]:
+                    for dtype in c.dtypes:
+                        yield CaseItem.from_parent(
+                            self,
+                            name=f"{implementation}::{c.case_id(suite, problem.name)}::{dtype}",
+                            implementation=implementation,
+                            suite=suite,
+                            case=problem.name,
+                            dtype=dtype,
+                        )
+        if c.strict:
+            for entry in c.baseline:
+                yield BaselineItem.from_parent(self, name=f"baseline::{entry.index}", entry=entry)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, "adamspec"
+
+
+class _GateItem(pytest.Item):
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, GateFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        # not the node id: the terminal shows the dots of a domain that ends the node id as
+        # "::" (it reads them as Class.method)
+        return self.path, 0, f"adamspec: {self.name}"
+
+
+class CaseItem(_GateItem):
+    def __init__(
+        self, *, implementation: str, suite: str, case: str, dtype: str, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.implementation, self.suite, self.case, self.dtype = implementation, suite, case, dtype
+
+    def runtest(self) -> None:
+        gate = self.config.stash[_GATE]
+        row = gate.row(self.implementation, self.suite, self.case, self.dtype)
+        status, entry = gate.config.judge_row(self.suite, row)
+        if status == "pass":
+            return
+        if status == "skipped":
+            # reported at the item (the config file), not at this line
+            raise pytest.skip.Exception(str(row["detail"]) or "skipped", _use_item_location=True)
+        if status == "baselined":
+            assert entry is not None
+            pytest.xfail(f"baselined ({entry.key}): {entry.reason}{_link(entry)}")
+            # with --runxfail pytest.xfail returns: report the case as a failure
+        raise GateFailure(self._message(gate, row))
+
+    def _message(self, gate: _Gate, row: dict[str, Any]) -> str:
+        from reports.markdown import format_ulp
+
+        lines = [
+            f"{self.implementation} on {self.case} [{self.dtype}]: {row['verdict']} "
+            f"(documented variant {row['documented_variant']})",
+            f"category: {_category(row)}",
+            f"max ULP: {format_ulp(row['max_ulp'])} (worst component: "
+            f"{row['worst_component'] or '—'}; budget {dict(gate.config.budget.ulp)})",
+            f"matched variant: {row['matched_variant'] or '—'}",
+        ]
+        if row["detail"]:
+            lines.append(f"detail: {row['detail']}")
+        if row["counterexample"]:
+            script = gate.out / gate.config.folder(self.suite, self.dtype) / row["counterexample"]
+            lines.append(f"counterexample: {script} (run it with python)")
+        return "\n".join(lines)
+
+
+class BaselineItem(_GateItem):
+    def __init__(self, *, entry: BaselineEntry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.entry = entry
+
+    def runtest(self) -> None:
+        from harness.gate import entry_status
+
+        gate = self.config.stash[_GATE]
+        c, e = gate.config, self.entry
+        rows = []
+        for implementation in c.implementations:
+            if not e.covers(implementation, c.aliases.get(implementation, ())):
+                continue
+            for suite, dtype in c.runs:
+                if (e.suite or suite) == suite and (e.dtype or dtype) == dtype:
+                    rows += [(suite, r) for r in gate.tables(implementation, suite, dtype).summary]
+        status = entry_status(c, e, rows)
+        if status == "stale":
+            raise GateFailure(
+                f"stale baseline entry {e.key} ({e.describe()}): no such discrepancy "
+                f"reproduces; remove it from {c.path.name} (reason was: {e.reason})"
+            )
+        if status == "unverified":
+            raise pytest.skip.Exception(
+                f"{e.key}: every case it names was skipped", _use_item_location=True
+            )
+
+
+def _category(row: dict[str, Any]) -> str:
+    """A crashed case's category describes the steps before the crash: not shown."""
+    return (row["category"] if row["verdict"] == "discrepancy" else "") or "—"
+
+
+def _link(entry: BaselineEntry) -> str:
+    return f" ({entry.link})" if entry.link else ""

@@ -1,0 +1,465 @@
+"""``adamspec gate``: exit codes, baseline and strict, JUnit, Markdown, resume, determinism,
+bad configs, and the pytest plugin, on the toy implementations and the quick suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from toy_adapters import register_toys
+
+from harness import cli, gate
+from harness.gate import GateConfigError, load_config, run_gate
+from harness.problems import SUITES
+from harness.run import Tables
+
+pytest_plugins = ("pytester",)
+
+register_toys()
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_CASES = [p.name for p in SUITES["quick"]]
+EPS_REASON = "eps added to sqrt(v) before the bias correction"
+EPS_LINK = "https://example.org/issues/1"
+
+_REAL_COMPUTE = gate.compute
+_MEMO: dict = {}
+
+
+def _memo_compute(config, progress=None, checkpoint=None):
+    """The engine once per implementation and configuration for the whole module: the
+    gate's logic is what these tests vary (the determinism and resume tests run it for real)."""
+    merged = Tables()
+    for name in config.implementations:
+        one = replace(config, implementations=(name,), jobs=1)
+        if one.key() not in _MEMO:
+            _MEMO[one.key()] = _REAL_COMPUTE(one, progress=lambda line: None)
+        merged.extend(_MEMO[one.key()])
+    return merged
+
+
+@pytest.fixture
+def memo(monkeypatch):
+    monkeypatch.setattr(gate, "compute", _memo_compute)
+    # report.html's plots take a second per gate and are tested in test_reports
+    monkeypatch.setattr("reports.html.render_html", lambda tables, meta: "<html></html>\n")
+
+
+@pytest.fixture
+def registry():
+    """Kernels a test registers are gone after it."""
+    from impl.adapters import REGISTRY
+
+    saved = dict(REGISTRY)
+    yield REGISTRY
+    REGISTRY.clear()
+    REGISTRY.update(saved)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def config_text(impls=("toy.none",), baseline=(), strict=False, **gate_keys) -> str:
+    keys = {"suite": "quick", "seed": 0, "strict": strict, **gate_keys}
+    lines = ["[gate]"] + [f"{k} = {_toml(v)}" for k, v in keys.items()]
+    for name in impls:
+        lines += ["[[implementation]]", f"name = {_toml(name)}"]
+    for entry in baseline:
+        lines.append("[[baseline]]")
+        lines += [f"{k} = {_toml(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(tmp_path: Path, text: str, name: str = "gate.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def gate_run(tmp_path: Path, text: str, **kwargs) -> tuple[int, Path]:
+    out = tmp_path / "out"
+    code = run_gate(write_config(tmp_path, text), out=out, progress=lambda line: None, **kwargs)
+    return code, out
+
+
+def junit_cases(path: Path) -> list[ET.Element]:
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    return list(root.iter("testcase"))
+
+
+EPS_BASELINE = {
+    "implementation": "toy.eps_moved",
+    "case": "tiny-near-eps",
+    "dtype": "float32",
+    "reason": EPS_REASON,
+    "link": EPS_LINK,
+}
+
+# ------------------------------------------------------------------------ exit codes
+
+
+def test_conforming_implementation_passes_through_the_cli(memo, tmp_path, capsys):
+    path = write_config(tmp_path, config_text(["toy.none"]))
+    out, junit = tmp_path / "out", tmp_path / "ci" / "junit.xml"
+    code = cli.main(["gate", str(path), "--out", str(out), "--junit", str(junit)])
+    assert code == 0
+    assert "adamspec gate: passed" in capsys.readouterr().out
+    for name in ("report.md", "junit.xml", "gate.json", "quick-float32/summary.csv",
+                 "quick-float32/report.md", "quick-float32/results.parquet"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert junit.read_bytes() == (out / "junit.xml").read_bytes()
+    cases = junit_cases(junit)
+    assert [c.get("name") for c in cases] == [f"{c}[float32]" for c in QUICK_CASES]
+    assert {c.get("classname") for c in cases} == {"toy.none"}
+    assert not (out / gate.CHECKPOINT_FOLDER).exists()  # cleared once the reports are written
+    assert json.loads((out / "gate.json").read_text())["passed"] is True
+
+
+def test_new_discrepancy_fails_and_the_summary_names_it(memo, tmp_path):
+    code, out = gate_run(tmp_path, config_text(["toy.eps_moved"]))
+    assert code == 1
+    md = (out / "report.md").read_text()
+    assert "failed" in md and "### New discrepancies" in md
+    new_rows = [line for line in md.splitlines() if line.startswith("| toy.eps_moved")]
+    assert len(new_rows) == 1 and "tiny-near-eps" in new_rows[0]
+    assert "epsilon placement" in new_rows[0]
+    script = new_rows[0].split("`")[1]  # the counterexample, relative to the output folder
+    assert script.startswith("quick-float32/counterexamples/") and (out / script).is_file()
+    failures = [c for c in junit_cases(out / "junit.xml") if c.find("failure") is not None]
+    assert [c.get("name") for c in failures] == ["tiny-near-eps[float32]"]
+    assert "epsilon placement" in failures[0].find("failure").get("message")
+    data = json.loads((out / "gate.json").read_text())
+    assert data["passed"] is False and data["new"][0]["counterexample"] == script
+
+
+@pytest.mark.parametrize(
+    ("entry", "code"),
+    [
+        ({}, 0),
+        ({"case": "tiny-*"}, 0),  # globs
+        ({"verdict": "discrepancy", "category": "epsilon*"}, 0),
+        ({"category": "bias correction"}, 1),  # names another bug: the discrepancy is new
+        ({"verdict": "error"}, 1),
+    ],
+    ids=["exact", "glob", "category", "other-category", "other-verdict"],
+)
+def test_baselined_discrepancy_passes_with_reason_and_link(memo, tmp_path, entry, code):
+    got, out = gate_run(tmp_path, config_text(["toy.eps_moved"], [{**EPS_BASELINE, **entry}]))
+    assert got == code
+    if code == 0:
+        (case,) = [c for c in junit_cases(out / "junit.xml") if c.get("name").startswith("tiny")]
+        skipped = case.find("skipped")
+        assert skipped.get("type") == "xfail"
+        assert EPS_REASON in skipped.get("message") and EPS_LINK in skipped.get("message")
+        md = (out / "report.md").read_text()
+        assert "### Baselined" in md and EPS_LINK in md and "### New" not in md
+
+
+def test_crash_is_an_error_unless_baselined(memo, tmp_path):
+    code, out = gate_run(tmp_path, config_text(["toy.raises"]))
+    assert code == 1
+    errors = [c for c in junit_cases(out / "junit.xml") if c.find("error") is not None]
+    assert len(errors) == len(QUICK_CASES) - 1  # weight-decay is skipped: the toy has none
+    assert "gave up" in errors[0].find("error").get("message")
+    entry = {"implementation": "toy.*", "verdict": "error", "reason": "raises at step 3"}
+    code, _ = gate_run(tmp_path, config_text(["toy.raises"], [entry]))
+    assert code == 0
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_stale_baseline_entry_fails_only_under_strict(memo, tmp_path, strict):
+    fixed = {"implementation": "toy.none", "case": "typical", "reason": "was a bug",
+             "link": "https://example.org/issues/2"}  # fmt: skip
+    text = config_text(["toy.none", "toy.eps_moved"], [EPS_BASELINE, fixed], strict=strict)
+    code, out = gate_run(tmp_path, text)
+    assert code == (1 if strict else 0)
+    data = json.loads((out / "gate.json").read_text())
+    assert [e["entry"] for e in data["stale"]] == ["baseline[1]"]
+    assert data["counts"]["baselined"] == 1 and data["counts"]["new"] == 0
+    md = (out / "report.md").read_text()
+    assert "### Stale baseline entries" in md and "toy.none / typical" in md
+    stale = [c for c in junit_cases(out / "junit.xml") if c.get("classname") == "adamspec.baseline"]
+    assert len(stale) == 1
+    assert (stale[0].find("failure") is not None) == strict
+
+
+def test_junit_has_one_testcase_per_implementation_and_case(memo, tmp_path):
+    impls = ["toy.none", "toy.eps_moved", "toy.raises"]
+    code, out = gate_run(tmp_path, config_text(impls, [EPS_BASELINE]))
+    assert code == 1  # toy.raises
+    root = ET.parse(out / "junit.xml").getroot()
+    cases = list(root.iter("testcase"))
+    pairs = [(c.get("classname"), c.get("name")) for c in cases]
+    assert len(pairs) == len(set(pairs)) == len(impls) * len(QUICK_CASES)
+    assert {c for c, _ in pairs} == set(impls)
+    suite = root.find("testsuite")
+    assert int(suite.get("tests")) == len(cases)
+    assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) == 0
+    assert int(suite.get("errors")) == sum(c.find("error") is not None for c in cases) == 6
+    assert int(suite.get("skipped")) == sum(c.find("skipped") is not None for c in cases) == 4
+
+
+def test_several_dtypes_get_a_report_folder_each_and_budgets_apply(memo, tmp_path):
+    code, out = gate_run(tmp_path, config_text(["toy.none"], dtypes=["float32", "float64"]))
+    assert code == 1  # the toy rounds several times in float64: a few ULPs over the default
+    for folder in ("quick-float32", "quick-float64"):
+        assert (out / folder / "summary.csv").is_file()
+    names = [c.get("name") for c in junit_cases(out / "junit.xml")]
+    assert len(names) == 2 * len(QUICK_CASES) and "typical[float64]" in names
+    new = json.loads((out / "gate.json").read_text())["new"]
+    assert new and {r["dtype"] for r in new} == {"float64"}
+    budget = "[budget]\nparam = 64\nm = 64\nv = 64\n"
+    code, out = gate_run(tmp_path, budget + config_text(["toy.none"], dtypes="float64"))
+    assert code == 0
+    meta = json.loads((out / "quick-float64" / "meta.json").read_text())
+    assert meta["budget_ulp"]["param"] == 64 and meta["budget_ulp"]["v_max"] == 3
+
+
+# ------------------------------------------------------------------------ bad configs
+
+BAD_CONFIGS = {
+    "unknown-top-key": ("[gates]\nsuite = 'quick'\n", "gates: unknown key; allowed: gate,"),
+    "unknown-gate-key": ("[gate]\nsute = 'quick'\n", "gate.sute: unknown key; allowed: name,"),
+    "unknown-impl-key": (
+        "[[implementation]]\nname = 'toy.none'\nvarient = 'x'\n",
+        "implementation[0].varient: unknown key; allowed: name, target, variant",
+    ),
+    "unknown-baseline-key": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
+        "reason = 'r'\nlnk = 'x'\n",
+        "baseline[0].lnk: unknown key; allowed: implementation, case",
+    ),
+    "unknown-suite": ("[gate]\nsuite = 'huge'\n", "gate.suite: 'huge' is unknown; allowed: quick"),
+    "unknown-dtype": (
+        "[gate]\ndtypes = ['float32', 'float33']\n",
+        "gate.dtypes[1]: 'float33' is unknown; allowed: float64, float32, float16, bfloat16",
+    ),
+    "negative-budget": (
+        "[budget]\nparam = -1\n[[implementation]]\nname = 'toy.none'\n",
+        "budget.param: -1 must be an integer in [0,",
+    ),
+    "unknown-budget-component": (
+        "[budget]\nw = 1\n",
+        "budget.w: unknown key; allowed: param, m, v, v_max, ema",
+    ),
+    "seed-not-int": ("[gate]\nseed = 'zero'\n", "gate.seed: 'zero' must be an integer"),
+    "strict-not-bool": ("[gate]\nstrict = 1\n", "gate.strict: 1 must be true or false"),
+    "no-implementation": ("[gate]\nsuite = 'quick'\n", "implementation: at least one"),
+    "unknown-pattern": (
+        "[[implementation]]\nname = 'toy.nope*'\n",
+        "implementation[0].name: 'toy.nope*' matches no implementation; allowed: ",
+    ),
+    "unknown-variant": (
+        "[[implementation]]\ntarget = 'toy_adapters:register_toys'\nvariant = 'torch.Adamm'\n",
+        "implementation[0].variant: 'torch.Adamm' is unknown; allowed: paper.algorithm1,",
+    ),
+    "missing-kernel-file": (
+        "[[implementation]]\ntarget = 'no/such/kernel.py:step'\nvariant = 'torch.Adam'\n",
+        "implementation[0].target: TARGET",
+    ),
+    "variant-on-registered": (
+        "[[implementation]]\nname = 'toy.none'\nvariant = 'torch.Adam'\n",
+        "implementation[0].variant: only a user kernel",
+    ),
+    "baseline-without-reason": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n",
+        "baseline[0].reason: every baseline entry needs a reason",
+    ),
+    "baseline-unknown-impl": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.nonee'\n"
+        "reason = 'r'\n",
+        "baseline[0].implementation: 'toy.nonee' matches none of this gate's implementations: "
+        "toy.none",
+    ),
+    "baseline-unknown-case": (
+        "[gate]\nsuite = 'quick'\n[[implementation]]\nname = 'toy.none'\n[[baseline]]\n"
+        "implementation = 'toy.none'\ncase = 'hgue'\nreason = 'r'\n",
+        "baseline[0].case: 'hgue' matches no case of suite quick; allowed: typical,",
+    ),
+    "baseline-dtype-not-gated": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
+        "dtype = 'float16'\nreason = 'r'\n",
+        "baseline[0].dtype: 'float16' is unknown; allowed: float32",
+    ),
+    "register-hook-missing": (
+        "[gate]\nregister = ['no_such_module_xyz:register']\n",
+        "gate.register[0]: TARGET",
+    ),
+    "invalid-toml": ("[gate\n", "invalid TOML"),
+}
+
+
+@pytest.mark.parametrize(("text", "needle"), BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, needle):
+    path = write_config(tmp_path, text, "ci-gate.toml")
+    with pytest.raises(GateConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and needle in message, message
+    assert "\n" not in message
+
+
+def test_bad_config_exits_2_through_the_cli(tmp_path, capsys):
+    assert cli.main(["gate", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adamspec gate: error: ") and "missing.toml: no such config file" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_user_kernel_claims_a_variant_and_relative_paths_follow_the_config(tmp_path, registry):
+    kernels = tmp_path / "ci" / "kernels"
+    kernels.mkdir(parents=True)
+    (kernels / "my_adam.py").write_text(
+        "def step(param, grad, state, hyper):\n    raise NotImplementedError\n"
+    )
+    text = (
+        "[[implementation]]\ntarget = 'kernels/my_adam.py:step'\n"
+        "variant = 'torch.Adam[amsgrad]'\ntimeout_s = 5\n"
+        "[[baseline]]\nimplementation = 'kernels/my_adam.py:step'\nreason = 'r'\n"
+    )
+    config = load_config(write_config(tmp_path / "ci", text))
+    (name,) = config.implementations
+    assert name.startswith("kernel:") and name.endswith("my_adam.py:step")
+    info = registry[name]
+    assert info.documented == "torch.Adam[amsgrad]"
+    assert info.options["inner"]["amsgrad"] is True and info.options["timeout_s"] == 5.0
+    assert config.in_process_only  # worker processes would not see the registration
+
+
+# ------------------------------------------------------------------------ determinism, resume
+
+
+def test_same_seed_and_config_give_byte_identical_reports(tmp_path):
+    text = config_text(["toy.eps_moved"], [EPS_BASELINE], seed=5, counterexample_examples=10)
+    path = write_config(tmp_path, text)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert run_gate(path, out=out, progress=lambda line: None) == 0
+    for name in ("quick-float32/summary.csv", "junit.xml", "report.md", "gate.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_resume_after_a_killed_gate_keeps_finished_implementations(tmp_path):
+    impls = ["toy.none", "toy.raises", "toy.eps_moved"]
+    text = config_text(impls, register=["toy_adapters:register_toys"], counterexample_examples=5)
+    path = write_config(tmp_path, text)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    command = [sys.executable, "-m", "harness.cli", "gate", str(path), "--out", str(out)]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    folder = out / gate.CHECKPOINT_FOLDER
+    deadline = time.monotonic() + 120
+    while not list(folder.glob("*.pickle")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the gate finished before it could be killed"
+    kept = len(list(folder.glob("*.pickle")))
+    assert kept >= 1 and not (out / "report.md").exists()
+    done = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stderr  # toy.raises and toy.eps_moved are not baselined
+    assert f"resumed {kept} finished tasks" in done.stderr
+    computed = [line for line in done.stderr.splitlines() if line.startswith("[")]
+    assert len(computed) == 3 - kept, done.stderr  # only the unfinished ones ran again
+    assert not folder.exists()
+    cases = junit_cases(out / "junit.xml")
+    assert len(cases) == 3 * len(QUICK_CASES)
+
+
+# ------------------------------------------------------------------------ pytest plugin
+
+
+def _plugin_args(request) -> list[str]:
+    """-p the plugin only where its entry point is not installed (it would load twice)."""
+    if request.config.pluginmanager.has_plugin("adamspec"):
+        return []
+    return ["-p", "harness.pytest_plugin"]
+
+
+def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monkeypatch):
+    calls = []
+
+    def counted(config, progress=None, checkpoint=None):
+        calls.append((config.implementations, config.suite, config.dtype))
+        return _memo_compute(config, progress, checkpoint)
+
+    monkeypatch.setattr(gate, "compute", counted)
+    fixed = {"implementation": "toy.none", "case": "typical", "reason": "was a bug"}
+    text = config_text(["toy.none", "toy.eps_moved", "toy.raises"], [EPS_BASELINE, fixed],
+                       strict=True)  # fmt: skip
+    path = write_config(pytester.path, text)
+    result = pytester.runpytest_inprocess(
+        *_plugin_args(request), "--adamspec", str(path), "--adamspec-out", "ce", "-v", "-rxs",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    n = len(QUICK_CASES)
+    # none: n-1 pass; eps_moved: n-2 pass + 1 xfail; raises: n-1 errors; 1 stale entry fails
+    result.assert_outcomes(passed=2 * n - 3 + 1, failed=n - 1 + 1, skipped=3, xfailed=1)
+    result.stdout.fnmatch_lines([  # registry order
+        "adamspec::toy.raises::typical::float32 FAILED*",
+        "adamspec::toy.none::typical::float32 PASSED*",
+        "adamspec::toy.eps_moved::tiny-near-eps::float32 XFAIL*",
+        "adamspec::baseline::0 PASSED*",
+        "adamspec::baseline::1 FAILED*",
+    ], consecutive=False)  # fmt: skip
+    text = result.stdout.str()
+    assert f"baselined (baseline[0]): {EPS_REASON} ({EPS_LINK})" in text
+    assert "toy.raises on typical [float32]: error" in text and "gave up" in text
+    assert "stale baseline entry baseline[1] (toy.none / typical)" in text
+    assert "Traceback" not in text
+    # one engine run per implementation, not per item
+    assert sorted(calls) == [((name,), "quick", "float32")
+                             for name in ("toy.eps_moved", "toy.none", "toy.raises")]  # fmt: skip
+
+
+def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(memo, pytester, request):
+    path = write_config(pytester.path, config_text(["toy.eps_moved"]))
+    result = pytester.runpytest_inprocess(
+        *_plugin_args(request), "--adamspec", str(path), "--adamspec-out", "ce",
+        "-k", "tiny", "-p", "no:cacheprovider",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)  # -k selects among the gate's items
+    text = result.stdout.str()
+    assert "category: epsilon placement" in text
+    script = next(line for line in text.splitlines() if line.startswith("counterexample: "))
+    assert (pytester.path / script.split()[1]).is_file()
+
+
+def test_pytest_plugin_does_nothing_without_the_option(pytester, request):
+    pytester.makepyfile("def test_one():\n    pass\n")
+    result = pytester.runpytest_inprocess(*_plugin_args(request), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_pytest_plugin_bad_config_is_a_usage_error(pytester, request):
+    path = write_config(pytester.path, "[gate]\nsuite = 'huge'\n")
+    result = pytester.runpytest_inprocess(*_plugin_args(request), "--adamspec", str(path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--adamspec: *gate.toml: gate.suite: 'huge' is unknown*"])
+
+
+def test_the_documented_config_is_valid(tmp_path, registry):
+    doc = (ROOT / "docs" / "ci.md").read_text()
+    text = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "fused_adam.py").write_text("def step(p, g, s, h):\n    return p, s\n")
+    config = load_config(write_config(tmp_path, text))
+    assert config.strict and config.dtypes == ("float32", "bfloat16")
+    assert "torch.Adam(foreach=False)" in config.implementations
+    assert config.budget.ulp["v"] == 4 and config.baseline[0].case == "huge"
