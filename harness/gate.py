@@ -868,7 +868,6 @@ def run_gate(
     """Run the gate; write its reports; return 0 (passed) or 1 (failed).
 
     Raises :class:`GateConfigError` for a bad config."""
-    from reports import write_reports
     from reports.tables import atomic_write
 
     config = load_config(config_path)
@@ -906,15 +905,7 @@ def run_gate(
             "budget_ulp": dict(config.budget.ulp),
             "implementations": list(config.implementations),
         }
-        write_reports(
-            out_dir / config.folder(suite, dtype),
-            t.results,
-            t.summary,
-            t.fingerprints,
-            t.separation,
-            meta,
-            t.counterexamples,
-        )
+        t.write(out_dir / config.folder(suite, dtype), meta)
     xml = gate_junit(result)
     atomic_write(out_dir / "junit.xml", xml)
     atomic_write(out_dir / "report.md", gate_markdown(result))
