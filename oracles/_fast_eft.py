@@ -286,6 +286,25 @@ def certify(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
     return rhi.astype(np.float64), certain
 
 
+def certify_into(x: Array, e: Array, fmt: FloatFormat, out: Array) -> Array:
+    """:func:`certify` writing the values into ``out`` (``fmt``'s NumPy dtype); returns the
+    mask of certain ones (the others hold some value to be overwritten)."""
+    width = e * (1.0 + 2.0**-40)
+    width += np.abs(x) * 2.0**-51
+    lo = x - width
+    hi = x + width
+    if fmt == FLOAT32 or fmt == FLOAT16:
+        np.copyto(out, hi, casting="unsafe")
+        certain = lo.astype(out.dtype) == out
+    else:
+        rhi = round_to(hi, fmt)
+        certain = round_to(lo, fmt) == rhi
+        out[...] = rhi
+    lo *= hi
+    certain &= (lo > 0) | (width == 0)
+    return certain
+
+
 def certify_native(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
     """:func:`certify` with the values returned in ``fmt``'s NumPy dtype (no float64 copy)."""
     with np.errstate(invalid="ignore", over="ignore"):
@@ -308,22 +327,21 @@ def certify_native(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
 
 
 def certify_dd(v: DDV, fmt: FloatFormat) -> tuple[Array, Array]:
-    """:func:`certify` for a double-double value; float64 targets decide on ``hi`` and the
-    distance of ``hi + lo`` to the two float64 midpoints around ``hi``."""
+    """:func:`certify` for a double-double value. For float64 targets ``hi`` is the answer
+    when both ends of the interval, as offsets from ``hi``, leave it unchanged when added
+    to it: ``fl(hi + (lo +- w)) == hi`` (the offsets rounded outward by the widening of
+    ``w``), so every real in the interval rounds to ``hi`` (a tie at an end goes to the
+    even ``hi`` too). The exact zero gives +0.0."""
     if fmt != FLOAT64:
         return certify(v.hi, v.err + np.abs(v.lo), fmt)
     h = v.hi
     with np.errstate(invalid="ignore", over="ignore"):
-        up = (np.nextafter(h, np.inf) - h) * 0.5
-        down = (h - np.nextafter(h, -np.inf)) * 0.5
         width = v.err * (1.0 + 2.0**-40) + np.abs(v.lo) * 2.0**-50
-        above = v.lo + width  # within 1 ulp of lo: widened by the term above
-        below = v.lo - width
-        finite = np.isfinite(h) & np.isfinite(width) & (np.abs(h) < 2.0**1000)
-        inside = (above < up) & (below > -down) & (up > 0) & (down > 0)
-        zero = (h == 0) & (v.lo == 0) & (v.err == 0)
-        certain = finite & ((inside & (h != 0)) | zero)
-    return np.where(zero, 0.0, h), certain
+        certain = (h + (v.lo + width) == h) & (h + (v.lo - width) == h)
+        certain &= np.abs(h) < 2.0**1000
+        zero = h == 0
+        certain &= ~zero | (width == 0)
+    return h + 0.0, certain
 
 
 def ulp_parts(x: Array, fmt: FloatFormat) -> tuple[Array, Array, Array]:
@@ -338,7 +356,8 @@ def ulp_parts(x: Array, fmt: FloatFormat) -> tuple[Array, Array, Array]:
 
 def is_even_multiple(value: Array, q: Array) -> Array:
     """True where ``value / 2**q`` is an even integer (``value`` a multiple of ``2**q``)."""
-    return np.fmod(np.ldexp(value, -q), 2.0) == 0
+    half = np.ldexp(value, -q) * 0.5
+    return half == np.floor(half)
 
 
 __all__ = [

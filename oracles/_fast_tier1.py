@@ -48,7 +48,7 @@ import numpy as np
 
 from oracles._fast_consts import Const, StepConsts
 from oracles._fast_eft import (
-    certify_native,
+    certify_into,
     expansion_sign,
     is_even_multiple,
     round_to,
@@ -62,7 +62,7 @@ from spec.variant import Variant
 
 U = 2.0**-53
 #: Coordinates per NumPy pass (the ~40 float64 temporaries stay in L2).
-CHUNK = 1 << 14
+CHUNK = 1 << 15
 #: The denominator's relative error must stay below this for the quotient rule above.
 R_DEN_MAX = 2.0**-20
 
@@ -332,6 +332,12 @@ class Plan:
             "vmax": np.empty(n, dtype=numpy_dtype(sfmt)),
             "ema": np.empty(n, dtype=numpy_dtype(fmt)) if self.use_ema else None,
         }
+        if self.ams is AmsGrad.OFF:  # v_max passes through, rounded to the state format
+            vmax = np.asarray(x.vmax)
+            if vmax.dtype == out["vmax"].dtype:
+                out["vmax"][:] = vmax
+            else:
+                out["vmax"][:] = round_to(vmax.astype(np.float64), sfmt)
         starts = range(0, n, CHUNK)
         pool = _pool() if n > 2 * CHUNK else None
         parts = (
@@ -363,37 +369,37 @@ class Plan:
         and the moments left for an exact decision."""
         fmt, sfmt = self.fmt, self.state_fmt
         sl = slice(lo, hi)
+        ams = self.ams is not AmsGrad.OFF
         chunk = Inputs(
             _f64(x.theta[sl]),
             _f64(x.g[sl]),
             _f64(x.m[sl]),
             _f64(x.v[sl]),
-            _f64(x.vmax[sl]),
+            _f64(x.vmax[sl]) if ams else None,
             None if x.ema is None else _f64(x.ema[sl]),
         )
         with np.errstate(all="ignore"):
             res = self.kernel(chunk)
             if hook is not None:
                 res = {name: hook(name, *value) for name, value in res.items()}
-            total = chunk.theta + chunk.g + chunk.m + chunk.v + chunk.vmax
+            # inputs the tier does not take: non-finite ones, negative second moments
+            total = chunk.theta + chunk.g
+            total += chunk.m
+            total += chunk.v
+            low = chunk.v
+            if ams:
+                total += chunk.vmax
+                low = np.minimum(low, chunk.vmax)
             if chunk.ema is not None:
                 total += chunk.ema
-            bad = ~np.isfinite(total)
-            bad |= np.minimum(chunk.v, chunk.vmax) < 0
-            value, ok = certify_native(*res["param"], fmt)
-            out["param"][sl] = value
-            hard = bad | ~ok
+            hard = ~np.isfinite(total)
+            hard |= low < 0
+            hard |= ~certify_into(*res["param"], fmt, out["param"][sl])
             if self.use_ema:
-                value, ok = certify_native(*res["ema"], fmt)
-                out["ema"][sl] = value
-                hard |= ~ok
+                hard |= ~certify_into(*res["ema"], fmt, out["ema"][sl])
             soft = {}
-            for name in ("m", "v", "vmax"):
-                if name == "vmax" and "vmax" not in res:  # AMSGrad off: passes through
-                    out["vmax"][sl] = round_to(chunk.vmax, sfmt)
-                    continue
-                value, ok = certify_native(*res[name], sfmt)
-                out[name][sl] = value
+            for name in ("m", "v", "vmax") if ams else ("m", "v"):
+                ok = certify_into(*res[name], sfmt, out[name][sl])
                 if not ok.all():
                     soft[name] = ~ok
         if "vmax" in soft:

@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from oracles import adam as _exact_oracle
@@ -434,45 +435,75 @@ def _powers(call: _Call, t: int) -> tuple[Power, Power]:
 def exact_sum_of_squares(values: np.ndarray) -> Fraction:
     """The exact sum of the squares of finite floats (float64 or narrower).
 
-    Each square is split into doubles without error (:func:`two_prod`, or exactly when
-    narrow), every double into an integer significand and an exponent, and the
-    significands are summed per exponent in integer arithmetic: no rounding anywhere.
-    Magnitudes beyond ``2**+-450`` are squared in Python integers instead.
+    Each square is split into doubles without error (exact as one double for formats of
+    at most 26 bits, :func:`two_prod` otherwise), every double into an integer
+    significand and an exponent, and the significands are summed per exponent in integer
+    arithmetic: no rounding anywhere. Magnitudes beyond ``2**+-450`` are squared in
+    Python integers instead.
     """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    x = x[x != 0]
-    if x.size == 0:
-        return Fraction(0)
-    a = np.abs(x)
-    odd = (a > 2.0**450) | (a < 2.0**-450)
+    x = np.asarray(values)
+    narrow = (x.dtype.itemsize <= 4 and x.dtype.kind == "f") or x.dtype == np.dtype(
+        ml_dtypes.bfloat16
+    )
+    x = np.asarray(x, dtype=np.float64).ravel()
+    acc = _ExactAccumulator()
     total = Fraction(0)
-    for f in x[odd]:
-        total += Fraction(float(f)) ** 2
-    x = x[~odd]
-    p, e = two_prod(x, x)
-    return total + _exact_sum(p) + _exact_sum(e)
+    block = 1 << 16
+    for start in range(0, x.size, block):
+        c = x[start : start + block]
+        if narrow:
+            acc.add(c * c)
+            continue
+        a = np.abs(c)
+        odd = (a > 2.0**450) | ((a < 2.0**-450) & (a != 0))
+        for f in c[odd]:
+            total += Fraction(float(f)) ** 2
+        c = c[~odd]
+        p, e = two_prod(c, c)
+        acc.add(p)
+        acc.add(e)
+    return total + acc.value()
 
 
-def _exact_sum(d: np.ndarray) -> Fraction:
-    d = d[d != 0]
-    if d.size == 0:
-        return Fraction(0)
-    mant, ex = np.frexp(d)
-    ints = np.ldexp(mant, 53).astype(np.int64)  # |ints| < 2**53, d = ints * 2**(ex - 53)
-    ex = ex.astype(np.int64) - 53
-    base = int(ex.min())
-    high = ints >> 26  # floor division keeps ints = high * 2**26 + low exactly
-    low = ints - (high << 26)
-    total = 0
-    block = 1 << 20  # float64 bucket sums of < 2**27-sized parts stay exact
-    for start in range(0, d.size, block):
-        sl = slice(start, start + block)
-        bucket = ex[sl] - base
-        hs = np.bincount(bucket, weights=high[sl])
-        ls = np.bincount(bucket, weights=low[sl])
-        for k in np.flatnonzero((hs != 0) | (ls != 0)):
-            total += ((int(hs[k]) << 26) + int(ls[k])) << int(k)
-    return Fraction(total) * Fraction(2) ** base
+class _ExactAccumulator:
+    """An exact sum of finite doubles: integer significands bucketed by exponent."""
+
+    #: float64 bucket sums of < 2**27 parts stay exact below 2**26 additions.
+    FLUSH = 1 << 25
+
+    def __init__(self) -> None:
+        self.total = 0  # an integer, scaled by 2**BASE
+        self.high = np.zeros(2200)
+        self.low = np.zeros(2200)
+        self.pending = 0
+
+    BASE = -1200
+
+    def add(self, d: np.ndarray) -> None:
+        d = d[d != 0]
+        if d.size == 0:
+            return
+        if self.pending + d.size > self.FLUSH:
+            self._flush()
+        mant, ex = np.frexp(d)
+        ints = np.ldexp(mant, 53).astype(np.int64)  # d = ints * 2**(ex - 53), |ints| < 2**53
+        bucket = ex.astype(np.int64) - 53 - self.BASE
+        high = ints >> 26  # floor division: ints = high * 2**26 + low exactly
+        low = ints - (high << 26)
+        self.high += np.bincount(bucket, weights=high, minlength=self.high.size)
+        self.low += np.bincount(bucket, weights=low, minlength=self.low.size)
+        self.pending += d.size
+
+    def _flush(self) -> None:
+        for k in np.flatnonzero((self.high != 0) | (self.low != 0)):
+            self.total += ((int(self.high[k]) << 26) + int(self.low[k])) << int(k)
+        self.high[:] = 0
+        self.low[:] = 0
+        self.pending = 0
+
+    def value(self) -> Fraction:
+        self._flush()
+        return Fraction(self.total) * Fraction(2) ** self.BASE
 
 
 def _clip_info(call: _Call, gs: list[np.ndarray]) -> tuple[list[Const | None], list[Any]] | str:

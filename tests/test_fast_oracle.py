@@ -372,7 +372,9 @@ def _mpmath_torch_adam(params, grads, prec):
     out = {name: np.empty(grads.shape) for name in ("param", "m", "v")}
 
     def rounded(x):
-        return round_exact(Fraction(*x.as_integer_ratio()), f32)
+        sign, man, exp, _ = x._mpf_
+        value = Fraction(int(man)) * Fraction(2) ** int(exp)
+        return round_exact(-value if sign else value, f32)
 
     with mp.workprec(prec):
         for i in range(params.size):
