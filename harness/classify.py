@@ -99,17 +99,18 @@ def _largest_finite(fmt: FloatFormat) -> float:
 def _overflowing(
     before: State, grads: Sequence[Any], k: int, reference: Any, fmt: FloatFormat
 ) -> np.ndarray:
-    """Coordinates where g^2 or an exact stored value lies beyond the format's finite range."""
+    """Coordinates where g^2 or an exact stored value lies beyond the format's finite range,
+    or whose state already holds an overflowed value (e.g. v = inf from an earlier g^2:
+    the lerp form's ``v + (g^2 - v)(1 - beta2)`` then makes it NaN)."""
     g = _dense(grads[k], before.params[k].shape)
     with np.errstate(over="ignore"):
         out = g * g > _largest_finite(fmt)
     for name in ("param", "m", "v"):
-        out |= np.isinf(reference.value(name, k)) & np.isfinite(_finite_before(before, name, k))
+        out |= np.isinf(reference.value(name, k))
+    for held in (before.params, before.m, before.v, before.v_max):
+        if held is not None:
+            out |= ~np.isfinite(np.asarray(held[k], np.float64))
     return out
-
-
-def _finite_before(before: State, name: str, k: int) -> np.ndarray:
-    return {"param": before.params, "m": before.m, "v": before.v}[name][k]
 
 
 def _subnormal(a: Any, fmt: FloatFormat) -> np.ndarray:
