@@ -430,7 +430,10 @@ class _Tally:
             "fallback_rate": self.stats.fallback_rate,
             "exact_sign": self.stats.exact_sign,
             "fast_seconds": self.fast_seconds,
-            "by_kind": {k: {"checked": v[0], "mismatches": v[1]} for k, v in self.by_kind.items()},
+            "by_kind": {
+                k: {"checked": v[0], "mismatches": v[1], "fallback_rate": v[2] / max(v[0], 1)}
+                for k, v in self.by_kind.items()
+            },
             "examples": self.examples[:5],
         }
 
@@ -447,9 +450,10 @@ def _cross_check(cases: Sequence[Case], pool: ProcessPoolExecutor | None) -> _Ta
         bad = mismatches(ref, got)
         tally.checked += case.size
         tally.mismatches += bad
-        kind = tally.by_kind.setdefault(case.kind, [0, 0])
+        kind = tally.by_kind.setdefault(case.kind, [0, 0, 0])
         kind[0] += case.size
         kind[1] += bad
+        kind[2] += s.fallback + s.whole
         if bad:
             tally.examples.append(f"{case.variant} {case.dtype} {case.kind}: {bad} coordinates")
     return tally
@@ -602,11 +606,13 @@ def format_table(result: dict[str, Any]) -> str:
     if result["families"]:
         lines += [
             "",
-            "| family | checked | mismatches | fallback rate | kinds (checked) |",
+            "| family | checked | mismatches | fallback rate | kinds (checked, fallback rate) |",
             "| --- | --- | --- | --- | --- |",
         ]
         for fam, f in result["families"].items():
-            kinds = ", ".join(f"{k} {v['checked']:,}" for k, v in f["by_kind"].items())
+            kinds = ", ".join(
+                f"{k} {v['checked']:,} ({v['fallback_rate']:.0%})" for k, v in f["by_kind"].items()
+            )
             lines.append(
                 f"| {fam} | {f['checked']:,} | {f['mismatches']} | {f['fallback_rate']:.2%} | "
                 f"{kinds} |"

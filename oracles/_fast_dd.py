@@ -276,7 +276,8 @@ class DDPlan:
                 fallback.append(idx)
                 continue
             if self.state_fmt == FLOAT64:
-                value, ok = _resolve64(form, x, idx, hi, lo, err)
+                with np.errstate(all="ignore"):
+                    value, ok = _resolve64(form, x, idx, hi, lo, err)
             else:
                 value, ok = form.resolve(x, idx, hi, err + np.abs(lo), self.state_fmt)
             target = outcome.m if name == "m" else outcome.v

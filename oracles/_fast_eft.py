@@ -286,11 +286,11 @@ def certify(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
     return rhi.astype(np.float64), certain
 
 
-def certify_into(x: Array, e: Array, fmt: FloatFormat, out: Array) -> Array:
-    """:func:`certify` writing the values into ``out`` (``fmt``'s NumPy dtype); returns the
-    mask of certain ones (the others hold some value to be overwritten)."""
-    width = e * (1.0 + 2.0**-40)
-    width += np.abs(x) * 2.0**-51
+def certify_into(x: Array, width: Array, fmt: FloatFormat, out: Array) -> Array:
+    """Like :func:`certify`, for a ``width`` that already includes the margins for this
+    function's own rounding (``width >= e (1 + 2**-40) + 2**-51 |x|`` for a bound ``e``);
+    writes the values into ``out`` (``fmt``'s NumPy dtype) and returns the mask of certain
+    ones. A nonzero rounded value certifies the sign; a rounded zero only when exact."""
     lo = x - width
     hi = x + width
     if fmt == FLOAT32 or fmt == FLOAT16:
@@ -300,8 +300,7 @@ def certify_into(x: Array, e: Array, fmt: FloatFormat, out: Array) -> Array:
         rhi = round_to(hi, fmt)
         certain = round_to(lo, fmt) == rhi
         out[...] = rhi
-    lo *= hi
-    certain &= (lo > 0) | (width == 0)
+    certain &= (out != 0) | (width == 0)
     return certain
 
 

@@ -61,6 +61,9 @@ from spec.formats import FloatFormat
 from spec.variant import Variant
 
 U = 2.0**-53
+#: Certification margins folded into every output's bound (see :func:`certify_into`).
+F = 1 + 2.0**-38
+W = 4.01 * U
 #: Coordinates per NumPy pass (the ~40 float64 temporaries stay in L2).
 CHUNK = 1 << 15
 #: The denominator's relative error must stay below this for the quotient rule above.
@@ -133,7 +136,9 @@ class Plan:
     # ------------------------------------------------------------------ the kernel
 
     def kernel(self, x: Inputs) -> dict[str, tuple[Array, Array]]:
-        """Values and error bounds of every output for one chunk."""
+        """Values and certification widths of every output for one chunk: each width bounds
+        the distance to the exact value with the margins :func:`certify_into` needs for its
+        own rounding (a factor ``F`` and ``W |x|``) already included."""
         c, v_ = self.c, self.variant
         k = {name: const.hi for name, const in c.consts.items()}
         th, g, m, v = x.theta, x.g, x.m, x.v
@@ -156,9 +161,9 @@ class Plan:
         t1 = k["D1"] * m
         t2 = k["K1"] * g
         mn = t1 + t2
-        em = (np.abs(t1) + np.abs(t2)) * ((max(d1.rel, k1.rel) + 2 * U) * (1 + 2.0**-50))
+        em = (np.abs(t1) + np.abs(t2)) * ((max(d1.rel, k1.rel) + 2 * U + W) * F)
         if not self.g_exact:
-            em = em + eg * (abs(k1.hi) * (1 + k1.rel))
+            em = em + eg * (abs(k1.hi) * (1 + k1.rel) * F)
         # v' = d2 v + k2 g^2 (all terms >= 0: inputs with v < 0 are sent to mpmath)
         d2, k2 = c["D2"], c["K2"]
         gsq = g * g
@@ -169,10 +174,10 @@ class Plan:
             if not self.g_exact:
                 egsq = egsq + np.abs(g) * eg * 2.0 + eg * eg
         vn = k["D2"] * v + k["K2"] * gsq
-        cv = (max(d2.rel, k2.rel) + 2 * U) * (1 + 2.0**-50)
+        cv = (max(d2.rel, k2.rel) + 2 * U + W) * F
         ev = vn * cv
         if not self.gsq_exact:
-            ev = ev + egsq * (abs(k2.hi) * (1 + k2.rel))
+            ev = ev + egsq * (abs(k2.hi) * (1 + k2.rel) * F)
         out = {"m": (mn, em), "v": (vn, ev)}
         # AMSGrad and the second moment under the square root (relative error r_raw)
         per_coord_r = not self.gsq_exact
@@ -186,15 +191,15 @@ class Plan:
             evc = ev * (ic2.hi * (1 + ic2.rel)) + vc * (ic2.rel + U)
             raw = np.maximum(x.vmax, vc)
             e_raw = evc
-            out["vmax"] = (raw, evc)
-            out["vc"] = (vc, evc)
+            out["vmax"] = (raw, evc * F + raw * W)
+            out["vc"] = (vc, evc * F + vc * W)
             corrected_in_max = True
             if r_raw is not None:
                 r_raw = r_raw + ic2.rel + 2 * U
         else:
             raw = np.maximum(x.vmax, vn)
             e_raw = ev
-            out["vmax"] = (raw, ev)
+            out["vmax"] = (raw, ev + raw * W)
         if per_coord_r:
             with np.errstate(divide="ignore", invalid="ignore"):
                 r_raw = e_raw / np.maximum(raw, 1e-300)
@@ -220,13 +225,13 @@ class Plan:
         cc = c["C"]
         if den is None:  # RAdam before rectification: step = lr m_hat
             st = cc.hi * num
-            e_st = np.abs(st) * (cc.rel + U) + e_num * (cc.hi * (1 + cc.rel))
+            e_st = np.abs(st) * ((cc.rel + U) * F) + e_num * (cc.hi * (1 + cc.rel) * F)
         else:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 ci = cc.hi / den
                 st = num * ci
-                e_st = np.abs(st) * ((cc.rel + r_den + 2.01 * U) * (1 + 2.0**-19))
-                e_st = e_st + ci * e_num * (1 + 2.0**-19)
+                e_st = np.abs(st) * ((cc.rel + r_den + 2.01 * U) * (1 + 2.0**-18))
+                e_st = e_st + ci * e_num * (1 + 2.0**-18)
                 if per_coord_r:
                     e_st = np.where(r_den < R_DEN_MAX, e_st, np.inf)
         # the parameter
@@ -236,22 +241,22 @@ class Plan:
         if wd_axis in (WeightDecay.DECOUPLED_LR_BEFORE, WeightDecay.DECOUPLED_BEFORE) and decays:
             kp = th * dec.hi
             thn = kp - st
-            e_th = e_st + np.abs(kp) * (dec.rel + U) + np.abs(thn) * U
+            e_th = e_st + np.abs(kp) * ((dec.rel + U) * F) + np.abs(thn) * (U + W)
         elif wd_axis in (WeightDecay.DECOUPLED_LR_AFTER, WeightDecay.DECOUPLED_AFTER) and decays:
             mv = th - st
             thn = mv * dec.hi
-            e_th = (e_st + np.abs(mv) * U) * (abs(dec.hi) * (1 + dec.rel))
-            e_th = e_th + np.abs(thn) * (dec.rel + U)
+            e_th = (e_st + np.abs(mv) * U) * (abs(dec.hi) * (1 + dec.rel) * F)
+            e_th = e_th + np.abs(thn) * (dec.rel + U + W)
         else:
             thn = th - st
-            e_th = e_st + np.abs(thn) * U
+            e_th = e_st + np.abs(thn) * (U + W)
         if self.use_ema:
             mu, omu = c["MU"], c["OMU"]
             w1 = mu.hi * x.ema
             w2 = omu.hi * thn
             avg = w1 + w2
-            e_avg = np.abs(w1) * (mu.rel + U) + np.abs(w2) * (omu.rel + U) + np.abs(avg) * U
-            e_avg = e_avg + e_th * (abs(omu.hi) * (1 + omu.rel))
+            e_avg = np.abs(w1) * ((mu.rel + U) * F) + np.abs(w2) * ((omu.rel + U) * F)
+            e_avg = e_avg + np.abs(avg) * (U + W) + e_th * (abs(omu.hi) * (1 + omu.rel) * F)
             out["ema"] = (avg, e_avg)
             if self.overwrite:
                 thn, e_th = avg, e_avg
@@ -382,18 +387,11 @@ class Plan:
             res = self.kernel(chunk)
             if hook is not None:
                 res = {name: hook(name, *value) for name, value in res.items()}
-            # inputs the tier does not take: non-finite ones, negative second moments
-            total = chunk.theta + chunk.g
-            total += chunk.m
-            total += chunk.v
-            low = chunk.v
-            if ams:
-                total += chunk.vmax
-                low = np.minimum(low, chunk.vmax)
-            if chunk.ema is not None:
-                total += chunk.ema
-            hard = ~np.isfinite(total)
-            hard |= low < 0
+            # Negative second moments break the bound of v (its terms must be >= 0): mpmath.
+            # Non-finite inputs need no test: they make a value or its bound NaN or
+            # infinite, so that output is uncertain (or, for v = inf, the parameter is
+            # exactly theta, as in the mpmath oracle, while v itself falls back).
+            hard = chunk.v < 0
             hard |= ~certify_into(*res["param"], fmt, out["param"][sl])
             if self.use_ema:
                 hard |= ~certify_into(*res["ema"], fmt, out["ema"][sl])
@@ -534,7 +532,14 @@ class ExactForm:
     def resolve(
         self, x: Inputs, idx: Array, approx: Array, err: Array, fmt: FloatFormat
     ) -> tuple[Array, Array]:
-        """``(value, decided)``: the correctly rounded moment where one boundary is in play."""
+        """``(value, decided)``: the correctly rounded moment where one boundary is in play
+        (never decided for non-finite inputs: every comparison with NaN is false)."""
+        with np.errstate(all="ignore"):
+            return self._resolve(x, idx, approx, err, fmt)
+
+    def _resolve(
+        self, x: Inputs, idx: Array, approx: Array, err: Array, fmt: FloatFormat
+    ) -> tuple[Array, Array]:
         g = self.gradient(x, idx)
         products = self._products(x, idx, g)
         width = err * (1 + 2.0**-40) + np.abs(approx) * 2.0**-51
