@@ -266,7 +266,7 @@ class DDPlan:
 
     def _resolve(self, x: Inputs, outcome: Outcome, pending: dict[str, list]) -> None:
         fallback = [outcome.fallback]
-        resolved = 0
+        decided = []
         for name, parts in pending.items():
             if not parts:
                 continue
@@ -282,10 +282,11 @@ class DDPlan:
                 value, ok = form.resolve(x, idx, hi, err + np.abs(lo), self.state_fmt)
             target = outcome.m if name == "m" else outcome.v
             target[idx[ok]] = value[ok]
-            resolved += int(ok.sum())
+            decided.append(idx[ok])
             fallback.append(idx[~ok])
         outcome.fallback = np.unique(np.concatenate(fallback))
-        outcome.resolved_exactly = resolved
+        if decided:
+            outcome.resolved_exactly = len(np.setdiff1d(np.concatenate(decided), outcome.fallback))
 
     # ------------------------------------------------------------------ free-running
 

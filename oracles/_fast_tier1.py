@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -96,7 +96,6 @@ class Outcome:
     ema: Array | None
     fallback: Array
     resolved_exactly: int = 0
-    pending: dict[str, tuple[Array, Array, Array]] = field(default_factory=dict)
 
 
 class Plan:
@@ -351,11 +350,6 @@ class Plan:
             else [self._chunk(x, lo, min(n, lo + CHUNK), out, hook) for lo in starts]
         )
         fallback = [p[0] for p in parts if p[0].size]
-        pending: dict[str, tuple[Array, Array, Array]] = {}
-        for name in ("m", "v", "vmax"):
-            found = [p[1][name] for p in parts if name in p[1]]
-            if found:
-                pending[name] = tuple(np.concatenate([f[i] for f in found]) for i in range(3))
         return Outcome(
             out["param"],
             out["m"],
@@ -363,8 +357,7 @@ class Plan:
             out["vmax"],
             out["ema"],
             np.concatenate(fallback) if fallback else np.zeros(0, dtype=np.intp),
-            0,
-            pending,
+            sum(p[1] for p in parts),
         )
 
     def _chunk(
@@ -410,18 +403,24 @@ class Plan:
                 xv, ev = res[name]
                 ev = np.broadcast_to(ev, xv.shape)
                 pending[name] = (sel + lo, xv[sel], ev[sel])
-        return np.flatnonzero(hard) + lo, pending
-
-    def resolve_pending(self, x: Inputs, outcome: Outcome) -> None:
-        """Decide the uncertain moments exactly (:class:`ExactForm`); the rest fall back."""
-        sfmt = self.state_fmt
-        fallback = [outcome.fallback]
+        fallback = [np.flatnonzero(hard) + lo]
         resolved = 0
+        if pending:
+            unresolved, resolved = self._resolve(x, pending, out)
+            fallback.append(unresolved)
+        return np.unique(np.concatenate(fallback)), resolved
+
+    def _resolve(
+        self, x: Inputs, pending: dict[str, tuple[Array, Array, Array]], out: dict[str, Any]
+    ) -> tuple[Array, int]:
+        """Decide the uncertain moments exactly (:class:`ExactForm`), writing them into
+        ``out``; returns the flat indices left for mpmath and the number of coordinates
+        decided this way."""
+        sfmt = self.state_fmt
+        fallback = []
+        decided = []
         corrected = self.ams is AmsGrad.MAX_CORRECTED_V and not _is_one(self.c["IC2"])
-        for name in ("m", "v", "vmax"):
-            if name not in outcome.pending:
-                continue
-            idx, xv, ev = outcome.pending[name]
+        for name, (idx, xv, ev) in pending.items():
             form = self.form_m if name == "m" else self.form_v
             if form is None or (name == "vmax" and corrected):
                 fallback.append(idx)
@@ -434,12 +433,12 @@ class Plan:
                 below = xv + ev * (1 + 2.0**-40) + np.abs(xv) * 2.0**-51 < old
                 value = np.where(below, base, np.maximum(base, value))
                 ok = ok | below
-            target = {"m": outcome.m, "v": outcome.v, "vmax": outcome.vmax}[name]
-            target[idx[ok]] = value[ok]
-            resolved += int(ok.sum())
+            out[name][idx[ok]] = value[ok]
+            decided.append(idx[ok])
             fallback.append(idx[~ok])
-        outcome.fallback = np.unique(np.concatenate(fallback))
-        outcome.resolved_exactly = resolved
+        unresolved = np.concatenate(fallback) if fallback else np.zeros(0, dtype=np.intp)
+        exact = np.setdiff1d(np.concatenate(decided), unresolved) if decided else decided
+        return unresolved, len(exact)
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -571,10 +571,7 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
             _zeros_like(call.v_max[k], a),
             _zeros_like(call.ema[k], a) if hp.use_ema else None,
         )
-        outcome = plan.run(x, a.size, _inject_error)
-        if narrow:
-            plan.resolve_pending(x, outcome)
-        outcomes.append(outcome)
+        outcomes.append(plan.run(x, a.size, _inject_error))
     precision = 0
     for k, (a, outcome) in enumerate(zip(call.arrays, outcomes, strict=True)):
         idx = outcome.fallback
