@@ -69,6 +69,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+from mpmath import iv, mp
 
 from oracles import adam as _exact_oracle
 from oracles._fast_consts import (
@@ -86,7 +87,7 @@ from oracles._fast_consts import (
 from oracles._fast_dd import DDPlan, DDState
 from oracles._fast_eft import DDV, two_prod
 from oracles._fast_tier1 import Inputs, Outcome, Plan
-from oracles.adam import OracleInputError, OracleState, StepResult
+from oracles.adam import OracleState, StepResult
 from oracles.exact import Ival, Rat, Special, Surd
 from oracles.hyperparams import HyperMode, resolve
 from oracles.rounding import numpy_dtype, round_exact, rounding_is_certain
@@ -277,10 +278,11 @@ def trajectory(
         lambda: _exact_oracle.trajectory(variant, hyper, params, grads, state, **options)
     )
     stats = FastStats(calls=1)
-    if call.steps == 1:
-        out = _lockstep(call, source, stats)
-    else:
-        out = _free_running(call, source, stats)
+    try:
+        out = (_lockstep if call.steps == 1 else _free_running)(call, source, stats)
+    except _Undecided as exc:
+        stats.reasons[str(exc)] += 1
+        out = None
     if out is None:  # a degenerate step: the mpmath oracle answers the whole call
         results = exact_call()
         stats.whole += call.size * call.steps
@@ -651,13 +653,17 @@ def _assemble(
     return rounded
 
 
+class _Undecided(ArithmeticError):
+    """A scalar the fast path cannot round: the call goes to mpmath whole."""
+
+
 def _round_power(p: Power, fmt: FloatFormat) -> float:
     if p.exact is not None:
         return round_exact(p.exact, fmt)
     a, b = (_mpf_q(t) for t in p.interval._mpi_)
     decided = rounding_is_certain(a, b, fmt)
     if decided is None:  # pragma: no cover - needs beta^t within 2^-320 of a boundary
-        raise OracleInputError("accumulated beta power undecided at the interval precision")
+        raise _Undecided("accumulated beta power undecided at the interval precision")
     return decided
 
 
@@ -677,8 +683,6 @@ def _ddv_of_reals(values: Sequence[Any]) -> tuple[DDV, np.ndarray]:
     n = len(values)
     hi, lo, err = np.zeros(n), np.zeros(n), np.zeros(n)
     special = np.zeros(n, dtype=bool)
-    from mpmath import mp
-
     for i, x in enumerate(values):
         if isinstance(x, Special):
             special[i] = True
@@ -688,8 +692,6 @@ def _ddv_of_reals(values: Sequence[Any]) -> tuple[DDV, np.ndarray]:
         else:
             assert isinstance(x, (Surd, Ival))
             with mp.workprec(400), iv_precision(400):
-                from mpmath import iv
-
                 a, b = x.enclosure()
                 c = const_iv(iv.mpf([mp.mpf(a), mp.mpf(b)]))
         hi[i], lo[i], err[i] = c.hi, c.lo, c.err
@@ -716,7 +718,6 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
             )
         )
     # per step: constants, clipping; any degenerate step sends the call to mpmath whole
-    beta_powers = []
     p1, p2 = _powers(call, call.state.step + 1)
     b1 = Fraction(int(hp.beta1.numerator), int(hp.beta1.denominator))
     b2 = Fraction(int(hp.beta2.numerator), int(hp.beta2.denominator))
@@ -741,7 +742,6 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
         scales, norms = clip
         norms_per_step.append(norms)
         consts_per_step.append(consts)
-        beta_powers.append((p1, p2))
         overwrite = bool(hp.use_ema and hp.ema_overwrite_frequency) and (
             t % hp.ema_overwrite_frequency == 0
         )
@@ -757,8 +757,9 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
             for i in exact_only[k]:
                 uncertain[i] = False  # recomputed exactly at the end
             idx = np.flatnonzero(uncertain)
-            stats.fallback += int(idx.size)
-            stats.tier1 += a.size - int(idx.size)
+            by_mpmath = int(idx.size) + len(exact_only[k])
+            stats.fallback += by_mpmath
+            stats.tier1 += a.size - by_mpmath
             if idx.size:
                 precision = max(
                     precision,
