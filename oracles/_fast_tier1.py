@@ -449,12 +449,17 @@ def workers() -> int:
     return max(1, int(os.environ.get("ADAMSPEC_FAST_THREADS", os.cpu_count() or 1)))
 
 
+_POOL_PID = 0
+
+
 def _pool() -> ThreadPoolExecutor | None:
-    global _POOL
+    """The shared worker threads (recreated in a forked child, whose copy has no threads)."""
+    global _POOL, _POOL_PID
     if workers() == 1:
         return None
-    if _POOL is None or _POOL._max_workers != workers():
+    if _POOL is None or _POOL._max_workers != workers() or _POOL_PID != os.getpid():
         _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="adamspec-fast")
+        _POOL_PID = os.getpid()
     return _POOL
 
 
