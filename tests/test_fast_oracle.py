@@ -29,7 +29,7 @@ from harness.bench_oracle import (
     typical_inputs,
     wide_inputs,
 )
-from oracles import OracleState
+from oracles import OracleState, StepResult
 from oracles import adam as mpmath_oracle
 from oracles._fast_eft import expansion_sign, round_to
 from oracles.hyperparams import resolve
@@ -472,6 +472,34 @@ def test_injected_error_beyond_the_bound_is_caught(monkeypatch):
         right = [fast.step(e.variant, e.hyper(), params, grads, state)]
     assert_same(ref, right)
     assert stats.fallback > 100  # the widened intervals straddle boundaries: mpmath decides
+
+
+def test_threaded_chunks_match_mpmath(monkeypatch):
+    """A tensor of several chunks, spread over worker threads, with a global clipping norm:
+    the same values as one thread, and coordinates from every chunk (and the chunk seams)
+    as mpmath computes them with the whole tensor's norm."""
+    from oracles._fast_tier1 import CHUNK
+
+    n = 3 * CHUNK + 123
+    rng = np.random.default_rng(61)
+    e = entry("torch.Adam")
+    hyper = e.hyper(weight_decay="0.01", global_clipnorm="100")
+    params, grads, state = typical_inputs(n, "float32", rng)
+    monkeypatch.setenv("ADAMSPEC_FAST_THREADS", "2")
+    threaded = fast.step(e.variant, hyper, params, grads, state)
+    monkeypatch.setenv("ADAMSPEC_FAST_THREADS", "1")
+    serial = fast.step(e.variant, hyper, params, grads, state)
+    assert_same([serial], [threaded])
+    seams = [k * CHUNK + d for k in range(1, 4) for d in (-1, 0)]
+    idx = np.unique(np.concatenate([rng.choice(n, 200, replace=False), seams]))
+    norm = sum((Fraction(float(g)) ** 2 for g in grads), Fraction(0))
+    sub = OracleState(m=state.m[idx], v=state.v[idx], v_max=state.v_max[idx], step=state.step)
+    ref = mpmath_oracle.trajectory(
+        e.variant, hyper, params[idx], [grads[idx]], sub, grad_sq_norms=[[norm]]
+    )
+    got = StepResult(threaded.step, {}, {k: [v[0][idx]] for k, v in threaded.rounded.items()},
+                     {}, 0, threaded.components)  # fmt: skip
+    assert_same(ref, [got])
 
 
 def test_no_injection_means_no_fallback_on_typical_inputs():
