@@ -439,10 +439,43 @@ def test_exact_value_lies_within_the_tier1_bound(monkeypatch, name, variant, dty
     for name_out, (value, bound) in seen.items():
         if name_out not in components:
             continue
+        # not vacuous: the widths are a few float64 ulps, relative
+        assert np.median(bound / np.maximum(np.abs(value), 1e-300)) < 2.0**-45, name_out
         with mp.workprec(400):
             for i, real in enumerate(exact[components[name_out]][0].ravel()):
                 lo, hi = (mp.mpf(x) for x in real.enclosure())
                 assert value[i] - bound[i] <= lo and hi <= value[i] + bound[i], (name_out, i)
+
+
+@pytest.mark.parametrize(("name", "variant"), BOUND_CASES, ids=[c[0] for c in BOUND_CASES])
+def test_exact_value_lies_within_the_double_double_bound(monkeypatch, name, variant):
+    """The same for the double-double tier (float64): ``|exact - (hi + lo)| <= err``."""
+    import oracles._fast_dd as dd_tier
+
+    seen = {}
+
+    def record(hook, name_out, d):
+        seen[name_out] = d
+        return d
+
+    monkeypatch.setattr(dd_tier, "_hooked", record)
+    monkeypatch.setattr(fast, "_inject_error", lambda *a: a[1:])
+    rng = np.random.default_rng(67)
+    hyper = make_hyper(weight_decay="0.01", eps_root="1e-9", use_ema=True, clipnorm="1")
+    params, grads, state = typical_inputs(48, "float64", rng, step=6)
+    fast.step(variant, hyper, params, grads, state)
+    exact = mpmath_oracle.step(variant, hyper, params, grads, state).exact
+    components = {"param": "param", "m": "m", "v": "v", "vmax": "v_max", "ema": "ema"}
+    assert {"param", "m", "v", "ema"} <= set(seen)
+    for name_out, d in seen.items():
+        err = np.broadcast_to(d.err, d.hi.shape)
+        # not vacuous: about 100 bits, relative
+        assert np.median(err / np.maximum(np.abs(d.hi), 1e-300)) < 2.0**-95, name_out
+        with mp.workprec(400):
+            for i, real in enumerate(exact[components[name_out]][0].ravel()):
+                lo, hi = (mp.mpf(x) for x in real.enclosure())
+                center = mp.mpf(float(d.hi[i])) + mp.mpf(float(d.lo[i]))
+                assert center - float(err[i]) <= lo and hi <= center + float(err[i]), (name_out, i)
 
 
 def test_injected_error_beyond_the_bound_is_caught(monkeypatch):
