@@ -640,3 +640,19 @@ def test_held_hyperparameters_reach_tier1():
     with fast.counting() as stats:
         assert_same(*both(e.variant, e.hyper(), params, params))
     assert stats.whole == 2
+
+
+def test_bench_oracle_reports_the_agreed_keys():
+    """A tiny run of the benchmark: the JSON keys the CLI promises, a table, no mismatches."""
+    from harness.bench_oracle import bench_oracle, format_table
+
+    result = bench_oracle(
+        size=5000, seed=1, mpmath_size=200, check_size=400, families=["adam"], repeats=1, jobs=1
+    )
+    keys = {"mpmath_steps_per_s", "fast_steps_per_s", "speedup", "fallback_rate", "mismatches",
+            "checked"}  # fmt: skip
+    assert keys <= set(result)
+    assert result["mismatches"] == 0 and result["checked"] >= 800
+    assert result["speedup"] == result["fast_steps_per_s"] / result["mpmath_steps_per_s"]
+    table = format_table(result)
+    assert "| fast element-steps/s |" in table and "| adam |" in table
