@@ -147,7 +147,10 @@ def const_iv(x: Any) -> Const:
     center = mpf_add(from_float(hi), from_float(lo), 0)
     gap_a = mpf_abs(mpf_sub(a, center, 0))
     gap_b = mpf_abs(mpf_sub(b, center, 0))
-    err = to_float(gap_b if mpf_lt(gap_a, gap_b) else gap_a, rnd=round_ceiling)
+    gap = gap_b if mpf_lt(gap_a, gap_b) else gap_a
+    err = 0.0
+    if gap[1]:  # nonzero; to_float flushes tiny values to 0 and may round subnormals down
+        err = to_float(gap, rnd=round_ceiling) * (1.0 + 2.0**-50) + 2.0**-1074
     exact = _mpf_to_q(a) if a == b else None
     return Const(hi, lo, err, exact)
 

@@ -520,11 +520,14 @@ def _clip_info(call: _Call, gs: list[np.ndarray]) -> tuple[list[Const | None], l
     sums = [exact_sum_of_squares(g) for g in gs]
     if hp.clipnorm is not None:
         c = Fraction(int(hp.clipnorm.numerator), int(hp.clipnorm.denominator))
-        return [clip_scale(s, c) for s in sums], sums
-    c = Fraction(int(hp.global_clipnorm.numerator), int(hp.global_clipnorm.denominator))
-    total = sum(sums, Fraction(0))
-    scale = clip_scale(total, c)
-    return [scale] * n, [total] * n
+        scales, norms = [clip_scale(s, c) for s in sums], sums
+    else:
+        c = Fraction(int(hp.global_clipnorm.numerator), int(hp.global_clipnorm.denominator))
+        total = sum(sums, Fraction(0))
+        scales, norms = [clip_scale(total, c)] * n, [total] * n
+    if not all(s.in_range for s in scales):
+        return "clipping scale outside [2^-200, 2^200]"
+    return scales, norms
 
 
 # ---------------------------------------------------------------- lock-step
