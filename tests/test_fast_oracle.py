@@ -263,6 +263,20 @@ def test_overflow_to_infinity(dtype):
     assert_same(*both(e.variant, case.hyper, case.params, case.grads, case.state))
 
 
+@pytest.mark.parametrize("clip", ["clipnorm", "global_clipnorm"])
+def test_extreme_clipping_scales(clip):
+    """Gradients near the float64 maximum under clipping make a scale of 2**-1024, a
+    subnormal constant (found by the slow profile): mpmath takes such a step."""
+    e = entry("tf.raw.ApplyAdam[use_nesterov]")
+    hyper = e.hyper(**{clip: "1.0"})
+    grads = np.array([3.8e26, 2.7e-23, 1.7976931348623157e308, 1e-7, -0.07])
+    params = np.linspace(-2, 2, 5)
+    state = OracleState(m=np.array([0, 0, 3.4e-12, -1e-26, 2e7]), step=0)
+    with fast.counting() as stats:
+        assert_same(*both(e.variant, hyper, params, grads, state))
+    assert stats.whole == 5
+
+
 # ---------------------------------------------------------------- trajectories
 
 
