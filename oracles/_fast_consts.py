@@ -116,9 +116,13 @@ class Const:
     @property
     def in_range(self) -> bool:
         """Exactly zero, or a finite magnitude in ``[CONST_MIN, CONST_MAX]``."""
+        return self.within(CONST_MIN, CONST_MAX)
+
+    def within(self, low: float, high: float) -> bool:
+        """Exactly zero, or a finite magnitude in ``[low, high]``."""
         if self.hi == 0.0 and self.is_double:
             return True
-        return CONST_MIN <= abs(self.hi) <= CONST_MAX and math.isfinite(self.err)
+        return low <= abs(self.hi) <= high and math.isfinite(self.err)
 
 
 def const_q(q: Any) -> Const:

@@ -8,8 +8,10 @@ bound on the distance to the exact real result:
 
 * each operation's rounding error is at most ``u |result|`` (``u = 2**-53``;
   no underflow can occur: inputs lie in ``[2**-149, 2**128]`` and nonzero
-  constants in ``[2**-200, 2**200]``, so every nonzero intermediate is a
-  normal double), each constant's representation error is its ``rel``, and
+  constants in ``[2**-100, 2**100]`` (:func:`applies`; otherwise the step runs
+  in double-double, which charges underflow explicitly), so every nonzero
+  intermediate, and every nonzero error term, is above ``2**-900``), each
+  constant's representation error is its ``rel``, and
   errors propagate by the first-order rules below with every second-order
   term below ``2**-19`` of a kept one, covered by a final ``1 + 2**-40``;
 * where the interval ``[x - e, x + e]`` rounds to one value of the target format,
@@ -96,6 +98,17 @@ class Outcome:
     ema: Array | None
     fallback: Array
     resolved_exactly: int = 0
+
+
+#: Nonzero constants tier 1 accepts (see the module docstring).
+CONST_RANGE = (2.0**-100, 2.0**100)
+
+
+def applies(consts: StepConsts, scales: list[Const | None]) -> bool:
+    """Every constant of the step (and clipping scale) within :data:`CONST_RANGE`."""
+    low, high = CONST_RANGE
+    every = [*consts.consts.values(), *(s for s in scales if s is not None)]
+    return all(c.within(low, high) for c in every)
 
 
 class Plan:

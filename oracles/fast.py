@@ -86,7 +86,7 @@ from oracles._fast_consts import (
 )
 from oracles._fast_dd import DDPlan, DDState
 from oracles._fast_eft import DDV, two_prod
-from oracles._fast_tier1 import Inputs, Outcome, Plan
+from oracles._fast_tier1 import Inputs, Outcome, Plan, applies
 from oracles.adam import OracleState, StepResult
 from oracles.exact import Ival, Rat, Special, Surd
 from oracles.hyperparams import HyperMode, resolve
@@ -559,7 +559,7 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
         stats.reasons[clip] += 1
         return None
     scales, norms = clip
-    narrow = _narrow(call)
+    narrow = _narrow(call) and applies(consts, scales)
     hp = call.hp
     overwrite = bool(hp.use_ema and hp.ema_overwrite_frequency) and (
         t % hp.ema_overwrite_frequency == 0

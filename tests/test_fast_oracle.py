@@ -277,6 +277,20 @@ def test_extreme_clipping_scales(clip):
     assert stats.whole == 5
 
 
+@pytest.mark.parametrize("extra", [{"lr": "1e-45"}, {"eps": "1e40"}, {"weight_decay": "1e35"}])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_constants_beyond_the_binary64_tier_run_in_double_double(extra, dtype):
+    """Constants outside [2^-100, 2^100] could underflow binary64 intermediates: such steps
+    of narrow formats run in double-double (which charges underflow), not in mpmath."""
+    rng = np.random.default_rng(71)
+    e = entry("torch.Adam")
+    params, grads, state = wide_inputs(40, dtype, rng, specials=False)
+    params[:5] = 0
+    with fast.counting() as stats:
+        assert_same(*both(e.variant, e.hyper(**extra), params, grads, state))
+    assert stats.whole == 0
+
+
 # ---------------------------------------------------------------- trajectories
 
 
