@@ -458,8 +458,10 @@ _POOL: ThreadPoolExecutor | None = None
 
 
 def workers() -> int:
-    """Threads tier 1 uses: ``ADAMSPEC_FAST_THREADS``, else one per CPU."""
-    return max(1, int(os.environ.get("ADAMSPEC_FAST_THREADS", os.cpu_count() or 1)))
+    """Threads tier 1 uses: ``ADAMSPEC_FAST_THREADS``, else 1. (On the 2-core development
+    machine two threads were no faster than one: each chunk's ~80 NumPy passes over
+    ~40 temporaries are bound by cache bandwidth, not by arithmetic.)"""
+    return max(1, int(os.environ.get("ADAMSPEC_FAST_THREADS", "1")))
 
 
 _POOL_PID = 0
