@@ -220,16 +220,27 @@ def _version() -> str:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import bench_impl, format_table
 
-    if args.what != "impl":
-        raise UsageError(f"bench target {args.what!r} is not available; allowed: impl")
     if args.json:
         try:  # fail before minutes of timing, not after
             with open(args.json, "a", encoding="utf-8"):
                 pass
         except OSError as exc:
             raise UsageError(f"cannot write --json {args.json!r}: {exc.strerror}") from None
-    report = bench_impl(args.size, args.dtype, repeats=args.repeats)
-    print(format_table(report))
+    if args.what == "oracle":
+        from harness.bench_oracle import bench_oracle
+        from harness.bench_oracle import format_table as oracle_table
+
+        report = bench_oracle(
+            args.size or 1 << 20,
+            args.seed,
+            dtype=args.dtype,
+            check_size=args.check_size,
+            repeats=args.repeats,
+        )
+        print(oracle_table(report))
+    else:
+        report = bench_impl(args.size or 16 * 2**20, args.dtype, repeats=args.repeats)
+        print(format_table(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
@@ -268,14 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_oracle)
 
-    p = sub.add_parser("bench", help="benchmarks measured side by side (impl: ours vs torch)")
-    p.add_argument("what", choices=["impl"], help="what to benchmark")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks measured side by side (impl: ours vs torch; oracle: fast vs mpmath)",
+    )
+    p.add_argument("what", choices=["impl", "oracle"], help="what to benchmark")
     p.add_argument(
         "--size",
         type=_positive_int("--size"),
-        default=16 * 2**20,
-        help="number of parameters (default 16M)",
+        default=None,
+        help="parameters (impl, default 16M) or coordinates timed (oracle, default 2^20)",
     )
+    p.add_argument(
+        "--check-size",
+        type=_positive_int("--check-size"),
+        default=20_000,
+        help="oracle: coordinates per variant family cross-checked against mpmath "
+        "(default 20,000; 1,000,000 for the full check)",
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the inputs")
     p.add_argument(
         "--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32"
     )

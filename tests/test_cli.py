@@ -185,3 +185,15 @@ def test_bench_rejects_bad_arguments_with_exit_2(args, message, capsys):
         main(["bench", "impl", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_oracle_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "oracle.json"
+    code, stdout, _ = run_cli(["bench", "oracle", "--size", "4096", "--check-size", "400",
+                               "--repeats", "1", "--json", str(out)], capsys=capsys)  # fmt: skip
+    assert code == 0 and "fallback rate" in stdout
+    report = json.loads(out.read_text())
+    keys = {"mpmath_steps_per_s", "fast_steps_per_s", "speedup", "fallback_rate", "mismatches",
+            "checked"}  # fmt: skip
+    assert keys <= set(report)
+    assert report["mismatches"] == 0 and report["checked"] > 0
