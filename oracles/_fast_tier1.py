@@ -15,7 +15,9 @@ bound on the distance to the exact real result:
   errors propagate by the first-order rules below with every second-order
   term below ``2**-19`` of a kept one, covered by a final ``1 + 2**-40``;
 * where the interval ``[x - e, x + e]`` rounds to one value of the target format,
-  that value is the correctly rounded exact result (:func:`~oracles._fast_eft.certify`).
+  that value is the correctly rounded exact result
+  (:func:`~oracles._fast_eft.certify_into`; the margins it needs for its own
+  rounding, ``F`` and ``W``, are folded into the kernel's bounds).
 
 Moments ``m`` and ``v`` are often within ``2**-50`` of a rounding boundary
 (``0.9 m + 0.1 g`` is a float32 midpoint for a few percent of coordinates
@@ -35,6 +37,11 @@ Error propagation, with ``r(K)`` a constant's relative error::
     a + b      e = e_a + e_b + u |a + b|
     sqrt(s)    r = r_s (1 + r_s) / 2 + u              (relative, r_s <= 1/2)
     C N / den  e = (1 + 2**-19) (|st| (r(C) + r_den + 2u) + (C / den) e_N),  r_den < 2**-20
+
+(``C`` folds the step's scalars: ``lr / c1`` times ``sqrt(c2)`` for the eps-hat
+forms, times RAdam's ``r_t``; NAdam's two terms use ``P = beta1 / c1'`` and
+``Q = (1 - beta1) / c1``.) ``tests/test_fast_oracle.py`` checks that the mpmath
+oracle's exact value lies inside every bound, and that the bounds are not vacuous.
 """
 
 from __future__ import annotations
