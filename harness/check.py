@@ -71,6 +71,7 @@ def check(
     seed: int = 0,
     timeout_s: float = STEP_TIMEOUT_S,
     resume: bool = False,
+    oracle: str = "fast",
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
@@ -96,6 +97,7 @@ def check(
         jobs=1,  # the kernel runs in its own worker process already
         budget=budget,
         separation=False,
+        oracle=oracle,
     )
     sentence = ""
     if variant is None:  # no claim: the reference is what the kernel looks like

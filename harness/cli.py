@@ -101,6 +101,7 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
         dtype=args.dtype,
         seed=args.seed,
         jobs=args.jobs,
+        oracle=args.oracle,
     )
 
 
@@ -129,6 +130,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "dtype": config.dtype,
         "seed": config.seed,
         "jobs": config.jobs,
+        "oracle": config.oracle,
+        "oracle_fallback_rate": _mean_fallback(tables.summary),
         "implementations": sorted({r["implementation"] for r in tables.summary}),
         "duration_s": round(time.time() - started, 1),
         "adamspec_version": _version(),
@@ -136,6 +139,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
     print(summary_table(tables))
+    if config.oracle == "fast":
+        print(f"oracle: fast, {meta['oracle_fallback_rate']:.3%} of element-steps left to mpmath")
     shown = [str(p) for name, p in paths.items() if name not in tables.counterexamples]
     print(f"reports: {', '.join(shown)}")
     if tables.counterexamples:
@@ -163,6 +168,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             seed=args.seed,
             timeout_s=args.timeout,
             resume=args.resume,
+            oracle=args.oracle,
         )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
@@ -180,6 +186,14 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         )
     except GateConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _mean_fallback(rows: list[dict[str, Any]]) -> float:
+    """The mean of the cases' fast-oracle fallback rates (0 when none was measured)."""
+    import math
+
+    rates = [r["oracle_fallback_rate"] for r in rows if not math.isnan(r["oracle_fallback_rate"])]
+    return sum(rates) / len(rates) if rates else 0.0
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -373,6 +387,12 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
     )
     p.add_argument("--seed", type=_seed, default=0, help="seed of the generated problems")
+    p.add_argument(
+        "--oracle",
+        choices=["fast", "mpmath"],
+        default="fast",
+        help="the certified fast oracle (default; answers identical to mpmath's) or mpmath",
+    )
     p.add_argument(
         "--dtype",
         choices=["float32", "float64", "float16", "bfloat16"],

@@ -25,10 +25,10 @@ from harness.engine import (
     _oracle_state,
     budget_multiple,
     lockstep,
+    oracle_step,
     worst,
 )
 from harness.problems import Problem
-from oracles import step as oracle_step
 from oracles.metrics import ulp_distance
 from spec.axes import AmsGrad
 from spec.catalog import entries, entry

@@ -33,12 +33,14 @@ from harness.engine import (
     free_running,
     lockstep,
     record_trace,
+    use_oracle,
     worst,
 )
 from harness.fingerprint import Match, rank_variants, separation
 from harness.problems import suite
 from impl.adapters import REGISTRY, load_registry
 from impl.frameworks import availability
+from oracles.fast import counting
 from oracles.metrics import bits_error
 from spec.catalog import entry
 
@@ -63,6 +65,7 @@ class RunConfig:
     #: hypothesis examples per stage of each minimal-counterexample search (0: no search)
     counterexample_examples: int = 100
     separation: bool = True  # compute the separation matrix (the engine's self-check)
+    oracle: str = "fast"  # "fast" (certified, identical answers) or "mpmath"
 
     def key(self) -> str:
         """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
@@ -281,8 +284,9 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     for problem in suite(config.suite):
         trace = record_trace(name, problem, config.dtype, config.seed)
         traces.append(trace)
-        per_step = lockstep(trace, variant) if trace.steps else []
-        free = free_running(trace, variant) if trace.steps else []
+        with counting() as oracle_work:
+            per_step = lockstep(trace, variant) if trace.steps else []
+            free = free_running(trace, variant) if trace.steps else []
         for errors, rec in zip(per_step, trace.steps, strict=True):
             out.results += _row(trace, documented, "lockstep", errors, rec.before.step + 1)
         for errors, rec in zip(free, trace.steps, strict=True):
@@ -302,9 +306,11 @@ def evaluate(name: str, config: RunConfig) -> Tables:
                     # the documented formula, off only where the dtype cannot hold it: a
                     # closest variant over the overflowed coordinates would be noise
                     matched = documented
-        out.summary.append(
-            _summary(trace, per_step, free, matched, category, detail, config.budget)
+        row = _summary(trace, per_step, free, matched, category, detail, config.budget)
+        row["oracle_fallback_rate"] = (
+            oracle_work.fallback_rate if config.oracle == "fast" and trace.steps else math.nan
         )
+        out.summary.append(row)
     if config.counterexample_examples > 0:
         out.counterexamples = _counterexamples(name, traces, out.summary, config)
     return out
@@ -331,6 +337,7 @@ def _task(
 ) -> list[tuple[str, str, Tables, float]]:
     """Evaluate a group of implementations in one process (they share framework imports and,
     for Keras, the backend's worker process)."""
+    use_oracle(config.oracle)  # a spawned worker starts with the default
     out = []
     for name in names:
         started = time.perf_counter()
@@ -400,6 +407,7 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "verdict": "skipped",
                 "detail": reason,
                 "counterexample": "",
+                "oracle_fallback_rate": math.nan,
             }
         )
     return out
@@ -457,6 +465,7 @@ def run(
     With ``checkpoint``, tasks it holds are not recomputed and each finished task is saved
     to it (``adamspec run --resume``)."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    use_oracle(config.oracle)
     names = select(config.implementations)
     suite(config.suite), suite(config.fingerprint_suite)  # unknown suite: fail before any work
     runnable: list[str] = []
@@ -527,6 +536,7 @@ def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]]
     """The ranked catalog variants for one implementation, and the one-line verdict."""
     from harness.fingerprint import describe
 
+    use_oracle(config.oracle)
     traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
     ]

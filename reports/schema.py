@@ -40,7 +40,9 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: ``category`` is the spec axis that explains a discrepancy (see harness.classify), or
 #: "rounding only", or "unexplained"; ``matched_variant`` the catalog variant closest to
 #: the implementation on this case; ``counterexample`` the path, relative to the report
-#: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found).
+#: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found);
+#: ``oracle_fallback_rate`` the fraction of the case's oracle element-steps the fast oracle
+#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",
@@ -58,6 +60,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "verdict",
     "detail",
     "counterexample",
+    "oracle_fallback_rate",
 )
 
 #: One row per implementation x catalog variant: lock-step error of the implementation

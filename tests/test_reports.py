@@ -98,6 +98,7 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "verdict": verdict,
         "detail": "",
         "counterexample": "",
+        "oracle_fallback_rate": 0.0,
     }
     row.update(kw)
     return row

@@ -137,8 +137,7 @@ def test_cli_fingerprint_json_ranks_variants():
     assert "documents paper.eps_hat" in answer["summary"]
 
 
-def test_a_resumed_run_reuses_finished_implementations_and_gives_the_same_tables(tmp_path,
-                                                                                 monkeypatch):  # fmt: skip
+def test_a_resumed_run_reuses_finished_implementations(tmp_path, monkeypatch):
     import harness.run as run_module
 
     config = RunConfig(implementations=("toy.none",), suite="quick", seed=3, separation=False,
