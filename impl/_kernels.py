@@ -26,7 +26,7 @@ import numpy as np
 
 from impl import _dd
 from impl._constants import INDEX, KernelConfig, StepConstants
-from impl._dd import two_sum
+from impl._dd import fast_two_sum, two_sum
 
 #: Unit roundoff of float64, doubled: a margin over the first-order error bounds.
 _U = 2.0**-52
@@ -34,14 +34,27 @@ _U = 2.0**-52
 _TINY = 1e-300
 
 
-def make_fast_kernel(cfg: KernelConfig, precise: bool = True) -> Callable[..., tuple]:
+def make_fast_kernel(
+    cfg: KernelConfig, precise: bool = True, lean: bool = False
+) -> Callable[..., tuple]:
     """The float64 step for ``cfg``: ``kernel(k, theta, g, gsq, m, v, vmax, ema)`` returns
-    ``(theta, e_theta, m, e_m, v, e_v, vmax, e_vmax, ema, e_ema)``.
+    ``(theta, theta_lo, e_theta, m, m_lo, e_m, v, v_lo, e_v, vmax, vmax_lo, e_vmax,
+    ema, ema_lo, e_ema)``: each output as a double-double and a bound on its error.
 
     ``k`` is the vector of constants (hi parts); the config's branches are
     closure constants, so numba compiles only the branches that exist. With
     ``precise``, m and v are carried as double-doubles (see below); without, they
     are plain doubles with a bound (cheaper, but near-ties stay uncertified).
+
+    ``lean`` is the compiled driver's first pass (scalar code: it selects with
+    ``if``). Where the gradient is used as given it keeps m a double-double but
+    cheaper (:func:`_lean_products_sum`: no error bound where m' cancels), v a plain
+    double (v's near-ties are rare: about 1 in 10^5 coordinates, against 4-9% for
+    m when beta1 is 0.9), and without Nesterov bounds the step by relative errors,
+    which are constants once m' does not cancel and v' is a sum of non-negative
+    terms. Coordinates outside those assumptions (m' cancels, v < 0) get a bound on
+    m or v that its certification rejects, so this pass never stores them and the
+    driver retries them with the precise kernel.
     """
     B1, OB1, B2, OB2 = INDEX["B1"], INDEX["OB1"], INDEX["B2"], INDEX["OB2"]
     IC1, IC1N, C2, IC2 = INDEX["IC1"], INDEX["IC1N"], INDEX["C2"], INDEX["IC2"]
@@ -55,6 +68,7 @@ def make_fast_kernel(cfg: KernelConfig, precise: bool = True) -> Callable[..., t
     # of at most 27 bits): carry them as double-doubles, since exact ties are common
     # (0.9 m + 0.1 g is often a float32 midpoint when beta1 is 0.9).
     EXACT_G = precise and not (L2 or SCALED or HAS_GSQ)
+    LEAN = lean and EXACT_G
     AMS = {"off": 0, "max_raw_v_then_correct": 1, "max_raw_v_uncorrected": 1}.get(cfg.amsgrad, 2)
     NEST = {"off": 0, "tf_raw": 1, "nadam": 2}[cfg.nesterov]
     RADAM, RECTIFIED = cfg.family == "radam", cfg.rectified
@@ -79,7 +93,15 @@ def make_fast_kernel(cfg: KernelConfig, precise: bool = True) -> Callable[..., t
         else:
             gs = gg * gg
             e_gs = 2 * np.abs(gg) * e_g + e_g * e_g + U * gs
-        if EXACT_G:
+        if LEAN:
+            mm, m_lo, e_m = _lean_products_sum(k[B1H], k[B1L], m, k[OB1H], k[OB1L], gg)
+            # gs = g*g is exact, so for v >= 0 this sums two non-negative terms: each
+            # rounding is relative to v' itself. A negative stored v (outside Adam's
+            # domain) gets an unbounded error: never certified here.
+            vv = k[B2] * v + k[OB2] * gs
+            v_lo = 0.0
+            e_v = 4 * U * vv if v >= 0.0 else np.inf
+        elif EXACT_G:
             mm, m_lo, e_m = _exact_products_sum(k[B1H], k[B1L], m, k[OB1H], k[OB1L], gg)
             vv, v_lo, e_v = _exact_products_sum(k[B2H], k[B2L], v, k[OB2H], k[OB2L], gs)
         else:
@@ -134,14 +156,22 @@ def make_fast_kernel(cfg: KernelConfig, precise: bool = True) -> Callable[..., t
         # u = numer / den with den > 0; r_den bounds den's relative error. With the
         # gradient used as given, v is a sum of non-negative exact products carried to
         # ~2**-78, so its relative error as a double is below 2U: no division needed.
-        if EXACT_G:
+        if LEAN:  # e_v = 4U v' (a negative v is never certified)
+            r_v = 4 * U
+            r_raw = 4 * U if AMS != 2 else 10 * U
+        elif EXACT_G:
             r_v = 2 * U
             r_raw = 2 * U if AMS != 2 else 8 * U
         else:
             r_v = e_v / np.maximum(vv, TINY)
             r_raw = e_raw / np.maximum(raw, TINY)
+        # REL: numer's relative error is r_numer, a constant (no cancellation upstream).
+        REL = LEAN and NEST == 0
+        # m' certified by the lean pass means |m_lo| + e_m <= (2**-53 + 2**-55) |mm|.
+        r_numer = 3 * U
         if RADAM:
             if RECTIFIED:
+                r_numer += 2 * U
                 numer = mh * k[RS]
                 e_numer = e_mh * k[RS] + 2 * U * np.abs(numer)
                 den = np.sqrt(vv) + k[EPS]
@@ -162,15 +192,20 @@ def make_fast_kernel(cfg: KernelConfig, precise: bool = True) -> Callable[..., t
             den = np.sqrt(raw * k[IC2] + k[EPS_ROOT]) + k[EPS]
             r_den = 0.5 * r_raw + 5 * U
         else:
+            r_numer += 2 * U
             numer = mh * k[SC2]
             e_numer = e_mh * k[SC2] + 2 * U * np.abs(numer)
             den = np.sqrt(raw) + (k[EPS] if PLACE == 2 else k[EPS_SC2])
             r_den = 0.5 * r_raw + 3 * U
-        inv_den = 1.0 / den  # one division; u and its error both multiply by it
-        u = numer * inv_den
-        e_u = e_numer * inv_den + np.abs(u) * (r_den + 3 * U)
-        step = k[LR] * u
-        e_step = k[LR] * e_u + 2 * U * np.abs(step)
+        if REL:
+            step = k[LR] * (numer / den)
+            e_step = np.abs(step) * (r_numer + r_den + 4 * U)
+        else:
+            inv_den = 1.0 / den  # one division; u and its error both multiply by it
+            u = numer * inv_den
+            e_u = e_numer * inv_den + np.abs(u) * (r_den + 3 * U)
+            step = k[LR] * u
+            e_step = k[LR] * e_u + 2 * U * np.abs(step)
         if DEC == 1:
             kept = theta * k[DECAY]
             th = kept - step
@@ -192,7 +227,7 @@ def make_fast_kernel(cfg: KernelConfig, precise: bool = True) -> Callable[..., t
             if OVERWRITE:
                 th = em
                 e_th = e_em
-        zero = 0.0 * th
+        zero = 0.0 if LEAN else 0.0 * th
         return (th, zero, e_th, mm, m_lo, e_m_out, vv, v_lo, e_v_out,
                 vmx, vmx_lo, e_vmx, em, zero, e_em)  # fmt: skip
 
@@ -211,6 +246,28 @@ def _exact_products_sum(ah, al, x, bh, bl, y):
     e_small = 2 * _U * (np.abs(al * x) + np.abs(bl * y) + np.abs(e))
     hi, lo = two_sum(s, small)
     return hi, lo, e_small
+
+
+#: Bound factor on the rounding of the small terms in :func:`_lean_products_sum`: twice
+#: 2.0001 u, so that the roundings of the bound itself cannot bring it below.
+_LEAN_C = 2.0**-51
+
+
+def _lean_products_sum(ah, al, x, bh, bl, y):
+    """``(a x + b y)`` as a double-double ``(hi, lo)`` and ``e``, a bound on its error
+    wherever ``e <= |hi| 2**-55`` (no claim elsewhere: such a sum is never certified).
+
+    ``A = al x``, ``B = bl y`` and ``ah x + bh y = s + t`` are exact, so the only error
+    is the rounding of ``small = (A + B) + t``: at most ``2.0001 u (|fl(A + B)| + |t|)``,
+    half of ``e``. If ``e <= |hi| 2**-55`` then ``|small| < |hi| / 16``, so
+    ``|s| > |small|``: ``fast_two_sum`` was exact and ``hi + lo`` is normalized, with
+    an error far below any rounding boundary that ``hi`` is not on. ``e == 0`` only
+    when ``A + B = t = 0``, where the sum is exact, so exact ties stay decidable.
+    """
+    s, t = two_sum(ah * x, bh * y)
+    ab = al * x + bl * y
+    hi, lo = fast_two_sum(s, ab + t)
+    return hi, lo, _LEAN_C * (np.abs(ab) + np.abs(t))
 
 
 def exact_kernel(
@@ -326,82 +383,273 @@ def _certify32_wide(h, lo, e):
     """Like :func:`_certify32` with two casts only: certain when both ends of the
     interval, widened by a float64 ulp, round alike. Used for the parameter, whose
     exact value is irrational in general and so almost never near a midpoint (the
-    moments are sums of products of short decimals and often are)."""
+    moments are sums of products of short decimals and often are).
+
+    ``h - width`` rounds to float64 at or below ``h + lo - e`` (the widening covers
+    that rounding), likewise ``h + width``; float32 rounding is monotonic, so equal
+    ends mean every value in between, the exact one included, rounds to that value,
+    which is returned."""
     width = np.abs(lo) + e + np.abs(h) * 2.0**-52
-    return np.float64(np.float32(h)), np.float32(h - width) == np.float32(h + width)
+    below = np.float32(h - width)
+    return np.float64(below), below == np.float32(h + width)
+
+
+def _certify32_near(h, e):
+    """:func:`_certify32_wide` for a double ``h`` (no low part) within ``e``."""
+    width = e + np.abs(h) * 2.0**-52
+    below = np.float32(h - width)
+    return np.float64(below), below == np.float32(h + width)
+
+
+def _certify32_dd(h, lo, e):
+    """:func:`_certify32` for a normalized double-double (``|lo| <= ulp(h)/2``) with
+    a small bound ``e``, by the bits of ``h`` (compiled only: ``_f64_bits`` and
+    ``_bits_f64`` are numba bit casts, rebound by the driver).
+
+    Float32 rounding boundaries are doubles; in the normal float32 range those
+    are the doubles whose 29 low fraction bits are ``1 << 28``. If ``h`` is not one,
+    the nearest boundary is at least ``ulp(h)/4`` from ``h + lo`` (``h`` is the double
+    nearest it), so with ``e <= |h| 2**-55 < ulp(h)/4`` the exact value rounds as
+    ``h`` does: one cast. If ``h`` is a boundary, the side is the sign of ``lo``
+    when ``|lo| > e``: ``h`` moved one ulp that way (an integer step on its bits)
+    rounds correctly; with ``e == 0`` and ``lo == 0`` the value is the tie itself and
+    the cast rounds it to even. Otherwise, and outside the normal range (an exact
+    zero aside: ``e <= 0``), uncertain.
+    """
+    bits = _f64_bits(h)
+    boundary = (bits & 0x1FFFFFFF) == 0x10000000
+    size = np.abs(h)
+    nudged = _bits_f64(bits + (1 if (lo > 0.0) == (h > 0.0) else -1))
+    rounded = np.float32(nudged) if (boundary and lo != 0.0) else np.float32(h)
+    decided = (not boundary) | (np.abs(lo) > e) | (e == 0.0)
+    in_range = (size >= 2.0**-126) | (h == 0.0)
+    return np.float64(rounded), in_range & (e <= size * 2.0**-55) & decided
+
+
+def _f64_bits(x):  # pragma: no cover - replaced by a numba intrinsic in the driver
+    raise NotImplementedError
+
+
+def _bits_f64(x):  # pragma: no cover - replaced by a numba intrinsic in the driver
+    raise NotImplementedError
+
+
+def _numba_bitcasts(numba: Any) -> tuple[Callable, Callable]:
+    """Numba intrinsics reinterpreting a float64 as int64 and back (no conversion)."""
+    from llvmlite import ir
+    from numba.core import types
+
+    @numba.extending.intrinsic
+    def f64_bits(typingctx, x):  # pragma: no cover - compiled
+        if x != types.float64:
+            return None
+        return types.int64(types.float64), lambda c, b, s, a: b.bitcast(a[0], ir.IntType(64))
+
+    @numba.extending.intrinsic
+    def bits_f64(typingctx, x):  # pragma: no cover - compiled
+        if x != types.int64:
+            return None
+        return types.float64(types.int64), lambda c, b, s, a: b.bitcast(a[0], ir.DoubleType())
+
+    return f64_bits, bits_f64
+
+
+#: Coordinates per word of the driver's "uncertain" bitmask (one uint64 per block).
+BLOCK = 64
+HALF = BLOCK // 2
 
 
 @lru_cache(maxsize=256)
-def numba_float32_driver(cfg: KernelConfig) -> Callable[..., None] | None:
+def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
     """A compiled, parallel, in-place float32 step for ``cfg``; None without numba.
 
-    ``driver(k, theta, g, m, v, vmax, ema, flags)`` updates the float32 arrays in
-    place where every output is certified and sets ``flags[i] = 1`` (leaving
-    coordinate ``i`` untouched for the double-double pass) where one is not.
+    ``driver(k, theta, g, m, v, vmax, ema, bits)`` updates the float32 arrays in
+    place where every output is certified; coordinate ``i`` whose rounding neither
+    pass can certify is left untouched for the double-double pass, with bit
+    ``i % 64`` of ``bits[i // 64]`` set. Returns the number of such coordinates.
     """
     try:
         import numba
     except ImportError:
         return None
     # error_model="numpy": IEEE division (x/0 = inf) without Python's zero checks.
+    # fastmath={"contract"} only lets LLVM fuse a*b + c into one FMA. That changes no
+    # stored value: the products the exactness arguments rely on are exact (26-bit
+    # halves of constants times float32 inputs, and 2h), so fusing them rounds the same;
+    # every other fused operation rounds once instead of twice, and the error bounds
+    # (which count a rounding per operation, with unit roundoff doubled) stay bounds.
+    # Every stored value is certified correctly rounded, so it is unique.
+    import numba.extending
+
     jit = numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-    two_sum_nb = jit(_dd.two_sum)
-    products_nb = jit(_rebind(_exact_products_sum, two_sum=two_sum_nb))
-    # One precise pass: carrying m and v as double-doubles costs less than sending the
-    # ~4% of near-tie coordinates (0.9 m + 0.1 g is often a float32 midpoint) through a
-    # second, gathered pass (measured: 56 ms vs 29 ms + 30-190 ms on 16M float32).
-    run = _make_pass(
-        numba, jit(_rebind(make_fast_kernel(cfg), _exact_products_sum=products_nb)),
-        jit(_certify32), jit(_certify32_wide), cfg,
-    )  # fmt: skip
+    two_sum_nb, fast_two_sum_nb = jit(_dd.two_sum), jit(_dd.fast_two_sum)
+    helpers = {
+        "_exact_products_sum": jit(_rebind(_exact_products_sum, two_sum=two_sum_nb)),
+        "_lean_products_sum": jit(
+            _rebind(_lean_products_sum, two_sum=two_sum_nb, fast_two_sum=fast_two_sum_nb)
+        ),
+    }
+    f64_bits, bits_f64 = _numba_bitcasts(numba)
 
-    return run  # returns the number of flagged coordinates
+    def kernel(lean: bool) -> Callable:
+        return jit(_rebind(make_fast_kernel(cfg, lean=lean), **helpers))
+
+    compiled = {
+        "_lean": kernel(True),
+        "_precise": kernel(False),
+        "_certify": jit(_certify32),
+        "_certify_dd": jit(_rebind(_certify32_dd, _f64_bits=f64_bits, _bits_f64=bits_f64)),
+        "_certify_wide": jit(_certify32_wide),
+        "_certify_near": jit(_certify32_near),
+    }
+    return _make_pass(numba, compiled, cfg)
 
 
-def _make_pass(
-    numba: Any, kernel: Callable, certify: Callable, certify_param: Callable, cfg: KernelConfig
-) -> Callable:
-    """A parallel loop applying ``kernel`` and ``certify`` to every coordinate, in place
-    where all outputs are certain, flagging the rest."""
+def _cache_key(cfg: KernelConfig) -> str:
+    """What a compiled driver depends on beyond this file's source (which numba's cache
+    checks itself): the configuration and the sources of the modules it inlines."""
+    import hashlib
+    import inspect
+
+    from impl import _constants
+
+    sources = "".join(inspect.getsource(module) for module in (_dd, _constants))
+    return hashlib.sha256((repr(cfg) + sources).encode()).hexdigest()
+
+
+# Names the driver's loop calls, bound to compiled functions by _make_pass.
+_lean = _precise = _certify = _certify_dd = _certify_wide = _certify_near = _lane = None
+
+
+def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> Callable:
+    """A parallel loop over blocks of :data:`BLOCK` coordinates, in place where all
+    outputs are certain.
+
+    Each block runs the ``lean`` kernel vectorized (m as a double-double, since its
+    near-ties are common; v, v_max, EMA and the parameter as plain doubles, checked by
+    the two-cast test of :func:`_certify32_wide`), then retries its few uncertain
+    coordinates with the ``precise`` kernel (m and v double-doubles, midpoint-aware
+    :func:`_certify32`), still untouched since nothing was written for them. What is
+    still uncertain is flagged in ``bits``.
+
+    Compiled code is cached on disk (numba's ``cache=True``, in ``__pycache__``): the
+    compiled kernels are globals of the loop, and its closure holds only plain values
+    (the configuration's hash among them), which is what numba keys its cache on.
+    """
+    # Unused vmax/ema arrays are passed with one element and never read: a load from a
+    # fixed address that the loop's stores might alias would stop vectorization.
     ams, ema_on = cfg.amsgrad != "off", cfg.use_ema
-    # Unused vmax/ema arrays are passed with one element; a zero stride keeps reads in bounds.
-    s_ams, s_ema = int(ams), int(ema_on)
+    one = np.uint64(1)
+    key = _cache_key(cfg)
 
-    @numba.njit(parallel=True, fastmath={"contract"}, error_model="numpy")
-    def run(k, theta, g, m, v, vmax, ema, flags):  # pragma: no cover - compiled
-        flagged = 0
-        for i in numba.prange(theta.size):
-            out = kernel(
-                k,
-                np.float64(theta[i]),
-                np.float64(g[i]),
-                0.0,
-                np.float64(m[i]),
-                np.float64(v[i]),
-                np.float64(vmax[i * s_ams]),
-                np.float64(ema[i * s_ema]),
-            )
-            r_th, ok_th = certify_param(out[0], out[1], out[2])
-            r_m, ok_m = certify(out[3], out[4], out[5])
-            r_v, ok_v = certify(out[6], out[7], out[8])
-            ok = ok_th & ok_m & ok_v
-            r_x = 0.0
-            r_e = 0.0
-            if ams:
-                r_x, ok_x = certify(out[9], out[10], out[11])
-                ok = ok & ok_x
-            if ema_on:
-                r_e, ok_e = certify(out[12], out[13], out[14])
-                ok = ok & ok_e
-            theta[i] = np.float32(r_th) if ok else theta[i]
-            m[i] = np.float32(r_m) if ok else m[i]
-            v[i] = np.float32(r_v) if ok else v[i]
-            if ams:
-                vmax[i] = np.float32(r_x) if ok else vmax[i]
-            if ema_on:
-                ema[i] = np.float32(r_e) if ok else ema[i]
-            flags[i] = 0 if ok else 1
-            flagged += 0 if ok else 1
+    def lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
+        """The lean pass on coordinate ``j`` of a block: stores where certain."""
+        out = _lean(
+            k,
+            np.float64(th_b[j]),
+            np.float64(g_b[j]),
+            0.0,
+            np.float64(m_b[j]),
+            np.float64(v_b[j]),
+            np.float64(x_b[j]) if ams else 0.0,
+            np.float64(e_b[j]) if ema_on else 0.0,
+        )
+        # Only m has a low part in the lean kernel (the others are exactly 0, or NaN
+        # next to an infinite bound).
+        r_th, ok = _certify_near(out[0], out[2])
+        r_m, ok_m = _certify_dd(out[3], out[4], out[5])
+        r_v, ok_v = _certify_near(out[6], out[8])
+        ok = ok & ok_m & ok_v
+        r_x = 0.0
+        r_e = 0.0
+        if ams:
+            r_x, ok_x = _certify_near(out[9], out[11])
+            ok = ok & ok_x
+        if ema_on:
+            r_e, ok_e = _certify_near(out[12], out[14])
+            ok = ok & ok_e
+        # Selects, not branches, so that the loop vectorizes.
+        th_b[j] = np.float32(r_th) if ok else th_b[j]
+        m_b[j] = np.float32(r_m) if ok else m_b[j]
+        v_b[j] = np.float32(r_v) if ok else v_b[j]
+        if ams:
+            x_b[j] = np.float32(r_x) if ok else x_b[j]
+        if ema_on:
+            e_b[j] = np.float32(r_e) if ok else e_b[j]
+        return np.uint64(0 if ok else 1)
+
+    compiled = {**compiled}
+    compiled["_lane"] = numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")(
+        _rebind(lane, **compiled)
+    )
+
+    def run(k, theta, g, m, v, vmax, ema, bits):  # pragma: no cover - compiled
+        n = theta.size
+        flagged = 0 if key else -1  # key: only to make it part of numba's cache key
+        for b in numba.prange(bits.size):
+            start = b * BLOCK
+            stop = min(start + BLOCK, n)
+            # Views of the block, indexed from 0: LLVM then sees plain, non-negative
+            # offsets from pointers held in registers and vectorizes the loop (indexing
+            # the whole arrays by start + j, it reloads their pointers after each store).
+            th_b, g_b, m_b, v_b = theta[start:stop], g[start:stop], m[start:stop], v[start:stop]
+            x_b = vmax[start:stop] if ams else vmax
+            e_b = ema[start:stop] if ema_on else ema
+            word = np.uint64(0)
+            if stop - start == BLOCK:
+                # Two independent halves per iteration: the long sqrt-divide chains of
+                # both are in flight at once (one at a time, the out-of-order window
+                # fills with instructions waiting on one chain).
+                for j in range(HALF):
+                    word |= _lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j) << np.uint64(j)
+                    other = j + HALF
+                    word |= _lane(k, th_b, g_b, m_b, v_b, x_b, e_b, other) << np.uint64(other)
+            else:
+                for j in range(stop - start):
+                    word |= _lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j) << np.uint64(j)
+            left = 0
+            if word:
+                for j in range(stop - start):
+                    bit = one << np.uint64(j)
+                    if not word & bit:
+                        continue
+                    out = _precise(
+                        k,
+                        np.float64(th_b[j]),
+                        np.float64(g_b[j]),
+                        0.0,
+                        np.float64(m_b[j]),
+                        np.float64(v_b[j]),
+                        np.float64(x_b[j]) if ams else 0.0,
+                        np.float64(e_b[j]) if ema_on else 0.0,
+                    )
+                    r_th, ok = _certify_wide(out[0], out[1], out[2])
+                    r_m, ok_m = _certify(out[3], out[4], out[5])
+                    r_v, ok_v = _certify(out[6], out[7], out[8])
+                    ok = ok & ok_m & ok_v
+                    r_x = 0.0
+                    r_e = 0.0
+                    if ams:
+                        r_x, ok_x = _certify(out[9], out[10], out[11])
+                        ok = ok & ok_x
+                    if ema_on:
+                        r_e, ok_e = _certify(out[12], out[13], out[14])
+                        ok = ok & ok_e
+                    if not ok:
+                        left += 1
+                        continue
+                    th_b[j] = np.float32(r_th)
+                    m_b[j] = np.float32(r_m)
+                    v_b[j] = np.float32(r_v)
+                    if ams:
+                        x_b[j] = np.float32(r_x)
+                    if ema_on:
+                        e_b[j] = np.float32(r_e)
+                    word ^= bit
+            bits[b] = word
+            flagged += left
         return flagged
 
-    return run
+    return numba.njit(parallel=True, fastmath={"contract"}, error_model="numpy", cache=True)(
+        _rebind(run, **compiled)
+    )

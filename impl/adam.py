@@ -31,7 +31,7 @@ from mpmath import mp
 
 from impl import _dd
 from impl._constants import StepConstants, holder, round_fraction, step_constants
-from impl._kernels import exact_kernel, make_fast_kernel, numba_float32_driver
+from impl._kernels import BLOCK, exact_kernel, make_fast_kernel, numba_float32_driver
 from impl._xp import array_namespace
 from spec.axes import AmsGrad, BiasCorrection, DuplicateIndices, SparseSemantics, WeightDecay
 from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
@@ -403,7 +403,7 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
     )
     # "auto" compiles only for tensors large enough to repay seconds of JIT compilation
     # (per process and variant configuration); small tensors take the NumPy path
-    worth_jit = backend == "numba" or param.size >= JIT_MIN_SIZE
+    worth_jit = backend == "numba" or (backend == "auto" and param.size >= JIT_MIN_SIZE)
     driver = numba_float32_driver(K.config) if simple and worth_jit else None
     if backend == "numba" and driver is None:
         raise UnsupportedError(
@@ -411,7 +411,9 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
             "without master weights"
         )
     if driver is not None:
-        flags = np.empty(param.size, dtype=np.uint8)  # the driver writes every element
+        # One bit per coordinate: the driver writes every word, set where it left a
+        # coordinate uncertain (1/32 of the parameter array, not a byte per coordinate).
+        bits = np.empty(-(-param.size // BLOCK), dtype=np.uint64)
         one = np.zeros(1, dtype=np.float32)
         flagged = driver(
             K.values[:, 0].copy(),
@@ -421,17 +423,26 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
             arrays["v"].reshape(-1),
             arrays["vmax"].reshape(-1) if arrays["vmax"] is not None else one,
             arrays["ema"].reshape(-1) if arrays["ema"] is not None else one,
-            flags,
+            bits,
         )
-        if not flagged:
-            return
-        _apply_numpy(K, grad, arrays, theta_store, np.flatnonzero(flags))
+        if flagged:
+            _apply_numpy(K, grad, arrays, theta_store, _set_bits(bits))
         return
     index = grad.rows
     if index is not None:  # lazy: only the touched rows, as flat coordinates
         row = int(np.prod(param.shape[1:]))
         index = (np.asarray(index)[:, None] * row + np.arange(row)[None, :]).reshape(-1)
     _apply_numpy(K, grad, arrays, theta_store, index)
+
+
+def _set_bits(bits: np.ndarray) -> np.ndarray:
+    """Flat indices of the set bits of a little-endian bitmask of uint64 words."""
+    words = np.flatnonzero(bits)
+    lanes = np.unpackbits(
+        bits[words].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+    )
+    rows, cols = np.nonzero(lanes)
+    return words[rows] * BLOCK + cols
 
 
 def _apply_numpy(
