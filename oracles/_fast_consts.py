@@ -242,6 +242,10 @@ def _q(x: Any) -> Fraction:
     return Fraction(int(x.numerator), int(x.denominator))
 
 
+#: Rational constants already converted (they repeat across calls: betas, lr, eps...).
+_RATIONALS: dict[Fraction, tuple[Const, Any]] = {}
+
+
 def step_consts(
     variant: Variant,
     hp: ExactHyper,
@@ -271,10 +275,14 @@ def _step_consts(
     ivs: dict[str, Any] = {}
 
     def rational(name: str, value: Fraction) -> None:
-        key = (name, value)
-        if key not in cache:
-            cache[key] = (const_q(value), ivq(value))
-        c[name], ivs[name] = cache[key]
+        if value not in cache:
+            found = _RATIONALS.get(value)
+            if found is None:
+                if len(_RATIONALS) > 4096:
+                    _RATIONALS.clear()
+                found = _RATIONALS[value] = (const_q(value), ivq(value))
+            cache[value] = found
+        c[name], ivs[name] = cache[value]
 
     def irrational(name: str, value: Any) -> None:
         c[name] = const_iv(value)

@@ -559,10 +559,30 @@ def _zeros_like(comp: np.ndarray | None, a: np.ndarray) -> np.ndarray:
     return np.zeros(a.size) if comp is None else comp.ravel()
 
 
+#: Step constants of recent lock-steps (the harness steps many implementations from the
+#: same step with the same hyperparameters), keyed by everything they depend on.
+_CONSTS: dict[tuple, StepConsts] = {}
+
+
+def _lockstep_consts(call: _Call, t: int) -> StepConsts:
+    hp = call.hp
+    key = (
+        call.variant, t, hp.lr_at(t), hp.beta1, hp.beta2, hp.moment_beta1, hp.moment_beta2,
+        hp.one_minus_beta1, hp.one_minus_beta2, hp.eps, hp.eps_root, hp.weight_decay,
+        hp.clipvalue, hp.ema_momentum, call.beta1_power, call.beta2_power,
+    )  # fmt: skip
+    found = _CONSTS.get(key)
+    if found is None:
+        if len(_CONSTS) > 256:
+            _CONSTS.clear()
+        p1, p2 = _powers(call, t)
+        found = _CONSTS[key] = step_consts(call.variant, hp, t, p1, p2)
+    return found
+
+
 def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult] | None:
     t = call.state.step + 1
-    p1, p2 = _powers(call, t)
-    consts = step_consts(call.variant, call.hp, t, p1, p2)
+    consts = _lockstep_consts(call, t)
     if consts.fallback is not None:
         stats.reasons[consts.fallback] += 1
         return None
