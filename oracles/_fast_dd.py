@@ -39,7 +39,7 @@ from oracles._fast_eft import (
     expansion_sign,
     two_prod,
 )
-from oracles._fast_tier1 import ExactForm, Inputs, Outcome, _exact_forms, _is_one
+from oracles._fast_tier1 import ExactForm, Inputs, Outcome, StepPlan, _exact_forms, _is_one
 from spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
 from spec.formats import FLOAT64, FloatFormat
 from spec.variant import Variant
@@ -81,29 +81,11 @@ class DDState:
         return DDState(cut(self.theta), cut(self.m), cut(self.v), cut(self.vmax), cut(self.ema))
 
 
-class DDPlan:
+class DDPlan(StepPlan):
     """The double-double step of one variant at one step for one tensor."""
 
-    def __init__(
-        self,
-        variant: Variant,
-        consts: StepConsts,
-        fmt: FloatFormat,
-        state_fmt: FloatFormat,
-        use_ema: bool,
-        overwrite: bool,
-        scale: Const | None,
-    ) -> None:
-        self.variant = variant
-        self.c = consts
-        self.fmt = fmt
-        self.state_fmt = state_fmt
-        self.use_ema = use_ema
-        self.overwrite = overwrite
-        self.scale = None if scale is None or (scale.is_double and scale.hi == 1.0) else scale
-        wd = consts["WD"]
-        self.l2 = variant.weight_decay is WeightDecay.L2 and not (wd.is_double and wd.hi == 0.0)
-        self.clipv = consts.get("CLIPV")
+    def __init__(self, variant: Variant, consts: StepConsts, *args: Any) -> None:
+        super().__init__(variant, consts, *args)
         self.form_m, self.form_v = _exact_forms(variant, consts, self)  # type: ignore[arg-type]
 
     def _clip_value(self, g: Array) -> tuple[Array, Any]:

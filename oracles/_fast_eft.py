@@ -268,22 +268,9 @@ def certify(x: Array, e: Array, fmt: FloatFormat) -> tuple[Array, Array]:
     one side of zero (the sign of a rounded zero follows the exact value), or the
     interval must be the exact zero (+0.0). NaN or infinite ``x``/``e`` is never certain.
     """
-    with np.errstate(invalid="ignore", over="ignore"):
-        width = e * (1.0 + 2.0**-40) + np.abs(x) * 2.0**-51
-        lo = x - width
-        hi = x + width
-        if fmt == FLOAT32:
-            rlo = lo.astype(np.float32)
-            rhi = hi.astype(np.float32)
-        elif fmt == FLOAT16:
-            rlo = lo.astype(np.float16)
-            rhi = hi.astype(np.float16)
-        else:
-            rlo = round_to(lo, fmt)
-            rhi = round_to(hi, fmt)
-        certain = (rlo == rhi) & ((lo * hi > 0) | (width == 0))
+    rounded, certain = certify_native(x, e, fmt)
     # hi + 0 rounds like x; for the exact zero (width 0) it is +0.0 even when x is -0.0.
-    return rhi.astype(np.float64), certain
+    return rounded.astype(np.float64), certain
 
 
 def certify_into(x: Array, width: Array, fmt: FloatFormat, out: Array) -> Array:

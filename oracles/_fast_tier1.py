@@ -118,8 +118,9 @@ def applies(consts: StepConsts, scales: list[Const | None]) -> bool:
     return all(c.within(low, high) for c in every)
 
 
-class Plan:
-    """The float64 step of one variant at one step for one tensor (``scale``: clipnorm)."""
+class StepPlan:
+    """What every tier's step plan knows: the variant, its constants at this step, the
+    formats, and which gradient transforms (clipnorm ``scale``, L2, clipvalue) apply."""
 
     def __init__(
         self,
@@ -138,10 +139,17 @@ class Plan:
         self.use_ema = use_ema
         self.overwrite = overwrite
         self.scale = None if scale is None or (scale.is_double and scale.hi == 1.0) else scale
-        self.ams = variant.amsgrad
         wd = consts["WD"]
         self.l2 = variant.weight_decay is WeightDecay.L2 and not (wd.is_double and wd.hi == 0.0)
         self.clipv = consts.get("CLIPV")
+
+
+class Plan(StepPlan):
+    """The float64 step of one variant at one step for one tensor (``scale``: clipnorm)."""
+
+    def __init__(self, variant: Variant, consts: StepConsts, *args: Any) -> None:
+        super().__init__(variant, consts, *args)
+        self.ams = variant.amsgrad
         # The gradient is exact (a double) unless scaled, L2-decayed or clipped to an inexact value.
         self.g_exact = (
             self.scale is None and not self.l2 and (self.clipv is None or self.clipv.is_double)
