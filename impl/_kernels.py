@@ -198,7 +198,14 @@ def make_fast_kernel(
             den = np.sqrt(raw) + (k[EPS] if PLACE == 2 else k[EPS_SC2])
             r_den = 0.5 * r_raw + 3 * U
         if REL:
-            step = k[LR] * (numer / den)
+            # the same product, associated differently: numer = mm (IC1 LR [RS|SC2]), each
+            # constant factor's rounding counted in r_numer (2U each)
+            gain = k[IC1] * k[LR]
+            if RADAM and RECTIFIED:
+                gain = gain * k[RS]
+            elif not RADAM and PLACE >= 2:
+                gain = gain * k[SC2]
+            step = (mm * gain) / den
             e_step = np.abs(step) * (r_numer + r_den + 4 * U)
         else:
             inv_den = 1.0 / den  # one division; u and its error both multiply by it
@@ -456,17 +463,17 @@ def _numba_bitcasts(numba: Any) -> tuple[Callable, Callable]:
 
 #: Coordinates per word of the driver's "uncertain" bitmask (one uint64 per block).
 BLOCK = 64
-HALF = BLOCK // 2
 
 
 @lru_cache(maxsize=256)
 def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
     """A compiled, parallel, in-place float32 step for ``cfg``; None without numba.
 
-    ``driver(k, theta, g, m, v, vmax, ema, bits)`` updates the float32 arrays in
-    place where every output is certified; coordinate ``i`` whose rounding neither
-    pass can certify is left untouched for the double-double pass, with bit
-    ``i % 64`` of ``bits[i // 64]`` set. Returns the number of such coordinates.
+    ``driver(k, theta, g, m, v, vmax, ema, bits)`` (``k``: the constants' hi parts,
+    as a tuple or an array) updates the float32 arrays in place where every output
+    is certified; coordinate ``i`` whose rounding neither pass can certify is left
+    untouched for the double-double pass, with bit ``i % 64`` of ``bits[i // 64]``
+    set. Returns the number of such coordinates.
     """
     try:
         import numba
@@ -518,19 +525,22 @@ def _cache_key(cfg: KernelConfig) -> str:
 
 
 # Names the driver's loop calls, bound to compiled functions by _make_pass.
-_lean = _precise = _certify = _certify_dd = _certify_wide = _certify_near = _lane = None
+_lean = _precise = _certify = _certify_dd = _certify_wide = _certify_near = None
+_lane = _retry = None
 
 
 def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> Callable:
     """A parallel loop over blocks of :data:`BLOCK` coordinates, in place where all
     outputs are certain.
 
-    Each block runs the ``lean`` kernel vectorized (m as a double-double, since its
-    near-ties are common; v, v_max, EMA and the parameter as plain doubles, checked by
-    the two-cast test of :func:`_certify32_wide`), then retries its few uncertain
+    Each full block runs the ``lean`` kernel vectorized (m as a double-double, since
+    its near-ties are common, certified from the bits of its high part by
+    :func:`_certify32_dd`; the parameter, v, v_max and EMA as plain doubles, by the
+    two-cast test of :func:`_certify32_near`), then retries its few uncertain
     coordinates with the ``precise`` kernel (m and v double-doubles, midpoint-aware
-    :func:`_certify32`), still untouched since nothing was written for them. What is
-    still uncertain is flagged in ``bits``.
+    :func:`_certify32`) as scalar code: they are still untouched, since nothing was
+    written for them. The last, partial block goes to the precise kernel whole.
+    What is still uncertain is flagged in ``bits``.
 
     Compiled code is cached on disk (numba's ``cache=True``, in ``__pycache__``): the
     compiled kernels are globals of the loop, and its closure holds only plain values
@@ -578,10 +588,46 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
             e_b[j] = np.float32(r_e) if ok else e_b[j]
         return np.uint64(0 if ok else 1)
 
+    def retry(k, th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
+        """The precise kernel on coordinate ``j`` of a block: stores if certain."""
+        out = _precise(
+            k,
+            np.float64(th_b[j]),
+            np.float64(g_b[j]),
+            0.0,
+            np.float64(m_b[j]),
+            np.float64(v_b[j]),
+            np.float64(x_b[j]) if ams else 0.0,
+            np.float64(e_b[j]) if ema_on else 0.0,
+        )
+        r_th, ok = _certify_wide(out[0], out[1], out[2])
+        r_m, ok_m = _certify(out[3], out[4], out[5])
+        r_v, ok_v = _certify(out[6], out[7], out[8])
+        ok = ok & ok_m & ok_v
+        r_x = 0.0
+        r_e = 0.0
+        if ams:
+            r_x, ok_x = _certify(out[9], out[10], out[11])
+            ok = ok & ok_x
+        if ema_on:
+            r_e, ok_e = _certify(out[12], out[13], out[14])
+            ok = ok & ok_e
+        if ok:
+            th_b[j] = np.float32(r_th)
+            m_b[j] = np.float32(r_m)
+            v_b[j] = np.float32(r_v)
+            if ams:
+                x_b[j] = np.float32(r_x)
+            if ema_on:
+                e_b[j] = np.float32(r_e)
+        return ok
+
+    options = {"fastmath": {"contract"}, "error_model": "numpy"}
     compiled = {**compiled}
-    compiled["_lane"] = numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")(
-        _rebind(lane, **compiled)
-    )
+    compiled["_lane"] = numba.njit(inline="always", **options)(_rebind(lane, **compiled))
+    # Not inlined: a call per (rare) retry costs nothing, and compiling the precise
+    # kernel once as scalar code, not inside the vectorized loop, saves seconds.
+    compiled["_retry"] = numba.njit(**options)(_rebind(retry, **compiled))
 
     def run(k, theta, g, m, v, vmax, ema, bits):  # pragma: no cover - compiled
         n = theta.size
@@ -597,59 +643,260 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
             e_b = ema[start:stop] if ema_on else ema
             word = np.uint64(0)
             if stop - start == BLOCK:
-                # Two independent halves per iteration: the long sqrt-divide chains of
-                # both are in flight at once (one at a time, the out-of-order window
-                # fills with instructions waiting on one chain).
-                for j in range(HALF):
+                for j in range(BLOCK):
                     word |= _lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j) << np.uint64(j)
-                    other = j + HALF
-                    word |= _lane(k, th_b, g_b, m_b, v_b, x_b, e_b, other) << np.uint64(other)
-            else:
-                for j in range(stop - start):
-                    word |= _lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j) << np.uint64(j)
+            else:  # the last, partial block: all of it to the precise pass (scalar,
+                # compiled once), rather than a second vectorized copy of the lean pass
+                word = (one << np.uint64(stop - start)) - one
             left = 0
             if word:
                 for j in range(stop - start):
                     bit = one << np.uint64(j)
-                    if not word & bit:
-                        continue
-                    out = _precise(
-                        k,
-                        np.float64(th_b[j]),
-                        np.float64(g_b[j]),
-                        0.0,
-                        np.float64(m_b[j]),
-                        np.float64(v_b[j]),
-                        np.float64(x_b[j]) if ams else 0.0,
-                        np.float64(e_b[j]) if ema_on else 0.0,
-                    )
-                    r_th, ok = _certify_wide(out[0], out[1], out[2])
-                    r_m, ok_m = _certify(out[3], out[4], out[5])
-                    r_v, ok_v = _certify(out[6], out[7], out[8])
-                    ok = ok & ok_m & ok_v
-                    r_x = 0.0
-                    r_e = 0.0
-                    if ams:
-                        r_x, ok_x = _certify(out[9], out[10], out[11])
-                        ok = ok & ok_x
-                    if ema_on:
-                        r_e, ok_e = _certify(out[12], out[13], out[14])
-                        ok = ok & ok_e
-                    if not ok:
-                        left += 1
-                        continue
-                    th_b[j] = np.float32(r_th)
-                    m_b[j] = np.float32(r_m)
-                    v_b[j] = np.float32(r_v)
-                    if ams:
-                        x_b[j] = np.float32(r_x)
-                    if ema_on:
-                        e_b[j] = np.float32(r_e)
-                    word ^= bit
+                    if word & bit:
+                        if _retry(k, th_b, g_b, m_b, v_b, x_b, e_b, j):
+                            word ^= bit
+                        else:
+                            left += 1
             bits[b] = word
             flagged += left
         return flagged
 
-    return numba.njit(parallel=True, fastmath={"contract"}, error_model="numpy", cache=True)(
-        _rebind(run, **compiled)
+    try:
+        return numba.njit(parallel=True, cache=True, **options)(_rebind(run, **compiled))
+    except RuntimeError:  # no writable cache location: compile per process
+        return numba.njit(parallel=True, **options)(_rebind(run, **compiled))
+
+
+# ---------------------------------------------------------------- CuPy: one fused kernel
+
+
+class _Trace:
+    """The operations of a kernel run on symbolic values, as C statements in order.
+
+    :func:`make_fast_kernel` is plain arithmetic on ``np.abs``/``np.sqrt``/
+    ``np.maximum``, so running it on :class:`_Sym` values records the formula,
+    operation by operation and in Python's evaluation order, as C: the CUDA kernel
+    is generated from the same source as the NumPy and numba paths, never retyped.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def emit(self, ctype: str, expr: str) -> _Sym:
+        name = f"_t{len(self.lines)}"
+        self.lines.append(f"{ctype} {name} = {expr};")
+        return _Sym(self, name, ctype)
+
+
+def _c_double(x: float) -> str:
+    """An exact C expression for the double ``x``, from its bits (no decimal rounding)."""
+    return f"ADAM_F64(0x{np.float64(x).view(np.uint64):016x}ULL)"
+
+
+def _c_operand(x: Any) -> str:
+    if isinstance(x, _Sym):
+        return f"(double){x.name}" if x.ctype == "bool" else x.name
+    if isinstance(x, (bool, np.bool_)):
+        return _c_double(float(x))
+    return _c_double(float(x))
+
+
+class _Sym:
+    """A symbolic double (or bool) in a :class:`_Trace`."""
+
+    __array_priority__ = 1000  # numpy scalars defer to our operators
+
+    def __init__(self, trace: _Trace, name: str, ctype: str = "double") -> None:
+        self.trace, self.name, self.ctype = trace, name, ctype
+
+    def _op(self, other: Any, op: str, reverse: bool = False, ctype: str = "double") -> _Sym:
+        a, b = _c_operand(self), _c_operand(other)
+        if reverse:
+            a, b = b, a
+        return self.trace.emit(ctype, f"{a} {op} {b}")
+
+    def __add__(self, o):
+        return self._op(o, "+")
+
+    def __radd__(self, o):
+        return self._op(o, "+", True)
+
+    def __sub__(self, o):
+        return self._op(o, "-")
+
+    def __rsub__(self, o):
+        return self._op(o, "-", True)
+
+    def __mul__(self, o):
+        return self._op(o, "*")
+
+    def __rmul__(self, o):
+        return self._op(o, "*", True)
+
+    def __truediv__(self, o):
+        return self._op(o, "/")
+
+    def __rtruediv__(self, o):
+        return self._op(o, "/", True)
+
+    def __neg__(self):
+        return self.trace.emit("double", f"-{_c_operand(self)}")
+
+    def __lt__(self, o):
+        return self._op(o, "<", ctype="bool")
+
+    def __le__(self, o):
+        return self._op(o, "<=", ctype="bool")
+
+    def __gt__(self, o):
+        return self._op(o, ">", ctype="bool")
+
+    def __ge__(self, o):
+        return self._op(o, ">=", ctype="bool")
+
+    def __bool__(self):
+        raise TypeError("a traced kernel may not branch on a value")
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> _Sym:
+        functions = {np.absolute: "fabs", np.sqrt: "sqrt", np.maximum: "adam_max"}
+        if method != "__call__" or kwargs or ufunc not in functions:
+            raise TypeError(f"{ufunc.__name__} is not traced into C")
+        args = ", ".join(_c_operand(x) for x in inputs)
+        return self.trace.emit("double", f"{functions[ufunc]}({args})")
+
+
+class _TracedConstants:
+    """The constants vector of a traced kernel: ``k[i]`` reads the kernel's ``k``."""
+
+    def __init__(self, trace: _Trace) -> None:
+        self.trace = trace
+
+    def __getitem__(self, index: int) -> _Sym:
+        return _Sym(self.trace, f"k[{int(index)}]")
+
+
+#: Helpers of the generated kernel, in C that is also valid CUDA C++. ``ADAM_F64``,
+#: ``ADAM_ATOMIC_OR``, ``ADAM_ATOMIC_ADD`` and ``ADAM_DEVICE`` are defined by the
+#: target (CUDA below; plain C in tests/test_impl_cupy.py).
+_C_HELPERS = r"""
+ADAM_DEVICE double adam_max(double a, double b) { return (a >= b || a != a) ? a : b; }
+
+/* _certify32: float32 rounding of the double-double h + lo, certain within e. */
+ADAM_DEVICE void adam_certify32(double h, double lo, double e, double* value, bool* sure) {
+    double r = (double)(float)h;
+    double t = (double)(float)(2.0 * h - r);
+    bool near_ = (fabs(lo) + e) <= fabs(r) * ADAM_F64(0x3e50000000000000ULL);
+    double mid = 0.5 * (r + t);
+    double side = (h - mid) + lo;
+    bool exact_tie = (side == 0.0) && (e == 0.0);
+    double split_value = (side * (t - r) > 0.0) ? t : r;
+    split_value = exact_tie ? (double)(float)mid : split_value;
+    bool split_sure = near_ && ((fabs(side) > e * ADAM_F64(0x3ff0000000000100ULL)) || exact_tie);
+    bool far_ = (t == r);
+    *value = far_ ? r : split_value;
+    *sure = far_ ? near_ : split_sure;
+}
+
+/* _certify32_wide: both ends of h + lo +- e, widened by a float64 ulp, round alike. */
+ADAM_DEVICE void adam_certify32_wide(double h, double lo, double e, double* value, bool* sure) {
+    double width = fabs(lo) + e + fabs(h) * ADAM_F64(0x3cb0000000000000ULL);
+    float below = (float)(h - width);
+    *value = (double)below;
+    *sure = below == (float)(h + width);
+}
+"""
+
+_CUDA_DEFINES = r"""
+#define ADAM_F64(bits) __longlong_as_double((long long)(bits))
+#define ADAM_ATOMIC_OR(p, x) atomicOr((p), (x))
+#define ADAM_ATOMIC_ADD(p, x) atomicAdd((p), (x))
+#define ADAM_DEVICE __device__
+"""
+
+
+def cuda_float32_source(cfg: KernelConfig) -> dict[str, str]:
+    """The fused float32 step for ``cfg`` as a CuPy ``ElementwiseKernel``'s parts.
+
+    One pass over memory: reads g and the state, evaluates the precise kernel (the
+    traced :func:`make_fast_kernel`) in float64, certifies every output like the
+    compiled CPU driver's retry (:func:`_certify32`, :func:`_certify32_wide`), and
+    writes param, m, v (v_max, EMA) in place where all are certain. Elsewhere it
+    writes nothing and sets bit ``i % 32`` of ``bits[i / 32]`` and counts it in
+    ``counter[0]``, for the double-double pass. Returns ``in_params``,
+    ``out_params``, ``helpers`` (C valid as CUDA and C99) and ``body``.
+    """
+    ams, ema_on = cfg.amsgrad != "off", cfg.use_ema
+    trace = _Trace()
+
+    def load(name: str) -> _Sym:
+        return trace.emit("double", f"(double){name}")
+
+    out = make_fast_kernel(cfg)(
+        _TracedConstants(trace),
+        load("theta"),
+        load("g"),
+        0.0,
+        load("m"),
+        load("v"),
+        load("vmax") if ams else 0.0,
+        load("ema") if ema_on else 0.0,
     )
+    stores = [("theta", 0, "adam_certify32_wide"), ("m", 3, "adam_certify32"),
+              ("v", 6, "adam_certify32")]  # fmt: skip
+    if ams:
+        stores.append(("vmax", 9, "adam_certify32"))
+    if ema_on:
+        stores.append(("ema", 12, "adam_certify32"))
+    lines = list(trace.lines)
+    for name, at, certify in stores:
+        args = ", ".join(_c_operand(x) for x in out[at : at + 3])
+        lines.append(f"double _r_{name}; bool _ok_{name};")
+        lines.append(f"{certify}({args}, &_r_{name}, &_ok_{name});")
+    lines.append("bool _ok = " + " && ".join(f"_ok_{name}" for name, _, _ in stores) + ";")
+    lines.append("if (_ok) {")
+    lines += [f"    {name} = (float)_r_{name};" for name, _, _ in stores]
+    lines.append("} else {")
+    lines.append("    ADAM_ATOMIC_OR(&bits[i >> 5], 1u << (unsigned)(i & 31));")
+    lines.append("    ADAM_ATOMIC_ADD(&counter[0], 1);")
+    lines.append("}")
+    # bits and counter are outputs: CuPy passes raw inputs as const arrays.
+    return {
+        "in_params": "raw float64 k, float32 g",
+        "out_params": ", ".join(f"float32 {name}" for name, _, _ in stores)
+        + ", raw uint32 bits, raw int32 counter",
+        "helpers": _C_HELPERS,
+        "body": "\n".join(lines),
+    }
+
+
+@lru_cache(maxsize=256)
+def cupy_float32_driver(cfg: KernelConfig) -> Callable[..., tuple[int, Any]] | None:
+    """The fused CuPy step for ``cfg`` (:func:`cuda_float32_source`); None without cupy.
+
+    ``driver(k, theta, g, m, v, vmax, ema)`` (CuPy arrays; ``k`` the constants' hi
+    parts, float64) updates in place where certain and returns ``(flagged, bits)``:
+    the number of uncertain coordinates, left untouched, and their bitmask (uint32
+    words). GPU timings are unmeasured: no GPU was available to this work.
+    """
+    try:
+        import cupy
+    except ImportError:
+        return None
+    source = cuda_float32_source(cfg)
+    kernel = cupy.ElementwiseKernel(
+        source["in_params"],
+        source["out_params"],
+        source["body"],
+        name="adamspec_float32_step",
+        preamble=_CUDA_DEFINES + source["helpers"],
+    )
+    ams, ema_on = cfg.amsgrad != "off", cfg.use_ema
+
+    def driver(k: Any, theta: Any, g: Any, m: Any, v: Any, vmax: Any, ema: Any) -> tuple:
+        bits = cupy.zeros(-(-theta.size // 32), dtype=cupy.uint32)
+        counter = cupy.zeros(1, dtype=cupy.int32)
+        outputs = [theta, m, v] + ([vmax] if ams else []) + ([ema] if ema_on else [])
+        kernel(k, g, *outputs, bits, counter)
+        return int(counter.get()[0]), bits
+
+    return driver

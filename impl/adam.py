@@ -16,8 +16,10 @@ parameters go straight to double-double.
 
 Dense float32 steps run in a numba-compiled parallel kernel when numba is
 installed; otherwise (and for other dtypes, master weights and sparse
-gradients) in cache-sized NumPy chunks. CuPy arrays take the NumPy code path
-with ``cupy`` as the namespace (:mod:`impl._xp`).
+gradients) in cache-sized NumPy chunks. Dense float32 CuPy arrays run one fused
+CuPy kernel generated from the same kernel source (its few uncertain coordinates
+after it, like the compiled CPU driver's); other CuPy steps take the NumPy code
+path with ``cupy`` as the namespace (:mod:`impl._xp`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from mpmath import mp
 
 from impl import _dd
 from impl._constants import StepConstants, holder, round_fraction, step_constants
-from impl._kernels import BLOCK, exact_kernel, make_fast_kernel, numba_float32_driver
+from impl._kernels import (
+    BLOCK,
+    cupy_float32_driver,
+    exact_kernel,
+    make_fast_kernel,
+    numba_float32_driver,
+)
 from impl._xp import array_namespace
 from spec.axes import AmsGrad, BiasCorrection, DuplicateIndices, SparseSemantics, WeightDecay
 from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
@@ -146,8 +154,9 @@ def step(
 ) -> tuple[Any, AdamState]:
     """One step returning new params and state; the inputs are not modified.
 
-    ``backend``: "auto" (numba for dense float32 when installed, else NumPy),
-    "numpy" (always the chunked NumPy path) or "numba" (error if unavailable).
+    ``backend``: "auto" (numba for dense float32 when installed, the fused kernel for
+    dense float32 CuPy arrays, else NumPy), "numpy" (always the chunked NumPy path,
+    on CuPy arrays too) or "numba" (error if unavailable).
     """
     tensors, single = _tensors(params)
     new_params = [p.copy() for p in tensors]
@@ -201,7 +210,8 @@ def step_(
         _prepare_gradient(g, p, variant, hyper, hold)
         for g, p in zip(grad_list, tensors, strict=True)
     ]
-    scales = _clip_scales(prepared, hyper, hold)
+    with np.errstate(all="ignore"):  # an infinite gradient's norm is inf, on purpose
+        scales = _clip_scales(prepared, hyper, hold)
     p1 = Fraction(state.beta1_power)
     p2 = Fraction(state.beta2_power)
     constants = None
@@ -391,24 +401,41 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
     """Update one tensor's arrays in place."""
     param, master = arrays["param"], arrays["master"]
     theta_store = master if master is not None else param
+    xp = array_namespace(param)
     simple = (
         grad.dense
         and grad.rows is None
         and master is None
+        and grad.g.dtype in (np.float32, np.float64)
         and all(
-            a is None
-            or (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous)
+            a is None or (a.dtype == np.float32 and a.flags.c_contiguous)
             for a in (param, arrays["m"], arrays["v"], arrays["vmax"], arrays["ema"])
         )
     )
+    if simple and xp is not np and backend == "auto" and grad.g.dtype == np.float32:
+        gpu = cupy_float32_driver(K.config)
+        if gpu is not None:  # one fused kernel; the rare uncertain coordinates after it
+            flagged, bits = gpu(
+                xp.asarray(K.values[:, 0]),
+                param.reshape(-1),
+                grad.g,
+                arrays["m"].reshape(-1),
+                arrays["v"].reshape(-1),
+                arrays["vmax"].reshape(-1) if arrays["vmax"] is not None else None,
+                arrays["ema"].reshape(-1) if arrays["ema"] is not None else None,
+            )
+            if flagged:
+                _apply_numpy(K, grad, arrays, theta_store, _set_bits(bits, xp))
+            return
     # "auto" compiles only for tensors large enough to repay seconds of JIT compilation
     # (per process and variant configuration); small tensors take the NumPy path
     worth_jit = backend == "numba" or (backend == "auto" and param.size >= JIT_MIN_SIZE)
-    driver = numba_float32_driver(K.config) if simple and worth_jit else None
+    on_cpu = xp is np
+    driver = numba_float32_driver(K.config) if simple and on_cpu and worth_jit else None
     if backend == "numba" and driver is None:
         raise UnsupportedError(
-            "backend='numba' needs numba installed and dense, C-contiguous float32 arrays "
-            "without master weights"
+            "backend='numba' needs numba installed and dense, C-contiguous float32 NumPy "
+            "arrays without master weights"
         )
     if driver is not None:
         # One bit per coordinate: the driver writes every word, set where it left a
@@ -416,7 +443,7 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
         bits = np.empty(-(-param.size // BLOCK), dtype=np.uint64)
         one = np.zeros(1, dtype=np.float32)
         flagged = driver(
-            K.values[:, 0].copy(),
+            tuple(K.values[:, 0].tolist()),  # a tuple: constants in registers, not memory
             param.reshape(-1),
             grad.g,
             arrays["m"].reshape(-1),
@@ -435,14 +462,14 @@ def _apply(K: StepConstants, grad: _Gradient, arrays: dict[str, Any], backend: s
     _apply_numpy(K, grad, arrays, theta_store, index)
 
 
-def _set_bits(bits: np.ndarray) -> np.ndarray:
-    """Flat indices of the set bits of a little-endian bitmask of uint64 words."""
-    words = np.flatnonzero(bits)
-    lanes = np.unpackbits(
-        bits[words].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
-    )
-    rows, cols = np.nonzero(lanes)
-    return words[rows] * BLOCK + cols
+def _set_bits(bits: Any, xp: Any = np) -> Any:
+    """Flat indices, in order, of the set bits of a bitmask of unsigned words (bit ``j``
+    of word ``w`` is coordinate ``w * width + j``)."""
+    width = bits.dtype.itemsize * 8
+    words = xp.flatnonzero(bits)
+    lanes = (bits[words][:, None] >> xp.arange(width, dtype=bits.dtype)[None, :]) & 1
+    rows, cols = xp.nonzero(lanes)
+    return words[rows] * width + cols
 
 
 def _apply_numpy(

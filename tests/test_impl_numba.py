@@ -12,6 +12,8 @@ Compiled drivers are cached on disk by numba, so only the first run compiles.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,9 @@ from spec import Variant, entry
 from spec.axes import HyperPrecision
 from spec.formats import FLOAT32
 
-pytest.importorskip("numba")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba is not installed (the [jit] extra)"
+)
 
 N = 6000
 
