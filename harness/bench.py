@@ -5,6 +5,9 @@ with torch.optim.Adam's defaults; the median of several timed steps after
 warm-up is reported, with the ratio of each time to ours (``> 1``: slower
 than ours). Peak extra memory of our step is measured with tracemalloc (NumPy
 registers its buffers there) and reported relative to one parameter array.
+
+Both sides use the same number of threads: numba's and torch's defaults (one per
+core) unless ``threads`` sets both; the report records the counts used.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import platform
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,15 +92,58 @@ def peak_extra_memory(size: int, dtype: str) -> dict[str, float]:
             "ratio_to_param": peak / param_bytes}  # fmt: skip
 
 
-def bench_impl(size: int, dtype: str, repeats: int = 7, warmup: int = 2) -> dict[str, Any]:
-    """Time ours and the torch peers on ``size`` parameters of ``dtype``."""
+@contextmanager
+def _threads(module: Any, threads: int | None) -> Iterator[int | None]:
+    """``module``'s (numba's or torch's) thread count, set to ``threads`` inside."""
+    if module is None:
+        yield None
+        return
+    before = module.get_num_threads()
+    try:
+        if threads is not None:
+            module.set_num_threads(threads)
+        yield module.get_num_threads()
+    finally:
+        module.set_num_threads(before)
+
+
+def _optional(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+@contextmanager
+def thread_counts(threads: int | None) -> Iterator[dict[str, int | None]]:
+    """Numba's and torch's thread counts, set to ``threads`` inside (when given)."""
+    with _threads(_optional("numba"), threads) as n, _threads(_optional("torch"), threads) as t:
+        yield {"numba": n, "torch": t}
+
+
+def bench_impl(
+    size: int, dtype: str, repeats: int = 7, warmup: int = 2, threads: int | None = None
+) -> dict[str, Any]:
+    """Time ours and the torch peers on ``size`` parameters of ``dtype`` (both sides on
+    ``threads`` threads when given, else their defaults: one per core).
+
+    Ours is timed before torch is imported: torch's OpenMP threads, once started,
+    wait spinning and took a third of the cores' time from numba's (measured: 28 ms
+    -> 38 ms per 16M-parameter step; 30 ms with ``OMP_WAIT_POLICY=PASSIVE``).
+    """
     if dtype not in BENCH_DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; allowed: {', '.join(BENCH_DTYPES)}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads} must be a positive integer")
     rng = np.random.default_rng(0)
-    timings = [Timing("adamspec (auto)", _time(_ours(size, dtype, "auto", rng), repeats, warmup))]
-    timings.append(
-        Timing("adamspec (numpy)", _time(_ours(size, dtype, "numpy", rng), max(1, repeats // 2), 1))
-    )
+    with _threads(_optional("numba"), threads) as numba_threads:
+        timings = [
+            Timing("adamspec (auto)", _time(_ours(size, dtype, "auto", rng), repeats, warmup)),
+            Timing(
+                "adamspec (numpy)",
+                _time(_ours(size, dtype, "numpy", rng), max(1, repeats // 2), 1),
+            ),
+        ]
     peers = {
         "torch.optim.Adam(foreach=False)": {"foreach": False},
         "torch.optim.Adam(foreach=True)": {"foreach": True},
@@ -107,8 +154,8 @@ def bench_impl(size: int, dtype: str, repeats: int = 7, warmup: int = 2) -> dict
     except FrameworkMissing as missing:
         torch_version = None
         timings += [Timing(name, None, str(missing)) for name in peers]
-    if torch_version is not None:
-        for name, options in peers.items():
+    with _threads(_optional("torch") if torch_version else None, threads) as torch_threads:
+        for name, options in peers.items() if torch_version is not None else ():
             try:
                 timings.append(
                     Timing(name, _time(_torch(size, dtype, options, rng), repeats, warmup))
@@ -136,13 +183,16 @@ def bench_impl(size: int, dtype: str, repeats: int = 7, warmup: int = 2) -> dict
             for t in timings
         ],
         "memory": peak_extra_memory(size, dtype),
+        "threads": {"numba": numba_threads, "torch": torch_threads},
     }
 
 
 def format_table(report: dict[str, Any]) -> str:
+    threads = report.get("threads", {})
     lines = [
         f"Adam step on {report['size']:,} {report['dtype']} params "
-        f"(median of {report['repeats']}; ratio = time / ours)",
+        f"(median of {report['repeats']}; ratio = time / ours; threads: "
+        f"numba {threads.get('numba')}, torch {threads.get('torch')})",
         f"{'implementation':<34} {'median':>10} {'params/s':>12} {'ratio':>7}",
     ]
     for r in report["results"]:
