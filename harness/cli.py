@@ -253,7 +253,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
         print(oracle_table(report))
     else:
-        report = bench_impl(args.size or 16 * 2**20, args.dtype, repeats=args.repeats)
+        report = bench_impl(
+            args.size or 16 * 2**20, args.dtype, repeats=args.repeats, threads=args.threads
+        )
         print(format_table(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
@@ -312,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 20,000; 1,000,000 for the full check)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="seed of the inputs")
+    p.add_argument(
+        "--threads",
+        type=_positive_int("--threads"),
+        default=None,
+        help="impl: threads for ours and torch alike (default: each one's default)",
+    )
     p.add_argument(
         "--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32"
     )
