@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from test_impl_numba import CONFIGS, N, adversarial
+from test_impl_numba import step_with as run
 
 from impl import _kernels, adam
 from impl._constants import KernelConfig, step_constants
@@ -98,26 +99,6 @@ def c_driver(tmp_path_factory):
         return driver
 
     return factory
-
-
-def run(variant, hyper_overrides: dict, steps: int, x: dict, backend: str) -> dict:
-    hyper = entry("paper.algorithm1").hyper(**hyper_overrides)
-    params = x["theta"].copy()
-    state = adam.init(params, variant, ema=bool(hyper.use_ema))
-    state = state._replace(
-        step=steps,
-        m=(x["m"].copy(),),
-        v=(x["v"].copy(),),
-        v_max=(x["v_max"].copy(),) if state.v_max is not None else None,
-        ema=(x["theta"][::-1].copy(),) if state.ema is not None else None,
-    )
-    new = adam.step_(params, x["g"], state, hyper, variant, backend=backend)
-    out = {"param": params, "m": new.m[0], "v": new.v[0]}
-    if new.v_max is not None:
-        out["v_max"] = new.v_max[0]
-    if new.ema is not None:
-        out["ema"] = new.ema[0]
-    return out
 
 
 #: The compiled CPU driver's configurations, and the precise kernel's other branches

@@ -95,27 +95,29 @@ def adversarial(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return x
 
 
-def run_both(variant: Variant, hyper_overrides: dict, steps: int, x: dict) -> tuple[dict, dict]:
+def step_with(variant: Variant, hyper_overrides: dict, steps: int, x: dict, backend: str) -> dict:
+    """One in-place step of our Adam on ``backend`` from the drawn state ``x``."""
     hyper = entry("paper.algorithm1").hyper(**hyper_overrides)
-    results = []
-    for backend in ("numba", "numpy"):
-        params = x["theta"].copy()
-        state = adam.init(params, variant, ema=bool(hyper.use_ema))
-        state = state._replace(
-            step=steps,
-            m=(x["m"].copy(),),
-            v=(x["v"].copy(),),
-            v_max=(x["v_max"].copy(),) if state.v_max is not None else None,
-            ema=(x["theta"][::-1].copy(),) if state.ema is not None else None,
-        )
-        new = adam.step_(params, x["g"], state, hyper, variant, backend=backend)
-        out = {"param": params, "m": new.m[0], "v": new.v[0]}
-        if new.v_max is not None:
-            out["v_max"] = new.v_max[0]
-        if new.ema is not None:
-            out["ema"] = new.ema[0]
-        results.append(out)
-    return results[0], results[1]
+    params = x["theta"].copy()
+    state = adam.init(params, variant, ema=bool(hyper.use_ema))
+    state = state._replace(
+        step=steps,
+        m=(x["m"].copy(),),
+        v=(x["v"].copy(),),
+        v_max=(x["v_max"].copy(),) if state.v_max is not None else None,
+        ema=(x["theta"][::-1].copy(),) if state.ema is not None else None,
+    )
+    new = adam.step_(params, x["g"], state, hyper, variant, backend=backend)
+    out = {"param": params, "m": new.m[0], "v": new.v[0]}
+    if new.v_max is not None:
+        out["v_max"] = new.v_max[0]
+    if new.ema is not None:
+        out["ema"] = new.ema[0]
+    return out
+
+
+def run_both(variant: Variant, hyper_overrides: dict, steps: int, x: dict) -> tuple[dict, dict]:
+    return tuple(step_with(variant, hyper_overrides, steps, x, b) for b in ("numba", "numpy"))
 
 
 def assert_same_bits(ours: dict, reference: dict) -> None:
