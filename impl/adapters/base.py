@@ -181,3 +181,23 @@ def lr_schedule_factor(hyper: Hyper) -> Callable[[int], float] | None:
         return None
     base = hyper.lr_at(1)
     return lambda t: float(hyper.lr_at(t) / base) if base else 0.0
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype an adapter exchanges arrays in (``ml_dtypes.bfloat16`` for bfloat16)."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def torch_to_numpy(tensor: Any) -> np.ndarray:
+    """A host NumPy view of a torch tensor (CPU or CUDA); bfloat16 through its bits, which
+    ``Tensor.numpy`` cannot export."""
+    host = tensor.detach().cpu()
+    if str(host.dtype) == "torch.bfloat16":
+        import torch
+
+        return host.view(torch.int16).numpy().view(numpy_dtype("bfloat16"))
+    return host.numpy()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
 from spec.gradients import SparseRows
 from spec.hyper import Hyper
 
@@ -86,7 +86,7 @@ class KerasOptimizer(Adapter):
 
     def _numpy(self, variable: Any) -> np.ndarray:
         value = self.keras.ops.convert_to_numpy(variable)
-        return np.asarray(value).astype(_numpy_dtype(self.dtype), copy=True)
+        return np.asarray(value).astype(numpy_dtype(self.dtype), copy=True)
 
     def get_state(self) -> State:
         opt = self.optimizer
@@ -121,12 +121,6 @@ class KerasOptimizer(Adapter):
             self.optimizer.apply_gradients(zip(tensors, self.variables, strict=True))
         except (TypeError, ValueError, NotImplementedError) as exc:
             raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
-
-
-def _numpy_dtype(dtype: str) -> Any:
-    import ml_dtypes
-
-    return ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
 
 
 def _schedule(keras: Any, hyper: Any) -> Any:

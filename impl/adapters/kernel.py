@@ -38,7 +38,16 @@ from typing import Any
 
 import numpy as np
 
-from impl.adapters.base import REGISTRY, Adapter, AdapterInfo, State, Unsupported, register
+from impl.adapters.base import (
+    REGISTRY,
+    Adapter,
+    AdapterInfo,
+    State,
+    Unsupported,
+    numpy_dtype,
+    register,
+    torch_to_numpy,
+)
 from spec.hyper import Hyper
 
 
@@ -129,21 +138,10 @@ def load_target(target: str) -> Any:
 def to_numpy(x: Any) -> np.ndarray:
     """An array from NumPy, CuPy (``.get()``), torch (``.detach().cpu()``) or array-likes."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch, CUDA or not
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            import ml_dtypes
-
-            return x.view(dtype=_torch_int16()).numpy().view(ml_dtypes.bfloat16)
-        return x.numpy()
+        return torch_to_numpy(x)
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get()
     return np.asarray(x)
-
-
-def _torch_int16() -> Any:
-    import torch
-
-    return torch.int16
 
 
 def _field(state: Any, name: str) -> Any:
@@ -172,7 +170,7 @@ class KernelAdapter(Adapter):
         self.is_object = inspect.isclass(obj)
         self.multi = bool(getattr(obj, "multi_tensor", False))
         self.kernel = self._guarded(obj, kernel_hyper(self.hyper, 1)) if self.is_object else obj
-        self.np_dtype = _np_dtype(self.dtype)
+        self.np_dtype = numpy_dtype(self.dtype)
         self.params: list[np.ndarray] = []
         self.state: KernelState | None = None
 
@@ -298,14 +296,6 @@ def _pair(result: Any) -> tuple[Any, Any]:
 def _check_step(given: Any, expected: int) -> None:
     if given is not None and int(given) != expected:
         raise KernelContractError(f"state.step is {given!r} after the step, expected {expected}")
-
-
-def _np_dtype(dtype: str) -> Any:
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(dtype)
 
 
 #: Default per-step limit for a user kernel (a first step may compile: JIT, CUDA).

@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, lr_schedule_factor
+from impl.adapters.base import (
+    Adapter,
+    AdapterInfo,
+    State,
+    Unsupported,
+    lr_schedule_factor,
+    torch_to_numpy,
+)
 from spec.gradients import SparseRows
 
 _TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -84,29 +91,18 @@ class TorchOptimizer(Adapter):
             ):
                 group["lr"] = base * self.scheduler.lr_lambdas[0](state.step)
 
-    @staticmethod
-    def _numpy(tensor: Any, dtype: str) -> np.ndarray:
-        import ml_dtypes
-
-        host = tensor.detach().cpu()
-        if dtype == "bfloat16":
-            return host.view(__import__("torch").int16).numpy().view(ml_dtypes.bfloat16).copy()
-        return host.numpy().copy()
-
     def get_state(self) -> State:
         m, v, v_max = [], [], []
         for p in self.params:
             slots = self.optimizer.state.get(p, {})
-            zeros = np.zeros(tuple(p.shape), dtype=self._numpy(p, self.dtype).dtype)
-            m.append(self._numpy(slots["exp_avg"], self.dtype) if "exp_avg" in slots else zeros)
-            v.append(
-                self._numpy(slots["exp_avg_sq"], self.dtype) if "exp_avg_sq" in slots else zeros
-            )
+            zeros = np.zeros(tuple(p.shape), dtype=torch_to_numpy(p).dtype)
+            m.append(torch_to_numpy(slots["exp_avg"]).copy() if "exp_avg" in slots else zeros)
+            v.append(torch_to_numpy(slots["exp_avg_sq"]).copy() if "exp_avg_sq" in slots else zeros)
             if self.amsgrad:
                 slot = slots.get("max_exp_avg_sq")
-                v_max.append(self._numpy(slot, self.dtype) if slot is not None else zeros)
+                v_max.append(torch_to_numpy(slot).copy() if slot is not None else zeros)
         return State(
-            [self._numpy(p, self.dtype) for p in self.params],
+            [torch_to_numpy(p).copy() for p in self.params],
             m,
             v,
             v_max if self.amsgrad else None,
