@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.budgets import DEFAULT, Budget
-from harness.run import Checkpoint, RunConfig, RunUsageError, Tables, fingerprint_rows, run
+from harness.run import (
+    CHECKPOINT_FOLDER,
+    Checkpoint,
+    RunConfig,
+    RunUsageError,
+    Tables,
+    fingerprint_rows,
+    run,
+)
 from impl.adapters import REGISTRY, load_registry
 from impl.adapters.kernel import STEP_TIMEOUT_S, TargetError, register_target
 from spec.axes import AmsGrad
@@ -25,7 +33,6 @@ from spec.catalog import entries, entry
 
 #: The variant a kernel is registered under while its fingerprint decides the reference.
 _PROVISIONAL = "paper.algorithm1"
-CHECKPOINT_FOLDER = ".adamspec-checkpoint"
 
 
 @dataclass

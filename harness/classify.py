@@ -20,6 +20,7 @@ import numpy as np
 from harness.budgets import DEFAULT, Budget
 from harness.engine import Exclusion, State, StepRecord, Trace, _dense
 from harness.fingerprint import score_variant
+from harness.problems import largest_finite
 from spec.axes import AmsGrad, BiasCorrection
 from spec.formats import FloatFormat, format_named
 from spec.gradients import SparseRows
@@ -92,10 +93,6 @@ def _uses_sparse(traces: Sequence[Trace]) -> bool:
     return any(isinstance(g, SparseRows) for t in traces for s in t.steps for g in s.grads)
 
 
-def _largest_finite(fmt: FloatFormat) -> float:
-    return math.ldexp(2.0 - math.ldexp(1.0, 1 - fmt.precision), fmt.emax)
-
-
 def _overflowing(
     before: State, grads: Sequence[Any], k: int, reference: Any, fmt: FloatFormat
 ) -> np.ndarray:
@@ -104,7 +101,7 @@ def _overflowing(
     the lerp form's ``v + (g^2 - v)(1 - beta2)`` then makes it NaN)."""
     g = _dense(grads[k], before.params[k].shape)
     with np.errstate(over="ignore"):
-        out = g * g > _largest_finite(fmt)
+        out = g * g > largest_finite(fmt)
     for name in ("param", "m", "v"):
         out |= np.isinf(reference.value(name, k))
     for held in (before.params, before.m, before.v, before.v_max):

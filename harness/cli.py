@@ -72,10 +72,6 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: Where finished tasks of a run wait, inside its --out folder, until the reports are written.
-CHECKPOINT_FOLDER = ".adamspec-checkpoint"
-
-
 def _writable_dir(path: str) -> None:
     """Fail before minutes of work, not after, when the output folder cannot be written."""
     import os
@@ -109,7 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """Main job: every selected implementation vs the oracle; reports to --out."""
     import time
 
-    from harness.run import Checkpoint, run, select, summary_table
+    from harness.run import CHECKPOINT_FOLDER, Checkpoint, run, select, summary_table
 
     if args.list:
         for name in select(()):

@@ -45,9 +45,8 @@ from typing import Any
 
 from harness.budgets import DEFAULT, Budget
 from harness.problems import DTYPES, SUITES
-from harness.run import Checkpoint, RunConfig, RunUsageError, Tables
+from harness.run import CHECKPOINT_FOLDER, Checkpoint, RunConfig, RunUsageError, Tables
 
-CHECKPOINT_FOLDER = ".adamspec-checkpoint"
 #: Hypothesis examples per stage of each minimal-counterexample search (the engine's
 #: default is 100; a gate only needs a small script, and fast).
 GATE_COUNTEREXAMPLE_EXAMPLES = 30

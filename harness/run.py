@@ -413,6 +413,10 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
     return out
 
 
+#: Where a run's finished tasks wait, inside its report folder, until the reports are written.
+CHECKPOINT_FOLDER = ".adamspec-checkpoint"
+
+
 class Checkpoint:
     """Finished tasks of a run, one pickle each, written atomically as they finish, so an
     interrupted run resumes without recomputing them. Files of another configuration
