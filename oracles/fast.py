@@ -44,7 +44,7 @@ infinite is recomputed exactly to the end).
 
 Routed to mpmath whole (and counted as fallback): row-sparse gradients
 (:class:`spec.SparseRows`: ``torch.SparseAdam`` and the ``sparse``/``duplicates``
-axes), ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``,
+axes), ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``, ``hyper_dtype=``,
 degenerate steps (a beta held as 1 so that ``1 - beta^t = 0``, as Keras's
 0.999 in bfloat16; RAdam's ``rho_t`` undecided; any nonzero constant or clipping
 scale outside ``[2**-200, 2**200]``), clipping by norm with a non-finite
@@ -263,6 +263,7 @@ def trajectory(
     precision: int = DEFAULT_PRECISION,
     digits: int | None = None,
     grad_sq_norms: Sequence[Sequence[Any]] | None = None,
+    hyper_dtype: Any = None,
 ) -> list[StepResult]:
     """Free-running exact steps, as :func:`oracles.adam.trajectory` (same arguments and
     results; see the module docstring for how each element-step is decided)."""
@@ -276,12 +277,13 @@ def trajectory(
     def exact_call() -> list[StepResult]:
         return _exact_oracle.trajectory(
             variant, hyper, params, grads, state, digits=digits, grad_sq_norms=grad_sq_norms,
-            **options,
+            hyper_dtype=hyper_dtype, **options,
         )  # fmt: skip
 
     call = _Call.parse(variant, hyper, params, grads, state, options)
-    if isinstance(call, str) or digits is not None or grad_sq_norms is not None:
-        reason = call if isinstance(call, str) else "digits/grad_sq_norms requested"
+    exact_only = digits is not None or grad_sq_norms is not None or hyper_dtype is not None
+    if isinstance(call, str) or exact_only:
+        reason = call if isinstance(call, str) else "digits/grad_sq_norms/hyper_dtype requested"
         results = exact_call()  # raises the mpmath oracle's own errors for bad input
         size = sum(int(np.size(a)) for a in _tensors(params))
         _record(FastStats(size * len(results), whole=size * len(results), calls=1,

@@ -641,6 +641,20 @@ def test_digits_and_sparse_go_to_mpmath_whole():
     assert r.decimals == ref.decimals
 
 
+def test_hyper_dtype_goes_to_mpmath_whole_with_the_same_answer():
+    # float32-held hyperparameters, results rounded to binary64 (the engine's long-run anchor)
+    e = entry("tf.raw.ApplyAdam")
+    params = np.array([1.0, -2.0], np.float64)
+    kw = {"dtype": "float64", "state_dtype": "float64", "hyper_dtype": "float32"}
+    with fast.counting() as stats:
+        r = fast.step(e.variant, e.hyper(), params, params, **kw)
+    assert stats.whole == 2
+    ref = mpmath_oracle.step(e.variant, e.hyper(), params, params, **kw)
+    plain = mpmath_oracle.step(e.variant, e.hyper(), params, params, dtype="float64")
+    assert r.value("param").tobytes() == ref.value("param").tobytes()
+    assert r.value("param").tobytes() != plain.value("param").tobytes()  # the keyword matters
+
+
 def test_bad_input_raises_the_mpmath_oracles_error():
     e = entry("torch.Adam")
     with pytest.raises(mpmath_oracle.OracleInputError, match="does not match"):
