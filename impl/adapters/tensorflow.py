@@ -430,8 +430,9 @@ class TfV1Adam(Adapter):
             # TF runs its kernels with denormals flushed to zero: a subnormal product reads 0
             flushed = abs(expected) < np.finfo(np.float32).tiny and powers[i] == 0
             if powers[i] != expected and not flushed:
-                raise RuntimeError(f"beta power out of sync: TF holds {powers[i]!r}, "
-                                   f"expected {expected!r}")
+                raise RuntimeError(
+                    f"beta power out of sync: TF holds {powers[i]!r}, expected {expected!r}"
+                )
         arr = lambda xs: [np.array(x, dtype=self.np_dtype, copy=True) for x in xs]  # noqa: E731
         extras = {
             "beta1_power": np.asarray(self._p[0], dtype=self.extras_dtype),
