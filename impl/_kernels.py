@@ -26,7 +26,7 @@ import numpy as np
 
 from impl import _dd
 from impl._constants import INDEX, KernelConfig, StepConstants
-from impl._dd import fast_two_sum, two_sum
+from impl._dd import two_sum
 
 #: Unit roundoff of float64, doubled: a margin over the first-order error bounds.
 _U = 2.0**-52
@@ -48,12 +48,13 @@ def make_fast_kernel(
 
     ``lean`` is the compiled driver's first pass (scalar code: it selects with
     ``if``). Where the gradient is used as given it keeps m a double-double but
-    cheaper (:func:`_lean_products_sum`: no error bound where m' cancels), v a plain
+    cheaper (:func:`_lean_products_sum`: one bound for the whole sum), v a plain
     double (v's near-ties are rare: about 1 in 10^5 coordinates, against 4-9% for
     m when beta1 is 0.9), and without Nesterov bounds the step by relative errors,
-    which are constants once m' does not cancel and v' is a sum of non-negative
-    terms. Coordinates outside those assumptions (m' cancels, v < 0) get a bound on
-    m or v that its certification rejects, so this pass never stores them and the
+    which are constants once m' is certified (its error is then below
+    ``2 u |m'|``, see :func:`_certify32_dd`) and v' is a sum of non-negative terms.
+    Coordinates outside those assumptions (m' cancels, v < 0) get a bound on m or
+    v that its certification rejects, so this pass never stores them and the
     driver retries them with the precise kernel.
     """
     B1, OB1, B2, OB2 = INDEX["B1"], INDEX["OB1"], INDEX["B2"], INDEX["OB2"]
@@ -167,7 +168,8 @@ def make_fast_kernel(
             r_raw = e_raw / np.maximum(raw, TINY)
         # REL: numer's relative error is r_numer, a constant (no cancellation upstream).
         REL = LEAN and NEST == 0
-        # m' certified by the lean pass means |m_lo| + e_m <= (2**-53 + 2**-55) |mm|.
+        # m' certified by the lean pass means |m_lo| + e_m < 2 |m_lo| <= 2**-52 |mm|
+        # (= U; with IC1, LR and their product rounded, 2.5 U of the 3 U).
         r_numer = 3 * U
         if RADAM:
             if RECTIFIED:
@@ -261,19 +263,19 @@ _LEAN_C = 2.0**-51
 
 
 def _lean_products_sum(ah, al, x, bh, bl, y):
-    """``(a x + b y)`` as a double-double ``(hi, lo)`` and ``e``, a bound on its error
-    wherever ``e <= |hi| 2**-55`` (no claim elsewhere: such a sum is never certified).
+    """``(a x + b y)`` as a normalized double-double ``(hi, lo)`` and ``e``, a bound
+    on its error.
 
-    ``A = al x``, ``B = bl y`` and ``ah x + bh y = s + t`` are exact, so the only error
-    is the rounding of ``small = (A + B) + t``: at most ``2.0001 u (|fl(A + B)| + |t|)``,
-    half of ``e``. If ``e <= |hi| 2**-55`` then ``|small| < |hi| / 16``, so
-    ``|s| > |small|``: ``fast_two_sum`` was exact and ``hi + lo`` is normalized, with
-    an error far below any rounding boundary that ``hi`` is not on. ``e == 0`` only
-    when ``A + B = t = 0``, where the sum is exact, so exact ties stay decidable.
+    ``A = al x``, ``B = bl y`` and ``ah x + bh y = s + t`` are exact, and
+    ``hi + lo = s + fl(fl(A + B) + t)`` exactly (``two_sum``: no assumption on
+    magnitudes, so cancellation needs no separate test), so the only errors are the
+    two roundings of ``small``: at most ``2.0001 u (|fl(A + B)| + |t|)``, half of
+    ``e``. ``e == 0`` only when ``A + B = t = 0``, where the sum is exact, so exact
+    ties stay decidable.
     """
     s, t = two_sum(ah * x, bh * y)
     ab = al * x + bl * y
-    hi, lo = fast_two_sum(s, ab + t)
+    hi, lo = two_sum(s, ab + t)
     return hi, lo, _LEAN_C * (np.abs(ab) + np.abs(t))
 
 
@@ -410,27 +412,28 @@ def _certify32_near(h, e):
 
 def _certify32_dd(h, lo, e):
     """:func:`_certify32` for a normalized double-double (``|lo| <= ulp(h)/2``) with
-    a small bound ``e``, by the bits of ``h`` (compiled only: ``_f64_bits`` and
+    an error bound ``e``, by round-to-odd (compiled only: ``_f64_bits`` and
     ``_bits_f64`` are numba bit casts, rebound by the driver).
 
-    Float32 rounding boundaries are doubles; in the normal float32 range those
-    are the doubles whose 29 low fraction bits are ``1 << 28``. If ``h`` is not one,
-    the nearest boundary is at least ``ulp(h)/4`` from ``h + lo`` (``h`` is the double
-    nearest it), so with ``e <= |h| 2**-55 < ulp(h)/4`` the exact value rounds as
-    ``h`` does: one cast. If ``h`` is a boundary, the side is the sign of ``lo``
-    when ``|lo| > e``: ``h`` moved one ulp that way (an integer step on its bits)
-    rounds correctly; with ``e == 0`` and ``lo == 0`` the value is the tie itself and
-    the cast rounds it to even. Otherwise, and outside the normal range (an exact
-    zero aside: ``e <= 0``), uncertain.
+    ``h + lo`` is first rounded to 53 bits *to odd*: ``h`` itself if ``lo == 0``,
+    else whichever of ``h`` and its neighbour on ``lo``'s side has an odd last bit
+    (``h`` moved one step toward zero when ``lo`` points there, then the last bit
+    set). Rounding to odd at 53 bits and then to nearest at 24 (or fewer, for
+    subnormal results) is the nearest rounding of ``h + lo`` itself, since
+    53 >= 24 + 2 (Boldo and Melquiond, 2008), so no midpoint test is needed.
+
+    It is certain when ``e < |lo|`` (or ``e == 0``, exact): the exact value then lies
+    strictly between ``h`` and ``h + 2 lo``, an open interval that holds no double
+    that could be a float32 rounding boundary (the only double inside, at a power
+    of two, is ``h - ulp(h)/2``, whose low bits are all ones), so it rounds like
+    ``h + lo``. The comparison is made against ``|lo| (1 - 2**-52)``, which is
+    below ``|lo|`` after rounding.
     """
     bits = _f64_bits(h)
-    boundary = (bits & 0x1FFFFFFF) == 0x10000000
-    size = np.abs(h)
-    nudged = _bits_f64(bits + (1 if (lo > 0.0) == (h > 0.0) else -1))
-    rounded = np.float32(nudged) if (boundary and lo != 0.0) else np.float32(h)
-    decided = (not boundary) | (np.abs(lo) > e) | (e == 0.0)
-    in_range = (size >= 2.0**-126) | (h == 0.0)
-    return np.float64(rounded), in_range & (e <= size * 2.0**-55) & decided
+    inexact = lo != 0.0
+    toward_zero = inexact and ((lo < 0.0) != (h < 0.0))
+    odd = (bits - (1 if toward_zero else 0)) | (1 if inexact else 0)
+    return np.float64(np.float32(_bits_f64(odd))), e <= np.abs(lo) * (1.0 - 2.0**-52)
 
 
 def _f64_bits(x):  # pragma: no cover - replaced by a numba intrinsic in the driver
@@ -489,12 +492,10 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
     import numba.extending
 
     jit = numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-    two_sum_nb, fast_two_sum_nb = jit(_dd.two_sum), jit(_dd.fast_two_sum)
+    two_sum_nb = jit(_dd.two_sum)
     helpers = {
         "_exact_products_sum": jit(_rebind(_exact_products_sum, two_sum=two_sum_nb)),
-        "_lean_products_sum": jit(
-            _rebind(_lean_products_sum, two_sum=two_sum_nb, fast_two_sum=fast_two_sum_nb)
-        ),
+        "_lean_products_sum": jit(_rebind(_lean_products_sum, two_sum=two_sum_nb)),
     }
     f64_bits, bits_f64 = _numba_bitcasts(numba)
 
@@ -510,6 +511,20 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
         "_certify_near": jit(_certify32_near),
     }
     return _make_pass(numba, compiled, cfg)
+
+
+@lru_cache(maxsize=1)
+def numba_certify32_dd() -> Callable[[float, float, float], tuple[float, bool]] | None:
+    """:func:`_certify32_dd` compiled on its own (None without numba), to test it
+    against exact rounding apart from the driver."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    import numba.extending
+
+    f64_bits, bits_f64 = _numba_bitcasts(numba)
+    return numba.njit(_rebind(_certify32_dd, _f64_bits=f64_bits, _bits_f64=bits_f64))
 
 
 def _cache_key(cfg: KernelConfig) -> str:
@@ -534,7 +549,7 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
     outputs are certain.
 
     Each full block runs the ``lean`` kernel vectorized (m as a double-double, since
-    its near-ties are common, certified from the bits of its high part by
+    its near-ties are common, rounded through round-to-odd by
     :func:`_certify32_dd`; the parameter, v, v_max and EMA as plain doubles, by the
     two-cast test of :func:`_certify32_near`), then retries its few uncertain
     coordinates with the ``precise`` kernel (m and v double-doubles, midpoint-aware

@@ -182,3 +182,53 @@ def test_backend_numpy_is_honoured_for_large_tensors(monkeypatch):
     assert calls == []
     adam.step_(params, params.copy(), state, entry("torch.Adam").hyper(), variant, backend="auto")
     assert len(calls) == 1
+
+
+def _double_doubles(rng: np.random.Generator) -> list[tuple[float, float, str]]:
+    """``(hi, lo, kind)``, normalized (``|lo| < ulp(hi)/2``), around every place where
+    rounding to float32 is delicate: ``hi`` on a float32 midpoint (normal and
+    subnormal), one or two float64 ulps beside one, at a power of two, at float32
+    values, near the overflow threshold, and zero."""
+    f32 = np.float32
+    cases = []
+    for _ in range(300):
+        r = f32(rng.standard_normal() * 10.0 ** rng.uniform(-30, 30))
+        up = np.nextafter(r, f32(np.inf))
+        mid = (np.float64(r) + np.float64(up)) / 2
+        sub = np.float64(f32(1e-45)) * (rng.integers(1, 2**20) + 0.5)  # odd multiple of 2**-150
+        power = 2.0 ** int(rng.integers(-140, 120)) * rng.choice([-1.0, 1.0])
+        top = np.float64(np.finfo(np.float32).max) + 2.0**103  # the overflow threshold
+        for hi, kind in [
+            (mid, "midpoint"), (-mid, "midpoint"), (sub, "subnormal midpoint"),
+            (np.nextafter(mid, np.inf), "beside"), (np.nextafter(mid, -np.inf), "beside"),
+            (np.float64(r), "float32"), (power, "power of two"), (top, "overflow threshold"),
+        ]:  # fmt: skip
+            ulp = np.spacing(abs(hi))
+            below = ulp / 2 if abs(hi) == 2.0 ** np.floor(np.log2(abs(hi))) else ulp
+            lo = rng.uniform(-0.49, 0.49) * (below if rng.random() < 0.5 else ulp)
+            cases.append((float(hi), float(lo), kind))
+            cases.append((float(hi), 0.0, kind))
+    cases.append((0.0, 0.0, "zero"))
+    return cases
+
+
+def test_round_to_odd_rounds_double_doubles_like_exact_arithmetic():
+    """The lean pass rounds m through round-to-odd (``_certify32_dd``): for every
+    delicate double-double the result is the float32 nearest ``hi + lo`` exactly;
+    it claims certainty exactly when the bound is zero or below ``|lo|``."""
+    from fractions import Fraction
+
+    from impl._kernels import numba_certify32_dd
+    from oracles.rounding import round_exact
+
+    certify = numba_certify32_dd()
+    rng = np.random.default_rng(7)
+    for hi, lo, kind in _double_doubles(rng):
+        exact = Fraction(hi) + Fraction(lo)
+        want = round_exact(exact, FLOAT32)
+        got, sure = certify(hi, lo, 0.0)  # an exact double-double
+        assert sure and got == want, (kind, hi.hex(), lo.hex(), got, want)
+        got, sure = certify(hi, lo, abs(lo) / 2)
+        assert got == want, (kind, hi.hex(), lo.hex(), got, want)
+        assert sure, (kind, hi.hex(), lo.hex())  # e < |lo|, or e == lo == 0
+        assert not certify(hi, lo, abs(lo))[1] or lo == 0.0, (kind, hi.hex(), lo.hex())
