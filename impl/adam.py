@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from mpmath import mp
 
-from impl import _dd
+from impl import _dd, _memory
 from impl._constants import StepConstants, holder, round_fraction, step_constants
 from impl._kernels import (
     BLOCK,
@@ -122,8 +122,10 @@ def init(
         raise UnsupportedError("master_weights is for 16-bit parameters (float16, bfloat16)")
     xp = array_namespace(*tensors)
 
-    def zeros(p: Any) -> Any:
-        dtype = state_dtype or (np.float32 if master_weights else p.dtype)
+    def zeros(p: Any, dtype: Any = None) -> Any:
+        dtype = dtype or state_dtype or (np.float32 if master_weights else p.dtype)
+        if xp is np:  # large state on huge pages: see impl/_memory.py
+            return _memory.zeros(p.shape, dtype)
         return xp.zeros(p.shape, dtype=dtype)
 
     return AdamState(
@@ -131,7 +133,7 @@ def init(
         m=tuple(zeros(p) for p in tensors),
         v=tuple(zeros(p) for p in tensors),
         v_max=tuple(zeros(p) for p in tensors) if variant.amsgrad is not AmsGrad.OFF else None,
-        ema=tuple(xp.zeros(p.shape, dtype=p.dtype) for p in tensors) if ema else None,
+        ema=tuple(zeros(p, p.dtype) for p in tensors) if ema else None,
         master=tuple(p.astype(np.float32) for p in tensors) if master_weights else None,
     )
 

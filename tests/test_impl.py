@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import mmap
 
 import ml_dtypes
 import numpy as np
@@ -454,3 +455,40 @@ def test_a_float64_clipvalue_at_float32_near_ties_is_correctly_rounded():
         ref = oracle_step(variant, hyper, theta, g, OracleState(m=zeros, v=zeros, step=0))
         np.testing.assert_array_equal(new.m[0], ref.value("m"), err_msg=repr(clip))
         np.testing.assert_array_equal(params, ref.value("param"), err_msg=repr(clip))
+
+
+def _vm_flags(array: np.ndarray) -> set[str] | None:
+    """The kernel's VmFlags of the mapping holding ``array`` (None off Linux)."""
+    address, inside = array.__array_interface__["data"][0], False
+    try:
+        with open("/proc/self/smaps") as smaps:
+            for line in smaps:
+                field, _, rest = line.partition(" ")
+                if "-" in field and not field.endswith(":"):
+                    start, _, end = field.partition("-")
+                    inside = int(start, 16) <= address < int(end, 16)
+                elif inside and field == "VmFlags:":
+                    return set(rest.split())
+    except OSError:
+        return None
+    return None
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
+def test_large_state_is_zeroed_on_memory_advised_for_huge_pages():
+    """The compiled step streams m and v; on 2 MiB pages it measured ~20% faster at 16M
+    params (impl/_memory.py). Small tensors keep ordinary NumPy memory."""
+    large = np.ones(2**21, dtype=np.float32)  # 8 MiB
+    state = adam.init(large, Variant(amsgrad="max_raw_v_then_correct"), ema=True)
+    for array in (state.m[0], state.v[0], state.v_max[0], state.ema[0]):
+        assert array.dtype == np.float32 and array.shape == large.shape
+        assert array.flags.writeable and not array.any()
+        assert "hg" in _vm_flags(array)
+    small = adam.init(np.ones(1000, dtype=np.float32))
+    assert "hg" not in (_vm_flags(small.m[0]) or set())
+    hyper, variant = entry("torch.Adam").hyper(), entry("torch.Adam").variant
+    grad = np.full_like(large, 0.5)
+    big_params, big = adam.step(large, grad, adam.init(large, variant), hyper, variant)
+    few_params, few = adam.step(large[:1000], grad[:1000], small, hyper, variant)
+    assert np.array_equal(big.m[0][:1000], few.m[0]) and np.array_equal(big.v[0][:1000], few.v[0])
+    assert np.array_equal(big_params[:1000], few_params)
