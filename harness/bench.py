@@ -8,6 +8,15 @@ registers its buffers there) and reported relative to one parameter array.
 
 Both sides use the same number of threads: numba's and torch's defaults (one per
 core) unless ``threads`` sets both; the report records the counts used.
+
+Both sides also get the same kind of memory pages (``pages``). With ``"default"``
+the params and grads are ordinary NumPy/torch buffers and each implementation
+allocates its state as it ships (ours puts large state on transparent huge pages,
+:mod:`impl._memory`; torch's allocator does not). With ``"huge"`` every array of
+every side is on huge pages: ours and torch's params and grads, and torch's state
+through its own switch, ``THP_MEM_ALLOC_ENABLE=1`` (read when torch is first
+imported, so it is set before that). The report records, per implementation, the
+fraction of its param and state that the OS actually put on huge pages.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -24,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from impl import adam
+from impl import _memory, adam
 from impl.frameworks import FrameworkMissing, require
 from spec.catalog import entry
 
 BENCH_DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: Memory pages for the benchmarked arrays (see the module docstring).
+BENCH_PAGES = ("default", "huge")
 
 
 @dataclass
@@ -36,6 +48,20 @@ class Timing:
     name: str
     median_s: float | None
     skipped: str | None = None
+    huge_pages: dict[str, float | None] | None = None
+
+
+def _pages(values: np.ndarray, pages: str) -> np.ndarray:
+    """``values`` in a buffer on the given kind of pages."""
+    if pages == "default":
+        return values
+    out = _memory.zeros(values.shape, values.dtype)
+    out[...] = values
+    return out
+
+
+def _huge_fractions(**arrays: np.ndarray) -> dict[str, float | None]:
+    return {name: _memory.huge_page_fraction(a) for name, a in arrays.items()}
 
 
 def _time(step: Callable[[], Any], repeats: int, warmup: int) -> float:
@@ -49,13 +75,24 @@ def _time(step: Callable[[], Any], repeats: int, warmup: int) -> float:
     return statistics.median(samples)
 
 
-def _ours(size: int, dtype: str, backend: str, rng: np.random.Generator) -> Callable[[], Any]:
+def _timing(name: str, subject: Any, repeats: int, warmup: int) -> Timing:
+    """Time ``subject`` (a step function, or an optimizer's ``step``) and record the
+    huge-page share of its arrays afterwards."""
+    step = subject.step if hasattr(subject, "step") else subject
+    median = _time(step, repeats, warmup)
+    return Timing(name, median, huge_pages=subject.pages())
+
+
+def _ours(
+    size: int, dtype: str, backend: str, rng: np.random.Generator, pages: str = "default"
+) -> Callable[[], Any]:
+    """One in-place step of ours; ``step.pages()`` reports its arrays' huge-page share."""
     import ml_dtypes
 
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
     e = entry("torch.Adam")
-    params = rng.standard_normal(size).astype(np_dtype)
-    grads = rng.standard_normal(size).astype(np_dtype)
+    params = _pages(rng.standard_normal(size).astype(np_dtype), pages)
+    grads = _pages(rng.standard_normal(size).astype(np_dtype), pages)
     state = adam.init(params, e.variant)
     hyper = e.hyper()
     holder = {"state": state}
@@ -65,17 +102,29 @@ def _ours(size: int, dtype: str, backend: str, rng: np.random.Generator) -> Call
             params, grads, holder["state"], hyper, e.variant, backend=backend
         )
 
+    step.pages = lambda: _huge_fractions(param=params, grad=grads, m=holder["state"].m[0])
     return step
 
 
-def _torch(size: int, dtype: str, options: dict[str, Any], rng: np.random.Generator) -> Callable:
+def _torch(size: int, dtype: str, options: dict[str, Any], rng: np.random.Generator) -> Any:
+    """A torch optimizer over one parameter; ``optimizer.pages()`` reports the huge-page
+    share of its arrays (after its first step has made the state)."""
     import torch
 
     torch_dtype = {"bfloat16": torch.bfloat16}.get(dtype) or getattr(torch, dtype)
     param = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(size)).to(torch_dtype))
     param.grad = torch.from_numpy(rng.standard_normal(size)).to(torch_dtype)
     optimizer = torch.optim.Adam([param], lr=1e-3, **options)
-    return optimizer.step
+
+    def numpy_view(tensor: Any) -> np.ndarray:  # the same memory, as NumPy sees it
+        return tensor.detach().view(torch.int16 if dtype == "bfloat16" else tensor.dtype).numpy()
+
+    optimizer.pages = lambda: _huge_fractions(
+        param=numpy_view(param),
+        grad=numpy_view(param.grad),
+        m=numpy_view(optimizer.state[param]["exp_avg"]),
+    )
+    return optimizer
 
 
 def peak_extra_memory(size: int, dtype: str) -> dict[str, float]:
@@ -122,10 +171,16 @@ def thread_counts(threads: int | None) -> Iterator[dict[str, int | None]]:
 
 
 def bench_impl(
-    size: int, dtype: str, repeats: int = 7, warmup: int = 2, threads: int | None = None
+    size: int,
+    dtype: str,
+    repeats: int = 7,
+    warmup: int = 2,
+    threads: int | None = None,
+    pages: str = "default",
 ) -> dict[str, Any]:
     """Time ours and the torch peers on ``size`` parameters of ``dtype`` (both sides on
-    ``threads`` threads when given, else their defaults: one per core).
+    ``threads`` threads when given, else their defaults: one per core; both on
+    ``pages``, see the module docstring).
 
     Ours is timed before torch is imported: torch's OpenMP threads, once started,
     wait spinning and took a third of the cores' time from numba's (measured: 28 ms
@@ -135,13 +190,22 @@ def bench_impl(
         raise ValueError(f"dtype={dtype!r} is not supported; allowed: {', '.join(BENCH_DTYPES)}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads={threads} must be a positive integer")
+    if pages not in BENCH_PAGES:
+        raise ValueError(f"pages={pages!r} is not supported; allowed: {', '.join(BENCH_PAGES)}")
+    torch_pages = pages
+    if pages == "huge":
+        if "torch" in sys.modules and os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
+            torch_pages = "default (torch was imported before THP_MEM_ALLOC_ENABLE was set)"
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
     rng = np.random.default_rng(0)
     with _threads(_optional("numba"), threads) as numba_threads:
         timings = [
-            Timing("adamspec (auto)", _time(_ours(size, dtype, "auto", rng), repeats, warmup)),
-            Timing(
+            _timing("adamspec (auto)", _ours(size, dtype, "auto", rng, pages), repeats, warmup),
+            _timing(
                 "adamspec (numpy)",
-                _time(_ours(size, dtype, "numpy", rng), max(1, repeats // 2), 1),
+                _ours(size, dtype, "numpy", rng, pages),
+                max(1, repeats // 2),
+                1,
             ),
         ]
     peers = {
@@ -157,9 +221,7 @@ def bench_impl(
     with _threads(_optional("torch") if torch_version else None, threads) as torch_threads:
         for name, options in peers.items() if torch_version is not None else ():
             try:
-                timings.append(
-                    Timing(name, _time(_torch(size, dtype, options, rng), repeats, warmup))
-                )
+                timings.append(_timing(name, _torch(size, dtype, options, rng), repeats, warmup))
             except (RuntimeError, TypeError) as exc:  # e.g. a dtype the path does not support
                 timings.append(Timing(name, None, f"skipped: {exc}".splitlines()[0]))
     ours = timings[0].median_s
@@ -179,9 +241,11 @@ def bench_impl(
                 "params_per_s": None if t.median_s is None else size / t.median_s,
                 "ratio_to_ours": None if t.median_s is None else t.median_s / ours,
                 **({"skipped": t.skipped} if t.skipped else {}),
+                **({"huge_pages": t.huge_pages} if t.huge_pages is not None else {}),
             }
             for t in timings
         ],
+        "pages": {"requested": pages, "torch": torch_pages},
         "memory": peak_extra_memory(size, dtype),
         "threads": {"numba": numba_threads, "torch": torch_threads},
     }
@@ -192,16 +256,22 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"Adam step on {report['size']:,} {report['dtype']} params "
         f"(median of {report['repeats']}; ratio = time / ours; threads: "
-        f"numba {threads.get('numba')}, torch {threads.get('torch')})",
-        f"{'implementation':<34} {'median':>10} {'params/s':>12} {'ratio':>7}",
+        f"numba {threads.get('numba')}, torch {threads.get('torch')}; "
+        f"pages: {report.get('pages', {}).get('requested', 'default')})",
+        f"{'implementation':<34} {'median':>10} {'params/s':>12} {'ratio':>7}  "
+        "on huge pages (param/grad/m)",
     ]
     for r in report["results"]:
         if r["median_s"] is None:
             lines.append(f"{r['name']:<34} {r['skipped']}")
             continue
+        huge = r.get("huge_pages") or {}
+        shares = "/".join(
+            "?" if huge.get(k) is None else f"{huge[k]:.0%}" for k in ("param", "grad", "m")
+        )
         lines.append(
             f"{r['name']:<34} {r['median_s'] * 1e3:>8.1f}ms {r['params_per_s']:>12.3g} "
-            f"{r['ratio_to_ours']:>7.2f}"
+            f"{r['ratio_to_ours']:>7.2f}  {shares}"
         )
     mem = report["memory"]
     lines.append(

@@ -250,7 +250,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(oracle_table(report))
     else:
         report = bench_impl(
-            args.size or 16 * 2**20, args.dtype, repeats=args.repeats, threads=args.threads
+            args.size or 16 * 2**20,
+            args.dtype,
+            repeats=args.repeats,
+            threads=args.threads,
+            pages=args.pages,
         )
         print(format_table(report))
     if args.json:
@@ -318,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32"
+    )
+    p.add_argument(
+        "--pages",
+        choices=["default", "huge"],
+        default="default",
+        help="impl: memory pages for every side's arrays (huge: transparent huge pages for "
+        "ours and torch alike; default: as each allocates them)",
     )
     p.add_argument("--repeats", type=_positive_int("--repeats"), default=7)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")

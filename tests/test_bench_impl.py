@@ -31,3 +31,29 @@ def test_bench_reports_the_thread_counts_used():
 def test_bench_rejects_a_thread_count_below_one():
     with pytest.raises(ValueError, match="threads=0 must be a positive integer"):
         bench_impl(4096, "float32", threads=0)
+
+
+def test_bench_rejects_unknown_pages():
+    with pytest.raises(ValueError, match="pages='tiny' is not supported; allowed: default, huge"):
+        bench_impl(4096, "float32", pages="tiny")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bench_records_the_pages_of_every_side(monkeypatch):
+    import sys
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    torch_was_imported = "torch" in sys.modules
+    report = bench_impl(2**21, "float32", repeats=1, warmup=0, threads=1, pages="huge")
+    assert report["pages"]["requested"] == "huge"
+    if torch_was_imported:  # torch reads its switch once, at import: say so, not pretend
+        assert report["pages"]["torch"].startswith("default (torch was imported")
+    else:
+        assert report["pages"]["torch"] == "huge"
+    for result in report["results"]:
+        if result["median_s"] is None:
+            continue
+        shares = result["huge_pages"]
+        assert set(shares) == {"param", "grad", "m"}
+        assert all(s is None or 0.0 <= s <= 1.0 for s in shares.values()), result
+    assert "pages: huge" in format_table(report).splitlines()[0]
