@@ -40,22 +40,34 @@ def zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def huge_page_fraction(array: np.ndarray) -> float | None:
-    """The fraction of the mapping holding ``array`` that is on transparent huge pages
-    (``AnonHugePages / Rss`` from ``/proc/self/smaps``); None where that is not known."""
+def mapping_fields(array: np.ndarray) -> dict[str, str] | None:
+    """The kernel's fields (``Rss``, ``AnonHugePages``, ``VmFlags``...) for the memory
+    mapping holding ``array``, from ``/proc/self/smaps``; None where that is not known."""
     address = array.__array_interface__["data"][0]
-    inside, rss = False, 0
+    fields: dict[str, str] | None = None
     try:
         with open("/proc/self/smaps") as smaps:
             for line in smaps:
                 field, _, rest = line.partition(" ")
-                if "-" in field and not field.endswith(":"):
+                if "-" in field and not field.endswith(":"):  # a mapping's header line
+                    if fields is not None:
+                        return fields
                     start, _, end = field.partition("-")
-                    inside = int(start, 16) <= address < int(end, 16)
-                elif inside and field == "Rss:":
-                    rss = int(rest.split()[0])
-                elif inside and field == "AnonHugePages:":
-                    return int(rest.split()[0]) / rss if rss else None
+                    if int(start, 16) <= address < int(end, 16):
+                        fields = {}
+                elif fields is not None:
+                    fields[field.rstrip(":")] = rest.strip()
     except (OSError, ValueError):
         return None
-    return None
+    return fields
+
+
+def huge_page_fraction(array: np.ndarray) -> float | None:
+    """The fraction of the mapping holding ``array`` that is on transparent huge pages
+    (``AnonHugePages / Rss``); None where that is not known."""
+    fields = mapping_fields(array)
+    try:
+        rss = int(fields["Rss"].split()[0])
+        return int(fields["AnonHugePages"].split()[0]) / rss if rss else None
+    except (TypeError, KeyError, ValueError, IndexError):
+        return None
