@@ -75,12 +75,10 @@ def _time(step: Callable[[], Any], repeats: int, warmup: int) -> float:
     return statistics.median(samples)
 
 
-def _timing(name: str, subject: Any, repeats: int, warmup: int) -> Timing:
-    """Time ``subject`` (a step function, or an optimizer's ``step``) and record the
-    huge-page share of its arrays afterwards."""
-    step = subject.step if hasattr(subject, "step") else subject
-    median = _time(step, repeats, warmup)
-    return Timing(name, median, huge_pages=subject.pages())
+def _timing(name: str, step: Any, repeats: int, warmup: int) -> Timing:
+    """Time ``step`` and record the huge-page share of its arrays (``step.pages()``)
+    afterwards."""
+    return Timing(name, _time(step, repeats, warmup), huge_pages=step.pages())
 
 
 def _ours(
@@ -106,9 +104,11 @@ def _ours(
     return step
 
 
-def _torch(size: int, dtype: str, options: dict[str, Any], rng: np.random.Generator) -> Any:
-    """A torch optimizer over one parameter; ``optimizer.pages()`` reports the huge-page
-    share of its arrays (after its first step has made the state)."""
+def _torch(
+    size: int, dtype: str, options: dict[str, Any], rng: np.random.Generator
+) -> Callable[[], Any]:
+    """One step of a torch optimizer over one parameter; ``step.pages()`` reports the
+    huge-page share of its arrays (after a first step has made the state)."""
     import torch
 
     torch_dtype = {"bfloat16": torch.bfloat16}.get(dtype) or getattr(torch, dtype)
@@ -119,12 +119,15 @@ def _torch(size: int, dtype: str, options: dict[str, Any], rng: np.random.Genera
     def numpy_view(tensor: Any) -> np.ndarray:  # the same memory, as NumPy sees it
         return tensor.detach().view(torch.int16 if dtype == "bfloat16" else tensor.dtype).numpy()
 
-    optimizer.pages = lambda: _huge_fractions(
+    def step() -> None:
+        optimizer.step()
+
+    step.pages = lambda: _huge_fractions(
         param=numpy_view(param),
         grad=numpy_view(param.grad),
         m=numpy_view(optimizer.state[param]["exp_avg"]),
     )
-    return optimizer
+    return step
 
 
 def peak_extra_memory(size: int, dtype: str) -> dict[str, float]:
