@@ -497,7 +497,6 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
         "_exact_products_sum": jit(_rebind(_exact_products_sum, two_sum=two_sum_nb)),
         "_lean_products_sum": jit(_rebind(_lean_products_sum, two_sum=two_sum_nb)),
     }
-    f64_bits, bits_f64 = _numba_bitcasts(numba)
 
     def kernel(lean: bool) -> Callable:
         return jit(_rebind(make_fast_kernel(cfg, lean=lean), **helpers))
@@ -506,7 +505,7 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
         "_lean": kernel(True),
         "_precise": kernel(False),
         "_certify": jit(_certify32),
-        "_certify_dd": jit(_rebind(_certify32_dd, _f64_bits=f64_bits, _bits_f64=bits_f64)),
+        "_certify_dd": numba_certify32_dd(),
         "_certify_wide": jit(_certify32_wide),
         "_certify_near": jit(_certify32_near),
     }
@@ -515,8 +514,8 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
 
 @lru_cache(maxsize=1)
 def numba_certify32_dd() -> Callable[[float, float, float], tuple[float, bool]] | None:
-    """:func:`_certify32_dd` compiled on its own (None without numba), to test it
-    against exact rounding apart from the driver."""
+    """:func:`_certify32_dd` compiled as the driver inlines it (None without numba);
+    callable on its own too, to test it against exact rounding."""
     try:
         import numba
     except ImportError:
@@ -524,7 +523,8 @@ def numba_certify32_dd() -> Callable[[float, float, float], tuple[float, bool]] 
     import numba.extending
 
     f64_bits, bits_f64 = _numba_bitcasts(numba)
-    return numba.njit(_rebind(_certify32_dd, _f64_bits=f64_bits, _bits_f64=bits_f64))
+    jit = numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+    return jit(_rebind(_certify32_dd, _f64_bits=f64_bits, _bits_f64=bits_f64))
 
 
 def _cache_key(cfg: KernelConfig) -> str:
