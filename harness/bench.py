@@ -12,7 +12,7 @@ core) unless ``threads`` sets both; the report records the counts used.
 Both sides also get the same kind of memory pages (``pages``). With ``"default"``
 the params and grads are ordinary NumPy/torch buffers and each implementation
 allocates its state as it ships (ours puts large state on transparent huge pages,
-:mod:`impl._memory`; torch's allocator does not). With ``"huge"`` every array of
+:mod:`adamspec.impl._memory`; torch's allocator does not). With ``"huge"`` every array of
 every side is on huge pages: ours and torch's params and grads, and torch's state
 through its own switch, ``THP_MEM_ALLOC_ENABLE=1`` (read when torch is first
 imported, so it is set before that). The report records, per implementation, the
@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from impl import _memory, adam
-from impl.frameworks import FrameworkMissing, require
-from spec.catalog import entry
+from adamspec.impl import _memory, adam
+from adamspec.impl.frameworks import FrameworkMissing, require
+from adamspec.spec.catalog import entry
 
 BENCH_DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: Memory pages for the benchmarked arrays (see the module docstring).

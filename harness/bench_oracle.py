@@ -3,8 +3,8 @@
 :func:`bench_oracle` measures, on the same inputs:
 
 * **speed** -- element-steps per second (one element-step: one coordinate of one
-  step, every component verified) of :func:`oracles.fast.step` on ``size``
-  coordinates and of :func:`oracles.adam.step` on the first ``mpmath_size``
+  step, every component verified) of :func:`adamspec.oracles.fast.step` on ``size``
+  coordinates and of :func:`adamspec.oracles.adam.step` on the first ``mpmath_size``
   of them, for the common variants (``torch.Adam``, ``paper.algorithm1``);
 * **agreement** -- for every variant family (:data:`FAMILIES`), ``check_size``
   coordinates of typical, wide-range, special and adversarial inputs (moments
@@ -12,7 +12,7 @@
   boundary, overflow...) under varied hyperparameters, stepped by both oracles;
   every component of every coordinate is compared bit for bit (NaN equals NaN);
 * **fallback rate** -- the fraction of element-steps the fast oracle handed to
-  mpmath (:class:`oracles.fast.FastStats`).
+  mpmath (:class:`adamspec.oracles.fast.FastStats`).
 
 The mpmath oracle runs at about 6,000 element-steps/s per core, so the default
 cross-check (20,000 coordinates per family, both cores) takes about a minute;
@@ -38,14 +38,13 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-
-from oracles import OracleState, StepResult, fast
-from oracles import adam as mpmath_oracle
-from oracles.hyperparams import holding_format
-from oracles.rounding import numpy_dtype, round_exact
-from spec.catalog import entry
-from spec.formats import FORMATS, FloatFormat
-from spec.hyper import Hyper
+from adamspec.oracles import OracleState, StepResult, fast
+from adamspec.oracles import adam as mpmath_oracle
+from adamspec.oracles.hyperparams import holding_format
+from adamspec.oracles.rounding import numpy_dtype, round_exact
+from adamspec.spec.catalog import entry
+from adamspec.spec.formats import FORMATS, FloatFormat
+from adamspec.spec.hyper import Hyper
 
 #: Variants timed for the headline figure (the common ones).
 TIMED = ("torch.Adam", "paper.algorithm1")
@@ -559,7 +558,7 @@ def bench_oracle(
 
 
 def fast_threads() -> int:
-    from oracles._fast_tier1 import workers
+    from adamspec.oracles._fast_tier1 import workers
 
     return workers()
 

@@ -9,13 +9,13 @@ are used, and a component is within budget when either holds:
 * ``scaled``: the error in ULPs of the *operands'* magnitude (for ``m``:
   ``max(beta1 |m_prev|, (1 - beta1) |g|)``; for the parameter, ``max(|theta|,
   (1 + kappa_t) |step|)`` where ``kappa_t`` is the conditioning of ``1 - beta^t``,
-  see :func:`harness.engine.bias_correction_condition`). ``m + (g - m)(1 - beta1)``
+  see :func:`adamspec.harness.engine.bias_correction_condition`). ``m + (g - m)(1 - beta1)``
   loses hundreds of ULPs of a result that cancels to nearly zero, yet stays within one
   ULP of the terms: that is rounding, not a wrong formula, and only the scaled measure
   can say so.
 
 Wrong formulas (eps moved, a bias correction missing, v unsquared) miss by
-thousands to millions of ULPs on the problems of :mod:`harness.problems`
+thousands to millions of ULPs on the problems of :mod:`adamspec.harness.problems`
 (the separation matrix of every run shows it), so these budgets separate the
 two by orders of magnitude.
 """

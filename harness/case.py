@@ -26,15 +26,14 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from oracles import OracleState, StepResult, trajectory
-from oracles.hyperparams import HYPER_MODES, resolve
-from oracles.rounding import exact_of_float, hex_float, numpy_dtype, round_exact
-from spec.catalog import entry
-from spec.formats import FloatFormat, FormatError, format_named
-from spec.gradients import SparseRows
-from spec.hyper import HYPER_NAMES, Hyper, HyperparameterError, make_hyper
-from spec.variant import Variant, VariantError
+from adamspec.oracles import OracleState, StepResult, trajectory
+from adamspec.oracles.hyperparams import HYPER_MODES, resolve
+from adamspec.oracles.rounding import exact_of_float, hex_float, numpy_dtype, round_exact
+from adamspec.spec.catalog import entry
+from adamspec.spec.formats import FloatFormat, FormatError, format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import HYPER_NAMES, Hyper, HyperparameterError, make_hyper
+from adamspec.spec.variant import Variant, VariantError
 
 CASE_KEYS = ("variant", "dtype", "hyper", "params", "grads", "state", "hyper_mode")
 STATE_KEYS = ("m", "v", "v_max", "ema", "step", "beta1_power", "beta2_power")

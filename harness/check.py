@@ -1,6 +1,6 @@
 """``adamspec check TARGET``: a user's kernel against the variant it claims, with a verdict.
 
-The kernel follows :mod:`impl.adapters.kernel` (functional or stateful-object form) and
+The kernel follows :mod:`adamspec.impl.adapters.kernel` (functional or stateful-object form) and
 runs in a worker process with a per-step timeout. It is run on a problem suite in
 lock-step and free-running against the claimed catalog variant (or, when none is
 claimed, against the variant its fingerprint ranks first), the engine's reports plus
@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.budgets import DEFAULT, Budget
-from harness.run import (
+from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.run import (
     CHECKPOINT_FOLDER,
     Checkpoint,
     RunConfig,
@@ -26,10 +26,10 @@ from harness.run import (
     fingerprint_rows,
     run,
 )
-from impl.adapters import REGISTRY, load_registry
-from impl.adapters.kernel import STEP_TIMEOUT_S, TargetError, register_target
-from spec.axes import AmsGrad
-from spec.catalog import entries, entry
+from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.impl.adapters.kernel import STEP_TIMEOUT_S, TargetError, register_target
+from adamspec.spec.axes import AmsGrad
+from adamspec.spec.catalog import entries, entry
 
 #: The variant a kernel is registered under while its fingerprint decides the reference.
 _PROVISIONAL = "paper.algorithm1"
@@ -83,7 +83,7 @@ def check(
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
     ``out``. Raises :class:`RunUsageError` for an unknown variant and
-    :class:`~impl.adapters.kernel.TargetError` for a TARGET that cannot be loaded."""
+    :class:`~adamspec.impl.adapters.kernel.TargetError` for a TARGET that cannot be loaded."""
     load_registry()
     if variant is not None:
         known = [e.name for e in entries()]

@@ -2,7 +2,7 @@
 
 A discrepancy (some component over its ULP budget against the documented
 variant) is explained by a *single* change: one axis of the documented
-:class:`~spec.variant.Variant` set to another value, the step counter shifted
+:class:`~adamspec.spec.variant.Variant` set to another value, the step counter shifted
 by one, or clipping/EMA switched off. Each candidate is scored in lock-step on
 the same traces; the best one within budget names the category. None within
 budget: "unexplained" (the explanation then names the closest candidate).
@@ -16,15 +16,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
-
-from harness.budgets import DEFAULT, Budget
-from harness.engine import Exclusion, State, StepRecord, Trace, _dense
-from harness.fingerprint import score_variant
-from harness.problems import largest_finite
-from spec.axes import AmsGrad, BiasCorrection
-from spec.formats import FloatFormat, format_named
-from spec.gradients import SparseRows
-from spec.variant import Variant, VariantError
+from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.engine import Exclusion, State, StepRecord, Trace, _dense
+from adamspec.harness.fingerprint import score_variant
+from adamspec.harness.problems import largest_finite
+from adamspec.spec.axes import AmsGrad, BiasCorrection
+from adamspec.spec.formats import FloatFormat, format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.variant import Variant, VariantError
 
 ROUNDING_ONLY = "rounding only"
 UNEXPLAINED = "unexplained"

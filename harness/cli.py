@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_variants(args: argparse.Namespace) -> int:
-    from spec.catalog import entries
+    from adamspec.spec.catalog import entries
 
     rows = [e.as_json() for e in entries()]
     if args.json:
@@ -45,7 +45,7 @@ def _cmd_variants(args: argparse.Namespace) -> int:
 
 def _axes_summary(variant: Any) -> str:
     """The axes where a variant differs from the paper's Algorithm 1, compactly."""
-    from spec.variant import Variant
+    from adamspec.spec.variant import Variant
 
     base = Variant().axes()
     parts = [
@@ -56,7 +56,7 @@ def _axes_summary(variant: Any) -> str:
 
 
 def _cmd_oracle(args: argparse.Namespace) -> int:
-    from harness.case import load_case, run_case
+    from adamspec.harness.case import load_case, run_case
 
     if args.case == "-":
         text = sys.stdin.read()
@@ -87,7 +87,7 @@ def _writable_dir(path: str) -> None:
 
 
 def _run_config(args: argparse.Namespace, **overrides: Any):
-    from harness.run import RunConfig
+    from adamspec.harness.run import RunConfig
 
     return RunConfig(
         implementations=overrides.get("implementations", tuple(args.impl or ())),
@@ -105,7 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """Main job: every selected implementation vs the oracle; reports to --out."""
     import time
 
-    from harness.run import CHECKPOINT_FOLDER, Checkpoint, run, select, summary_table
+    from adamspec.harness.run import CHECKPOINT_FOLDER, Checkpoint, run, select, summary_table
 
     if args.list:
         for name in select(()):
@@ -147,9 +147,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from harness.budgets import DEFAULT
-    from harness.check import check, uniform_budget, verdict_text
-    from impl.adapters.kernel import TargetError
+    from adamspec.harness.budgets import DEFAULT
+    from adamspec.harness.check import check, uniform_budget, verdict_text
+    from adamspec.impl.adapters.kernel import TargetError
 
     _writable_dir(args.out)
     budget = DEFAULT if args.budget_ulp is None else uniform_budget(args.budget_ulp)
@@ -173,7 +173,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from harness.gate import GateConfigError, run_gate
+    from adamspec.harness.gate import GateConfigError, run_gate
 
     _writable_dir(args.out)
     try:
@@ -193,7 +193,7 @@ def _mean_fallback(rows: list[dict[str, Any]]) -> float:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    from harness.run import fingerprint_rows, select
+    from adamspec.harness.run import fingerprint_rows, select
 
     names = select([args.impl])
     if len(names) != 1:
@@ -228,7 +228,7 @@ def _version() -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import bench_impl, format_table
+    from adamspec.harness.bench import bench_impl, format_table
 
     if args.json:
         try:  # fail before minutes of timing, not after
@@ -237,8 +237,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write --json {args.json!r}: {exc.strerror}") from None
     if args.what == "oracle":
-        from harness.bench_oracle import bench_oracle
-        from harness.bench_oracle import format_table as oracle_table
+        from adamspec.harness.bench_oracle import bench_oracle
+        from adamspec.harness.bench_oracle import format_table as oracle_table
 
         report = bench_oracle(
             args.size or 1 << 20,
@@ -417,7 +417,7 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _suite(text: str) -> str:
-    from harness.problems import SUITES
+    from adamspec.harness.problems import SUITES
 
     if text not in SUITES:
         raise argparse.ArgumentTypeError(
@@ -461,10 +461,10 @@ _digits = _bounded_int("--digits", 1, 1000, "1-1000")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from harness.case import CaseError
-    from harness.run import RunUsageError
-    from oracles import OracleInputError, RoundingUndecided
-    from spec import FormatError, HyperparameterError, UnknownVariantError, VariantError
+    from adamspec.harness.case import CaseError
+    from adamspec.harness.run import RunUsageError
+    from adamspec.oracles import OracleInputError, RoundingUndecided
+    from adamspec.spec import FormatError, HyperparameterError, UnknownVariantError, VariantError
 
     return (
         UsageError,

@@ -7,7 +7,7 @@ can paste. :func:`minimal_counterexample` searches for that with hypothesis:
 it draws one state (param, m, v, v_max, step) and one gradient for a tensor of
 shape ``(1,)`` (then ``(2,)``), lets the implementation take ONE step from it,
 and compares that step with the exact oracle step of a variant from the same
-state (:func:`harness.engine.compare`). Hypothesis then shrinks the first input
+state (:func:`adamspec.harness.engine.compare`). Hypothesis then shrinks the first input
 over budget towards small steps and "nice" values. :func:`snippet` turns the
 result into a self-contained script against the framework's public API
 (torch, optax, Keras 3, tf_keras, tf.compat.v1, tf.raw_ops, ONNX, TF.js) that
@@ -36,9 +36,8 @@ from random import Random
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-
-from harness.budgets import DEFAULT, Budget
-from harness.engine import (
+from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.engine import (
     STATE_COMPONENTS,
     ComponentError,
     StepRecord,
@@ -47,18 +46,25 @@ from harness.engine import (
     budget_multiple,
     compare,
 )
-from harness.problems import Problem, largest_finite, round_to_dtype
-from impl.adapters import REGISTRY, AdapterInfo, State, Unsupported, load_registry, make_adapter
-from impl.adapters.keras3 import constructor_kwargs
-from impl.frameworks import FrameworkMissing
-from oracles import OracleInputError, RoundingUndecided, StepResult
-from oracles import step as oracle_step
-from spec.axes import AmsGrad
-from spec.catalog import entries, entry
-from spec.formats import format_named
-from spec.gradients import SparseRows
-from spec.hyper import Hyper, Schedule
-from spec.variant import Variant
+from adamspec.harness.problems import Problem, largest_finite, round_to_dtype
+from adamspec.impl.adapters import (
+    REGISTRY,
+    AdapterInfo,
+    State,
+    Unsupported,
+    load_registry,
+    make_adapter,
+)
+from adamspec.impl.adapters.keras3 import constructor_kwargs
+from adamspec.impl.frameworks import FrameworkMissing
+from adamspec.oracles import OracleInputError, RoundingUndecided, StepResult
+from adamspec.oracles import step as oracle_step
+from adamspec.spec.axes import AmsGrad
+from adamspec.spec.catalog import entries, entry
+from adamspec.spec.formats import format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper, Schedule
+from adamspec.spec.variant import Variant
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -88,9 +94,9 @@ class Counterexample:
     own), ``grads`` the gradient (one tensor), ``after`` its result. ``oracle``
     holds the oracle's correctly rounded value per measured component and
     ``exact`` its exact value as decimal strings of :data:`DIGITS` significant
-    digits; ``errors`` the ULP errors (:func:`harness.engine.compare`) and
+    digits; ``errors`` the ULP errors (:func:`adamspec.harness.engine.compare`) and
     ``multiple`` the budget multiple (> 1). ``category``/``explanation`` come from
-    :func:`harness.classify.classify` on this one step (None if it could not run).
+    :func:`adamspec.harness.classify.classify` on this one step (None if it could not run).
     """
 
     implementation: str
@@ -332,7 +338,7 @@ def minimal_counterexample(
     sparse: bool = False,
 ) -> Counterexample | None:
     """The simplest one-step input on which ``implementation`` is over ``budget`` against
-    ``variant`` (a :class:`~spec.variant.Variant` or a catalog name), or None if none of
+    ``variant`` (a :class:`~adamspec.spec.variant.Variant` or a catalog name), or None if none of
     ``max_examples`` examples per stage is.
 
     Stages, each a hypothesis search of up to ``max_examples`` examples: a tensor of
@@ -340,7 +346,7 @@ def minimal_counterexample(
     ``(2,)`` from any state (with ``sparse``: a row-sparse gradient on ``(1, 1)`` then
     ``(2, 1)``). v and v_max are drawn non-negative with ``v_max >= v`` (v_max only if
     the implementation's documented variant uses AMSGrad, as
-    :func:`harness.engine.record_trace` does). The search is deterministic for a given
+    :func:`adamspec.harness.engine.record_trace` does). The search is deterministic for a given
     ``seed``. Inputs the adapter rejects (``Unsupported``), crashes on, or the oracle
     cannot round are skipped; if no input at all could be measured this raises
     ``Unsupported`` (or RuntimeError for crashes) rather than returning None. Building
@@ -440,7 +446,9 @@ def _classify(
     sparse: bool,
 ) -> tuple[str | None, str]:
     """Which single change of ``variant`` explains this one step (see harness.classify)."""
-    from harness.classify import classify  # classify imports fingerprinting: only when used
+    from adamspec.harness.classify import (
+        classify,  # classify imports fingerprinting: only when used
+    )
 
     problem = Problem(
         "counterexample",
@@ -650,18 +658,18 @@ def _grad(ce: Counterexample, sparse: Callable[[str, str, tuple[int, ...]], str]
 def _family(info: AdapterInfo) -> str:
     cls = info.factory.partition(":")[2]
     if cls == "ProcessAdapter" and str(info.options.get("target", "")).startswith(
-        "impl.adapters.keras3:"
+        "adamspec.impl.adapters.keras3:"
     ):
         return "keras3"
     return {
-        "impl.adapters.torch_optim:TorchOptimizer": "torch",
-        "impl.adapters.optax_optim:OptaxAdam": "optax",
-        "impl.adapters.tensorflow:TfKerasAdam": "tf_keras",
-        "impl.adapters.tensorflow:TfKerasLegacyAdam": "tf_keras_legacy",
-        "impl.adapters.tensorflow:TfRawAdam": "tf_raw",
-        "impl.adapters.tensorflow:TfV1Adam": "tf_v1",
-        "impl.adapters.tfjs:TfjsAdam": "tfjs",
-        "impl.adapters.onnx_ref:OnnxAdam": "onnx",
+        "adamspec.impl.adapters.torch_optim:TorchOptimizer": "torch",
+        "adamspec.impl.adapters.optax_optim:OptaxAdam": "optax",
+        "adamspec.impl.adapters.tensorflow:TfKerasAdam": "tf_keras",
+        "adamspec.impl.adapters.tensorflow:TfKerasLegacyAdam": "tf_keras_legacy",
+        "adamspec.impl.adapters.tensorflow:TfRawAdam": "tf_raw",
+        "adamspec.impl.adapters.tensorflow:TfV1Adam": "tf_v1",
+        "adamspec.impl.adapters.tfjs:TfjsAdam": "tfjs",
+        "adamspec.impl.adapters.onnx_ref:OnnxAdam": "onnx",
     }.get(info.factory, "adamspec")
 
 
@@ -1149,13 +1157,13 @@ def _adamspec(ce: Counterexample) -> _Program:
     fetch = {"param": "after.params[0]", "m": "after.m[0]", "v": "after.v[0]"}
     fetch["v_max"] = "after.v_max[0]"
     imports = [
-        "# run from an adamspec checkout (PYTHONPATH=. ; add tests/ for its toy kernels)",
+        "# needs adamspec installed; the tests' toy kernels also need tests/ on PYTHONPATH",
         *(["from fractions import Fraction", ""] if needs_fraction else []),
-        "from impl.adapters import (",
+        "from adamspec.impl.adapters import (",
         "    REGISTRY, AdapterInfo, State, load_registry, make_adapter, register,",
         ")",
-        *(["from spec.gradients import SparseRows"] if _is_sparse(ce) else []),
-        "from spec.hyper import make_hyper",
+        *(["from adamspec.spec.gradients import SparseRows"] if _is_sparse(ce) else []),
+        "from adamspec.spec.hyper import make_hyper",
     ]
     if "bfloat16" in (ce.dtype, *(str(np.asarray(x).dtype) for x in before.extras.values())):
         imports.append("import ml_dtypes")
@@ -1349,7 +1357,7 @@ def snippet(ce: Counterexample) -> str:
     API (TF.js: a Node.js script), printing each result next to the oracle's value.
 
     Implementations without a framework template (adamspec's own, user kernels, toys)
-    get a Python script driving them through :mod:`impl.adapters`.
+    get a Python script driving them through :mod:`adamspec.impl.adapters`.
     """
     family = _family(ce.info)
     if family == "tfjs":

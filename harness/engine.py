@@ -26,22 +26,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from harness.budgets import DEFAULT, Budget
-from harness.problems import Problem
-from impl.adapters import REGISTRY, State, Unsupported, load_registry, make_adapter
-from impl.frameworks import FrameworkMissing
-from oracles import OracleState
-from oracles import adam as mpmath_oracle
-from oracles import fast as fast_oracle
-from oracles.metrics import Outcome, classify_array, ulp_distance
-from oracles.rounding import numpy_dtype
-from spec.axes import AmsGrad, BiasCorrection
-from spec.catalog import entry
-from spec.formats import FloatFormat, format_named
-from spec.gradients import SparseRows
-from spec.hyper import Hyper
-from spec.variant import Variant
+from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.problems import Problem
+from adamspec.impl.adapters import REGISTRY, State, Unsupported, load_registry, make_adapter
+from adamspec.impl.frameworks import FrameworkMissing
+from adamspec.oracles import OracleState
+from adamspec.oracles import adam as mpmath_oracle
+from adamspec.oracles import fast as fast_oracle
+from adamspec.oracles.metrics import Outcome, classify_array, ulp_distance
+from adamspec.oracles.rounding import numpy_dtype
+from adamspec.spec.axes import AmsGrad, BiasCorrection
+from adamspec.spec.catalog import entry
+from adamspec.spec.formats import FloatFormat, format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
 
 STATE_COMPONENTS = ("param", "m", "v", "v_max")
 
@@ -191,7 +190,7 @@ def _one_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------- the oracle
 
 #: The oracles the engine can measure against: the fast certified one (answers identical
-#: to mpmath's, see :mod:`oracles.fast`) and the mpmath one itself.
+#: to mpmath's, see :mod:`adamspec.oracles.fast`) and the mpmath one itself.
 ORACLES = {"fast": fast_oracle, "mpmath": mpmath_oracle}
 _oracle = {"name": "fast"}
 
@@ -208,12 +207,13 @@ def oracle_name() -> str:
 
 
 def oracle_step(*args: Any, **kwargs: Any) -> Any:
-    """One exact step from the selected oracle (arguments of :func:`oracles.step`)."""
+    """One exact step from the selected oracle (arguments of :func:`adamspec.oracles.step`)."""
     return ORACLES[_oracle["name"]].step(*args, **kwargs)
 
 
 def oracle_trajectory(*args: Any, **kwargs: Any) -> Any:
-    """An exact trajectory from the selected oracle (arguments of :func:`oracles.trajectory`)."""
+    """An exact trajectory from the selected oracle (arguments of
+    :func:`adamspec.oracles.trajectory`)."""
     return ORACLES[_oracle["name"]].trajectory(*args, **kwargs)
 
 
@@ -285,7 +285,7 @@ def _scales(
     before: State, grads: Sequence[Any], k: int, hyper: Hyper, reference: Any, variant: Variant
 ) -> dict[str, np.ndarray]:
     """Magnitude of each component's largest term, for the scaled measure of
-    :mod:`harness.budgets`: ``beta1 m`` or ``(1 - beta1) g`` for m, ``beta2 v`` or
+    :mod:`adamspec.harness.budgets`: ``beta1 m`` or ``(1 - beta1) g`` for m, ``beta2 v`` or
     ``(1 - beta2) g^2`` for v, and for the parameter ``theta`` or the step taken,
     magnified by the bias corrections' conditioning (:func:`bias_correction_condition`)."""
     b1, b2 = float(hyper.beta1), float(hyper.beta2)
@@ -344,7 +344,7 @@ def _merge(a: ComponentError | None, b: ComponentError) -> ComponentError:
 
 
 #: ``exclude(before, grads, k, reference, fmt)``: a boolean mask of tensor ``k``'s coordinates
-#: to leave out of the measure (the format-range hypotheses of :mod:`harness.classify`).
+#: to leave out of the measure (the format-range hypotheses of :mod:`adamspec.harness.classify`).
 Exclusion = Callable[[State, Sequence[Any], int, Any, FloatFormat], np.ndarray]
 
 
@@ -357,8 +357,8 @@ def compare(
     hyper: Hyper,
     exclude: Exclusion | None = None,
 ) -> StepErrors:
-    """Errors of ``after`` against an oracle :class:`~oracles.StepResult` (all tensors merged),
-    over the coordinates ``exclude`` does not mask (all when None)."""
+    """Errors of ``after`` against an oracle :class:`~adamspec.oracles.StepResult` (all
+    tensors merged), over the coordinates ``exclude`` does not mask (all when None)."""
     fmt = format_named(str(after.params[0].dtype))
     errors: StepErrors = {}
     for k in range(len(after.params)):
@@ -385,7 +385,7 @@ def lockstep(
     """Local error of every recorded step against ``variant``'s exact step from the same state.
 
     ``step_offset`` shifts the step counter the oracle is told (the "step counting"
-    hypothesis of :mod:`harness.classify`); ``exclude`` masks coordinates out of the
+    hypothesis of :mod:`adamspec.harness.classify`); ``exclude`` masks coordinates out of the
     measure (see :func:`compare`).
     """
     hyper = hyper or trace.hyper
@@ -448,7 +448,7 @@ def _anchored_trajectory(trace: Trace, variant: Variant, hyper: Hyper) -> list[A
     """The oracle's own trajectory over the trace's gradients.
 
     The fast oracle carries its state in double-double (faithful over 10^5 steps,
-    :mod:`oracles.fast`) and runs the whole trajectory. In the mpmath oracle the exact
+    :mod:`adamspec.oracles.fast`) and runs the whole trajectory. In the mpmath oracle the exact
     state's rationals grow with every step (the cost of a step grows linearly,
     of a trajectory quadratically: 2,000 steps take ~30 s, 10,000 would take ~15 min). For
     targets narrower than float64, the trajectory is therefore run in segments of

@@ -1,7 +1,7 @@
 """Fingerprinting: which catalog variant an implementation actually computes.
 
 Every catalog variant is evaluated in lock-step against the same recorded
-traces (:func:`harness.engine.lockstep`), and ranked by how many ULP budgets
+traces (:func:`adamspec.harness.engine.lockstep`), and ranked by how many ULP budgets
 its worst component spends. The ranking is only as good as the problems'
 power to tell variants apart, so :func:`separation` measures that power
 directly: for every pair of catalog variants, how far apart their exact steps
@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from harness.budgets import DEFAULT, SEPARATION_THRESHOLD_ULP, Budget
-from harness.engine import (
+from adamspec.harness.budgets import DEFAULT, SEPARATION_THRESHOLD_ULP, Budget
+from adamspec.harness.engine import (
     Exclusion,
     State,
     StepErrors,
@@ -28,13 +27,13 @@ from harness.engine import (
     oracle_step,
     worst,
 )
-from harness.problems import Problem
-from oracles.metrics import ulp_distance
-from spec.axes import AmsGrad
-from spec.catalog import entries, entry
-from spec.formats import format_named
-from spec.hyper import make_hyper
-from spec.variant import Variant
+from adamspec.harness.problems import Problem
+from adamspec.oracles.metrics import ulp_distance
+from adamspec.spec.axes import AmsGrad
+from adamspec.spec.catalog import entries, entry
+from adamspec.spec.formats import format_named
+from adamspec.spec.hyper import make_hyper
+from adamspec.spec.variant import Variant
 
 
 @dataclass(frozen=True)

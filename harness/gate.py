@@ -4,7 +4,7 @@ The TOML config (reference: ``docs/ci.md``) lists implementations (glob patterns
 registered implementations, or user kernels with the variant they claim), problem suites,
 dtypes, ULP budgets per state component, and a baseline of known discrepancies, each with
 a reason (like array-api-tests' xfails file). The gate runs the engine
-(:func:`harness.run.run`) once per suite x dtype and judges every summary row:
+(:func:`adamspec.harness.run.run`) once per suite x dtype and judges every summary row:
 
 * ``pass`` / ``skipped``: within budget, or the case could not run (a missing framework);
 * ``baselined``: a discrepancy or error that a baseline entry names (not a failure);
@@ -43,9 +43,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.budgets import DEFAULT, Budget
-from harness.problems import DTYPES, SUITES
-from harness.run import CHECKPOINT_FOLDER, Checkpoint, RunConfig, RunUsageError, Tables
+from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.problems import DTYPES, SUITES
+from adamspec.harness.run import CHECKPOINT_FOLDER, Checkpoint, RunConfig, RunUsageError, Tables
 
 #: Hypothesis examples per stage of each minimal-counterexample search (the engine's
 #: default is 100; a gate only needs a small script, and fast).
@@ -278,7 +278,7 @@ def _toml_type(value: Any) -> str:
 
 
 def _catalog_names() -> list[str]:
-    from spec.catalog import entries
+    from adamspec.spec.catalog import entries
 
     return [e.name for e in entries()]
 
@@ -303,10 +303,10 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
     """Read and validate a gate config; registers its user kernels and register hooks.
 
     Raises :class:`GateConfigError` (one line: file, key, allowed values)."""
-    from impl.adapters import REGISTRY, load_registry
-    from impl.adapters.kernel import TargetError, load_target, register_target
-    from spec.axes import AmsGrad
-    from spec.catalog import entry
+    from adamspec.impl.adapters import REGISTRY, load_registry
+    from adamspec.impl.adapters.kernel import TargetError, load_target, register_target
+    from adamspec.spec.axes import AmsGrad
+    from adamspec.spec.catalog import entry
 
     where = Path(path)
     r = _Reader(where)
@@ -625,7 +625,7 @@ def gate_junit(result: GateResult) -> str:
     row; new discrepancies are failures, new errors errors, baselined rows
     ``<skipped type="xfail">`` with the reason and link, skipped cases skipped; each stale
     baseline entry is a test case of class ``adamspec.baseline``, failed under strict."""
-    from reports.junit import _body, _failure_message, _text
+    from adamspec.reports.junit import _body, _failure_message, _text
 
     config = result.config
     counts = {"failures": 0, "errors": 0, "skipped": 0}
@@ -700,7 +700,7 @@ def gate_junit(result: GateResult) -> str:
 def gate_markdown(result: GateResult) -> str:
     """The Markdown summary for a PR comment: verdict, counts, new discrepancies (with the
     counterexample paths), baselined ones (reason, link) and stale baseline entries."""
-    from reports.markdown import format_ulp, md_escape
+    from adamspec.reports.markdown import format_ulp, md_escape
 
     config = result.config
     c = result.counts()
@@ -846,7 +846,7 @@ def compute(
     checkpoint: Checkpoint | None = None,
 ) -> Tables:
     """One engine run (a seam: tests may memoize it)."""
-    from harness.run import run
+    from adamspec.harness.run import run
 
     return run(config, progress=progress, checkpoint=checkpoint)
 
@@ -867,7 +867,7 @@ def run_gate(
     """Run the gate; write its reports; return 0 (passed) or 1 (failed).
 
     Raises :class:`GateConfigError` for a bad config."""
-    from reports.tables import atomic_write
+    from adamspec.reports.tables import atomic_write
 
     config = load_config(config_path)
     progress = progress or _stderr

@@ -31,11 +31,10 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-
-from oracles.rounding import numpy_dtype
-from spec.formats import FloatFormat, format_named
-from spec.gradients import SparseRows
-from spec.hyper import HyperparameterError, make_hyper
+from adamspec.oracles.rounding import numpy_dtype
+from adamspec.spec.formats import FloatFormat, format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import HyperparameterError, make_hyper
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 REGIMES: tuple[str, ...] = ("open", "closed")
@@ -574,7 +573,7 @@ class Problem:
     params); ``hyper`` overrides documented defaults with exact decimal
     strings; a run starts from a state that already took ``start_step``
     steps; ``sparse`` problems give tensor 0's gradient as
-    :class:`spec.SparseRows`; ``description`` says which failure mode it
+    :class:`adamspec.spec.SparseRows`; ``description`` says which failure mode it
     exposes. ``kind`` names the generator (open-loop regime or closed-loop objective);
     it defaults to ``name`` and survives resizing with :meth:`with_`.
     ``step`` arguments count from 0 within a run: the optimizer's own step

@@ -2,7 +2,7 @@
 
 Registered as the ``adamspec`` entry point of ``pytest11``, so installing adamspec is
 enough. Without ``--adamspec`` it does nothing. With it, the gate config
-(:mod:`harness.gate`, reference in ``docs/ci.md``) becomes one pytest item per
+(:mod:`adamspec.harness.gate`, reference in ``docs/ci.md``) becomes one pytest item per
 implementation x case x dtype, with ids like
 ``adamspec::torch.Adam(foreach=False)::typical::float32`` (``suite/case`` when the config
 has several suites):
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from harness.gate import BaselineEntry, GateConfig
-    from harness.run import Tables
+    from adamspec.harness.gate import BaselineEntry, GateConfig
+    from adamspec.harness.run import Tables
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,8 +61,8 @@ class _Gate:
         self._tables: dict[tuple[str, str, str], Tables | BaseException] = {}
 
     def tables(self, implementation: str, suite: str, dtype: str) -> Tables:
-        from harness import gate
-        from reports.tables import atomic_write
+        from adamspec.harness import gate
+        from adamspec.reports.tables import atomic_write
 
         key = (implementation, suite, dtype)
         if key not in self._tables:
@@ -97,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("adamspec", None)
     if not path:
         return
-    from harness.gate import GateConfigError, load_config
+    from adamspec.harness.gate import GateConfigError, load_config
 
     try:
         gate_config = load_config(path)
@@ -123,7 +123,7 @@ class GateCollector(pytest.Collector):
     """The config's items: implementation x case x dtype, then the strict baseline checks."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from harness.problems import SUITES
+        from adamspec.harness.problems import SUITES
 
         gate = self.config.stash[_GATE]
         c = gate.config
@@ -182,7 +182,7 @@ class CaseItem(_GateItem):
         raise GateFailure(self._message(gate, row))
 
     def _message(self, gate: _Gate, row: dict[str, Any]) -> str:
-        from reports.markdown import format_ulp
+        from adamspec.reports.markdown import format_ulp
 
         lines = [
             f"{self.implementation} on {self.case} [{self.dtype}]: {row['verdict']} "
@@ -206,7 +206,7 @@ class BaselineItem(_GateItem):
         self.entry = entry
 
     def runtest(self) -> None:
-        from harness.gate import entry_status
+        from adamspec.harness.gate import entry_status
 
         gate = self.config.stash[_GATE]
         c, e = gate.config, self.entry

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.budgets import DEFAULT, Budget
-from harness.classify import FORMAT_RANGE, ROUNDING_ONLY, classify
-from harness.engine import (
+from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.classify import FORMAT_RANGE, ROUNDING_ONLY, classify
+from adamspec.harness.engine import (
     StepErrors,
     Trace,
     budget_multiple,
@@ -36,13 +36,13 @@ from harness.engine import (
     use_oracle,
     worst,
 )
-from harness.fingerprint import Match, rank_variants, separation
-from harness.problems import suite
-from impl.adapters import REGISTRY, load_registry
-from impl.frameworks import availability
-from oracles.fast import counting
-from oracles.metrics import bits_error
-from spec.catalog import entry
+from adamspec.harness.fingerprint import Match, rank_variants, separation
+from adamspec.harness.problems import suite
+from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.impl.frameworks import availability
+from adamspec.oracles.fast import counting
+from adamspec.oracles.metrics import bits_error
+from adamspec.spec.catalog import entry
 
 #: How many of an implementation's best fingerprint matches are tried as each case's match.
 MATCH_CANDIDATES = 5
@@ -77,7 +77,7 @@ class RunConfig:
 
 @dataclass
 class Tables:
-    """Rows of the four record tables of :mod:`reports.schema`, and the counterexample
+    """Rows of the four record tables of :mod:`adamspec.reports.schema`, and the counterexample
     scripts (path relative to the output folder -> text) the summary rows link to."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -92,8 +92,8 @@ class Tables:
         self.counterexamples.update(other.counterexamples)
 
     def write(self, out: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Path]:
-        """Every report of :func:`reports.write_reports` and the counterexample scripts."""
-        from reports import write_reports
+        """Every report of :func:`adamspec.reports.write_reports` and the counterexample scripts."""
+        from adamspec.reports import write_reports
 
         return write_reports(
             out,
@@ -214,7 +214,7 @@ def _slug(name: str) -> str:
 def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: RunConfig) -> dict:
     """One minimal counterexample per distinct configuration (hyperparameters, sparse or not)
     among the discrepant cases, linked from their summary rows; path -> script text."""
-    from harness.counterexample import minimal_counterexample, snippet
+    from adamspec.harness.counterexample import minimal_counterexample, snippet
 
     scripts: dict[str, str] = {}
     searched: dict[tuple, str] = {}
@@ -538,7 +538,7 @@ def run(
 
 def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:
     """The ranked catalog variants for one implementation, and the one-line verdict."""
-    from harness.fingerprint import describe
+    from adamspec.harness.fingerprint import describe
 
     use_oracle(config.oracle)
     traces = [

@@ -19,10 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from harness.problems import (
+from adamspec.harness.problems import (
     DTYPES,
     PROBLEMS,
     REGIMES,
@@ -32,8 +29,10 @@ from harness.problems import (
     smallest_normal,
     smallest_subnormal,
 )
-from spec.formats import FloatFormat, format_named
-from spec.gradients import SparseRows
+from adamspec.spec.formats import FloatFormat, format_named
+from adamspec.spec.gradients import SparseRows
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 #: Regimes :func:`gradient_arrays` draws (the open-loop regimes that describe one array).
 GRADIENT_REGIMES: tuple[str, ...] = (
@@ -187,7 +186,7 @@ def _unit_open(common: Sequence[str]) -> st.SearchStrategy[str]:
 
 
 def hypers() -> st.SearchStrategy[dict[str, str]]:
-    """Valid hyperparameters as exact decimal strings for :func:`spec.hyper.make_hyper`.
+    """Valid hyperparameters as exact decimal strings for :func:`adamspec.spec.hyper.make_hyper`.
 
     lr in (0, 1), beta1 and beta2 in (0, 1), eps >= 0, weight_decay >= 0.
     """

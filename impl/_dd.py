@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from spec.formats import FLOAT64, FloatFormat
+from adamspec.spec.formats import FLOAT64, FloatFormat
 
 Array = Any
 DD = tuple[Array, Array]

@@ -2,7 +2,7 @@
 double-double pass for the coordinates the bound cannot certify.
 
 Both follow the same literal formula as the oracle (``spec/ADAM.md`` §2),
-branch for branch, with the step's scalars from :mod:`impl._constants`:
+branch for branch, with the step's scalars from :mod:`adamspec.impl._constants`:
 
 * :func:`make_fast_kernel` evaluates in float64 and returns, for every output,
   the value and a rigorous bound on its absolute error (first-order running
@@ -23,10 +23,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-
-from impl import _dd
-from impl._constants import INDEX, KernelConfig, StepConstants
-from impl._dd import two_sum
+from adamspec.impl import _dd
+from adamspec.impl._constants import INDEX, KernelConfig, StepConstants
+from adamspec.impl._dd import two_sum
 
 #: Unit roundoff of float64, doubled: a margin over the first-order error bounds.
 _U = 2.0**-52
@@ -285,7 +284,7 @@ def exact_kernel(
     """The double-double step on arrays ``x`` (theta, g, g_lo, gsq, gsq_lo, m, v, vmax, ema).
 
     Returns double-double ``(hi, lo)`` pairs for theta, m, v, vmax and ema.
-    ``arithmetic`` may be :mod:`impl._mp_pairs` (same formula in mpmath).
+    ``arithmetic`` may be :mod:`adamspec.impl._mp_pairs` (same formula in mpmath).
     """
     dd = arithmetic
     zero = xp.zeros_like(x["theta"])
@@ -533,7 +532,7 @@ def _cache_key(cfg: KernelConfig) -> str:
     import hashlib
     import inspect
 
-    from impl import _constants
+    from adamspec.impl import _constants
 
     sources = "".join(inspect.getsource(module) for module in (_dd, _constants))
     return hashlib.sha256((repr(cfg) + sources).encode()).hexdigest()

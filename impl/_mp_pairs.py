@@ -1,8 +1,8 @@
-"""The double-double interface of :mod:`impl._dd`, evaluated in mpmath instead.
+"""The double-double interface of :mod:`adamspec.impl._dd`, evaluated in mpmath instead.
 
 For coordinates whose inputs are so small or so large (float64 targets near
 the subnormal or overflow range) that error-free transformations in float64
-underflow or overflow, :func:`impl._kernels.exact_kernel` runs on object
+underflow or overflow, :func:`adamspec.impl._kernels.exact_kernel` runs on object
 arrays of mpmath numbers at :data:`PRECISION` bits through these functions:
 the same formula, no exponent limits. Pairs are ``(value, 0)``.
 """

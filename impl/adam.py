@@ -1,4 +1,4 @@
-r"""Production Adam/AMSGrad: every :class:`spec.Variant`, correctly rounded, fast.
+r"""Production Adam/AMSGrad: every :class:`adamspec.spec.Variant`, correctly rounded, fast.
 
 Functional like optax: state is a small immutable record and
 
@@ -9,9 +9,9 @@ Functional like optax: state is a small immutable record and
 Each stored value (param, m, v, v_max, EMA, master copy) is the correctly
 rounded result of the variant's exact formula (``spec/ADAM.md``) applied to the
 stored inputs: the step's scalars are computed exactly once per step
-(:mod:`impl._constants`), every coordinate is evaluated in float64 with a
+(:mod:`adamspec.impl._constants`), every coordinate is evaluated in float64 with a
 rigorous error bound, and the few coordinates whose rounding the bound cannot
-certify are recomputed in double-double (:mod:`impl._kernels`). Float64
+certify are recomputed in double-double (:mod:`adamspec.impl._kernels`). Float64
 parameters go straight to double-double.
 
 Dense float32 steps run in a numba-compiled parallel kernel when numba is
@@ -19,7 +19,7 @@ installed; otherwise (and for other dtypes, master weights and sparse
 gradients) in cache-sized NumPy chunks. Dense float32 CuPy arrays run one fused
 CuPy kernel generated from the same kernel source (its few uncertain coordinates
 after it, like the compiled CPU driver's); other CuPy steps take the NumPy code
-path with ``cupy`` as the namespace (:mod:`impl._xp`).
+path with ``cupy`` as the namespace (:mod:`adamspec.impl._xp`).
 """
 
 from __future__ import annotations
@@ -30,23 +30,28 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 import numpy as np
-from mpmath import mp
-
-from impl import _dd, _memory
-from impl._constants import StepConstants, holder, round_fraction, step_constants
-from impl._kernels import (
+from adamspec.impl import _dd, _memory
+from adamspec.impl._constants import StepConstants, holder, round_fraction, step_constants
+from adamspec.impl._kernels import (
     BLOCK,
     cupy_float32_driver,
     exact_kernel,
     make_fast_kernel,
     numba_float32_driver,
 )
-from impl._xp import array_namespace
-from spec.axes import AmsGrad, BiasCorrection, DuplicateIndices, SparseSemantics, WeightDecay
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
-from spec.gradients import SparseRows
-from spec.hyper import Hyper
-from spec.variant import Variant
+from adamspec.impl._xp import array_namespace
+from adamspec.spec.axes import (
+    AmsGrad,
+    BiasCorrection,
+    DuplicateIndices,
+    SparseSemantics,
+    WeightDecay,
+)
+from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
+from mpmath import mp
 
 #: Argument order of the fast kernel after the constants.
 KERNEL_INPUTS = ("theta", "g", "gsq", "m", "v", "vmax", "ema")
@@ -607,7 +612,7 @@ def _recompute_extremes(
     picked = np.flatnonzero(extreme)
     if not picked.size:
         return
-    from impl import _mp_pairs
+    from adamspec.impl import _mp_pairs
 
     with mp.workprec(_mp_pairs.PRECISION):
         values = {name: _mp_pairs.lift(np.asarray(a)[picked]) for name, a in sub.items()}

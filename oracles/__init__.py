@@ -2,11 +2,11 @@
 
 Public entry points: :func:`step` (lock-step: one exact step from given
 state) and :func:`trajectory` (free-running: the oracle carries its own exact
-state), both in :mod:`oracles.adam`; correct rounding in
-:mod:`oracles.rounding`; error metrics in :mod:`oracles.metrics`.
+state), both in :mod:`adamspec.oracles.adam`; correct rounding in
+:mod:`adamspec.oracles.rounding`; error metrics in :mod:`adamspec.oracles.metrics`.
 """
 
-from oracles.adam import (
+from adamspec.oracles.adam import (
     OracleInputError,
     OracleState,
     StepResult,
@@ -14,8 +14,8 @@ from oracles.adam import (
     step,
     trajectory,
 )
-from oracles.hyperparams import HYPER_MODES, ExactHyper, resolve
-from oracles.ziv import MAX_PRECISION, RoundingUndecided
+from adamspec.oracles.hyperparams import HYPER_MODES, ExactHyper, resolve
+from adamspec.oracles.ziv import MAX_PRECISION, RoundingUndecided
 
 __all__ = [
     "HYPER_MODES",

@@ -1,14 +1,14 @@
 """The scalars of one step for the fast oracle, exact first and then as rigorous doubles.
 
 Every constant a step multiplies by is derived from the held hyperparameters
-(:func:`oracles.hyperparams.resolve`, exact rationals) exactly where it is
+(:func:`adamspec.oracles.hyperparams.resolve`, exact rationals) exactly where it is
 rational (``beta``, ``1 - beta``, ``1 - beta^t``, ``lr``, decay factors...) and
 in mpmath interval arithmetic at :data:`IV_PREC` bits where it is not (square
 roots, RAdam's rectification, clipping scales). Each becomes a :class:`Const`:
 a double-double ``hi + lo`` with a bound ``err`` on its distance to the exact
 value, so the tiers can charge the constant's own representation error.
 
-The definitions mirror ``oracles.adam._scalars`` term for term.
+The definitions mirror ``adamspec.oracles.adam._scalars`` term for term.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from adamspec.oracles.adam import RADAM_RHO_THRESHOLD
+from adamspec.oracles.hyperparams import ExactHyper
+from adamspec.spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov, WeightDecay
+from adamspec.spec.variant import Variant
 from mpmath import iv
 from mpmath.libmp import (
     from_float,
@@ -32,11 +36,6 @@ from mpmath.libmp import (
     round_nearest,
     to_float,
 )
-
-from oracles.adam import RADAM_RHO_THRESHOLD
-from oracles.hyperparams import ExactHyper
-from spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov, WeightDecay
-from spec.variant import Variant
 
 #: Working precision (bits) of the interval arithmetic for irrational constants.
 IV_PREC = 320
@@ -256,7 +255,7 @@ def step_consts(
     cache: dict[Any, tuple[Const, Any]] | None = None,
 ) -> StepConsts:
     """The constants of step ``t`` given the beta powers of this step (``beta^t`` or the
-    accumulated ``P_t``), mirroring ``oracles.adam._scalars``. ``cache`` (a dict kept
+    accumulated ``P_t``), mirroring ``adamspec.oracles.adam._scalars``. ``cache`` (a dict kept
     by the caller across the steps of one call) memoizes the rational constants."""
     with iv_precision():
         return _step_consts(variant, hp, t, p1, p2, lr, {} if cache is None else cache)

@@ -1,8 +1,8 @@
 r"""Tier 1 in double-double: float64 targets, float64 inputs and free-running state.
 
 The variant's formula is evaluated literally (the same order of terms as
-``oracles.adam._coordinate``) on :class:`~oracles._fast_eft.DDV` values, each
-carrying a rigorous absolute error bound (:mod:`oracles._fast_eft`). Inputs
+``adamspec.oracles.adam._coordinate``) on :class:`~adamspec.oracles._fast_eft.DDV` values, each
+carrying a rigorous absolute error bound (:mod:`adamspec.oracles._fast_eft`). Inputs
 are exact floats (lock-step) or the previous step's double-double state with
 its bound (free-running), so the bound of a trajectory's state is the
 running sum of every step's rounding, damped by ``beta`` for the moments:
@@ -14,7 +14,7 @@ Inputs must be finite, with ``v, v_max >= 0`` and nonzero magnitudes in
 other coordinates are returned uncertain.
 
 For float64 targets the exact moments of a lock-step are decided like in
-:mod:`oracles._fast_tier1` (:class:`ExactForm`, with a float64 midpoint held as
+:mod:`adamspec.oracles._fast_tier1` (:class:`ExactForm`, with a float64 midpoint held as
 two doubles).
 """
 
@@ -25,9 +25,8 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from oracles._fast_consts import Const, StepConsts
-from oracles._fast_eft import (
+from adamspec.oracles._fast_consts import Const, StepConsts
+from adamspec.oracles._fast_eft import (
     DDV,
     certify_dd,
     dd_add,
@@ -39,10 +38,10 @@ from oracles._fast_eft import (
     expansion_sign,
     two_prod,
 )
-from oracles._fast_tier1 import ExactForm, Inputs, Outcome, StepPlan, _exact_forms, _is_one
-from spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
-from spec.formats import FLOAT64, FloatFormat
-from spec.variant import Variant
+from adamspec.oracles._fast_tier1 import ExactForm, Inputs, Outcome, StepPlan, _exact_forms, _is_one
+from adamspec.spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
+from adamspec.spec.formats import FLOAT64, FloatFormat
+from adamspec.spec.variant import Variant
 
 Array = Any
 #: Coordinates per NumPy pass.
@@ -89,7 +88,8 @@ class DDPlan(StepPlan):
         self.form_m, self.form_v = _exact_forms(variant, consts, self)  # type: ignore[arg-type]
 
     def _clip_value(self, g: Array) -> tuple[Array, Any]:
-        """As :meth:`oracles._fast_tier1.Plan._clip_value` (doubles and the clipped error)."""
+        """As :meth:`adamspec.oracles._fast_tier1.Plan._clip_value` (doubles and the clipped
+        error)."""
         cv = self.clipv
         c_hi = cv.hi
         c_lo = c_hi if Fraction(c_hi) <= cv.exact else np.nextafter(c_hi, 0.0)
@@ -352,7 +352,7 @@ def _join(parts: list[DDV], n: int) -> DDV:
 
 
 def _round_exact_floats(x: Array, fmt: FloatFormat) -> Array:
-    from oracles._fast_eft import round_to
+    from adamspec.oracles._fast_eft import round_to
 
     return round_to(x, fmt)
 

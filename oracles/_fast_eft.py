@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from oracles.rounding import numpy_dtype
-from spec.formats import FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from adamspec.oracles.rounding import numpy_dtype
+from adamspec.spec.formats import FLOAT16, FLOAT32, FLOAT64, FloatFormat
 
 Array = Any
 

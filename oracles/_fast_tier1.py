@@ -2,7 +2,7 @@ r"""Tier 1 of the fast oracle: one dense step in float64 with a running error bo
 
 Applies to a lock-step (state given as floats) whose inputs are all float32,
 float16 or bfloat16 values and whose targets are those formats (float64 has
-not enough bits to spare; see :mod:`oracles._fast_dd`). Every coordinate is
+not enough bits to spare; see :mod:`adamspec.oracles._fast_dd`). Every coordinate is
 evaluated with the variant's formula in binary64 together with a rigorous
 bound on the distance to the exact real result:
 
@@ -16,7 +16,7 @@ bound on the distance to the exact real result:
   term below ``2**-19`` of a kept one, covered by a final ``1 + 2**-40``;
 * where the interval ``[x - e, x + e]`` rounds to one value of the target format,
   that value is the correctly rounded exact result
-  (:func:`~oracles._fast_eft.certify_into`; the margins it needs for its own
+  (:func:`~adamspec.oracles._fast_eft.certify_into`; the margins it needs for its own
   rounding, ``F`` and ``W``, are folded into the kernel's bounds).
 
 Moments ``m`` and ``v`` are often within ``2**-50`` of a rounding boundary
@@ -26,7 +26,7 @@ For those, :class:`ExactForm` decides the side exactly: the exact moment is
 ``sum_j c_j y_j`` with rational constants ``c_j`` and products ``y_j`` of
 inputs, so ``L (moment - M)`` (``L`` the common denominator, ``M`` the
 boundary) is a sum of exact products of doubles whose sign
-:func:`~oracles._fast_eft.expansion_sign` computes exactly, ties included.
+:func:`~adamspec.oracles._fast_eft.expansion_sign` computes exactly, ties included.
 
 Whatever stays uncertain (the parameter near a boundary, non-finite inputs,
 negative second moments...) is returned as a fallback coordinate.
@@ -54,9 +54,8 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from oracles._fast_consts import Const, StepConsts
-from oracles._fast_eft import (
+from adamspec.oracles._fast_consts import Const, StepConsts
+from adamspec.oracles._fast_eft import (
     certify_into,
     expansion_sign,
     is_even_multiple,
@@ -64,10 +63,10 @@ from oracles._fast_eft import (
     two_prod,
     ulp_parts,
 )
-from oracles.rounding import numpy_dtype
-from spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
-from spec.formats import FloatFormat
-from spec.variant import Variant
+from adamspec.oracles.rounding import numpy_dtype
+from adamspec.spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
+from adamspec.spec.formats import FloatFormat
+from adamspec.spec.variant import Variant
 
 U = 2.0**-53
 #: Certification margins folded into every output's bound (see :func:`certify_into`).
@@ -355,7 +354,7 @@ class Plan(StepPlan):
 
     def run(self, x: Inputs, n: int, hook: Any = None) -> Outcome:
         """All coordinates of one tensor, in chunks spread over :func:`workers` threads
-        (``hook``: the test hook ``oracles.fast._inject_error``)."""
+        (``hook``: the test hook ``adamspec.oracles.fast._inject_error``)."""
         fmt, sfmt = self.fmt, self.state_fmt
         out = {
             "param": np.empty(n, dtype=numpy_dtype(fmt)),

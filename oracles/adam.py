@@ -1,9 +1,9 @@
-r"""The exact Adam oracle: executes any :class:`spec.Variant` on exact real numbers.
+r"""The exact Adam oracle: executes any :class:`adamspec.spec.Variant` on exact real numbers.
 
 Inputs are taken as the exact binary values of the arrays given; every
-operation is exact (rationals and square roots, see :mod:`oracles.exact`) and
+operation is exact (rationals and square roots, see :mod:`adamspec.oracles.exact`) and
 each stored result is rounded once, correctly, to the requested format with
-Ziv's strategy (:mod:`oracles.ziv`). One step of a coordinate, with ``t`` the
+Ziv's strategy (:mod:`adamspec.oracles.ziv`). One step of a coordinate, with ``t`` the
 step being taken::
 
     g      <- -g (maximize);  clip;  g + lambda theta (L2)
@@ -14,11 +14,11 @@ step being taken::
     theta' =  theta - lr_t u                 (with decoupled decay before/after)
 
 The moments use the held decay factors ``d_i`` and complements ``k_i`` of
-:class:`~oracles.hyperparams.ExactHyper` (``beta_i`` and exactly ``1 - beta_i``
+:class:`~adamspec.oracles.hyperparams.ExactHyper` (``beta_i`` and exactly ``1 - beta_i``
 except for the ``*_via_float64`` hyperparameter precisions); the bias
 corrections use the held ``beta_i``.
 
-Row-sparse gradients (:class:`spec.SparseRows`) follow the variant's
+Row-sparse gradients (:class:`adamspec.spec.SparseRows`) follow the variant's
 ``sparse`` and ``duplicates`` axes. Several tensors may be stepped at once
 (``global_clipnorm`` spans them all).
 """
@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from gmpy2 import mpq
-
-from oracles.exact import (
+from adamspec.oracles.exact import (
     NAN,
     NEG_INF,
     ONE,
@@ -47,10 +45,10 @@ from oracles.exact import (
     maximum,
     sqrt,
 )
-from oracles.hyperparams import ExactHyper, HyperMode, resolve
-from oracles.rounding import exact_of_float, format_of_dtype, numpy_dtype
-from oracles.ziv import DEFAULT_PRECISION, decimal_string, evaluate, round_real
-from spec.axes import (
+from adamspec.oracles.hyperparams import ExactHyper, HyperMode, resolve
+from adamspec.oracles.rounding import exact_of_float, format_of_dtype, numpy_dtype
+from adamspec.oracles.ziv import DEFAULT_PRECISION, decimal_string, evaluate, round_real
+from adamspec.spec.axes import (
     AmsGrad,
     BiasCorrection,
     DuplicateIndices,
@@ -60,10 +58,11 @@ from spec.axes import (
     SparseSemantics,
     WeightDecay,
 )
-from spec.formats import FloatFormat, format_named
-from spec.gradients import SparseRows
-from spec.hyper import Hyper
-from spec.variant import Variant
+from adamspec.spec.formats import FloatFormat, format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
+from gmpy2 import mpq
 
 #: Per-coordinate state components, in report order.
 TENSOR_COMPONENTS = ("param", "m", "v", "v_max", "ema")
@@ -103,7 +102,7 @@ class StepResult:
     """One oracle step: exact values and their correctly rounded images.
 
     ``exact[c]`` and ``rounded[c]`` map a component name to one array per
-    tensor (object arrays of :class:`~oracles.exact.Real` / arrays of the
+    tensor (object arrays of :class:`~adamspec.oracles.exact.Real` / arrays of the
     target dtype). For a single-tensor call, :meth:`value` unwraps it.
     """
 
@@ -557,7 +556,7 @@ def trajectory(
 
     ``params`` is one float array or a list of arrays (tensors); each element
     of ``grads`` is one gradient per tensor in the same form (dense arrays or
-    :class:`spec.SparseRows`). ``dtype`` is the rounding format of params
+    :class:`adamspec.spec.SparseRows`). ``dtype`` is the rounding format of params
     (default: the params' dtype), ``state_dtype`` that of the state (default:
     ``dtype``). With ``digits``, each result also carries the exact values as
     decimal strings of that many significant digits. The whole trajectory is
@@ -567,7 +566,7 @@ def trajectory(
     step, one exact rational per tensor) gives the squared 2-norm of each tensor's
     whole gradient, used instead of the sum over the coordinates passed: it lets a
     caller step a subset of coordinates exactly as they move in the whole tensor
-    (:mod:`oracles.fast` falls back to this oracle coordinate by coordinate).
+    (:mod:`adamspec.oracles.fast` falls back to this oracle coordinate by coordinate).
 
     ``hyper_dtype`` is the parameter dtype the held hyperparameters are rounded for
     (default ``dtype``): rounding results to binary64 for a float32 kernel's trajectory

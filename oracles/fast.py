@@ -1,20 +1,20 @@
 r"""The fast certified oracle: the mpmath oracle's answers, bit for bit, thousands of times faster.
 
 :func:`step` and :func:`trajectory` take exactly the arguments of
-:func:`oracles.adam.step` / :func:`oracles.adam.trajectory` and return the same
-:class:`~oracles.adam.StepResult`, whose ``rounded`` values are identical to
+:func:`adamspec.oracles.adam.step` / :func:`adamspec.oracles.adam.trajectory` and return the same
+:class:`~adamspec.oracles.adam.StepResult`, whose ``rounded`` values are identical to
 the mpmath oracle's. Adam is elementwise, so two tiers suffice:
 
 **Tier 1** evaluates the variant's formula vectorized in NumPy with a rigorous
 bound on its own error and answers where the bound proves the rounding:
 
 * lock-steps (one step from given floats) whose inputs and targets are float32,
-  float16 or bfloat16 run in binary64 (:mod:`oracles._fast_tier1`; every
+  float16 or bfloat16 run in binary64 (:mod:`adamspec.oracles._fast_tier1`; every
   nonzero constant of the step in ``[2**-100, 2**100]``); moments near a
   rounding boundary are then decided exactly by the sign of an exact sum of
   products (ties included, e.g. ``0.9 m + 0.1 g`` on a float32 midpoint);
 * float64 targets or inputs, other constants, and the state of free-running
-  trajectories run in double-double (:mod:`oracles._fast_dd`); a trajectory
+  trajectories run in double-double (:mod:`adamspec.oracles._fast_dd`); a trajectory
   carries ``theta, m, v, v_max, ema`` as double-doubles with their running
   bounds (about ``2**-100`` relative per step), faithful over 10^5 steps
   (``tests/test_fast_oracle.py`` checks 100,000 steps against an independent
@@ -29,11 +29,11 @@ spread chunks over threads (``ADAMSPEC_FAST_THREADS``), measured no faster
 here. NumPy only: CuPy arrays are not supported (unmeasured on a GPU).
 
 Every step's scalars come from the exact held hyperparameters
-(:func:`oracles.hyperparams.resolve`, so every ``HyperPrecision`` member is
-honoured) through :mod:`oracles._fast_consts`; clipping norms are summed exactly
+(:func:`adamspec.oracles.hyperparams.resolve`, so every ``HyperPrecision`` member is
+honoured) through :mod:`adamspec.oracles._fast_consts`; clipping norms are summed exactly
 (:func:`exact_sum_of_squares`) before the elementwise part.
 
-**Tier 2** is the mpmath oracle itself (:mod:`oracles.adam`), called on just the
+**Tier 2** is the mpmath oracle itself (:mod:`adamspec.oracles.adam`), called on just the
 coordinates tier 1 could not certify (near a rounding boundary beyond the
 bound, non-finite inputs, negative second moments, magnitudes outside the
 tiers' ranges...), with the whole tensor's clipping norm handed over
@@ -43,7 +43,7 @@ state reseeded from the exact state (a coordinate whose exact state is NaN or
 infinite is recomputed exactly to the end).
 
 Routed to mpmath whole (and counted as fallback): row-sparse gradients
-(:class:`spec.SparseRows`: ``torch.SparseAdam`` and the ``sparse``/``duplicates``
+(:class:`adamspec.spec.SparseRows`: ``torch.SparseAdam`` and the ``sparse``/``duplicates``
 axes), ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``, ``hyper_dtype=``,
 degenerate steps (a beta held as 1 so that ``1 - beta^t = 0``, as Keras's
 0.999 in bfloat16; RAdam's ``rho_t`` undecided; any nonzero constant or clipping
@@ -82,10 +82,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-from mpmath import iv, mp
-
-from oracles import adam as _exact_oracle
-from oracles._fast_consts import (
+from adamspec.oracles import adam as _exact_oracle
+from adamspec.oracles._fast_consts import (
     Const,
     Power,
     StepConsts,
@@ -97,19 +95,20 @@ from oracles._fast_consts import (
     power_of,
     step_consts,
 )
-from oracles._fast_dd import DDPlan, DDState
-from oracles._fast_eft import DDV, two_prod
-from oracles._fast_tier1 import Inputs, Outcome, Plan, applies
-from oracles.adam import OracleState, StepResult
-from oracles.exact import Ival, Rat, Special, Surd
-from oracles.hyperparams import HyperMode, resolve
-from oracles.rounding import numpy_dtype, round_exact, rounding_is_certain
-from oracles.ziv import DEFAULT_PRECISION
-from spec.axes import BiasCorrection
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FloatFormat
-from spec.gradients import SparseRows
-from spec.hyper import Hyper
-from spec.variant import Variant
+from adamspec.oracles._fast_dd import DDPlan, DDState
+from adamspec.oracles._fast_eft import DDV, two_prod
+from adamspec.oracles._fast_tier1 import Inputs, Outcome, Plan, applies
+from adamspec.oracles.adam import OracleState, StepResult
+from adamspec.oracles.exact import Ival, Rat, Special, Surd
+from adamspec.oracles.hyperparams import HyperMode, resolve
+from adamspec.oracles.rounding import numpy_dtype, round_exact, rounding_is_certain
+from adamspec.oracles.ziv import DEFAULT_PRECISION
+from adamspec.spec.axes import BiasCorrection
+from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FloatFormat
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
+from mpmath import iv, mp
 
 #: Formats tier 1 evaluates in binary64 (at most 24 significant bits).
 NARROW = (FLOAT32, FLOAT16, BFLOAT16)
@@ -246,7 +245,7 @@ def step(
     state: OracleState | None = None,
     **options: Any,
 ) -> StepResult:
-    """One exact step, as :func:`oracles.adam.step` (same arguments, same result)."""
+    """One exact step, as :func:`adamspec.oracles.adam.step` (same arguments, same result)."""
     return trajectory(variant, hyper, params, [grads], state, **options)[0]
 
 
@@ -265,7 +264,7 @@ def trajectory(
     grad_sq_norms: Sequence[Sequence[Any]] | None = None,
     hyper_dtype: Any = None,
 ) -> list[StepResult]:
-    """Free-running exact steps, as :func:`oracles.adam.trajectory` (same arguments and
+    """Free-running exact steps, as :func:`adamspec.oracles.adam.trajectory` (same arguments and
     results; see the module docstring for how each element-step is decided)."""
     options = {
         "dtype": dtype,

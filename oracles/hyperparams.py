@@ -5,7 +5,7 @@ Both modes exist so reports can separate *representation* error (0.999 is
 
 * ``"ideal"`` -- the exact decimals given (0.9 is 9/10);
 * ``"held"`` -- each value rounded once to the format the variant's
-  :class:`~spec.axes.HyperPrecision` names (binary64 for torch's Python
+  :class:`~adamspec.spec.axes.HyperPrecision` names (binary64 for torch's Python
   floats, the parameter dtype for TensorFlow kernels, float32 for ONNX), or,
   for the ``*_via_float64`` members (Keras, tf_keras, optax, TF.js), rounded
   to binary64 first and then to the parameter dtype, with the complements
@@ -23,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from adamspec.oracles.rounding import exact_of_float, round_exact
+from adamspec.spec.axes import HyperPrecision
+from adamspec.spec.formats import FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
 from gmpy2 import mpq
-
-from oracles.rounding import exact_of_float, round_exact
-from spec.axes import HyperPrecision
-from spec.formats import FLOAT32, FLOAT64, FloatFormat
-from spec.hyper import Hyper
-from spec.variant import Variant
 
 HyperMode = Literal["held", "ideal"]
 HYPER_MODES: tuple[str, ...] = ("held", "ideal")

@@ -42,8 +42,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from oracles.rounding import (
+from adamspec.oracles.rounding import (
     Exact,
     exact_of_float,
     format_of_dtype,
@@ -52,7 +51,7 @@ from oracles.rounding import (
     round_to_numpy,
     ulp_of_exact,
 )
-from spec.formats import FloatFormat
+from adamspec.spec.formats import FloatFormat
 
 __all__ = [
     "Outcome",
@@ -199,7 +198,7 @@ def fractional_ulp_error_exact(y: Any, x_exact: Exact, fmt: FloatFormat) -> Frac
 def fractional_ulp_error(y: Any, x_exact: Exact, fmt: FloatFormat) -> float:
     """``|y - x*| / ulp(x*)``, computed exactly with rationals, then rounded *up* to a float.
 
-    ``ulp(x*)`` is :func:`oracles.rounding.ulp_of_exact` (the spacing of the binade of
+    ``ulp(x*)`` is :func:`adamspec.oracles.rounding.ulp_of_exact` (the spacing of the binade of
     ``|x*|``).  For finite in-range ``x*`` the correctly rounded ``y`` scores
     ``<= 0.5`` and every other float ``>= 0.5``.  Equality for the other float happens
     only (a) for the other neighbour of an exact tie, and (b) when ``x*`` is exactly a

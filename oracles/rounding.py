@@ -1,4 +1,4 @@
-"""Correct rounding of exact rational values into the binary formats of ``spec.formats``.
+"""Correct rounding of exact rational values into the binary formats of ``adamspec.spec.formats``.
 
 Everything here works on integers: an exact value ``x = a / b`` is scaled by a power
 of two and split with ``divmod``, so no intermediate floating-point operation can
@@ -28,8 +28,7 @@ from typing import Any
 import gmpy2
 import ml_dtypes
 import numpy as np
-
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
 
 __all__ = [
     "Exact",

@@ -1,7 +1,7 @@
 """Ziv's strategy: raise the working precision until every rounding is certain.
 
 A computation is a function of no arguments evaluated inside
-``mp.workprec(p)``; it raises :class:`~oracles.exact.NeedPrecision` when an
+``mp.workprec(p)``; it raises :class:`~adamspec.oracles.exact.NeedPrecision` when an
 interval is too wide to decide a sign or a rounding, and is then run again at
 ``2 p``. Exact values (rationals, surds) are rounded directly and never need a
 retry; only intervals do. Past :data:`MAX_PRECISION` bits the oracle refuses
@@ -14,12 +14,21 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
+from adamspec.oracles.exact import (
+    NAN,
+    NEG_INF,
+    POS_INF,
+    Ival,
+    NeedPrecision,
+    Rat,
+    Real,
+    Special,
+    Surd,
+)
+from adamspec.oracles.rounding import round_exact, rounding_is_certain
+from adamspec.spec.formats import FloatFormat
 from mpmath import mp
 from mpmath.libmp import to_str
-
-from oracles.exact import NAN, NEG_INF, POS_INF, Ival, NeedPrecision, Rat, Real, Special, Surd
-from oracles.rounding import round_exact, rounding_is_certain
-from spec.formats import FloatFormat
 
 T = TypeVar("T")
 

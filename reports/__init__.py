@@ -1,7 +1,7 @@
 """Reports read from the harness's records: tables, Markdown, HTML, JUnit.
 
 Reports never recompute Adam: every number comes from the four record tables of
-:mod:`reports.schema`. :func:`write_reports` writes the whole set into one directory::
+:mod:`adamspec.reports.schema`. :func:`write_reports` writes the whole set into one directory::
 
     results.parquet  summary.csv  fingerprints.csv  separation.csv
     report.md        report.html  junit.xml         meta.json
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reports.html import render_html, write_html
-    from reports.junit import junit_xml, write_junit
-    from reports.markdown import overview, summary_markdown
-    from reports.tables import (
+    from adamspec.reports.html import render_html, write_html
+    from adamspec.reports.junit import junit_xml, write_junit
+    from adamspec.reports.markdown import overview, summary_markdown
+    from adamspec.reports.tables import (
         SCHEMAS,
         SORT_KEYS,
         TableLike,
@@ -37,19 +37,19 @@ if TYPE_CHECKING:
 # Imported on first use: the harness imports reports.schema (hence this package) on every
 # CLI start, and the column names must not cost a pandas + matplotlib import.
 _LAZY = {
-    "SCHEMAS": "reports.tables",
-    "SORT_KEYS": "reports.tables",
-    "atomic_write": "reports.tables",
-    "conform": "reports.tables",
-    "frame": "reports.tables",
-    "read_tables": "reports.tables",
-    "write_tables": "reports.tables",
-    "render_html": "reports.html",
-    "write_html": "reports.html",
-    "junit_xml": "reports.junit",
-    "write_junit": "reports.junit",
-    "overview": "reports.markdown",
-    "summary_markdown": "reports.markdown",
+    "SCHEMAS": "adamspec.reports.tables",
+    "SORT_KEYS": "adamspec.reports.tables",
+    "atomic_write": "adamspec.reports.tables",
+    "conform": "adamspec.reports.tables",
+    "frame": "adamspec.reports.tables",
+    "read_tables": "adamspec.reports.tables",
+    "write_tables": "adamspec.reports.tables",
+    "render_html": "adamspec.reports.html",
+    "write_html": "adamspec.reports.html",
+    "junit_xml": "adamspec.reports.junit",
+    "write_junit": "adamspec.reports.junit",
+    "overview": "adamspec.reports.markdown",
+    "summary_markdown": "adamspec.reports.markdown",
 }
 
 
@@ -101,10 +101,10 @@ def write_reports(
     tables are validated before anything is written, so a malformed table raises
     ValueError and leaves ``out_dir`` as it was.
     """
-    from reports.html import render_html
-    from reports.junit import junit_xml
-    from reports.markdown import summary_markdown
-    from reports.tables import SCHEMAS, atomic_write, conform, frame, write_tables
+    from adamspec.reports.html import render_html
+    from adamspec.reports.junit import junit_xml
+    from adamspec.reports.markdown import summary_markdown
+    from adamspec.reports.tables import SCHEMAS, atomic_write, conform, frame, write_tables
 
     out = Path(out_dir)
     given = {

@@ -23,19 +23,18 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import NullLocator
-
-from reports.markdown import (
+from adamspec.reports.markdown import (
     NONFINITE_ULP,
     VERDICT_SEVERITY,
     format_ulp,
     overview,
     verdict_counts,
 )
-from reports.tables import SCHEMAS, atomic_write, conform, frame
+from adamspec.reports.tables import SCHEMAS, atomic_write, conform, frame
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullLocator
 
 __all__ = ["PLOTS", "render_html", "write_html"]
 

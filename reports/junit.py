@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from reports.markdown import format_ulp
-from reports.schema import SUMMARY_COLUMNS
-from reports.tables import atomic_write, conform
+from adamspec.reports.markdown import format_ulp
+from adamspec.reports.schema import SUMMARY_COLUMNS
+from adamspec.reports.tables import atomic_write, conform
 
 __all__ = ["junit_xml", "write_junit"]
 

@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-
-from reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
-from reports.tables import conform
+from adamspec.reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
+from adamspec.reports.tables import conform
 
 __all__ = [
     "NONFINITE_ULP",

@@ -14,7 +14,7 @@ from __future__ import annotations
 #: mismatch, not measurable in ULPs); ``bits_error`` is log2(1 + ulp_error) (NaN if -1);
 #: ``scaled_ulp`` is the error in ULPs of the operands' magnitude (so a cancellation that
 #: leaves a tiny result does not look like a wrong formula); ``outcome`` is the worst
-#: :class:`oracles.metrics.Outcome` over the coordinates.
+#: :class:`adamspec.oracles.metrics.Outcome` over the coordinates.
 RESULTS_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",

@@ -1,6 +1,6 @@
 """The four record tables as typed DataFrames, and their deterministic, atomic files.
 
-Every table has a fixed column set (:mod:`reports.schema`) and fixed dtypes, so a
+Every table has a fixed column set (:mod:`adamspec.reports.schema`) and fixed dtypes, so a
 report built from a fresh run and one built from files read back look the same:
 
 * integer columns are ``int64``; the summary's per-case measurements (``max_ulp``,
@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from reports.schema import (
+from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,

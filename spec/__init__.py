@@ -3,7 +3,7 @@
 Data and documentation only; ``oracles`` executes it, ``impl`` implements it.
 """
 
-from spec.axes import (
+from adamspec.spec.axes import (
     ALL_AXES,
     AmsGrad,
     BiasCorrection,
@@ -15,11 +15,18 @@ from spec.axes import (
     SparseSemantics,
     WeightDecay,
 )
-from spec.catalog import CATALOG, CatalogEntry, Citation, UnknownVariantError, entries, entry
-from spec.formats import FORMATS, FloatFormat, FormatError, format_named
-from spec.gradients import SparseRows
-from spec.hyper import Hyper, HyperparameterError, Schedule, make_hyper
-from spec.variant import Variant, VariantError
+from adamspec.spec.catalog import (
+    CATALOG,
+    CatalogEntry,
+    Citation,
+    UnknownVariantError,
+    entries,
+    entry,
+)
+from adamspec.spec.formats import FORMATS, FloatFormat, FormatError, format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper, HyperparameterError, Schedule, make_hyper
+from adamspec.spec.variant import Variant, VariantError
 
 __all__ = [
     "ALL_AXES",

@@ -1,6 +1,6 @@
 """The catalog of named, documented Adam variants.
 
-Each entry pins a :class:`~spec.variant.Variant` to the document or source
+Each entry pins a :class:`~adamspec.spec.variant.Variant` to the document or source
 that defines it, quotes the sentence it encodes, and carries the documented
 defaults. Names follow ``<source>.<Optimizer>[<options>]``.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from spec.axes import (
+from adamspec.spec.axes import (
     AmsGrad,
     BiasCorrection,
     DuplicateIndices,
@@ -27,8 +27,8 @@ from spec.axes import (
     SparseSemantics,
     WeightDecay,
 )
-from spec.hyper import Hyper, make_hyper
-from spec.variant import Variant
+from adamspec.spec.hyper import Hyper, make_hyper
+from adamspec.spec.variant import Variant
 
 
 @dataclass(frozen=True)

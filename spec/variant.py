@@ -1,6 +1,6 @@
-"""A variant of Adam: one choice on every axis of :mod:`spec.axes`.
+"""A variant of Adam: one choice on every axis of :mod:`adamspec.spec.axes`.
 
-A :class:`Variant` fixes the formula; :class:`spec.hyper.Hyper` fixes the
+A :class:`Variant` fixes the formula; :class:`adamspec.spec.hyper.Hyper` fixes the
 numbers. The oracle executes ``(Variant, Hyper)`` exactly; implementations
 are compared against it.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from spec.axes import (
+from adamspec.spec.axes import (
     AmsGrad,
     BiasCorrection,
     DuplicateIndices,

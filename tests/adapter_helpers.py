@@ -10,16 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from impl.adapters import State, make_adapter
-from oracles import OracleState
-from oracles import step as oracle_step
-from oracles.metrics import ulp_distance
-from oracles.rounding import format_of_dtype, numpy_dtype
-from spec.catalog import entry
-from spec.formats import format_named
-from spec.hyper import Hyper
-from spec.variant import Variant
+from adamspec.impl.adapters import State, make_adapter
+from adamspec.oracles import OracleState
+from adamspec.oracles import step as oracle_step
+from adamspec.oracles.metrics import ulp_distance
+from adamspec.oracles.rounding import format_of_dtype, numpy_dtype
+from adamspec.spec.catalog import entry
+from adamspec.spec.formats import format_named
+from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
 
 COMPONENTS = ("param", "m", "v", "v_max")
 

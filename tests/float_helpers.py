@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-
-from oracles.rounding import numpy_dtype
-from spec.formats import FORMATS, FloatFormat
+from adamspec.oracles.rounding import numpy_dtype
+from adamspec.spec.formats import FORMATS, FloatFormat
 
 ALL = list(FORMATS.values())
 IDS = [f.name for f in ALL]

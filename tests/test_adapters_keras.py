@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adamspec.impl.adapters import REGISTRY, load_registry, make_adapter
+from adamspec.impl.frameworks import availability
+from adamspec.oracles import OracleState
+from adamspec.oracles import step as oracle_step
+from adamspec.oracles.metrics import ulp_distance
+from adamspec.spec import SparseRows, entry
+from adamspec.spec.axes import HyperPrecision
+from adamspec.spec.formats import FLOAT32
 from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
-
-from impl.adapters import REGISTRY, load_registry, make_adapter
-from impl.frameworks import availability
-from oracles import OracleState
-from oracles import step as oracle_step
-from oracles.metrics import ulp_distance
-from spec import SparseRows, entry
-from spec.axes import HyperPrecision
-from spec.formats import FLOAT32
 
 pytestmark = pytest.mark.skipif(
     not availability("keras").available, reason=str(availability("keras").reason)

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
+from adamspec.impl.frameworks import availability
+from adamspec.spec.catalog import entry
 from adapter_helpers import assert_state_roundtrip, lockstep_errors
-
-from impl.frameworks import availability
-from spec.catalog import entry
 
 OPTAX_SRC = "https://github.com/google-deepmind/optax/blob/main/optax/tree_utils/_tree_math.py"
 ONNX_REF = (
@@ -51,7 +50,7 @@ class Case:
 
 
 def _documented(name: str) -> str:
-    from impl.adapters import load_registry
+    from adamspec.impl.adapters import load_registry
 
     return load_registry()[name].documented
 
@@ -200,7 +199,7 @@ def test_optax_deviation_bfloat16_bias_correction_in_float32():
 
 def test_optax_eps_root_option_must_match_hyper():
     _skip_unless(*OPTAX)
-    from impl.adapters import Unsupported, make_adapter
+    from adamspec.impl.adapters import Unsupported, make_adapter
 
     with pytest.raises(Unsupported, match="eps_root=1e-8"):
         make_adapter("optax.adam(eps_root=1e-8)", entry("optax.adam").hyper(), "float32")
@@ -208,7 +207,7 @@ def test_optax_eps_root_option_must_match_hyper():
 
 def test_optax_float64_is_unsupported():
     _skip_unless(*OPTAX)
-    from impl.adapters import Unsupported, make_adapter
+    from adamspec.impl.adapters import Unsupported, make_adapter
 
     with pytest.raises(Unsupported, match="float64"):
         make_adapter("optax.adam", entry("optax.adam").hyper(), "float64")
@@ -219,7 +218,7 @@ def test_optax_float64_is_unsupported():
 
 def _with_options(name: str, **options):
     """Register a temporary copy of ``name`` with extra options (restored by the caller)."""
-    from impl.adapters import REGISTRY, load_registry
+    from adamspec.impl.adapters import REGISTRY, load_registry
 
     load_registry()
     info = REGISTRY[name]
@@ -234,7 +233,7 @@ def test_onnx_T_counts_the_current_step():
     step 5. T = step is off: at the first step T = 0 switches the correction off
     (measured 290212 ULP), from step 5 it uses the previous step's correction (3205 ULP)."""
     _skip_unless("onnx")
-    from impl.adapters import REGISTRY
+    from adamspec.impl.adapters import REGISTRY
 
     hyper = entry("onnx.Adam").hyper()
     for start in (0, 5):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.spec import entries, entry
 from adapter_helpers import assert_state_roundtrip, lockstep_errors
-
-from impl.adapters import REGISTRY, load_registry
-from spec import entries, entry
 
 
 def test_one_adapter_per_catalog_variant():

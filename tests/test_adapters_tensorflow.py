@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adamspec.impl.frameworks import availability
+from adamspec.spec.axes import HyperPrecision
+from adamspec.spec.catalog import entry
+from adamspec.spec.hyper import make_hyper
 from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
-
-from impl.frameworks import availability
-from spec.axes import HyperPrecision
-from spec.catalog import entry
-from spec.hyper import make_hyper
 
 _MISSING = [a.reason for a in (availability("tensorflow"), availability("tf_keras")) if a.reason]
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason="; ".join(_MISSING))
@@ -37,7 +36,7 @@ ALL = (TFK, TFK_ADAPTIVE, LEGACY, V1, RAW, RAW_NESTEROV, RAW_AMSGRAD)
 
 
 def _documented_name(name: str) -> str:
-    from impl.adapters.tensorflow import INFOS
+    from adamspec.impl.adapters.tensorflow import INFOS
 
     return {i.name: i.documented for i in INFOS}[name]
 
@@ -169,7 +168,7 @@ def test_state_roundtrip(name, dtype):
 
 def test_v1_beta_powers_accumulate_in_float32():
     """extras hold the power the last step used (beta^step); TF's variable holds the next one."""
-    from impl.adapters import make_adapter
+    from adamspec.impl.adapters import make_adapter
 
     hyper = _documented_hyper(V1)
     with make_adapter(V1, hyper, "float64", [(3,)]) as adapter:
@@ -196,12 +195,12 @@ def test_v1_beta_powers_accumulate_in_float32():
     (LEGACY, {"param": 1, "m": 8, "v": 1}),
 ])  # fmt: skip
 def test_sparse_duplicate_indices_against_oracle(name, budget):
-    from impl.adapters import make_adapter
-    from oracles import OracleState
-    from oracles import step as oracle_step
-    from oracles.metrics import ulp_distance
-    from oracles.rounding import format_of_dtype
-    from spec import SparseRows
+    from adamspec.impl.adapters import make_adapter
+    from adamspec.oracles import OracleState
+    from adamspec.oracles import step as oracle_step
+    from adamspec.oracles.metrics import ulp_distance
+    from adamspec.oracles.rounding import format_of_dtype
+    from adamspec.spec import SparseRows
 
     hyper, shape = _documented_hyper(name), (5, 3)
     rng = np.random.default_rng(5)
@@ -253,14 +252,14 @@ def test_learning_rate_schedule():
 
 
 def test_unsupported_configurations():
-    from impl.adapters import Unsupported, make_adapter
+    from adamspec.impl.adapters import Unsupported, make_adapter
 
     with pytest.raises(Unsupported, match="weight_decay"):
         make_adapter(RAW, _documented_hyper(RAW).with_(weight_decay="0.01"))
     with pytest.raises(Unsupported, match="eps_root"):
         make_adapter(V1, _documented_hyper(V1).with_(eps_root="1e-8"))
     with make_adapter(RAW, _documented_hyper(RAW)) as adapter, pytest.raises(Unsupported):
-        from spec import SparseRows
+        from adamspec.spec import SparseRows
 
         adapter.set_state(initial_state([(4,)], "float32", False))
         adapter.step([SparseRows([0], np.ones((1,), np.float32), 4)])

@@ -20,11 +20,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from adamspec.impl.frameworks import availability
+from adamspec.spec.catalog import entry
+from adamspec.spec.hyper import Schedule
 from adapter_helpers import assert_state_roundtrip, gradients, initial_state, lockstep_errors
-
-from impl.frameworks import availability
-from spec.catalog import entry
-from spec.hyper import Schedule
 
 _TFJS = availability("tfjs")
 pytestmark = pytest.mark.skipif(not _TFJS.available, reason=f"skipped: {_TFJS.reason}")
@@ -47,7 +46,7 @@ def _float32_hyper():
 
 
 def _make(hyper=None, shapes=SHAPES):
-    from impl.adapters import make_adapter
+    from adamspec.impl.adapters import make_adapter
 
     return make_adapter("tfjs.adam", hyper or _hyper(), "float32", shapes)
 
@@ -210,10 +209,10 @@ def test_lr_schedule_sets_learning_rate_each_step():
 
 
 def test_rejects_float64_and_amsgrad_state():
-    from impl.adapters import Unsupported
+    from adamspec.impl.adapters import Unsupported
 
     with pytest.raises(Unsupported, match="float32"):
-        from impl.adapters import make_adapter
+        from adamspec.impl.adapters import make_adapter
 
         make_adapter("tfjs.adam", _hyper(), "float64", SHAPES)
     with _make() as adapter:

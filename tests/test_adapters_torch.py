@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adamspec.impl.adapters import REGISTRY, Unsupported, load_registry, make_adapter
+from adamspec.impl.frameworks import FrameworkMissing, availability
+from adamspec.oracles import OracleState
+from adamspec.oracles import step as oracle_step
+from adamspec.oracles.metrics import ulp_distance
+from adamspec.spec import SparseRows, entry, make_hyper
+from adamspec.spec.formats import FLOAT32
 from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
-
-from impl.adapters import REGISTRY, Unsupported, load_registry, make_adapter
-from impl.frameworks import FrameworkMissing, availability
-from oracles import OracleState
-from oracles import step as oracle_step
-from oracles.metrics import ulp_distance
-from spec import SparseRows, entry, make_hyper
-from spec.formats import FLOAT32
 
 torch_missing = not availability("torch").available
 needs_torch = pytest.mark.skipif(torch_missing, reason=str(availability("torch").reason))
@@ -120,7 +119,7 @@ def test_lambda_lr_schedule_drives_each_step():
 
 
 def test_missing_framework_is_a_skip_reason(monkeypatch):
-    import impl.adapters.base as base
+    import adamspec.impl.adapters.base as base
 
     def missing(name):
         raise FrameworkMissing(f"skipped: {name} not installed (pip install 'adamspec[torch]')")

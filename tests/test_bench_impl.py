@@ -1,12 +1,11 @@
-"""``harness.bench``: ours and torch timed on the same number of threads, recorded."""
+"""``adamspec.harness.bench``: ours and torch timed on the same number of threads, recorded."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
-
-from harness.bench import bench_impl, format_table, thread_counts
+from adamspec.harness.bench import bench_impl, format_table, thread_counts
 
 
 def test_thread_counts_sets_both_sides_and_restores_them():

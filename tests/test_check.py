@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from harness.check import check
+from adamspec.harness.check import check
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "tests" / "kernels" / "user_kernels.py"
@@ -25,7 +24,7 @@ def _check(name: str, tmp_path: Path, **kw):
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", "check", *args],
+    return subprocess.run([sys.executable, "-m", "adamspec.harness.cli", "check", *args],
                           capture_output=True, text=True, cwd=cwd, timeout=600)  # fmt: skip
 
 

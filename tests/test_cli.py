@@ -11,9 +11,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-import spec
-from harness.cli import main
+from adamspec import spec
+from adamspec.harness.cli import main
 
 BASE_CASE = {
     "variant": "paper.algorithm1",
@@ -132,7 +131,7 @@ def test_bad_digits_is_a_usage_error(capsys):
 
 
 def test_run_list_names_every_registered_implementation(capsys):
-    from impl.adapters import REGISTRY, load_registry
+    from adamspec.impl.adapters import REGISTRY, load_registry
 
     load_registry()
     code, out, _ = run_cli(["run", "--list"], capsys=capsys)

@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from toy_adapters import register_toys
-
-from harness.counterexample import (
+from adamspec.harness.counterexample import (
     Counterexample,
     _hexf,
     minimal_counterexample,
     snippet,
     write_counterexample,
 )
-from impl.adapters import Unsupported
-from impl.frameworks import availability
-from spec.catalog import entry
-from spec.gradients import SparseRows
+from adamspec.impl.adapters import Unsupported
+from adamspec.impl.frameworks import availability
+from adamspec.spec.catalog import entry
+from adamspec.spec.gradients import SparseRows
+from toy_adapters import register_toys
 
 register_toys()
 

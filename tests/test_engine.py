@@ -8,14 +8,13 @@ keep what it measured when a kernel fails mid-run.
 from __future__ import annotations
 
 import pytest
+from adamspec.harness.budgets import DEFAULT
+from adamspec.harness.classify import CATEGORIES, FORMAT_RANGE, classify
+from adamspec.harness.engine import budget_multiple, free_running, lockstep, record_trace, worst
+from adamspec.harness.fingerprint import rank_variants, separation
+from adamspec.harness.problems import problem, suite
+from adamspec.spec.catalog import entry
 from toy_adapters import BUGS, RANGE_BUGS, register_toys
-
-from harness.budgets import DEFAULT
-from harness.classify import CATEGORIES, FORMAT_RANGE, classify
-from harness.engine import budget_multiple, free_running, lockstep, record_trace, worst
-from harness.fingerprint import rank_variants, separation
-from harness.problems import problem, suite
-from spec.catalog import entry
 
 register_toys()
 

@@ -1,7 +1,8 @@
-"""The fast certified oracle (``oracles.fast``) gives exactly the mpmath oracle's rounded values.
+"""The fast certified oracle (``adamspec.oracles.fast``) gives exactly the mpmath oracle's
+rounded values.
 
 Every comparison is bit for bit (dtype, shape, sign of zero; NaN equals NaN) against
-``oracles.adam``, on hypothesis inputs over every catalog variant, every axis member
+``adamspec.oracles.adam``, on hypothesis inputs over every catalog variant, every axis member
 and every dtype, including inputs built to sit exactly on a rounding boundary or one
 float64 ulp beside it. The error bound itself is tested twice: the exact value lies
 inside every tier-1 interval, and an injected error larger than the bound is caught.
@@ -12,15 +13,11 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import adamspec.oracles.fast as fast
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from mpmath import mp
-
-import oracles.fast as fast
-from harness.bench_oracle import (
+from adamspec.harness.bench_oracle import (
     HYPER_VARIANTS,
     moment_boundary_case,
     moment_boundary_pairs,
@@ -29,12 +26,12 @@ from harness.bench_oracle import (
     typical_inputs,
     wide_inputs,
 )
-from oracles import OracleState, StepResult
-from oracles import adam as mpmath_oracle
-from oracles._fast_eft import expansion_sign, round_to
-from oracles.hyperparams import resolve
-from oracles.rounding import round_exact
-from spec import (
+from adamspec.oracles import OracleState, StepResult
+from adamspec.oracles import adam as mpmath_oracle
+from adamspec.oracles._fast_eft import expansion_sign, round_to
+from adamspec.oracles.hyperparams import resolve
+from adamspec.oracles.rounding import round_exact
+from adamspec.spec import (
     CATALOG,
     AmsGrad,
     BiasCorrection,
@@ -50,7 +47,10 @@ from spec import (
     entry,
     make_hyper,
 )
-from spec.formats import FORMATS
+from adamspec.spec.formats import FORMATS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpmath import mp
 
 DTYPES = ["float64", "float32", "float16", "bfloat16"]
 NP = {
@@ -478,7 +478,7 @@ def test_exact_value_lies_within_the_tier1_bound(monkeypatch, name, variant, dty
 @pytest.mark.parametrize(("name", "variant"), BOUND_CASES, ids=[c[0] for c in BOUND_CASES])
 def test_exact_value_lies_within_the_double_double_bound(monkeypatch, name, variant):
     """The same for the double-double tier (float64): ``|exact - (hi + lo)| <= err``."""
-    import oracles._fast_dd as dd_tier
+    import adamspec.oracles._fast_dd as dd_tier
 
     seen = {}
 
@@ -539,7 +539,7 @@ def test_threaded_chunks_match_mpmath(monkeypatch):
     """A tensor of several chunks, spread over worker threads, with a global clipping norm:
     the same values as one thread, and coordinates from every chunk (and the chunk seams)
     as mpmath computes them with the whole tensor's norm."""
-    from oracles._fast_tier1 import CHUNK
+    from adamspec.oracles._fast_tier1 import CHUNK
 
     n = 3 * CHUNK + 123
     rng = np.random.default_rng(61)
@@ -686,7 +686,7 @@ def test_held_hyperparameters_reach_tier1():
 
 def test_bench_oracle_reports_the_agreed_keys():
     """A tiny run of the benchmark: the JSON keys the CLI promises, a table, no mismatches."""
-    from harness.bench_oracle import bench_oracle, format_table
+    from adamspec.harness.bench_oracle import bench_oracle, format_table
 
     result = bench_oracle(
         size=5000, seed=1, mpmath_size=200, check_size=400, families=["adam"], repeats=1, jobs=1

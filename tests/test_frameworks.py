@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
-from impl import frameworks
+from adamspec.impl import frameworks
 
 
 def test_every_known_framework_reports_available_or_a_reason():

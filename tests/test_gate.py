@@ -14,12 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from adamspec.harness import cli, gate
+from adamspec.harness.gate import GateConfigError, load_config, run_gate
+from adamspec.harness.problems import SUITES
+from adamspec.harness.run import Tables
 from toy_adapters import register_toys
-
-from harness import cli, gate
-from harness.gate import GateConfigError, load_config, run_gate
-from harness.problems import SUITES
-from harness.run import Tables
 
 pytest_plugins = ("pytester",)
 
@@ -49,13 +48,13 @@ def _memo_compute(config, progress=None, checkpoint=None):
 def memo(monkeypatch):
     monkeypatch.setattr(gate, "compute", _memo_compute)
     # report.html's plots take a second per gate and are tested in test_reports
-    monkeypatch.setattr("reports.html.render_html", lambda tables, meta: "<html></html>\n")
+    monkeypatch.setattr("adamspec.reports.html.render_html", lambda tables, meta: "<html></html>\n")
 
 
 @pytest.fixture
 def registry():
     """Kernels a test registers are gone after it."""
-    from impl.adapters import REGISTRY
+    from adamspec.impl.adapters import REGISTRY
 
     saved = dict(REGISTRY)
     yield REGISTRY
@@ -358,7 +357,7 @@ def test_resume_after_a_killed_gate_keeps_finished_implementations(tmp_path):
     path = write_config(tmp_path, text)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    command = [sys.executable, "-m", "harness.cli", "gate", str(path), "--out", str(out)]
+    command = [sys.executable, "-m", "adamspec.harness.cli", "gate", str(path), "--out", str(out)]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     folder = out / gate.CHECKPOINT_FOLDER
@@ -389,7 +388,7 @@ def _plugin_args(request) -> list[str]:
     """-p the plugin only where its entry point is not installed (it would load twice)."""
     if request.config.pluginmanager.has_plugin("adamspec"):
         return []
-    return ["-p", "harness.pytest_plugin"]
+    return ["-p", "adamspec.harness.pytest_plugin"]
 
 
 def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monkeypatch):

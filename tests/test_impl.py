@@ -15,18 +15,17 @@ import mmap
 import ml_dtypes
 import numpy as np
 import pytest
+from adamspec.impl import adam
+from adamspec.impl._memory import mapping_fields
+from adamspec.oracles import OracleState
+from adamspec.oracles import step as oracle_step
+from adamspec.oracles.metrics import ulp_distance
+from adamspec.oracles.rounding import format_of_dtype
+from adamspec.spec import ALL_AXES, SparseRows, Variant, entries, entry
+from adamspec.spec.axes import HyperPrecision
+from adamspec.spec.variant import VariantError
 from hypothesis import given
 from hypothesis import strategies as st
-
-from impl import adam
-from impl._memory import mapping_fields
-from oracles import OracleState
-from oracles import step as oracle_step
-from oracles.metrics import ulp_distance
-from oracles.rounding import format_of_dtype
-from spec import ALL_AXES, SparseRows, Variant, entries, entry
-from spec.axes import HyperPrecision
-from spec.variant import VariantError
 
 DTYPES = {
     "float64": np.float64,

@@ -2,7 +2,7 @@
 
 No GPU was available to this work, so the CUDA kernel itself is unmeasured and
 untested on a device. What is tested here is everything but the device: the
-kernel body that :func:`impl._kernels.cuda_float32_source` generates (the traced
+kernel body that :func:`adamspec.impl._kernels.cuda_float32_source` generates (the traced
 :func:`make_fast_kernel` plus the certification helpers) is compiled with the
 system C compiler (the same C is valid CUDA C++; only four macros differ) and
 driven through ``adam.step_`` exactly as a CuPy array would be (a stand-in
@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from adamspec.impl import _kernels, adam
+from adamspec.impl._constants import KernelConfig, step_constants
+from adamspec.spec import Variant, entry
+from adamspec.spec.formats import FLOAT32
 from test_impl_numba import CONFIGS, N, adversarial
 from test_impl_numba import step_with as run
-
-from impl import _kernels, adam
-from impl._constants import KernelConfig, step_constants
-from spec import Variant, entry
-from spec.formats import FLOAT32
 
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler to build the kernel body")

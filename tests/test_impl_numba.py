@@ -16,14 +16,13 @@ import importlib.util
 
 import numpy as np
 import pytest
-
-from impl import adam
-from impl._constants import step_constants
-from impl._kernels import BLOCK, numba_float32_driver
-from impl.adam import _set_bits
-from spec import Variant, entry
-from spec.axes import HyperPrecision
-from spec.formats import FLOAT32
+from adamspec.impl import adam
+from adamspec.impl._constants import step_constants
+from adamspec.impl._kernels import BLOCK, numba_float32_driver
+from adamspec.impl.adam import _set_bits
+from adamspec.spec import Variant, entry
+from adamspec.spec.axes import HyperPrecision
+from adamspec.spec.formats import FLOAT32
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("numba") is None, reason="numba is not installed (the [jit] extra)"
@@ -218,8 +217,8 @@ def test_round_to_odd_rounds_double_doubles_like_exact_arithmetic():
     it claims certainty exactly when the bound is zero or below ``|lo|``."""
     from fractions import Fraction
 
-    from impl._kernels import numba_certify32_dd
-    from oracles.rounding import round_exact
+    from adamspec.impl._kernels import numba_certify32_dd
+    from adamspec.oracles.rounding import round_exact
 
     certify = numba_certify32_dd()
     rng = np.random.default_rng(7)

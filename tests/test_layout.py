@@ -22,14 +22,24 @@ FORBIDDEN = {
 SPEC_FORBIDDEN_LIBS = {"numpy", "mpmath", "gmpy2", "ml_dtypes", "torch", "tensorflow", "jax"}
 
 
+def _package(module: str) -> str:
+    """The name a dependency rule speaks of: ``adamspec.impl.adam`` -> ``impl``,
+    ``numpy.linalg`` -> ``numpy``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "adamspec" and len(parts) > 1 else parts[0]
+
+
 def imported_top_levels(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(_package(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            if node.module == "adamspec":  # from adamspec import impl
+                names.update(alias.name for alias in node.names)
+            else:
+                names.add(_package(node.module))
     return names
 
 

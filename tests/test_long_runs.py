@@ -4,12 +4,11 @@ powers, where step-counter and accumulation effects show. ``slow``: minutes of o
 from __future__ import annotations
 
 import pytest
-
-from harness.budgets import DEFAULT
-from harness.engine import budget_multiple, free_running, lockstep, record_trace
-from harness.problems import suite
-from impl.adapters import REGISTRY, load_registry
-from spec.catalog import entry
+from adamspec.harness.budgets import DEFAULT
+from adamspec.harness.engine import budget_multiple, free_running, lockstep, record_trace
+from adamspec.harness.problems import suite
+from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.spec.catalog import entry
 
 LONG = suite("long")[0]  # typical gradients, 10,000 steps
 
@@ -40,7 +39,7 @@ def test_ten_thousand_steps_stay_within_budget_in_lockstep_and_divergence_is_mea
 def test_anchored_free_running_reference_equals_the_exact_trajectory(monkeypatch):
     """Segments restarted from the binary64 rounding of the exact state give the same float32
     reference as one exact trajectory (the anchor moves it by <= 2^-29 of a float32 ULP)."""
-    import harness.engine as engine
+    import adamspec.harness.engine as engine
 
     load_registry()
     trace = record_trace("adamspec[tf.raw.ApplyAdam]", LONG.with_(steps=240), "float32", 0)

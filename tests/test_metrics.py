@@ -1,4 +1,4 @@
-"""Tests for ``oracles.metrics``: ordinals, ULP distances, outcomes and summaries.
+"""Tests for ``adamspec.oracles.metrics``: ordinals, ULP distances, outcomes and summaries.
 
 Expected values come from the formats themselves (bit patterns, ``nextafter``, sorting
 by exact value), never from the module under test.
@@ -11,11 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from float_helpers import ALL, FINFO, IDS, from_bits, to_bits
-from hypothesis import assume, given
-from hypothesis import strategies as st
-
-from oracles.metrics import (
+from adamspec.oracles.metrics import (
     Outcome,
     bits_error,
     categorical_kind,
@@ -27,8 +23,11 @@ from oracles.metrics import (
     ordinal,
     ulp_distance,
 )
-from oracles.rounding import exact_of_float, numpy_dtype, round_to_numpy
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from adamspec.oracles.rounding import exact_of_float, numpy_dtype, round_to_numpy
+from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from float_helpers import ALL, FINFO, IDS, from_bits, to_bits
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 
 def val(x: float, fmt: FloatFormat) -> np.generic:

@@ -12,15 +12,14 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 import pytest
+from adamspec.oracles import OracleState, radam_rho, step, trajectory
+from adamspec.oracles.exact import Ival, Rat, Surd
+from adamspec.oracles.rounding import round_exact
+from adamspec.spec import AmsGrad, SparseRows, Variant, entry, make_hyper
+from adamspec.spec.formats import FLOAT32, FLOAT64
 from hypothesis import given
 from hypothesis import strategies as st
 from mpmath import mp
-
-from oracles import OracleState, radam_rho, step, trajectory
-from oracles.exact import Ival, Rat, Surd
-from oracles.rounding import round_exact
-from spec import AmsGrad, SparseRows, Variant, entry, make_hyper
-from spec.formats import FLOAT32, FLOAT64
 
 DTYPES = {
     "float64": np.float64,
@@ -410,8 +409,8 @@ def test_exact_rounding_ties_are_decided_not_looped(placement):
 
 
 def test_ziv_refuses_to_guess_past_the_precision_cap():
-    from oracles.exact import NeedPrecision
-    from oracles.ziv import MAX_PRECISION, RoundingUndecided, evaluate
+    from adamspec.oracles.exact import NeedPrecision
+    from adamspec.oracles.ziv import MAX_PRECISION, RoundingUndecided, evaluate
 
     seen = []
 
@@ -428,8 +427,8 @@ def test_ziv_refuses_to_guess_past_the_precision_cap():
 
 
 def _resolved(precision: str, dtype: str, **hyper):
-    from oracles.hyperparams import resolve
-    from spec.formats import format_named
+    from adamspec.oracles.hyperparams import resolve
+    from adamspec.spec.formats import format_named
 
     variant = Variant(hyper_precision=precision)
     return resolve(make_hyper(**hyper), variant, format_named(dtype))
@@ -467,7 +466,7 @@ def test_via_float64_differs_from_param_dtype_where_the_source_says():
     for precision in ("float64", "float32", "param_dtype"):
         hp = _resolved(precision, "float16")
         assert (hp.one_minus_beta1, hp.moment_beta1) == (1 - hp.beta1, hp.beta1)
-    from oracles.hyperparams import resolve
+    from adamspec.oracles.hyperparams import resolve
 
     ideal = resolve(make_hyper(), Variant(hyper_precision="param_dtype_via_float64"), FLOAT32,
                     "ideal")  # fmt: skip

@@ -8,10 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from harness.problems import (
+from adamspec.harness.problems import (
     DTYPES,
     PROBLEMS,
     SUITES,
@@ -20,7 +17,7 @@ from harness.problems import (
     round_to_dtype,
     suite,
 )
-from harness.strategies import (
+from adamspec.harness.strategies import (
     GRADIENT_REGIMES,
     gradient_arrays,
     hypers,
@@ -29,14 +26,16 @@ from harness.strategies import (
     sparse_rows,
     states,
 )
-from oracles import OracleState, trajectory
-from oracles.rounding import numpy_dtype, round_exact
-from spec.axes import AmsGrad, BiasCorrection, EpsPlacement, HyperPrecision
-from spec.catalog import entries
-from spec.formats import format_named
-from spec.gradients import SparseRows
-from spec.hyper import make_hyper
-from spec.variant import Variant, VariantError
+from adamspec.oracles import OracleState, trajectory
+from adamspec.oracles.rounding import numpy_dtype, round_exact
+from adamspec.spec.axes import AmsGrad, BiasCorrection, EpsPlacement, HyperPrecision
+from adamspec.spec.catalog import entries
+from adamspec.spec.formats import format_named
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import make_hyper
+from adamspec.spec.variant import Variant, VariantError
+from hypothesis import given
+from hypothesis import strategies as st
 
 ALL = list(PROBLEMS.values())
 CLOSED = [p for p in ALL if p.regime == "closed"]

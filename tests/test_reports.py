@@ -16,19 +16,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-import reports
-from reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
-from reports.html import PLOTS, render_html, write_html
-from reports.markdown import VERDICT_SEVERITY, overview
-from reports.schema import (
+from adamspec import reports
+from adamspec.reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
+from adamspec.reports.html import PLOTS, render_html, write_html
+from adamspec.reports.markdown import VERDICT_SEVERITY, overview
+from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,
     SUMMARY_COLUMNS,
     VERDICTS,
 )
-from reports.tables import FILES, SCHEMAS, SORT_KEYS, atomic_write, conform, frame, sort_table
+from adamspec.reports.tables import (
+    FILES,
+    SCHEMAS,
+    SORT_KEYS,
+    atomic_write,
+    conform,
+    frame,
+    sort_table,
+)
 
 IMPLS = {
     # name: (framework, version, documented variant)
@@ -599,7 +606,7 @@ def test_html_leaves_no_figure_alive(tables):
 def test_heatmaps_leave_room_for_long_variant_names():
     import warnings
 
-    from reports.html import plot_fingerprints, plot_separation
+    from adamspec.reports.html import plot_fingerprints, plot_separation
 
     # Catalog names reach 40 characters; too small a figure collapses the axes (a warning).
     variants = [f"optax.amsgrad[bias_correction_nu=False]{i:02d}" for i in range(26)]

@@ -1,4 +1,4 @@
-"""Tests for ``oracles.rounding``: correct rounding of exact rationals.
+"""Tests for ``adamspec.oracles.rounding``: correct rounding of exact rationals.
 
 References used, all independent of the code under test:
 
@@ -21,11 +21,7 @@ import gmpy2
 import ml_dtypes
 import numpy as np
 import pytest
-from float_helpers import ALL, FINFO, from_bits, to_bits
-from hypothesis import assume, given
-from hypothesis import strategies as st
-
-from oracles.rounding import (
+from adamspec.oracles.rounding import (
     exact_of_float,
     format_of_dtype,
     hex_float,
@@ -35,7 +31,10 @@ from oracles.rounding import (
     rounding_is_certain,
     ulp_of_exact,
 )
-from spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
+from float_helpers import ALL, FINFO, from_bits, to_bits
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 NARROW = [FLOAT32, FLOAT16, BFLOAT16]
 

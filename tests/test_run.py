@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from adamspec.harness.run import RunConfig, RunUsageError, run, select, summary_table
+from adamspec.reports import write_reports
 from toy_adapters import register_toys
-
-from harness.run import RunConfig, RunUsageError, run, select, summary_table
-from reports import write_reports
 
 register_toys()
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +96,7 @@ def test_unknown_pattern_is_a_usage_error_naming_it():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "adamspec.harness.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
@@ -138,7 +137,7 @@ def test_cli_fingerprint_json_ranks_variants():
 
 
 def test_a_resumed_run_reuses_finished_implementations(tmp_path, monkeypatch):
-    import harness.run as run_module
+    import adamspec.harness.run as run_module
 
     config = RunConfig(implementations=("toy.none",), suite="quick", seed=3, separation=False,
                        counterexample_examples=0)  # fmt: skip

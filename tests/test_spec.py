@@ -18,9 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-
-import spec
-from spec import (
+from adamspec import spec
+from adamspec.spec import (
     ALL_AXES,
     CATALOG,
     AmsGrad,

@@ -1,6 +1,6 @@
 """Deliberately wrong toy Adams, for proving the engine finds and names each bug.
 
-One small NumPy implementation, written independently of ``impl.adam`` and the
+One small NumPy implementation, written independently of ``adamspec.impl.adam`` and the
 oracle: float64 arithmetic on float32 state, one rounding per stored value, so
 the correct toy is within rounding of the paper. Each ``bug`` option breaks
 exactly one thing, the way hand-written kernels get it wrong.
@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import REGISTRY, Adapter, AdapterInfo, State, Unsupported, register
-from spec.gradients import SparseRows
+from adamspec.impl.adapters.base import REGISTRY, Adapter, AdapterInfo, State, Unsupported, register
+from adamspec.spec.gradients import SparseRows
 
 BUGS: dict[str, tuple[str, str]] = {
     # bug: (documented catalog variant, the category the engine must report)

@@ -1,4 +1,5 @@
-"""Adapters: every implementation under test behind one protocol (:mod:`impl.adapters.base`).
+"""Adapters: every implementation under test behind one protocol
+(:mod:`adamspec.impl.adapters.base`).
 
 Each module below declares ``INFOS`` (its registered configurations) and
 imports its framework only when an adapter is built, so listing the registry
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from impl.adapters.base import (
+from adamspec.impl.adapters.base import (
     REGISTRY,
     Adapter,
     AdapterInfo,
@@ -21,14 +22,14 @@ from impl.adapters.base import (
 
 #: The adapter modules, one per framework family.
 MODULES = (
-    "impl.adapters.ours",
-    "impl.adapters.torch_optim",
-    "impl.adapters.user_kernel",
-    "impl.adapters.optax_optim",
-    "impl.adapters.tfjs",
-    "impl.adapters.onnx_ref",
-    "impl.adapters.tensorflow",
-    "impl.adapters.keras3",
+    "adamspec.impl.adapters.ours",
+    "adamspec.impl.adapters.torch_optim",
+    "adamspec.impl.adapters.user_kernel",
+    "adamspec.impl.adapters.optax_optim",
+    "adamspec.impl.adapters.tfjs",
+    "adamspec.impl.adapters.onnx_ref",
+    "adamspec.impl.adapters.tensorflow",
+    "adamspec.impl.adapters.keras3",
 )
 
 _loaded: set[str] = set()

@@ -13,7 +13,7 @@ so lock-step runs ("start this step from exactly these values") and
 free-running trajectories look the same for every framework. A configuration
 the framework cannot run raises :class:`Unsupported` (the harness records a
 skip with its reason); a framework that is not installed raises
-:class:`impl.frameworks.FrameworkMissing` ("skipped: torch not installed").
+:class:`adamspec.impl.frameworks.FrameworkMissing` ("skipped: torch not installed").
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-
-from impl.frameworks import require
-from spec.hyper import Hyper
+from adamspec.impl.frameworks import require
+from adamspec.spec.hyper import Hyper
 
 
 class Unsupported(RuntimeError):
@@ -68,8 +67,8 @@ class Adapter:
     """Base class: subclasses implement ``_build``, ``set_state``, ``get_state``, ``step``.
 
     Class attributes describe the adapter: ``framework`` (a key of
-    ``impl.frameworks``), ``dtypes`` it supports, ``sparse`` whether
-    ``spec.SparseRows`` gradients are accepted.
+    ``adamspec.impl.frameworks``), ``dtypes`` it supports, ``sparse`` whether
+    ``adamspec.spec.SparseRows`` gradients are accepted.
     """
 
     framework: str = ""
@@ -114,7 +113,7 @@ class Adapter:
 
     # -- shared helpers -----------------------------------------------------------
     def check_grads(self, grads: Sequence[Any]) -> None:
-        from spec.gradients import SparseRows
+        from adamspec.spec.gradients import SparseRows
 
         if len(grads) != len(self.shapes):
             raise ValueError(f"{len(grads)} gradients for {len(self.shapes)} tensors")
@@ -160,7 +159,7 @@ def make_adapter(
     name: str, hyper: Hyper, dtype: str = "float32", shapes: Sequence[tuple[int, ...]] = ((4,),)
 ) -> Adapter:
     """Build the adapter called ``name`` (see :data:`REGISTRY`)."""
-    from impl.adapters import load_registry
+    from adamspec.impl.adapters import load_registry
 
     load_registry()
     try:
@@ -175,7 +174,7 @@ def make_adapter(
 
 def lr_schedule_factor(hyper: Hyper) -> Callable[[int], float] | None:
     """For frameworks that scale a base lr: ``t -> lr_t / lr_1`` (None for a constant lr)."""
-    from spec.hyper import Schedule
+    from adamspec.spec.hyper import Schedule
 
     if not isinstance(hyper.lr, Schedule):
         return None

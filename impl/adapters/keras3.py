@@ -1,7 +1,7 @@
 """Keras 3 ``Adam``/``AdamW`` on each backend (tensorflow, jax, torch).
 
 ``KERAS_BACKEND`` is fixed when keras is first imported, so every backend runs
-in its own worker process (:class:`impl.adapters.worker.ProcessAdapter`); the
+in its own worker process (:class:`adamspec.impl.adapters.worker.ProcessAdapter`); the
 class here is what runs inside the worker.
 """
 
@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
-from spec.gradients import SparseRows
-from spec.hyper import Hyper
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -125,7 +124,7 @@ class KerasOptimizer(Adapter):
 
 def _schedule(keras: Any, hyper: Any) -> Any:
     """A keras LearningRateSchedule for a spec Schedule: step (iterations) -> lr_at(step + 1)."""
-    from spec.hyper import Schedule
+    from adamspec.spec.hyper import Schedule
 
     if not isinstance(hyper.lr, Schedule):
         return None
@@ -144,9 +143,9 @@ def _info(name: str, documented: str, backend: str, **inner: Any) -> AdapterInfo
         f"{name}[{backend}]",
         "keras",
         documented,
-        "impl.adapters.worker:ProcessAdapter",
+        "adamspec.impl.adapters.worker:ProcessAdapter",
         {
-            "target": "impl.adapters.keras3:KerasOptimizer",
+            "target": "adamspec.impl.adapters.keras3:KerasOptimizer",
             "env": {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
             "inner": inner,
         },

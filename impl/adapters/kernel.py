@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import (
+from adamspec.impl.adapters.base import (
     REGISTRY,
     Adapter,
     AdapterInfo,
@@ -48,7 +47,7 @@ from impl.adapters.base import (
     register,
     torch_to_numpy,
 )
-from spec.hyper import Hyper
+from adamspec.spec.hyper import Hyper
 
 
 class TargetError(ValueError):
@@ -322,15 +321,17 @@ def register_target(
         return name
     inner = {"target": _absolute(target), "amsgrad": amsgrad}
     if in_process:
-        info = AdapterInfo(name, "", documented, "impl.adapters.kernel:KernelAdapter", inner)
+        info = AdapterInfo(
+            name, "", documented, "adamspec.impl.adapters.kernel:KernelAdapter", inner
+        )
     else:
         info = AdapterInfo(
             name,
             "",
             documented,
-            "impl.adapters.worker:ProcessAdapter",
+            "adamspec.impl.adapters.worker:ProcessAdapter",
             {
-                "target": "impl.adapters.kernel:KernelAdapter",
+                "target": "adamspec.impl.adapters.kernel:KernelAdapter",
                 "inner": inner,
                 "timeout_s": timeout_s,
             },

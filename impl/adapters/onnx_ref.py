@@ -25,9 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from spec.hyper import Schedule
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.spec.hyper import Schedule
 
 DOMAIN = "ai.onnx.preview.training"
 
@@ -155,7 +154,7 @@ class OnnxAdam(Adapter):
         self._step = t
 
 
-_FACTORY = "impl.adapters.onnx_ref:OnnxAdam"
+_FACTORY = "adamspec.impl.adapters.onnx_ref:OnnxAdam"
 
 INFOS = [
     AdapterInfo("onnx.Adam", "onnx", "onnx.Adam", _FACTORY, {}),

@@ -11,7 +11,7 @@ Dtypes: float32, bfloat16 and float16 only. float64 would need
 ``jax_enable_x64``, a process-wide switch that also changes how optax forms
 its bias correction (``1 - b**count`` is computed in the default float dtype,
 float32 without x64): the adapter never turns it on and refuses to run if
-something else did (:class:`~impl.adapters.base.Unsupported`), so its numbers
+something else did (:class:`~adamspec.impl.adapters.base.Unsupported`), so its numbers
 always describe the default configuration.
 """
 
@@ -22,9 +22,8 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from spec.hyper import Schedule
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.spec.hyper import Schedule
 
 #: Steps covered by the learning-rate table of a schedule (the last value holds afterwards).
 SCHEDULE_STEPS = 10_000
@@ -43,7 +42,7 @@ class OptaxAdam(Adapter):
     dtypes = ("float32", "bfloat16", "float16")
 
     def _build(self) -> None:
-        from impl.frameworks import require
+        from adamspec.impl.frameworks import require
 
         require("jax")
         import jax
@@ -171,7 +170,7 @@ class OptaxAdam(Adapter):
         self._step += 1
 
 
-_FACTORY = "impl.adapters.optax_optim:OptaxAdam"
+_FACTORY = "adamspec.impl.adapters.optax_optim:OptaxAdam"
 
 INFOS = [
     AdapterInfo("optax.adam", "optax", "optax.adam", _FACTORY, {"fn": "adam"}),

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from impl import adam
-from impl.adapters.base import Adapter, AdapterInfo, State
-from spec.axes import HyperPrecision
-from spec.catalog import entries, entry
+from adamspec.impl import adam
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State
+from adamspec.spec.axes import HyperPrecision
+from adamspec.spec.catalog import entries, entry
 
 
 class Ours(Adapter):
@@ -71,5 +70,6 @@ class Ours(Adapter):
 
 
 INFOS = [
-    AdapterInfo(f"adamspec[{e.name}]", "", e.name, "impl.adapters.ours:Ours") for e in entries()
+    AdapterInfo(f"adamspec[{e.name}]", "", e.name, "adamspec.impl.adapters.ours:Ours")
+    for e in entries()
 ]

@@ -29,10 +29,9 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from spec.gradients import SparseRows
-from spec.hyper import Hyper, Schedule
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper, Schedule
 
 #: The dtypes every TensorFlow path here runs on CPU (checked against TF 2.21).
 TF_DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -467,9 +466,9 @@ class TfV1Adam(Adapter):
             self.sess = None
 
 
-_TFK = "impl.adapters.tensorflow:TfKerasAdam"
-_TFK_LEGACY = "impl.adapters.tensorflow:TfKerasLegacyAdam"
-_RAW = "impl.adapters.tensorflow:TfRawAdam"
+_TFK = "adamspec.impl.adapters.tensorflow:TfKerasAdam"
+_TFK_LEGACY = "adamspec.impl.adapters.tensorflow:TfKerasLegacyAdam"
+_RAW = "adamspec.impl.adapters.tensorflow:TfRawAdam"
 
 INFOS = [
     AdapterInfo("tf_keras.Adam", "tf_keras", "tf_keras.Adam", _TFK),
@@ -485,7 +484,7 @@ INFOS = [
         "tf.v1.AdamOptimizer",
         "tensorflow",
         "tf.v1.AdamOptimizer",
-        "impl.adapters.tensorflow:TfV1Adam",
+        "adamspec.impl.adapters.tensorflow:TfV1Adam",
     ),
     AdapterInfo("tf.raw.ResourceApplyAdam", "tensorflow", "tf.raw.ApplyAdam", _RAW),
     AdapterInfo(

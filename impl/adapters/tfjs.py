@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from impl._constants import round_fraction
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from spec.formats import FLOAT32
-from spec.hyper import Schedule
+from adamspec.impl._constants import round_fraction
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.spec.formats import FLOAT32
+from adamspec.spec.hyper import Schedule
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("tfjs_worker.js")
@@ -236,4 +235,4 @@ class TfjsAdam(Adapter):
         self._finalizer()
 
 
-INFOS = [AdapterInfo("tfjs.adam", "tfjs", "tfjs.adam", "impl.adapters.tfjs:TfjsAdam")]
+INFOS = [AdapterInfo("tfjs.adam", "tfjs", "tfjs.adam", "adamspec.impl.adapters.tfjs:TfjsAdam")]

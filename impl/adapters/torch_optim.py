@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import (
+from adamspec.impl.adapters.base import (
     Adapter,
     AdapterInfo,
     State,
@@ -16,7 +15,7 @@ from impl.adapters.base import (
     lr_schedule_factor,
     torch_to_numpy,
 )
-from spec.gradients import SparseRows
+from adamspec.spec.gradients import SparseRows
 
 _TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -135,7 +134,7 @@ def _info(name: str, documented: str, cls: str = "Adam", **options: Any) -> Adap
         name,
         "torch",
         documented,
-        "impl.adapters.torch_optim:TorchOptimizer",
+        "adamspec.impl.adapters.torch_optim:TorchOptimizer",
         {"cls": cls, **options},
     )
 

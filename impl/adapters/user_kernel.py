@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 
 
 class AdamOptim:  # the tutorial's code, verbatim apart from formatting
@@ -108,6 +107,6 @@ INFOS = [
         "user.AdamOptim(tutorial)",
         "",
         "paper.algorithm1",
-        "impl.adapters.user_kernel:TutorialAdamOptim",
+        "adamspec.impl.adapters.user_kernel:TutorialAdamOptim",
     )
 ]

@@ -22,8 +22,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from impl.adapters.base import Adapter, State, Unsupported
-from impl.frameworks import FrameworkMissing
+from adamspec.impl.adapters.base import Adapter, State, Unsupported
+from adamspec.impl.frameworks import FrameworkMissing
 
 _HEADER = struct.Struct("<Q")
 
@@ -128,12 +128,10 @@ _IDLE: dict[tuple, list[subprocess.Popen]] = {}
 
 def _start(extra_env: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, **extra_env}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     # stderr goes to a file: framework chatter must never fill a pipe and block the child
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
-        [sys.executable, "-m", "impl.adapters.worker"],
+        [sys.executable, "-m", "adamspec.impl.adapters.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,

@@ -7,8 +7,7 @@ import signal
 import time
 
 import numpy as np
-
-from impl.adapters.kernel import KernelState
+from adamspec.impl.adapters.kernel import KernelState
 
 
 def adam(param, grad, state, h):
