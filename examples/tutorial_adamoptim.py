@@ -6,8 +6,8 @@ The tutorial's class keeps m and v for a weight ``w`` and a bias ``b`` and takes
 count from its caller; the wrapper below is adamspec's stateful-object kernel form.
 """
 
-from adamspec.impl.adapters.kernel import KernelState
-from adamspec.impl.adapters.user_kernel import AdamOptim  # the tutorial's code, verbatim
+from adamspec.impl.adapters.kernel_protocol import KernelState
+from adamspec.impl.adapters.seed_tutorial import AdamOptim  # the tutorial's code, verbatim
 
 
 class TutorialAdam:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl import _memory, adam
 from adamspec.impl.frameworks import FrameworkMissing, require
 from adamspec.spec.catalog import entry

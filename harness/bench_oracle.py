@@ -38,6 +38,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+
 from adamspec.oracles import OracleState, StepResult, fast
 from adamspec.oracles import adam as mpmath_oracle
 from adamspec.oracles.hyperparams import holding_format

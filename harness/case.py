@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
 from adamspec.oracles import OracleState, StepResult, trajectory
 from adamspec.oracles.hyperparams import HYPER_MODES, resolve
 from adamspec.oracles.rounding import exact_of_float, hex_float, numpy_dtype, round_exact

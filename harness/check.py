@@ -1,8 +1,8 @@
 """``adamspec check TARGET``: a user's kernel against the variant it claims, with a verdict.
 
-The kernel follows :mod:`adamspec.impl.adapters.kernel` (functional or stateful-object form) and
-runs in a worker process with a per-step timeout. It is run on a problem suite in
-lock-step and free-running against the claimed catalog variant (or, when none is
+The kernel follows :mod:`adamspec.impl.adapters.kernel_protocol` (functional or
+stateful-object form) and runs in a worker process with a per-step timeout. It is run on a
+problem suite in lock-step and free-running against the claimed catalog variant (or, when none is
 claimed, against the variant its fingerprint ranks first), the engine's reports plus
 ``junit.xml`` are written, and the verdict is: conforming when every measured case is
 within the ULP budget. Each discrepant configuration gets a minimal counterexample.
@@ -27,7 +27,7 @@ from adamspec.harness.run import (
     run,
 )
 from adamspec.impl.adapters import REGISTRY, load_registry
-from adamspec.impl.adapters.kernel import STEP_TIMEOUT_S, TargetError, register_target
+from adamspec.impl.adapters.kernel_protocol import STEP_TIMEOUT_S, TargetError, register_target
 from adamspec.spec.axes import AmsGrad
 from adamspec.spec.catalog import entries, entry
 
@@ -83,7 +83,8 @@ def check(
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
     ``out``. Raises :class:`RunUsageError` for an unknown variant and
-    :class:`~adamspec.impl.adapters.kernel.TargetError` for a TARGET that cannot be loaded."""
+    :class:`~adamspec.impl.adapters.kernel_protocol.TargetError` for a TARGET that cannot be
+    loaded."""
     load_registry()
     if variant is not None:
         known = [e.name for e in entries()]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.engine import Exclusion, State, StepRecord, Trace, _dense
 from adamspec.harness.fingerprint import score_variant

@@ -149,7 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from adamspec.harness.budgets import DEFAULT
     from adamspec.harness.check import check, uniform_budget, verdict_text
-    from adamspec.impl.adapters.kernel import TargetError
+    from adamspec.impl.adapters.kernel_protocol import TargetError
 
     _writable_dir(args.out)
     budget = DEFAULT if args.budget_ulp is None else uniform_budget(args.budget_ulp)

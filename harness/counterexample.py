@@ -36,6 +36,7 @@ from random import Random
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.engine import (
     STATE_COMPONENTS,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.problems import Problem
 from adamspec.impl.adapters import REGISTRY, State, Unsupported, load_registry, make_adapter

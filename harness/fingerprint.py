@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from adamspec.harness.budgets import DEFAULT, SEPARATION_THRESHOLD_ULP, Budget
 from adamspec.harness.engine import (
     Exclusion,

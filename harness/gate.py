@@ -304,7 +304,7 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
 
     Raises :class:`GateConfigError` (one line: file, key, allowed values)."""
     from adamspec.impl.adapters import REGISTRY, load_registry
-    from adamspec.impl.adapters.kernel import TargetError, load_target, register_target
+    from adamspec.impl.adapters.kernel_protocol import TargetError, load_target, register_target
     from adamspec.spec.axes import AmsGrad
     from adamspec.spec.catalog import entry
 

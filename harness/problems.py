@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
 from adamspec.oracles.rounding import numpy_dtype
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows

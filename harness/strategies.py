@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from adamspec.harness.problems import (
     DTYPES,
     PROBLEMS,
@@ -31,8 +34,6 @@ from adamspec.harness.problems import (
 )
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 #: Regimes :func:`gradient_arrays` draws (the open-loop regimes that describe one array).
 GRADIENT_REGIMES: tuple[str, ...] = (

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+from mpmath import mp
+
 from adamspec.impl import _dd
 from adamspec.spec.axes import BiasCorrection, Family, HyperPrecision, WeightDecay
 from adamspec.spec.formats import FLOAT32, FLOAT64, FloatFormat
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
-from mpmath import mp
 
 #: Names of the kernel constants, in the order of the constants vector.
 CONSTANT_NAMES = (

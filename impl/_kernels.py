@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl import _dd
 from adamspec.impl._constants import INDEX, KernelConfig, StepConstants
 from adamspec.impl._dd import two_sum

@@ -30,6 +30,8 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 import numpy as np
+from mpmath import mp
+
 from adamspec.impl import _dd, _memory
 from adamspec.impl._constants import StepConstants, holder, round_fraction, step_constants
 from adamspec.impl._kernels import (
@@ -51,7 +53,6 @@ from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatForm
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
-from mpmath import mp
 
 #: Argument order of the fast kernel after the constants.
 KERNEL_INPUTS = ("theta", "g", "gsq", "m", "v", "vmax", "ema")

@@ -20,10 +20,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from adamspec.oracles.adam import RADAM_RHO_THRESHOLD
-from adamspec.oracles.hyperparams import ExactHyper
-from adamspec.spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov, WeightDecay
-from adamspec.spec.variant import Variant
 from mpmath import iv
 from mpmath.libmp import (
     from_float,
@@ -36,6 +32,11 @@ from mpmath.libmp import (
     round_nearest,
     to_float,
 )
+
+from adamspec.oracles.adam import RADAM_RHO_THRESHOLD
+from adamspec.oracles.hyperparams import ExactHyper
+from adamspec.spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov, WeightDecay
+from adamspec.spec.variant import Variant
 
 #: Working precision (bits) of the interval arithmetic for irrational constants.
 IV_PREC = 320

@@ -25,6 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
 from adamspec.oracles._fast_consts import Const, StepConsts
 from adamspec.oracles._fast_eft import (
     DDV,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from adamspec.oracles.rounding import numpy_dtype
 from adamspec.spec.formats import FLOAT16, FLOAT32, FLOAT64, FloatFormat
 

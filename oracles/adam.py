@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from gmpy2 import mpq
+
 from adamspec.oracles.exact import (
     NAN,
     NEG_INF,
@@ -62,7 +64,6 @@ from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
-from gmpy2 import mpq
 
 #: Per-coordinate state components, in report order.
 TENSOR_COMPONENTS = ("param", "m", "v", "v_max", "ema")

@@ -82,6 +82,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+from mpmath import iv, mp
+
 from adamspec.oracles import adam as _exact_oracle
 from adamspec.oracles._fast_consts import (
     Const,
@@ -108,7 +110,6 @@ from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FloatFormat
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
-from mpmath import iv, mp
 
 #: Formats tier 1 evaluates in binary64 (at most 24 significant bits).
 NARROW = (FLOAT32, FLOAT16, BFLOAT16)

@@ -23,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from gmpy2 import mpq
+
 from adamspec.oracles.rounding import exact_of_float, round_exact
 from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.formats import FLOAT32, FLOAT64, FloatFormat
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
-from gmpy2 import mpq
 
 HyperMode = Literal["held", "ideal"]
 HYPER_MODES: tuple[str, ...] = ("held", "ideal")

@@ -42,6 +42,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
 from adamspec.oracles.rounding import (
     Exact,
     exact_of_float,

@@ -28,6 +28,7 @@ from typing import Any
 import gmpy2
 import ml_dtypes
 import numpy as np
+
 from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
 
 __all__ = [

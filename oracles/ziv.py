@@ -14,6 +14,9 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
+from mpmath import mp
+from mpmath.libmp import to_str
+
 from adamspec.oracles.exact import (
     NAN,
     NEG_INF,
@@ -27,8 +30,6 @@ from adamspec.oracles.exact import (
 )
 from adamspec.oracles.rounding import round_exact, rounding_is_certain
 from adamspec.spec.formats import FloatFormat
-from mpmath import mp
-from mpmath.libmp import to_str
 
 T = TypeVar("T")
 

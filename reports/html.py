@@ -23,6 +23,11 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullLocator
+
 from adamspec.reports.markdown import (
     NONFINITE_ULP,
     VERDICT_SEVERITY,
@@ -31,10 +36,6 @@ from adamspec.reports.markdown import (
     verdict_counts,
 )
 from adamspec.reports.tables import SCHEMAS, atomic_write, conform, frame
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import NullLocator
 
 __all__ = ["PLOTS", "render_html", "write_html"]
 

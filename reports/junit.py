@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from adamspec.reports.markdown import format_ulp
 from adamspec.reports.schema import SUMMARY_COLUMNS
 from adamspec.reports.tables import atomic_write, conform

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
     RESULTS_COLUMNS,

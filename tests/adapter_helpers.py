@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from adamspec.impl.adapters import State, make_adapter
 from adamspec.oracles import OracleState
 from adamspec.oracles import step as oracle_step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+
 from adamspec.oracles.rounding import numpy_dtype
 from adamspec.spec.formats import FORMATS, FloatFormat
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
+
 from adamspec.impl.adapters import REGISTRY, load_registry, make_adapter
 from adamspec.impl.frameworks import availability
 from adamspec.oracles import OracleState
@@ -28,7 +30,6 @@ from adamspec.oracles.metrics import ulp_distance
 from adamspec.spec import SparseRows, entry
 from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.formats import FLOAT32
-from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
 
 pytestmark = pytest.mark.skipif(
     not availability("keras").available, reason=str(availability("keras").reason)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
+from adapter_helpers import assert_state_roundtrip, lockstep_errors
+
 from adamspec.impl.frameworks import availability
 from adamspec.spec.catalog import entry
-from adapter_helpers import assert_state_roundtrip, lockstep_errors
 
 OPTAX_SRC = "https://github.com/google-deepmind/optax/blob/main/optax/tree_utils/_tree_math.py"
 ONNX_REF = (

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from adapter_helpers import assert_state_roundtrip, lockstep_errors
+
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.spec import entries, entry
-from adapter_helpers import assert_state_roundtrip, lockstep_errors
 
 
 def test_one_adapter_per_catalog_variant():

@@ -20,10 +20,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from adapter_helpers import assert_state_roundtrip, gradients, initial_state, lockstep_errors
+
 from adamspec.impl.frameworks import availability
 from adamspec.spec.catalog import entry
 from adamspec.spec.hyper import Schedule
-from adapter_helpers import assert_state_roundtrip, gradients, initial_state, lockstep_errors
 
 _TFJS = availability("tfjs")
 pytestmark = pytest.mark.skipif(not _TFJS.available, reason=f"skipped: {_TFJS.reason}")

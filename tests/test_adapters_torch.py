@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
+
 from adamspec.impl.adapters import REGISTRY, Unsupported, load_registry, make_adapter
 from adamspec.impl.frameworks import FrameworkMissing, availability
 from adamspec.oracles import OracleState
@@ -17,7 +19,6 @@ from adamspec.oracles import step as oracle_step
 from adamspec.oracles.metrics import ulp_distance
 from adamspec.spec import SparseRows, entry, make_hyper
 from adamspec.spec.formats import FLOAT32
-from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
 
 torch_missing = not availability("torch").available
 needs_torch = pytest.mark.skipif(torch_missing, reason=str(availability("torch").reason))

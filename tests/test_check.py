@@ -1,6 +1,6 @@
 """`adamspec check`: a user's kernel against its claimed variant, exit codes and robustness.
 
-The kernels (tests/kernels/user_kernels.py) follow impl.adapters.kernel's functional form;
+The kernels (tests/kernels/user_kernels.py) follow impl.adapters.kernel_protocol's functional form;
 each runs in a worker process, so crashes and hangs end only their case.
 """
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from adamspec.harness.check import check
 
 ROOT = Path(__file__).resolve().parents[1]

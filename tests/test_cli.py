@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
 from adamspec import spec
 from adamspec.harness.cli import main
 

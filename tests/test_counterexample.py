@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_adapters import register_toys
+
 from adamspec.harness.counterexample import (
     Counterexample,
     _hexf,
@@ -26,7 +28,6 @@ from adamspec.impl.adapters import Unsupported
 from adamspec.impl.frameworks import availability
 from adamspec.spec.catalog import entry
 from adamspec.spec.gradients import SparseRows
-from toy_adapters import register_toys
 
 register_toys()
 

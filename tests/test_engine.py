@@ -8,13 +8,14 @@ keep what it measured when a kernel fails mid-run.
 from __future__ import annotations
 
 import pytest
+from toy_adapters import BUGS, RANGE_BUGS, register_toys
+
 from adamspec.harness.budgets import DEFAULT
 from adamspec.harness.classify import CATEGORIES, FORMAT_RANGE, classify
 from adamspec.harness.engine import budget_multiple, free_running, lockstep, record_trace, worst
 from adamspec.harness.fingerprint import rank_variants, separation
 from adamspec.harness.problems import problem, suite
 from adamspec.spec.catalog import entry
-from toy_adapters import BUGS, RANGE_BUGS, register_toys
 
 register_toys()
 

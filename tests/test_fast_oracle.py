@@ -13,10 +13,14 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-import adamspec.oracles.fast as fast
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpmath import mp
+
+import adamspec.oracles.fast as fast
 from adamspec.harness.bench_oracle import (
     HYPER_VARIANTS,
     moment_boundary_case,
@@ -48,9 +52,6 @@ from adamspec.spec import (
     make_hyper,
 )
 from adamspec.spec.formats import FORMATS
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from mpmath import mp
 
 DTYPES = ["float64", "float32", "float16", "bfloat16"]
 NP = {

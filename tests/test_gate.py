@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from toy_adapters import register_toys
+
 from adamspec.harness import cli, gate
 from adamspec.harness.gate import GateConfigError, load_config, run_gate
 from adamspec.harness.problems import SUITES
 from adamspec.harness.run import Tables
-from toy_adapters import register_toys
 
 pytest_plugins = ("pytester",)
 

@@ -15,6 +15,9 @@ import mmap
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from adamspec.impl import adam
 from adamspec.impl._memory import mapping_fields
 from adamspec.oracles import OracleState
@@ -24,8 +27,6 @@ from adamspec.oracles.rounding import format_of_dtype
 from adamspec.spec import ALL_AXES, SparseRows, Variant, entries, entry
 from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.variant import VariantError
-from hypothesis import given
-from hypothesis import strategies as st
 
 DTYPES = {
     "float64": np.float64,

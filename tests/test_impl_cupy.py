@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_impl_numba import CONFIGS, N, adversarial
+from test_impl_numba import step_with as run
+
 from adamspec.impl import _kernels, adam
 from adamspec.impl._constants import KernelConfig, step_constants
 from adamspec.spec import Variant, entry
 from adamspec.spec.formats import FLOAT32
-from test_impl_numba import CONFIGS, N, adversarial
-from test_impl_numba import step_with as run
 
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler to build the kernel body")

@@ -16,6 +16,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+
 from adamspec.impl import adam
 from adamspec.impl._constants import step_constants
 from adamspec.impl._kernels import BLOCK, numba_float32_driver

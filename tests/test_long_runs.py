@@ -4,6 +4,7 @@ powers, where step-counter and accumulation effects show. ``slow``: minutes of o
 from __future__ import annotations
 
 import pytest
+
 from adamspec.harness.budgets import DEFAULT
 from adamspec.harness.engine import budget_multiple, free_running, lockstep, record_trace
 from adamspec.harness.problems import suite

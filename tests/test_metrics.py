@@ -11,6 +11,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from float_helpers import ALL, FINFO, IDS, from_bits, to_bits
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from adamspec.oracles.metrics import (
     Outcome,
     bits_error,
@@ -25,9 +29,6 @@ from adamspec.oracles.metrics import (
 )
 from adamspec.oracles.rounding import exact_of_float, numpy_dtype, round_to_numpy
 from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
-from float_helpers import ALL, FINFO, IDS, from_bits, to_bits
-from hypothesis import assume, given
-from hypothesis import strategies as st
 
 
 def val(x: float, fmt: FloatFormat) -> np.generic:

@@ -12,14 +12,15 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mpmath import mp
+
 from adamspec.oracles import OracleState, radam_rho, step, trajectory
 from adamspec.oracles.exact import Ival, Rat, Surd
 from adamspec.oracles.rounding import round_exact
 from adamspec.spec import AmsGrad, SparseRows, Variant, entry, make_hyper
 from adamspec.spec.formats import FLOAT32, FLOAT64
-from hypothesis import given
-from hypothesis import strategies as st
-from mpmath import mp
 
 DTYPES = {
     "float64": np.float64,

@@ -8,6 +8,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from adamspec.harness.problems import (
     DTYPES,
     PROBLEMS,
@@ -34,8 +37,6 @@ from adamspec.spec.formats import format_named
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import make_hyper
 from adamspec.spec.variant import Variant, VariantError
-from hypothesis import given
-from hypothesis import strategies as st
 
 ALL = list(PROBLEMS.values())
 CLOSED = [p for p in ALL if p.regime == "closed"]

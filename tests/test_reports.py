@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from adamspec import reports
 from adamspec.reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
 from adamspec.reports.html import PLOTS, render_html, write_html

@@ -21,6 +21,10 @@ import gmpy2
 import ml_dtypes
 import numpy as np
 import pytest
+from float_helpers import ALL, FINFO, from_bits, to_bits
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from adamspec.oracles.rounding import (
     exact_of_float,
     format_of_dtype,
@@ -32,9 +36,6 @@ from adamspec.oracles.rounding import (
     ulp_of_exact,
 )
 from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
-from float_helpers import ALL, FINFO, from_bits, to_bits
-from hypothesis import assume, given
-from hypothesis import strategies as st
 
 NARROW = [FLOAT32, FLOAT16, BFLOAT16]
 

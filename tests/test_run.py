@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from toy_adapters import register_toys
+
 from adamspec.harness.run import RunConfig, RunUsageError, run, select, summary_table
 from adamspec.reports import write_reports
-from toy_adapters import register_toys
 
 register_toys()
 ROOT = Path(__file__).resolve().parents[1]

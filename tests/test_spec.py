@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
 from adamspec import spec
 from adamspec.spec import (
     ALL_AXES,

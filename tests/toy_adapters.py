@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import REGISTRY, Adapter, AdapterInfo, State, Unsupported, register
 from adamspec.spec.gradients import SparseRows
 

@@ -24,7 +24,7 @@ from adamspec.impl.adapters.base import (
 MODULES = (
     "adamspec.impl.adapters.ours",
     "adamspec.impl.adapters.torch_optim",
-    "adamspec.impl.adapters.user_kernel",
+    "adamspec.impl.adapters.seed_tutorial",
     "adamspec.impl.adapters.optax_optim",
     "adamspec.impl.adapters.tfjs",
     "adamspec.impl.adapters.onnx_ref",

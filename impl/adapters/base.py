@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.frameworks import require
 from adamspec.spec.hyper import Hyper
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 from adamspec.spec.hyper import Schedule
 

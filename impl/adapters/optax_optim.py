@@ -22,6 +22,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 from adamspec.spec.hyper import Schedule
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl import adam
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State
 from adamspec.spec.axes import HyperPrecision

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl._constants import round_fraction
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 from adamspec.spec.formats import FLOAT32

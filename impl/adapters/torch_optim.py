@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import (
     Adapter,
     AdapterInfo,

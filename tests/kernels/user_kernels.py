@@ -7,7 +7,8 @@ import signal
 import time
 
 import numpy as np
-from adamspec.impl.adapters.kernel import KernelState
+
+from adamspec.impl.adapters.kernel_protocol import KernelState
 
 
 def adam(param, grad, state, h):

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import (
     REGISTRY,
     Adapter,
@@ -322,7 +323,7 @@ def register_target(
     inner = {"target": _absolute(target), "amsgrad": amsgrad}
     if in_process:
         info = AdapterInfo(
-            name, "", documented, "adamspec.impl.adapters.kernel:KernelAdapter", inner
+            name, "", documented, "adamspec.impl.adapters.kernel_protocol:KernelAdapter", inner
         )
     else:
         info = AdapterInfo(
@@ -331,7 +332,7 @@ def register_target(
             documented,
             "adamspec.impl.adapters.worker:ProcessAdapter",
             {
-                "target": "adamspec.impl.adapters.kernel:KernelAdapter",
+                "target": "adamspec.impl.adapters.kernel_protocol:KernelAdapter",
                 "inner": inner,
                 "timeout_s": timeout_s,
             },

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 
 
@@ -107,6 +108,6 @@ INFOS = [
         "user.AdamOptim(tutorial)",
         "",
         "paper.algorithm1",
-        "adamspec.impl.adapters.user_kernel:TutorialAdamOptim",
+        "adamspec.impl.adapters.seed_tutorial:TutorialAdamOptim",
     )
 ]
