@@ -38,6 +38,7 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework("jax", "jax", "jax", "jax"),
         Framework("optax", "optax", "optax", "jax"),
         Framework("onnx", "onnx", "onnx", "onnx"),
+        Framework("numba", "numba", "numba", "jit"),
         Framework("cupy", "cupy", "cupy-cuda12x", "gpu"),
     )
 }

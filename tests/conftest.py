@@ -7,6 +7,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 from mpmath import mp
+from needs import need
 
 # "ci": a fixed, derandomized profile so CI is reproducible; "slow": many more
 # examples for `make test-slow`; "dev": hypothesis defaults.
@@ -30,3 +31,9 @@ def _reset_mp_precision():
     mp.prec = 53
     yield
     assert mp.prec == 53, "a test or the code under test leaked an mpmath precision change"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs(...)``: skip without the framework, fail where all are required."""
+    for mark in item.iter_markers(name="needs"):
+        need(*mark.args)

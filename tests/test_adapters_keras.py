@@ -23,7 +23,6 @@ import pytest
 from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
 
 from adamspec.impl.adapters import REGISTRY, load_registry, make_adapter
-from adamspec.impl.frameworks import availability
 from adamspec.oracles import OracleState
 from adamspec.oracles import step as oracle_step
 from adamspec.oracles.metrics import ulp_distance
@@ -31,9 +30,7 @@ from adamspec.spec import SparseRows, entry
 from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.formats import FLOAT32
 
-pytestmark = pytest.mark.skipif(
-    not availability("keras").available, reason=str(availability("keras").reason)
-)
+pytestmark = pytest.mark.needs("keras")
 
 M_BUDGET = {"tensorflow": 270, "jax": 270, "torch": 587}
 CONFIGS = [("keras.Adam", "keras.Adam"), ("keras.Adam(amsgrad=True)", "keras.Adam[amsgrad]"),

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 from adapter_helpers import assert_state_roundtrip, lockstep_errors
+from needs import need
 
-from adamspec.impl.frameworks import availability
 from adamspec.spec.catalog import entry
 
 OPTAX_SRC = "https://github.com/google-deepmind/optax/blob/main/optax/tree_utils/_tree_math.py"
@@ -28,10 +28,7 @@ DYADIC = {"beta1": "0.875", "beta2": "0.998046875"}
 
 
 def _skip_unless(*frameworks: str) -> None:
-    for name in frameworks:
-        status = availability(name)
-        if not status.available:
-            pytest.skip(status.reason)
+    need(*frameworks)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,11 @@ import numpy as np
 import pytest
 from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
 
-from adamspec.impl.frameworks import availability
 from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.catalog import entry
 from adamspec.spec.hyper import make_hyper
 
-_MISSING = [a.reason for a in (availability("tensorflow"), availability("tf_keras")) if a.reason]
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason="; ".join(_MISSING))
+pytestmark = pytest.mark.needs("tensorflow", "tf_keras")
 
 TFK = "tf_keras.Adam"
 TFK_ADAPTIVE = "tf_keras.Adam(adaptive_epsilon=True)"

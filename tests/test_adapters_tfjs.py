@@ -22,12 +22,10 @@ import numpy as np
 import pytest
 from adapter_helpers import assert_state_roundtrip, gradients, initial_state, lockstep_errors
 
-from adamspec.impl.frameworks import availability
 from adamspec.spec.catalog import entry
 from adamspec.spec.hyper import Schedule
 
-_TFJS = availability("tfjs")
-pytestmark = pytest.mark.skipif(not _TFJS.available, reason=f"skipped: {_TFJS.reason}")
+pytestmark = pytest.mark.needs("tfjs")
 
 SHAPES = ((5,), (2, 3))
 

@@ -13,15 +13,14 @@ import pytest
 from adapter_helpers import assert_state_roundtrip, initial_state, lockstep_errors
 
 from adamspec.impl.adapters import REGISTRY, Unsupported, load_registry, make_adapter
-from adamspec.impl.frameworks import FrameworkMissing, availability
+from adamspec.impl.frameworks import FrameworkMissing
 from adamspec.oracles import OracleState
 from adamspec.oracles import step as oracle_step
 from adamspec.oracles.metrics import ulp_distance
 from adamspec.spec import SparseRows, entry, make_hyper
 from adamspec.spec.formats import FLOAT32
 
-torch_missing = not availability("torch").available
-needs_torch = pytest.mark.skipif(torch_missing, reason=str(availability("torch").reason))
+needs_torch = pytest.mark.needs("torch")
 
 # m is computed by torch as exp_avg.lerp_(g, 1 - beta1) = m + 0.1 (g - m) in float32:
 # where m' nearly cancels, the absolute error of one float32 rounding of (g - m) is

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from adamspec.harness.bench import bench_impl, format_table, thread_counts
@@ -21,7 +19,7 @@ def test_thread_counts_sets_both_sides_and_restores_them():
         assert after == default
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.needs("torch")
 def test_bench_reports_the_thread_counts_used():
     report = bench_impl(4096, "float32", repeats=1, warmup=0, threads=1)
     assert report["threads"]["torch"] == 1
@@ -38,7 +36,7 @@ def test_bench_rejects_unknown_pages():
         bench_impl(4096, "float32", pages="tiny")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.needs("torch")
 def test_bench_records_the_pages_of_every_side(monkeypatch):
     import sys
 

@@ -25,7 +25,6 @@ from adamspec.harness.counterexample import (
     write_counterexample,
 )
 from adamspec.impl.adapters import Unsupported
-from adamspec.impl.frameworks import availability
 from adamspec.spec.catalog import entry
 from adamspec.spec.gradients import SparseRows
 
@@ -33,9 +32,7 @@ register_toys()
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
-needs_torch = pytest.mark.skipif(
-    not availability("torch").available, reason=str(availability("torch").reason)
-)
+needs_torch = pytest.mark.needs("torch")
 PAPER = entry("paper.algorithm1")
 
 

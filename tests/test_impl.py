@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from needs import need
 
 from adamspec.impl import adam
 from adamspec.impl._memory import mapping_fields
@@ -427,8 +428,8 @@ def _near_tie_doubles(rng: np.random.Generator, n: int) -> list[float]:
 def test_float64_gradients_at_float32_near_ties_are_correctly_rounded(backend):
     """Exact products need gradients of at most 27 bits, so float64 gradients of float32
     params take the kernels' general branch (before: 184 of 400 m values 1 ULP off)."""
-    if backend == "numba" and not HAVE_NUMBA:
-        pytest.skip("numba is not installed")
+    if backend == "numba":
+        need("numba")
     variant = Variant(hyper_precision="float64")
     rng = np.random.default_rng(0)
     g = np.array(_near_tie_doubles(rng, 200))

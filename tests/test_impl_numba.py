@@ -12,8 +12,6 @@ Compiled drivers are cached on disk by numba, so only the first run compiles.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -25,9 +23,7 @@ from adamspec.spec import Variant, entry
 from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.formats import FLOAT32
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("numba") is None, reason="numba is not installed (the [jit] extra)"
-)
+pytestmark = pytest.mark.needs("numba")
 
 N = 6000
 

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from needs import PINNED, frameworks_required, missing
 
 REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO / "constraints.txt"
@@ -66,14 +67,18 @@ def test_installed_versions_match_constraints():
         try:
             have = metadata.version(name)
         except metadata.PackageNotFoundError:
-            continue  # not installed here (e.g. pytest run outside .venv): nothing to compare
+            if frameworks_required():
+                mismatched.append(f"{name}: not installed, constraints.txt {want}")
+            continue  # a user's own pytest without the extras: nothing to compare
         if have.split("+", 1)[0] != want:
             mismatched.append(f"{name}: installed {have}, constraints.txt {want}")
     assert not mismatched, "environment out of sync, rerun `make setup`:\n" + "\n".join(mismatched)
 
 
+@pytest.mark.needs("torch")
 def test_torch_is_the_pinned_cpu_build():
-    torch = pytest.importorskip("torch")
+    import torch
+
     assert torch.__version__.split("+", 1)[0] == TORCH_PIN
     assert torch.version.cuda is None, f"CUDA torch build installed ({torch.version.cuda})"
     x = torch.tensor([1.0], requires_grad=True)
@@ -105,12 +110,9 @@ require('@tensorflow/tfjs-backend-cpu');
 """
 
 
+@pytest.mark.needs("tfjs")
 def test_tfjs_adam_one_step_under_node():
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node not on PATH (make setup needs Node.js >= 18)")
-    if not (REPO / "node_modules" / "@tensorflow" / "tfjs-core").is_dir():
-        pytest.skip("node_modules/@tensorflow/tfjs-core missing: run `make setup` (npm ci)")
     proc = subprocess.run(
         [node, "-e", _TFJS_SCRIPT],
         cwd=REPO,
@@ -136,3 +138,9 @@ def test_node_packages_pinned_exactly():
     for name, ver in pkg["dependencies"].items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", ver), f"{name} not pinned exactly: {ver}"
         assert lock["packages"][f"node_modules/{name}"]["version"] == ver
+
+
+@pytest.mark.skipif(not frameworks_required(), reason="only CI and `make test` require them all")
+def test_every_pinned_framework_is_installed():
+    """The install `make test` and CI made holds every framework the suite drives."""
+    assert not missing(*PINNED), "; ".join(missing(*PINNED))
