@@ -5,12 +5,14 @@
 #   make test-slow  set up, then every test incl. `slow` ones, with the large hypothesis profile
 #   make lint       set up Python, then ruff check .
 #   make setup      only the set-up (Python venv + TF.js Node packages)
-#   make clean      remove caches and build outputs (not out/); make distclean also .venv, node_modules
+#   make clean      remove caches and build outputs (not out/); make distclean also .venv
 #
 # Set-up is idempotent: stamp files record what was installed from which inputs,
 #   .venv/.installed          <- pyproject.toml, constraints.txt
-#   node_modules/.installed   <- package.json, package-lock.json
-# so a second `make test` does no pip or npm work.
+#   .venv/.tfjs-installed     <- impl/adapters/tfjs_node/package{,-lock}.json
+# so a second `make test` does no pip or npm work. The TF.js packages go where an installed
+# adamspec looks for them too (`adamspec setup tfjs`: $ADAMSPEC_TFJS_HOME, else
+# ~/.cache/adamspec/tfjs), so a checkout and a wheel install behave the same.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -25,7 +27,8 @@ PIP    := $(PY) -m pip
 EXTRAS := all,test
 
 PY_STAMP   := $(VENV)/.installed
-NODE_STAMP := node_modules/.installed
+NODE_STAMP := $(VENV)/.tfjs-installed
+NODE_LOCK  := impl/adapters/tfjs_node/package.json impl/adapters/tfjs_node/package-lock.json
 
 ARGS        ?=
 JOBS        ?= 2
@@ -69,10 +72,10 @@ $(PY_STAMP): $(VENV)/pyvenv.cfg pyproject.toml constraints.txt
 	  || { echo "error: torch in $(VENV) is not 2.13.0 (see constraints.txt)" >&2; exit 1; }
 	@touch $@
 
-$(NODE_STAMP): package.json package-lock.json
+$(NODE_STAMP): $(PY_STAMP) $(NODE_LOCK)
 	@command -v npm >/dev/null || { echo "error: npm (Node.js >= 18) is needed for the TF.js packages" >&2; exit 1; }
-	@echo "==> npm ci (TF.js packages into node_modules/)"
-	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@echo "==> adamspec setup tfjs (npm ci of the pinned TF.js packages)"
+	$(VENV)/bin/adamspec setup tfjs
 	@touch $@
 
 run: setup

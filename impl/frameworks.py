@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
+
+from adamspec.impl import node_packages
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,6 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework("cupy", "cupy", "cupy-cuda12x", "gpu"),
     )
 }
-
-#: Where `make` installs the TF.js packages (npm ci at the repository root).
-TFJS_PACKAGES = ("@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-cpu")
 
 
 class FrameworkMissing(RuntimeError):
@@ -82,18 +78,12 @@ def availability(name: str) -> Availability:
 
 
 def _tfjs_availability() -> Availability:
-    if shutil.which("node") is None:
-        return Availability("tfjs", False, None, "tfjs not installed: node not found on PATH")
-    root = Path(__file__).resolve().parent.parent / "node_modules"
-    versions = []
-    for package in TFJS_PACKAGES:
-        manifest = root / package / "package.json"
-        if not manifest.exists():
-            return Availability(
-                "tfjs", False, None, f"tfjs not installed: {package} missing (run `make setup`)"
-            )
-        versions.append(json.loads(manifest.read_text())["version"])
-    return Availability("tfjs", True, versions[0], None)
+    """Node.js on PATH and the pinned TF.js packages in their user-level home
+    (:mod:`adamspec.impl.node_packages`); the reason names the command that fixes it."""
+    state = node_packages.status()
+    if not state.ready:
+        return Availability("tfjs", False, None, f"tfjs not installed: {state.reason}")
+    return Availability("tfjs", True, state.installed[node_packages.PACKAGES[0]], None)
 
 
 def require(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from needs import PINNED, frameworks_required, missing
+
+from adamspec.impl import node_packages
 
 REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO / "constraints.txt"
@@ -115,7 +118,7 @@ def test_tfjs_adam_one_step_under_node():
     node = shutil.which("node")
     proc = subprocess.run(
         [node, "-e", _TFJS_SCRIPT],
-        cwd=REPO,
+        env={**os.environ, "NODE_PATH": str(node_packages.node_modules())},
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,7 +126,7 @@ def test_tfjs_adam_one_step_under_node():
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    wanted = json.loads((REPO / "package.json").read_text())["dependencies"]
+    wanted = json.loads((node_packages.MANIFEST_DIR / "package.json").read_text())["dependencies"]
     assert out["core"] == wanted["@tensorflow/tfjs-core"]
     assert out["cpu"] == wanted["@tensorflow/tfjs-backend-cpu"]
     assert out["backend"] == "cpu"
@@ -133,8 +136,8 @@ def test_tfjs_adam_one_step_under_node():
 
 
 def test_node_packages_pinned_exactly():
-    pkg = json.loads((REPO / "package.json").read_text())
-    lock = json.loads((REPO / "package-lock.json").read_text())
+    pkg = json.loads((node_packages.MANIFEST_DIR / "package.json").read_text())
+    lock = json.loads((node_packages.MANIFEST_DIR / "package-lock.json").read_text())
     for name, ver in pkg["dependencies"].items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", ver), f"{name} not pinned exactly: {ver}"
         assert lock["packages"][f"node_modules/{name}"]["version"] == ver

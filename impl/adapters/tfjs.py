@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -32,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from adamspec.impl import node_packages
 from adamspec.impl._constants import round_fraction
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 from adamspec.spec.formats import FLOAT32
 from adamspec.spec.hyper import Schedule
 
-REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("tfjs_worker.js")
 #: Seconds to wait for the worker to start (loading tfjs-core) or answer one request.
 TIMEOUT_S = 60.0
@@ -96,9 +97,11 @@ class TfjsAdam(Adapter):
         if node is None:  # availability() checked this, but PATH may change
             raise RuntimeError("tfjs adapter: node not found on PATH")
         self._stderr: deque[str] = deque(maxlen=STDERR_TAIL)
+        # require() finds the packages in their user-level home, wherever adamspec is installed
+        env = {**os.environ, "NODE_PATH": str(node_packages.node_modules())}
         self._proc = subprocess.Popen(
             [node, str(WORKER)],
-            cwd=REPO,  # so require() finds node_modules/@tensorflow
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
