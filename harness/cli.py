@@ -184,6 +184,43 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from adamspec.harness.doctor import UnknownRequirement, as_json, checks, missing, table
+
+    rows = checks()
+    try:
+        absent = missing(rows, args.require)
+    except UnknownRequirement as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(as_json(rows) if args.json else table(rows) + "\n")
+    for row in absent:
+        print(f"adamspec doctor: missing: {row.name} ({row.enable})", file=sys.stderr)
+    return EXIT_FAIL if absent else EXIT_OK
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    from adamspec.impl import node_packages
+
+    home = Path(args.home).expanduser() if args.home else None
+    try:
+        status = node_packages.install(home, quiet=False)
+    except node_packages.NodeMissing as exc:
+        raise UsageError(str(exc)) from None
+    except subprocess.CalledProcessError as exc:
+        print(f"adamspec setup: error: npm ci failed (exit {exc.returncode})", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as exc:
+        raise UsageError(f"cannot install into {exc.filename}: {exc.strerror}") from None
+    versions = ", ".join(f"{k} {v}" for k, v in status.installed.items())
+    print(f"TF.js packages ready in {status.home / 'node_modules'} ({versions})")
+    if home is not None:
+        print(f"later runs find them with: export ADAMSPEC_TFJS_HOME={status.home}")
+    return EXIT_OK
+
+
 def _mean_fallback(rows: list[dict[str, Any]]) -> float:
     """The mean of the cases' fast-oracle fallback rates (0 when none was measured)."""
     import math
@@ -283,11 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reference-spec verification and differential testing for Adam/AMSGrad.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (
+        _add_variants,
+        _add_oracle,
+        _add_bench,
+        _add_run,
+        _add_check,
+        _add_gate,
+        _add_fingerprint,
+        _add_doctor,
+        _add_setup,
+    ):
+        add(sub)
+    return parser
 
+
+def _add_variants(sub: Any) -> None:
     p = sub.add_parser("variants", help="list the catalog of documented variants")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     p.set_defaults(handler=_cmd_variants)
 
+
+def _add_oracle(sub: Any) -> None:
     p = sub.add_parser("oracle", help="exact answer for a case (JSON file, or - for stdin)")
     p.add_argument("case", help="path to CASE.json, or - to read standard input")
     p.add_argument(
@@ -295,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_oracle)
 
+
+def _add_bench(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmarks measured side by side (impl: ours vs torch; oracle: fast vs mpmath)",
@@ -334,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_cmd_bench)
 
+
+def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="the main job: every implementation vs the oracle, reports")
     p.add_argument("--quick", action="store_true", help="the small suite (under 2 minutes)")
     p.add_argument(
@@ -358,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_run_options(p)
     p.set_defaults(handler=_cmd_run)
 
+
+def _add_check(sub: Any) -> None:
     p = sub.add_parser("check", help="check your own Adam kernel against the variant it claims")
     p.add_argument("target", help="module:object or path/to/file.py:object (see README)")
     p.add_argument("--variant", help="the catalog variant it implements (default: fingerprint)")
@@ -379,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_run_options(p)
     p.set_defaults(handler=_cmd_check)
 
+
+def _add_gate(sub: Any) -> None:
     p = sub.add_parser("gate", help="CI conformance gate from a TOML config (exit 1 on news)")
     p.add_argument("config", help="the gate's TOML file (see README: CI gate)")
     p.add_argument("--junit", help="also write the JUnit XML here")
@@ -389,12 +451,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_gate)
 
+
+def _add_fingerprint(sub: Any) -> None:
     p = sub.add_parser("fingerprint", help="rank the catalog variants for one implementation")
     p.add_argument("impl", help="an implementation name (see adamspec run --list)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _common_run_options(p)
     p.set_defaults(handler=_cmd_fingerprint)
-    return parser
+
+
+def _add_doctor(sub: Any) -> None:
+    p = sub.add_parser(
+        "doctor", help="what this machine can test, and what to install for the rest"
+    )
+    p.add_argument("--json", action="store_true", help="print the table as JSON (for CI)")
+    p.add_argument(
+        "--require",
+        nargs="+",
+        metavar="NAME",
+        default=[],
+        help="exit 1 unless every NAME is available (names as the table lists them)",
+    )
+    p.set_defaults(handler=_cmd_doctor)
+
+
+def _add_setup(sub: Any) -> None:
+    p = sub.add_parser("setup", help="install what a framework needs outside pip (tfjs: npm)")
+    p.add_argument("what", choices=["tfjs"], help="tfjs: the pinned TF.js packages, with npm")
+    p.add_argument(
+        "--home",
+        metavar="DIR",
+        help="install into DIR (default: $ADAMSPEC_TFJS_HOME, else ~/.cache/adamspec/tfjs); "
+        "set ADAMSPEC_TFJS_HOME=DIR for later runs",
+    )
+    p.set_defaults(handler=_cmd_setup)
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
