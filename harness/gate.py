@@ -343,15 +343,8 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
     # [budget]: one ULP count per component, used for both of the engine's measures (ULPs of
     # the result and ULPs of the operands' scale), so 0 means correctly rounded.
     budget_table = r.keys(data.get("budget", {}), "budget", tuple(DEFAULT.ulp))
-    budget = DEFAULT
-    if budget_table:
-        ulp = {k: r.integer(v, f"budget.{k}", 0, 2**62) for k, v in budget_table.items()}
-        reasons = {k: f"gate config {where.name}: budget.{k} = {v}" for k, v in ulp.items()}
-        budget = Budget(
-            {**DEFAULT.ulp, **ulp},
-            {**DEFAULT.scaled, **{k: float(v) for k, v in ulp.items()}},
-            {**DEFAULT.reasons, **reasons},
-        )
+    ulp = {k: r.integer(v, f"budget.{k}", 0, 2**62) for k, v in budget_table.items()}
+    budget = DEFAULT.with_ulps(ulp, f"gate config {where.name} [budget]") if ulp else DEFAULT
 
     # gate.register: callables that register extra adapters (a project's own Adapter classes)
     hooks = gate.get("register", [])
