@@ -37,15 +37,17 @@ import os
 import re
 import sys
 import tomllib
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.problems import DTYPES, SUITES
 from adamspec.harness.run import CHECKPOINT_FOLDER, Checkpoint, RunConfig, RunUsageError, Tables
+
+if TYPE_CHECKING:
+    from adamspec.reports.junit import JUnitCase
 
 #: Hypothesis examples per stage of each minimal-counterexample search (the engine's
 #: default is 100; a gate only needs a small script, and fast).
@@ -109,6 +111,12 @@ class BaselineEntry:
     @property
     def key(self) -> str:
         return f"baseline[{self.index}]"
+
+    @property
+    def note(self) -> str:
+        """What a row this entry baselines says: ``baselined (baseline[i]): reason (link)``."""
+        link = f" ({self.link})" if self.link else ""
+        return f"baselined ({self.key}): {self.reason}{link}"
 
     def describe(self) -> str:
         parts = [self.implementation, self.case]
@@ -605,89 +613,45 @@ def _category(row: Mapping[str, Any]) -> str:
     return (str(row["category"]) if row["verdict"] == "discrepancy" else "") or "—"
 
 
-def _link(entry: BaselineEntry) -> str:
-    return f" ({entry.link})" if entry.link else ""
-
-
-def _testcase_name(o: Outcome, config: GateConfig) -> str:
-    return f"{config.case_id(o.suite, str(o.row['case']))}[{o.row['dtype']}]"
-
-
 def gate_junit(result: GateResult) -> str:
     """JUnit XML: one ``<testcase classname=implementation name="case[dtype]">`` per summary
     row; new discrepancies are failures, new errors errors, baselined rows
     ``<skipped type="xfail">`` with the reason and link, skipped cases skipped; each stale
     baseline entry is a test case of class ``adamspec.baseline``, failed under strict."""
-    from adamspec.reports.junit import _body, _failure_message, _text
+    from adamspec.reports.junit import junit_document, stale_baseline_case
 
     config = result.config
-    counts = {"failures": 0, "errors": 0, "skipped": 0}
-    cases = []
-    for o in result.outcomes:
-        row = dict(o.row)
-        if row.get("counterexample"):
-            row["counterexample"] = f"{o.folder}/{row['counterexample']}"
-        case = ET.Element(
-            "testcase",
-            {"classname": _text(row["implementation"]), "name": _text(_testcase_name(o, config))},
-        )
-        if o.status == "baselined":
-            assert o.entry is not None
-            ET.SubElement(
-                case,
-                "skipped",
-                {
-                    "type": "xfail",
-                    "message": _text(
-                        f"baselined ({o.entry.key}): {o.entry.reason}{_link(o.entry)}"
-                    ),
-                },
-            )
-            counts["skipped"] += 1
-        elif o.status == "skipped":
-            ET.SubElement(case, "skipped", {"message": _text(row["detail"])})
-            counts["skipped"] += 1
-        elif o.status == "new":
-            if row["verdict"] == "error":
-                child = ET.SubElement(
-                    case, "error", {"type": "error", "message": _text(row["detail"]) or "error"}
-                )
-                counts["errors"] += 1
-            else:
-                child = ET.SubElement(
-                    case,
-                    "failure",
-                    {"type": _text(row["verdict"]), "message": _failure_message(row)},
-                )
-                counts["failures"] += 1
-            child.text = _body(row)
-        cases.append(case)
+    cases = [_junit_case(o, config) for o in result.outcomes]
     for entry in result.stale:
-        case = ET.Element(
-            "testcase",
-            {"classname": "adamspec.baseline", "name": _text(f"{entry.key} {entry.describe()}")},
-        )
         message = (
             f"stale baseline entry: no {entry.describe()} discrepancy reproduces; "
             f"remove it from {config.path.name} (reason was: {entry.reason})"
         )
-        if config.strict:
-            child = ET.SubElement(
-                case, "failure", {"type": "stale baseline", "message": _text(message)}
-            )
-            child.text = _text(f"{message}{_link(entry)}")
-            counts["failures"] += 1
-        else:
-            ET.SubElement(case, "skipped", {"message": _text(message + " (strict = false)")})
-            counts["skipped"] += 1
-        cases.append(case)
-    attrs = {"name": _text(config.name), "tests": str(len(cases))}
-    attrs.update({k: str(v) for k, v in counts.items()})
-    root = ET.Element("testsuites", attrs)
-    suite = ET.SubElement(root, "testsuite", dict(attrs))
-    suite.extend(cases)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+        name = f"{entry.key} {entry.describe()}"
+        cases.append(stale_baseline_case(name, message, entry.link, config.strict))
+    return junit_document(cases, config.name, type_first=True)
+
+
+def _junit_case(o: Outcome, config: GateConfig) -> JUnitCase:
+    from adamspec.reports.junit import JUnitCase, failed_row_case, xfail_case
+
+    name = f"{config.case_id(o.suite, str(o.row['case']))}[{o.row['dtype']}]"
+    if o.status == "baselined":
+        assert o.entry is not None
+        return xfail_case(o.row, name, o.entry.note)
+    if o.status == "new":
+        return failed_row_case(_linked(o), name)
+    if o.status == "skipped":  # the writer escapes the detail (and makes None "")
+        return JUnitCase(o.row["implementation"], name, "skipped", o.row["detail"])
+    return JUnitCase(o.row["implementation"], name)
+
+
+def _linked(o: Outcome) -> dict[str, Any]:
+    """The row with its counterexample's path relative to the gate's output folder."""
+    row = dict(o.row)
+    if row.get("counterexample"):
+        row["counterexample"] = f"{o.folder}/{row['counterexample']}"
+    return row
 
 
 def gate_markdown(result: GateResult) -> str:

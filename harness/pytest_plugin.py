@@ -177,7 +177,7 @@ class CaseItem(_GateItem):
             raise pytest.skip.Exception(str(row["detail"]) or "skipped", _use_item_location=True)
         if status == "baselined":
             assert entry is not None
-            pytest.xfail(f"baselined ({entry.key}): {entry.reason}{_link(entry)}")
+            pytest.xfail(entry.note)
             # with --runxfail pytest.xfail returns: report the case as a failure
         raise GateFailure(self._message(gate, row))
 
@@ -232,7 +232,3 @@ class BaselineItem(_GateItem):
 def _category(row: dict[str, Any]) -> str:
     """A crashed case's category describes the steps before the crash: not shown."""
     return (row["category"] if row["verdict"] == "discrepancy" else "") or "—"
-
-
-def _link(entry: BaselineEntry) -> str:
-    return f" ({entry.link})" if entry.link else ""
