@@ -299,6 +299,38 @@ BAD_CONFIGS = {
         "gate.register[0]: TARGET",
     ),
     "invalid-toml": ("[gate\n", "invalid TOML"),
+    # what the schema words more precisely than the hand-written checks did
+    "implementation-not-an-array": (
+        "implementation = 'toy.none'\n",
+        "implementation: 'toy.none' must be a non-empty array of [[implementation]] tables",
+    ),
+    "baseline-not-an-array": (
+        "baseline = 3\n[[implementation]]\nname = 'toy.none'\n",
+        "baseline: 3 must be an array of [[baseline]] tables",
+    ),
+    "misspelt-key-before-missing-one": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
+        "reasn = 'r'\n",
+        "baseline[0].reasn: unknown key; allowed: implementation, case, suite, dtype, verdict,",
+    ),
+    "dtype-listed-twice": (
+        "[gate]\ndtypes = ['float32', 'float32']\n",
+        "gate.dtypes: ['float32', 'float32'] lists a value twice",
+    ),
+    "timeout-not-finite": (
+        "[[implementation]]\ntarget = 'k.py:step'\nvariant = 'torch.Adam'\ntimeout_s = nan\n",
+        "implementation[0].timeout_s: nan must be a positive number of seconds",
+    ),
+    "kernel-without-variant": (
+        "[[implementation]]\ntarget = 'k.py:step'\n",
+        "implementation[0].variant: a user kernel must claim a variant; allowed: paper.algorithm1,",
+    ),
+    "baseline-suite-not-a-string": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
+        "suite = 3\nreason = 'r'\n",
+        "baseline[0].suite: 3 must be a non-empty string; allowed: default",
+    ),
+    "budget-not-a-table": ("budget = [1]\n", "budget: must be a table, not an array"),
 }
 
 
@@ -310,6 +342,50 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, needle):
     message = str(info.value)
     assert message.startswith(f"{path}: ") and needle in message, message
     assert "\n" not in message
+
+
+TOY = ["[[implementation]]", "name = 'toy.none'"]
+
+
+def _schema_keys() -> list[tuple[str, str]]:
+    """(table, key) for every key of the schema, the table as an error names it."""
+    from adamspec.harness import gate_schema as schema
+
+    tables = {"": schema.GateDocument, "gate": schema.GateTable, "budget": schema.BudgetTable,
+              "implementation[0]": schema.ImplementationTable,
+              "baseline[0]": schema.BaselineTable}  # fmt: skip
+    return [(t, f.alias or name) for t, m in tables.items() for name, f in m.model_fields.items()]
+
+
+@pytest.mark.parametrize(("table", "key"), _schema_keys(), ids=lambda x: x or "file")
+def test_every_key_of_the_schema_says_what_it_must_be(tmp_path, table, key):
+    """A wrong value anywhere gets our wording (from the field type's ``Says``, its allowed
+    values or its table), never pydantic's generic one."""
+    wrong = "1.5" if (table, key) in (("", "gate"), ("", "budget")) else "{x = 1}"
+    kernel = {"target": "'k.py:step'", "variant": "'torch.Adam'", key: wrong}
+    entry = {"implementation": "'toy.none'", "reason": "'r'", key: wrong}
+    lines = {
+        "": [f"{key} = {wrong}", *([] if key == "implementation" else TOY)],
+        "gate": [f"[gate]\n{key} = {wrong}", *TOY],
+        "budget": [f"[budget]\n{key} = {wrong}", *TOY],
+        "implementation[0]": ["[[implementation]]", *(f"{k} = {v}" for k, v in kernel.items())],
+        "baseline[0]": [*TOY, "[[baseline]]", *(f"{k} = {v}" for k, v in entry.items())],
+    }[table]
+    path = write_config(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(GateConfigError) as info:
+        load_config(path)
+    where = f"{table}.{key}" if table else key
+    message = str(info.value)
+    assert message.startswith(f"{path}: {where}: ") and " must be " in message, message
+    assert "Input should" not in message and "\n" not in message
+
+
+def test_budget_table_sets_components_for_the_config(tmp_path):
+    text = "[budget]\nv = 0\nparam = 7\n[[implementation]]\nname = 'toy.none'\n"
+    budget = load_config(write_config(tmp_path, text)).budget
+    assert list(budget.ulp.items()) == [("param", 7), ("m", 2), ("v", 0), ("v_max", 3), ("ema", 2)]
+    assert budget.scaled["v"] == 0.0 and budget.reasons["param"] == "gate config gate.toml [budget]"
+    assert "[budget]" not in budget.reasons["m"]
 
 
 def test_bad_config_exits_2_through_the_cli(tmp_path, capsys):
