@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,13 +197,22 @@ def _linked(o: Outcome) -> dict[str, Any]:
 
 def gate_markdown(result: GateResult) -> str:
     """The Markdown summary for a PR comment: verdict, counts, new discrepancies (with the
-    counterexample paths), baselined ones (reason, link) and stale baseline entries."""
-    from adamspec.reports.markdown import format_ulp, md_escape
+    counterexample paths), stale baseline entries, baselined ones (reason, link) and
+    unverified entries; each section only when it has something to say."""
+    lines = _md_heading(result)
+    for section in (_md_new, _md_stale, _md_baselined, _md_unverified):
+        lines += section(result)
+    runs = ", ".join(f"`{result.config.folder(s, d)}/report.md`" for s, d in result.config.runs)
+    lines.append(f"Full engine reports per suite and dtype: {runs}.")
+    return "\n".join(lines) + "\n"
 
-    config = result.config
-    c = result.counts()
+
+def _md_heading(result: GateResult) -> list[str]:
+    from adamspec.reports.markdown import md_escape
+
+    config, c = result.config, result.counts()
     verdict = "✅ passed" if result.passed else "❌ failed"
-    lines = [
+    return [
         f"## {md_escape(config.name)}: {verdict}",
         "",
         f"Suites {', '.join(config.suites)} · dtypes {', '.join(config.dtypes)} · seed "
@@ -214,72 +223,95 @@ def gate_markdown(result: GateResult) -> str:
         f"entries · {c['pass']} passed · {c['skipped']} skipped",
         "",
     ]
-    if result.new:
-        lines += [
-            "### New discrepancies (fail the gate)",
-            "",
-            "| implementation | case | dtype | verdict | category | max ULP | worst component "
-            "| detail | counterexample |",
-            "| --- | --- | --- | --- | --- | ---: | --- | --- | --- |",
-        ]
-        for o in result.new:
-            row = o.row
-            ce = f"`{o.folder}/{row['counterexample']}`" if row.get("counterexample") else ""
-            lines.append(
-                f"| {md_escape(row['implementation'])} "
-                f"| {md_escape(config.case_id(o.suite, str(row['case'])))} "
-                f"| {row['dtype']} | {row['verdict']} | {md_escape(_category(row))} "
-                f"| {format_ulp(row['max_ulp'])} | {md_escape(row['worst_component']) or '—'} "
-                f"| {md_escape(_short(row['detail']))} | {ce} |"
-            )
-        lines.append("")
-    if result.stale:
-        lines += [
-            "### Stale baseline entries"
-            + (" (fail the gate: strict = true)" if config.strict else " (strict = false)"),
-            "",
-            "These no longer reproduce: the bug was fixed (or the entry has a typo). "
-            f"Remove them from `{config.path.name}`.",
-            "",
-            "| entry | matches | reason | link |",
-            "| --- | --- | --- | --- |",
-        ]
-        for e in result.stale:
-            lines.append(
-                f"| {e.key} | {md_escape(e.describe())} | {md_escape(e.reason)} "
-                f"| {md_escape(e.link)} |"
-            )
-        lines.append("")
-    if result.baselined:
-        lines += [
-            "### Baselined (known discrepancies)",
-            "",
-            "| implementation | case | dtype | verdict | category | max ULP | reason | link |",
-            "| --- | --- | --- | --- | --- | ---: | --- | --- |",
-        ]
-        for o in result.baselined:
-            row, e = o.row, o.entry
-            assert e is not None
-            lines.append(
-                f"| {md_escape(row['implementation'])} "
-                f"| {md_escape(config.case_id(o.suite, str(row['case'])))} "
-                f"| {row['dtype']} | {row['verdict']} | {md_escape(_category(row))} "
-                f"| {format_ulp(row['max_ulp'])} | {md_escape(e.reason)} | {md_escape(e.link)} |"
-            )
-        lines.append("")
-    if result.unverified:
-        lines += ["### Unverified baseline entries (every case they name was skipped)", ""]
-        lines += [
-            f"* {e.key}: {md_escape(e.describe())}: {md_escape(e.reason)}"
-            for e in result.unverified
-        ]
-        lines.append("")
-    lines.append(
-        "Full engine reports per suite and dtype: "
-        + ", ".join(f"`{config.folder(s, d)}/report.md`" for s, d in config.runs)
-        + "."
-    )
-    return "\n".join(lines) + "\n"
+
+
+def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A Markdown table (the ULP column right-aligned), and the blank line after it."""
+    lines = ["| " + " | ".join(columns) + " |"]
+    lines.append("| " + " | ".join("---:" if c == "max ULP" else "---" for c in columns) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return [*lines, ""]
+
+
+_ROW_COLUMNS = ("implementation", "case", "dtype", "verdict", "category", "max ULP")
+
+
+def _md_row(o: Outcome, config: GateConfig) -> list[str]:
+    """The cells of :data:`_ROW_COLUMNS` for a judged row."""
+    from adamspec.reports.markdown import format_ulp, md_escape
+
+    row = o.row
+    return [
+        md_escape(row["implementation"]),
+        md_escape(config.case_id(o.suite, str(row["case"]))),
+        str(row["dtype"]),
+        str(row["verdict"]),
+        md_escape(_category(row)),
+        format_ulp(row["max_ulp"]),
+    ]
+
+
+def _md_new(result: GateResult) -> list[str]:
+    from adamspec.reports.markdown import md_escape
+
+    if not result.new:
+        return []
+    rows = []
+    for o in result.new:
+        row = o.row
+        ce = f"`{o.folder}/{row['counterexample']}`" if row.get("counterexample") else ""
+        worst = md_escape(row["worst_component"]) or "—"
+        rows.append([*_md_row(o, result.config), worst, md_escape(_short(row["detail"])), ce])
+    columns = (*_ROW_COLUMNS, "worst component", "detail", "counterexample")
+    return ["### New discrepancies (fail the gate)", "", *_md_table(columns, rows)]
+
+
+def _md_stale(result: GateResult) -> list[str]:
+    from adamspec.reports.markdown import md_escape
+
+    if not result.stale:
+        return []
+    config = result.config
+    strict = " (fail the gate: strict = true)" if config.strict else " (strict = false)"
+    rows = [
+        [e.key, md_escape(e.describe()), md_escape(e.reason), md_escape(e.link)]
+        for e in result.stale
+    ]
+    return [
+        "### Stale baseline entries" + strict,
+        "",
+        "These no longer reproduce: the bug was fixed (or the entry has a typo). "
+        f"Remove them from `{config.path.name}`.",
+        "",
+        *_md_table(("entry", "matches", "reason", "link"), rows),
+    ]
+
+
+def _md_baselined(result: GateResult) -> list[str]:
+    from adamspec.reports.markdown import md_escape
+
+    if not result.baselined:
+        return []
+    rows = []
+    for o in result.baselined:
+        assert o.entry is not None
+        rows.append(
+            [*_md_row(o, result.config), md_escape(o.entry.reason), md_escape(o.entry.link)]
+        )
+    columns = (*_ROW_COLUMNS, "reason", "link")
+    return ["### Baselined (known discrepancies)", "", *_md_table(columns, rows)]
+
+
+def _md_unverified(result: GateResult) -> list[str]:
+    from adamspec.reports.markdown import md_escape
+
+    if not result.unverified:
+        return []
+    lines = ["### Unverified baseline entries (every case they name was skipped)", ""]
+    lines += [
+        f"* {e.key}: {md_escape(e.describe())}: {md_escape(e.reason)}" for e in result.unverified
+    ]
+    return [*lines, ""]
 
 
 def gate_json(result: GateResult) -> str:
