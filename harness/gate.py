@@ -385,6 +385,42 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def write_reports(
+    result: GateResult,
+    tables: Mapping[tuple[str, str], Tables],
+    out: str | os.PathLike[str],
+    *,
+    junit: str | os.PathLike[str] | None = None,
+    command: str = "adamspec gate",
+) -> None:
+    """The gate's output folder (see the module docstring): its report.md, junit.xml and
+    gate.json, and each (suite, dtype) run's engine reports; ``junit`` is a second copy of
+    the JUnit XML."""
+    from adamspec.reports.tables import atomic_write
+
+    config, out_dir = result.config, Path(out)
+    for (suite, dtype), t in tables.items():
+        meta = {
+            "command": command,
+            "config": config.path.name,
+            "gate": config.name,
+            "suite": suite,
+            "fingerprint_suite": config.fingerprint_suite,
+            "dtype": dtype,
+            "seed": config.seed,
+            "budget_ulp": dict(config.budget.ulp),
+            "implementations": list(config.implementations),
+        }
+        t.write(out_dir / config.folder(suite, dtype), meta)
+    xml = gate_junit(result)
+    atomic_write(out_dir / "junit.xml", xml)
+    atomic_write(out_dir / "report.md", gate_markdown(result))
+    atomic_write(out_dir / "gate.json", gate_json(result))
+    if junit is not None:
+        Path(junit).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(junit, xml)
+
+
 def run_gate(
     config_path: str | os.PathLike[str],
     *,
@@ -397,8 +433,6 @@ def run_gate(
     """Run the gate; write its reports; return 0 (passed) or 1 (failed).
 
     Raises :class:`GateConfigError` for a bad config."""
-    from adamspec.reports.tables import atomic_write
-
     config = load_config(config_path)
     progress = progress or _stderr
     out_dir = Path(out)
@@ -422,26 +456,7 @@ def run_gate(
         except RunUsageError as exc:  # the config was checked: this is a changed registry
             raise GateConfigError(f"{config.path}: {exc}") from None
     result = judge(config, tables)
-    for (suite, dtype), t in tables.items():
-        meta = {
-            "command": "adamspec gate",
-            "config": config.path.name,
-            "gate": config.name,
-            "suite": suite,
-            "fingerprint_suite": config.fingerprint_suite,
-            "dtype": dtype,
-            "seed": config.seed,
-            "budget_ulp": dict(config.budget.ulp),
-            "implementations": list(config.implementations),
-        }
-        t.write(out_dir / config.folder(suite, dtype), meta)
-    xml = gate_junit(result)
-    atomic_write(out_dir / "junit.xml", xml)
-    atomic_write(out_dir / "report.md", gate_markdown(result))
-    atomic_write(out_dir / "gate.json", gate_json(result))
-    if junit is not None:
-        Path(junit).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(junit, xml)
+    write_reports(result, tables, out_dir, junit=junit)
     for cp in checkpoints.values():
         cp.clear()
     print(verdict_text(result))
@@ -465,4 +480,5 @@ __all__ = [
     "judge",
     "load_config",
     "run_gate",
+    "write_reports",
 ]

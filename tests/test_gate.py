@@ -3,6 +3,7 @@ bad configs, and the pytest plugin, on the toy implementations and the quick sui
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from toy_adapters import register_toys
 
@@ -24,6 +26,10 @@ from adamspec.harness.run import Tables
 pytest_plugins = ("pytester",)
 
 register_toys()
+# An in-process pytest run (pytester) forgets the modules it imported, and pandas' parquet
+# engine registers its pyarrow extension types once per process: a second run writing
+# reports would fail to register them again. Imported here, at collection, before any run.
+pd.DataFrame({"x": [1]}).to_parquet(io.BytesIO())
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_CASES = [p.name for p in SUITES["quick"]]
 EPS_REASON = "eps added to sqrt(v) before the bias correction"
@@ -461,14 +467,15 @@ def test_resume_after_a_killed_gate_keeps_finished_implementations(tmp_path):
 # ------------------------------------------------------------------------ pytest plugin
 
 
-def _plugin_args(request) -> list[str]:
+@pytest.fixture
+def plugin_args(request) -> list[str]:
     """-p the plugin only where its entry point is not installed (it would load twice)."""
     if request.config.pluginmanager.has_plugin("adamspec"):
         return []
     return ["-p", "adamspec.harness.pytest_plugin"]
 
 
-def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monkeypatch):
+def test_pytest_plugin_turns_the_config_into_items(memo, pytester, plugin_args, monkeypatch):
     calls = []
 
     def counted(config, progress=None, checkpoint=None):
@@ -481,7 +488,7 @@ def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monk
                        strict=True)  # fmt: skip
     path = write_config(pytester.path, text)
     result = pytester.runpytest_inprocess(
-        *_plugin_args(request), "--adamspec", str(path), "--adamspec-out", "ce", "-v", "-rxs",
+        *plugin_args, "--adamspec", str(path), "--adamspec-out", "ce", "-v", "-rxs",
         "-p", "no:cacheprovider",
     )  # fmt: skip
     n = len(QUICK_CASES)
@@ -504,10 +511,12 @@ def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monk
                              for name in ("toy.eps_moved", "toy.none", "toy.raises")]  # fmt: skip
 
 
-def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(memo, pytester, request):
+def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(
+    memo, pytester, plugin_args
+):
     path = write_config(pytester.path, config_text(["toy.eps_moved"]))
     result = pytester.runpytest_inprocess(
-        *_plugin_args(request), "--adamspec", str(path), "--adamspec-out", "ce",
+        *plugin_args, "--adamspec", str(path), "--adamspec-out", "ce",
         "-k", "tiny", "-p", "no:cacheprovider",
     )  # fmt: skip
     result.assert_outcomes(failed=1)  # -k selects among the gate's items
@@ -517,15 +526,45 @@ def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(memo, p
     assert (pytester.path / script.split()[1]).is_file()
 
 
-def test_pytest_plugin_does_nothing_without_the_option(pytester, request):
+def test_pytest_plugin_writes_the_reports_adamspec_gate_writes(
+    memo, pytester, plugin_args, tmp_path
+):
+    fixed = {"implementation": "toy.none", "case": "typical", "reason": "was a bug"}
+    text = config_text(["toy.none", "toy.eps_moved", "toy.raises"], [EPS_BASELINE, fixed],
+                       strict=True)  # fmt: skip
+    path = write_config(pytester.path, text)
+    args = [*plugin_args, "--adamspec", str(path), "-p", "no:cacheprovider"]
+    result = pytester.runpytest_inprocess(*args, "--adamspec-out", "out")
+    result.stdout.fnmatch_lines(["adamspec gate reports: out/report.md, junit.xml and gate.json*"])
+    assert run_gate(path, out=tmp_path / "gate", progress=lambda line: None) == 1
+    out = pytester.path / "out"
+    for name in ("report.md", "junit.xml", "gate.json", "quick-float32/summary.csv",
+                 "quick-float32/results.parquet"):  # fmt: skip
+        assert (out / name).read_bytes() == (tmp_path / "gate" / name).read_bytes(), name
+    assert json.loads((out / "quick-float32" / "meta.json").read_text())["command"] == (
+        "pytest --adamspec"
+    )
+    # -k computes only what it selects, and the reports say only what was computed
+    pytester.runpytest_inprocess(*args, "--adamspec-out", "some", "-k", "toy.none")
+    data = json.loads((pytester.path / "some" / "gate.json").read_text())
+    assert data["counts"] == {"pass": len(QUICK_CASES) - 1, "skipped": 1, "baselined": 0,
+                              "new": 0, "stale": 1, "unverified": 1}  # fmt: skip
+    assert [e["entry"] for e in data["unverified"]] == ["baseline[0]"]  # toy.eps_moved: not run
+    assert "1 implementations" in (pytester.path / "some" / "report.md").read_text()
+    # nothing computed, nothing written
+    pytester.runpytest_inprocess(*args, "--adamspec-out", "none", "-k", "no_such_item")
+    assert not (pytester.path / "none").exists()
+
+
+def test_pytest_plugin_does_nothing_without_the_option(pytester, plugin_args):
     pytester.makepyfile("def test_one():\n    pass\n")
-    result = pytester.runpytest_inprocess(*_plugin_args(request), "-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess(*plugin_args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
 
 
-def test_pytest_plugin_bad_config_is_a_usage_error(pytester, request):
+def test_pytest_plugin_bad_config_is_a_usage_error(pytester, plugin_args):
     path = write_config(pytester.path, "[gate]\nsuite = 'huge'\n")
-    result = pytester.runpytest_inprocess(*_plugin_args(request), "--adamspec", str(path))
+    result = pytester.runpytest_inprocess(*plugin_args, "--adamspec", str(path))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--adamspec: *gate.toml: gate.suite: 'huge' is unknown*"])
 
