@@ -149,7 +149,7 @@ def _short(text: Any, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _category(row: Mapping[str, Any]) -> str:
+def shown_category(row: Mapping[str, Any]) -> str:
     """A crashed case's category describes the steps before the crash: not shown."""
     return (str(row["category"]) if row["verdict"] == "discrepancy" else "") or "—"
 
@@ -246,7 +246,7 @@ def _md_row(o: Outcome, config: GateConfig) -> list[str]:
         md_escape(config.case_id(o.suite, str(row["case"]))),
         str(row["dtype"]),
         str(row["verdict"]),
-        md_escape(_category(row)),
+        md_escape(shown_category(row)),
         format_ulp(row["max_ulp"]),
     ]
 
@@ -480,5 +480,6 @@ __all__ = [
     "judge",
     "load_config",
     "run_gate",
+    "shown_category",
     "write_reports",
 ]

@@ -228,12 +228,13 @@ class CaseItem(_GateItem):
         raise GateFailure(self._message(gate, row))
 
     def _message(self, gate: _Gate, row: dict[str, Any]) -> str:
+        from adamspec.harness.gate import shown_category
         from adamspec.reports.markdown import format_ulp
 
         lines = [
             f"{self.implementation} on {self.case} [{self.dtype}]: {row['verdict']} "
             f"(documented variant {row['documented_variant']})",
-            f"category: {_category(row)}",
+            f"category: {shown_category(row)}",
             f"max ULP: {format_ulp(row['max_ulp'])} (worst component: "
             f"{row['worst_component'] or '—'}; budget {dict(gate.config.budget.ulp)})",
             f"matched variant: {row['matched_variant'] or '—'}",
@@ -273,8 +274,3 @@ class BaselineItem(_GateItem):
             raise pytest.skip.Exception(
                 f"{e.key}: every case it names was skipped", _use_item_location=True
             )
-
-
-def _category(row: dict[str, Any]) -> str:
-    """A crashed case's category describes the steps before the crash: not shown."""
-    return (row["category"] if row["verdict"] == "discrepancy" else "") or "—"
