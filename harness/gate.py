@@ -14,6 +14,9 @@ A baseline entry that matches no failing row although some row it names was meas
 *stale* (the bug was fixed, or the entry has a typo); with ``strict = true`` a stale entry
 fails the gate too. An entry all of whose rows were skipped is *unverified*, never stale.
 
+The config is read by :mod:`adamspec.harness.gate_config` (against the schema of
+:mod:`adamspec.harness.gate_schema`); this module judges and reports.
+
 Output folder (``--out``)::
 
     report.md      the gate's Markdown summary (paste it into a PR comment)

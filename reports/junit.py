@@ -76,6 +76,11 @@ class JUnitCase:
     type: str | None = None  # the child's type attribute; None: not written
     text: str | None = None  # the child's text (what CI shows of a non-passing case)
 
+    def __post_init__(self) -> None:
+        if self.outcome != "passed" and self.outcome not in _COUNTED:
+            allowed = ", ".join(["passed", *_COUNTED])
+            raise ValueError(f"JUnit outcome {self.outcome!r} is unknown; allowed: {allowed}")
+
 
 def junit_document(cases: Iterable[JUnitCase], suite_name: str, *, type_first: bool = False) -> str:
     """The JUnit XML document of ``cases``, in the order given.

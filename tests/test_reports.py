@@ -606,6 +606,8 @@ def test_junit_document_counts_by_outcome_and_orders_attributes_as_asked():
     assert '<failure message="over budget" type="discrepancy">' in plain
     assert '<failure type="discrepancy" message="over budget">' in gate
     assert ET.canonicalize(plain) == ET.canonicalize(gate)
+    with pytest.raises(ValueError, match="'fail' is unknown; allowed: passed, failure, error"):
+        JUnitCase("a", "b", "fail")
 
 
 def test_failed_row_case_is_named_as_the_caller_says_and_keeps_every_field():
