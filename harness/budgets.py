@@ -51,12 +51,26 @@ class Budget:
         by_scale = scaled_ulp / max(self.scaled.get(component, 0.0), 0.5)
         return min(by_ulp, by_scale)
 
-    def with_(self, **ulp: int) -> Budget:
-        """A copy with some components' ULP budget replaced (e.g. from a gate config)."""
-        for name, value in ulp.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    def with_ulps(self, ulps: Mapping[str, int], reason: str) -> Budget:
+        """A copy with these components at these ULPs, for ``reason``; the others unchanged.
+
+        The number replaces both measures (ULPs of the result and ULPs of the operands'
+        scale), so ``0`` means correctly rounded. The one way a budget is changed: by
+        ``--budget-ulp``, a gate config's ``[budget]`` table, a per-implementation budget.
+        Raises :class:`ValueError` for a component this budget does not have or a count
+        that is not a non-negative integer.
+        """
+        for name, value in ulps.items():
+            if name not in self.ulp:
+                allowed = ", ".join(self.ulp)
+                raise ValueError(f"budget component {name!r} is unknown; allowed: {allowed}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"budget {name}={value!r} must be a non-negative integer")
-        return Budget(dict({**self.ulp, **ulp}), self.scaled, self.reasons)
+        return Budget(
+            {**self.ulp, **ulps},
+            {**self.scaled, **{name: float(value) for name, value in ulps.items()}},
+            {**self.reasons, **dict.fromkeys(ulps, reason)},
+        )
 
 
 #: The default budget for every implementation in every dtype.

@@ -57,14 +57,10 @@ class CheckResult:
 
 def uniform_budget(ulp: int) -> Budget:
     """The same ULP budget for every state component (``--budget-ulp``)."""
-    if isinstance(ulp, bool) or not isinstance(ulp, int) or ulp < 0:
-        raise RunUsageError(f"--budget-ulp {ulp!r} must be a non-negative integer")
-    names = tuple(DEFAULT.ulp)
-    return Budget(
-        {n: ulp for n in names},
-        {n: float(ulp) for n in names},
-        {n: f"--budget-ulp {ulp}" for n in names},
-    )
+    try:
+        return DEFAULT.with_ulps(dict.fromkeys(DEFAULT.ulp, ulp), f"--budget-ulp {ulp}")
+    except ValueError:
+        raise RunUsageError(f"--budget-ulp {ulp!r} must be a non-negative integer") from None
 
 
 def check(

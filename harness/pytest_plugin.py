@@ -16,11 +16,17 @@ has several suites):
 With ``strict = true`` each baseline entry is also an item, ``adamspec::baseline::<i>``,
 failing when the entry is stale (it no longer reproduces). Each implementation is run
 once per suite and dtype, when its first item runs (``-k`` selects without computing).
+
+At the end of the session the gate's reports go to ``--adamspec-out`` (default
+``out-gate/``) as ``adamspec gate --out`` writes them (report.md, junit.xml, gate.json and
+each run's engine reports, through the same writers), for the implementations whose every
+suite and dtype was computed: with ``-k``, what was selected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--adamspec-out",
         metavar="DIR",
         default="out-gate",
-        help="where failing adamspec items write their counterexample scripts (default: out-gate/)",
+        help="where the gate's reports (report.md, junit.xml, gate.json, the engine's reports) "
+        "and counterexample scripts are written, as by `adamspec gate --out` "
+        "(default: out-gate/)",
     )
 
 
@@ -83,6 +91,29 @@ class _Gate:
             raise found
         return found
 
+    def write_reports(self) -> Path | None:
+        """What ``adamspec gate`` writes, for the implementations whose every (suite, dtype)
+        run was computed in this session (with ``-k``: those selected); the path of
+        report.md, or None when no implementation ran whole."""
+        from adamspec.harness.gate import judge, write_reports
+        from adamspec.harness.run import Tables
+
+        c = self.config
+        ran = tuple(
+            name
+            for name in c.implementations
+            if all(isinstance(self._tables.get((name, *run)), Tables) for run in c.runs)
+        )
+        if not ran:
+            return None
+        tables = {run: Tables() for run in c.runs}
+        for name in ran:
+            for run in c.runs:
+                tables[run].extend(self._tables[(name, *run)])
+        config = replace(c, implementations=ran)
+        write_reports(judge(config, tables), tables, self.out, command="pytest --adamspec")
+        return self.out / "report.md"
+
     def row(self, implementation: str, suite: str, case: str, dtype: str) -> dict[str, Any]:
         for row in self.tables(implementation, suite, dtype).summary:
             if row["case"] == case and row["dtype"] == dtype:
@@ -91,6 +122,7 @@ class _Gate:
 
 
 _GATE = pytest.StashKey[_Gate]()
+_REPORT = pytest.StashKey["Path | None"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -104,6 +136,20 @@ def pytest_configure(config: pytest.Config) -> None:
     except GateConfigError as exc:
         raise pytest.UsageError(f"--adamspec: {exc}") from None
     config.stash[_GATE] = _Gate(gate_config, Path(config.getoption("adamspec_out")))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    gate = session.config.stash.get(_GATE, None)
+    if gate is not None:
+        session.config.stash[_REPORT] = gate.write_reports()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    report = config.stash.get(_REPORT, None)
+    if report is not None:
+        terminalreporter.write_line(
+            f"adamspec gate reports: {report}, junit.xml and gate.json in {report.parent}/"
+        )
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection
@@ -177,17 +223,18 @@ class CaseItem(_GateItem):
             raise pytest.skip.Exception(str(row["detail"]) or "skipped", _use_item_location=True)
         if status == "baselined":
             assert entry is not None
-            pytest.xfail(f"baselined ({entry.key}): {entry.reason}{_link(entry)}")
+            pytest.xfail(entry.note)
             # with --runxfail pytest.xfail returns: report the case as a failure
         raise GateFailure(self._message(gate, row))
 
     def _message(self, gate: _Gate, row: dict[str, Any]) -> str:
+        from adamspec.harness.gate import shown_category
         from adamspec.reports.markdown import format_ulp
 
         lines = [
             f"{self.implementation} on {self.case} [{self.dtype}]: {row['verdict']} "
             f"(documented variant {row['documented_variant']})",
-            f"category: {_category(row)}",
+            f"category: {shown_category(row)}",
             f"max ULP: {format_ulp(row['max_ulp'])} (worst component: "
             f"{row['worst_component'] or '—'}; budget {dict(gate.config.budget.ulp)})",
             f"matched variant: {row['matched_variant'] or '—'}",
@@ -227,12 +274,3 @@ class BaselineItem(_GateItem):
             raise pytest.skip.Exception(
                 f"{e.key}: every case it names was skipped", _use_item_location=True
             )
-
-
-def _category(row: dict[str, Any]) -> str:
-    """A crashed case's category describes the steps before the crash: not shown."""
-    return (row["category"] if row["verdict"] == "discrepancy" else "") or "—"
-
-
-def _link(entry: BaselineEntry) -> str:
-    return f" ({entry.link})" if entry.link else ""

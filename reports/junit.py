@@ -1,11 +1,23 @@
-"""JUnit XML from the summary, so CI shows each implementation x case as a test.
+"""JUnit XML, the one writer: every command's verdicts as test cases CI can show.
 
-One ``<testcase classname=implementation name=case>`` per summary row, sorted by
-(implementation, case): "discrepancy" is a ``<failure>``, "error" an ``<error>``,
-"skipped" a ``<skipped>``; "pass" has no child. Any other verdict is reported as an
-``<error>`` (an unknown verdict is a harness bug, and CI must not show it green).
-ElementTree does the escaping; the output has no timestamps, so the same summary always
-gives the same bytes.
+A document is one ``<testsuites>`` holding one ``<testsuite>``; both carry ``tests``,
+``failures``, ``errors`` and ``skipped`` counts. Each :class:`JUnitCase` is a
+``<testcase classname=... name=...>``, passed or with one ``<failure>``, ``<error>`` or
+``<skipped>`` child. The builders below make the cases every caller needs:
+
+* :func:`row_case`: a summary row as ``adamspec run`` and ``check`` report it: "pass"
+  passes, "skipped" is skipped with its detail, "discrepancy" and "error" fail
+  (:func:`failed_row_case`), and any other verdict is an ``<error>`` (an unknown verdict is
+  a harness bug, and CI must not show it green);
+* :func:`failed_row_case`: a row that fails the build: an error is an ``<error>``, any
+  other verdict a ``<failure>`` of that type naming category, ULPs and matched variant;
+  the text lists every summary field, for the CI log;
+* :func:`xfail_case` and :func:`stale_baseline_case`: the gate's known discrepancies
+  (``<skipped type="xfail">`` with the reason and link) and its stale baseline entries
+  (test cases of class ``adamspec.baseline``, failing under strict).
+
+ElementTree does the escaping; the output has no timestamps, so the same cases always give
+the same bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +26,8 @@ import math
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +37,27 @@ from adamspec.reports.markdown import format_ulp
 from adamspec.reports.schema import SUMMARY_COLUMNS
 from adamspec.reports.tables import atomic_write, conform
 
-__all__ = ["junit_xml", "write_junit"]
+__all__ = [
+    "BASELINE_CLASSNAME",
+    "JUnitCase",
+    "failed_row_case",
+    "junit_document",
+    "junit_xml",
+    "row_case",
+    "stale_baseline_case",
+    "write_junit",
+    "xfail_case",
+]
+
+#: The class of the gate's stale-baseline test cases.
+BASELINE_CLASSNAME = "adamspec.baseline"
 
 # XML 1.0 cannot carry these code points at all, even escaped; an exception message with a
 # terminal escape sequence would otherwise make the whole file unparseable.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+# the child element of a non-passing case -> the count it adds to
+_COUNTED = {"failure": "failures", "error": "errors", "skipped": "skipped"}
 
 
 def _text(value: Any) -> str:
@@ -35,7 +65,58 @@ def _text(value: Any) -> str:
     return _ILLEGAL_XML.sub("\ufffd", s)
 
 
-def _failure_message(row: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class JUnitCase:
+    """One ``<testcase>``: passed, or with a ``failure`` / ``error`` / ``skipped`` child."""
+
+    classname: str
+    name: str
+    outcome: str = "passed"  # "passed" or the child's tag: "failure", "error", "skipped"
+    message: str = ""
+    type: str | None = None  # the child's type attribute; None: not written
+    text: str | None = None  # the child's text (what CI shows of a non-passing case)
+
+    def __post_init__(self) -> None:
+        if self.outcome != "passed" and self.outcome not in _COUNTED:
+            allowed = ", ".join(["passed", *_COUNTED])
+            raise ValueError(f"JUnit outcome {self.outcome!r} is unknown; allowed: {allowed}")
+
+
+def junit_document(cases: Iterable[JUnitCase], suite_name: str, *, type_first: bool = False) -> str:
+    """The JUnit XML document of ``cases``, in the order given.
+
+    ``type_first`` writes a child's ``type`` attribute before its ``message``: the gate's
+    files always have, run's never have. Readers ignore the order; byte-identical reports
+    from one version to the next do not."""
+    counts = dict.fromkeys(_COUNTED.values(), 0)
+    elements = []
+    for case in cases:
+        element = ET.Element(
+            "testcase", {"classname": _text(case.classname), "name": _text(case.name)}
+        )
+        if case.outcome != "passed":
+            attrs = {"message": _text(case.message)}
+            if case.type is not None:
+                typed = {"type": _text(case.type)}
+                attrs = {**typed, **attrs} if type_first else {**attrs, **typed}
+            child = ET.SubElement(element, case.outcome, attrs)
+            if case.text is not None:
+                child.text = _text(case.text)
+            counts[_COUNTED[case.outcome]] += 1
+        elements.append(element)
+    attrs = {"name": _text(suite_name), "tests": str(len(elements))}
+    attrs.update({k: str(v) for k, v in counts.items()})
+    root = ET.Element("testsuites", attrs)
+    suite = ET.SubElement(root, "testsuite", dict(attrs))
+    suite.extend(elements)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# ------------------------------------------------------------------------- summary rows
+
+
+def _failure_message(row: Mapping[str, Any]) -> str:
     parts = [
         f"category: {_text(row['category']) or '—'}",
         f"max_ulp: {format_ulp(row['max_ulp'])}",
@@ -46,7 +127,7 @@ def _failure_message(row: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _field(row: dict[str, Any], column: str) -> str:
+def _field(row: Mapping[str, Any], column: str) -> str:
     value = row[column]
     if column in ("max_ulp", "max_free_ulp"):
         return format_ulp(value)
@@ -55,50 +136,44 @@ def _field(row: dict[str, Any], column: str) -> str:
     return _text(value)
 
 
-def _body(row: dict[str, Any]) -> str:
+def _body(row: Mapping[str, Any]) -> str:
     """Every summary field, one per line, for the CI log of a non-passing case."""
     return "\n".join(f"{c}: {_field(row, c)}" for c in SUMMARY_COLUMNS)
 
 
-def junit_xml(summary: pd.DataFrame, suite_name: str = "adamspec") -> str:
-    """The JUnit XML document for ``summary`` (a DataFrame with the summary columns).
+def failed_row_case(row: Mapping[str, Any], name: str | None = None) -> JUnitCase:
+    """A summary row that fails the build (``name`` defaults to the row's case)."""
+    classname, name = _text(row["implementation"]), _text(row["case"] if name is None else name)
+    if row["verdict"] == "error":
+        return JUnitCase(
+            classname, name, "error", _text(row["detail"]) or "error", "error", _body(row)
+        )
+    return JUnitCase(
+        classname, name, "failure", _failure_message(row), _text(row["verdict"]), _body(row)
+    )
 
-    Root ``<testsuites>`` holds one ``<testsuite>``; both carry ``tests``, ``failures``,
-    ``errors`` and ``skipped`` counts.
-    """
+
+def row_case(row: Mapping[str, Any], name: str | None = None) -> JUnitCase:
+    """A summary row as run and check report it (``name`` defaults to the row's case)."""
+    classname, name = _text(row["implementation"]), _text(row["case"] if name is None else name)
+    verdict = row["verdict"]
+    if verdict == "pass":
+        return JUnitCase(classname, name)
+    if verdict == "skipped":
+        return JUnitCase(classname, name, "skipped", _text(row["detail"]))
+    if verdict in ("discrepancy", "error"):
+        return failed_row_case(row, name)
+    kind = f"unknown verdict {verdict!r}"
+    return JUnitCase(classname, name, "error", _text(row["detail"]) or kind, kind, _body(row))
+
+
+def junit_xml(summary: pd.DataFrame, suite_name: str = "adamspec") -> str:
+    """The JUnit XML of ``summary`` (a DataFrame with the summary columns): one
+    ``<testcase classname=implementation name=case>`` per row (:func:`row_case`), sorted
+    by (implementation, case)."""
     table = conform(summary, SUMMARY_COLUMNS, "summary")
     table = table.sort_values(["implementation", "case"], kind="mergesort")
-    cases = []
-    counts = {"failures": 0, "errors": 0, "skipped": 0}
-    for row in table.to_dict("records"):
-        case = ET.Element(
-            "testcase", {"classname": _text(row["implementation"]), "name": _text(row["case"])}
-        )
-        verdict = row["verdict"]
-        if verdict == "discrepancy":
-            child = ET.SubElement(
-                case, "failure", {"message": _failure_message(row), "type": "discrepancy"}
-            )
-            child.text = _body(row)
-            counts["failures"] += 1
-        elif verdict == "skipped":
-            ET.SubElement(case, "skipped", {"message": _text(row["detail"])})
-            counts["skipped"] += 1
-        elif verdict != "pass":
-            kind = "error" if verdict == "error" else f"unknown verdict {verdict!r}"
-            child = ET.SubElement(
-                case, "error", {"message": _text(row["detail"]) or kind, "type": _text(kind)}
-            )
-            child.text = _body(row)
-            counts["errors"] += 1
-        cases.append(case)
-    attrs = {"name": _text(suite_name), "tests": str(len(cases))}
-    attrs.update({k: str(v) for k, v in counts.items()})
-    root = ET.Element("testsuites", attrs)
-    suite = ET.SubElement(root, "testsuite", dict(attrs))
-    suite.extend(cases)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    return junit_document((row_case(row) for row in table.to_dict("records")), suite_name)
 
 
 def write_junit(
@@ -106,3 +181,21 @@ def write_junit(
 ) -> Path:
     """Write :func:`junit_xml` to ``path`` atomically (UTF-8); returns the path."""
     return atomic_write(path, junit_xml(summary, suite_name))
+
+
+# ------------------------------------------------------------------------- the gate
+
+
+def xfail_case(row: Mapping[str, Any], name: str, message: str) -> JUnitCase:
+    """A failing row that a known-discrepancy list names: ``<skipped type="xfail">``, the
+    ``message`` saying which entry, why and where it is tracked."""
+    return JUnitCase(_text(row["implementation"]), name, "skipped", message, "xfail")
+
+
+def stale_baseline_case(name: str, message: str, link: str, strict: bool) -> JUnitCase:
+    """A known-discrepancy entry that no longer reproduces: a ``<failure>`` under strict
+    (its text adds the ``link``, if any), otherwise skipped."""
+    if strict:
+        text = f"{message} ({link})" if link else message
+        return JUnitCase(BASELINE_CLASSNAME, name, "failure", message, "stale baseline", text)
+    return JUnitCase(BASELINE_CLASSNAME, name, "skipped", message + " (strict = false)")

@@ -3,6 +3,7 @@ bad configs, and the pytest plugin, on the toy implementations and the quick sui
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from toy_adapters import register_toys
 
@@ -24,6 +26,10 @@ from adamspec.harness.run import Tables
 pytest_plugins = ("pytester",)
 
 register_toys()
+# An in-process pytest run (pytester) forgets the modules it imported, and pandas' parquet
+# engine registers its pyarrow extension types once per process: a second run writing
+# reports would fail to register them again. Imported here, at collection, before any run.
+pd.DataFrame({"x": [1]}).to_parquet(io.BytesIO())
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_CASES = [p.name for p in SUITES["quick"]]
 EPS_REASON = "eps added to sqrt(v) before the bias correction"
@@ -299,6 +305,38 @@ BAD_CONFIGS = {
         "gate.register[0]: TARGET",
     ),
     "invalid-toml": ("[gate\n", "invalid TOML"),
+    # what the schema words more precisely than the hand-written checks did
+    "implementation-not-an-array": (
+        "implementation = 'toy.none'\n",
+        "implementation: 'toy.none' must be a non-empty array of [[implementation]] tables",
+    ),
+    "baseline-not-an-array": (
+        "baseline = 3\n[[implementation]]\nname = 'toy.none'\n",
+        "baseline: 3 must be an array of [[baseline]] tables",
+    ),
+    "misspelt-key-before-missing-one": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
+        "reasn = 'r'\n",
+        "baseline[0].reasn: unknown key; allowed: implementation, case, suite, dtype, verdict,",
+    ),
+    "dtype-listed-twice": (
+        "[gate]\ndtypes = ['float32', 'float32']\n",
+        "gate.dtypes: ['float32', 'float32'] lists a value twice",
+    ),
+    "timeout-not-finite": (
+        "[[implementation]]\ntarget = 'k.py:step'\nvariant = 'torch.Adam'\ntimeout_s = nan\n",
+        "implementation[0].timeout_s: nan must be a positive number of seconds",
+    ),
+    "kernel-without-variant": (
+        "[[implementation]]\ntarget = 'k.py:step'\n",
+        "implementation[0].variant: a user kernel must claim a variant; allowed: paper.algorithm1,",
+    ),
+    "baseline-suite-not-a-string": (
+        "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
+        "suite = 3\nreason = 'r'\n",
+        "baseline[0].suite: 3 must be a non-empty string; allowed: default",
+    ),
+    "budget-not-a-table": ("budget = [1]\n", "budget: must be a table, not an array"),
 }
 
 
@@ -310,6 +348,50 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, needle):
     message = str(info.value)
     assert message.startswith(f"{path}: ") and needle in message, message
     assert "\n" not in message
+
+
+TOY = ["[[implementation]]", "name = 'toy.none'"]
+
+
+def _schema_keys() -> list[tuple[str, str]]:
+    """(table, key) for every key of the schema, the table as an error names it."""
+    from adamspec.harness import gate_schema as schema
+
+    tables = {"": schema.GateDocument, "gate": schema.GateTable, "budget": schema.BudgetTable,
+              "implementation[0]": schema.ImplementationTable,
+              "baseline[0]": schema.BaselineTable}  # fmt: skip
+    return [(t, f.alias or name) for t, m in tables.items() for name, f in m.model_fields.items()]
+
+
+@pytest.mark.parametrize(("table", "key"), _schema_keys(), ids=lambda x: x or "file")
+def test_every_key_of_the_schema_says_what_it_must_be(tmp_path, table, key):
+    """A wrong value anywhere gets our wording (from the field type's ``Says``, its allowed
+    values or its table), never pydantic's generic one."""
+    wrong = "1.5" if (table, key) in (("", "gate"), ("", "budget")) else "{x = 1}"
+    kernel = {"target": "'k.py:step'", "variant": "'torch.Adam'", key: wrong}
+    entry = {"implementation": "'toy.none'", "reason": "'r'", key: wrong}
+    lines = {
+        "": [f"{key} = {wrong}", *([] if key == "implementation" else TOY)],
+        "gate": [f"[gate]\n{key} = {wrong}", *TOY],
+        "budget": [f"[budget]\n{key} = {wrong}", *TOY],
+        "implementation[0]": ["[[implementation]]", *(f"{k} = {v}" for k, v in kernel.items())],
+        "baseline[0]": [*TOY, "[[baseline]]", *(f"{k} = {v}" for k, v in entry.items())],
+    }[table]
+    path = write_config(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(GateConfigError) as info:
+        load_config(path)
+    where = f"{table}.{key}" if table else key
+    message = str(info.value)
+    assert message.startswith(f"{path}: {where}: ") and " must be " in message, message
+    assert "Input should" not in message and "\n" not in message
+
+
+def test_budget_table_sets_components_for_the_config(tmp_path):
+    text = "[budget]\nv = 0\nparam = 7\n[[implementation]]\nname = 'toy.none'\n"
+    budget = load_config(write_config(tmp_path, text)).budget
+    assert list(budget.ulp.items()) == [("param", 7), ("m", 2), ("v", 0), ("v_max", 3), ("ema", 2)]
+    assert budget.scaled["v"] == 0.0 and budget.reasons["param"] == "gate config gate.toml [budget]"
+    assert "[budget]" not in budget.reasons["m"]
 
 
 def test_bad_config_exits_2_through_the_cli(tmp_path, capsys):
@@ -385,14 +467,15 @@ def test_resume_after_a_killed_gate_keeps_finished_implementations(tmp_path):
 # ------------------------------------------------------------------------ pytest plugin
 
 
-def _plugin_args(request) -> list[str]:
+@pytest.fixture
+def plugin_args(request) -> list[str]:
     """-p the plugin only where its entry point is not installed (it would load twice)."""
     if request.config.pluginmanager.has_plugin("adamspec"):
         return []
     return ["-p", "adamspec.harness.pytest_plugin"]
 
 
-def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monkeypatch):
+def test_pytest_plugin_turns_the_config_into_items(memo, pytester, plugin_args, monkeypatch):
     calls = []
 
     def counted(config, progress=None, checkpoint=None):
@@ -405,7 +488,7 @@ def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monk
                        strict=True)  # fmt: skip
     path = write_config(pytester.path, text)
     result = pytester.runpytest_inprocess(
-        *_plugin_args(request), "--adamspec", str(path), "--adamspec-out", "ce", "-v", "-rxs",
+        *plugin_args, "--adamspec", str(path), "--adamspec-out", "ce", "-v", "-rxs",
         "-p", "no:cacheprovider",
     )  # fmt: skip
     n = len(QUICK_CASES)
@@ -428,10 +511,12 @@ def test_pytest_plugin_turns_the_config_into_items(memo, pytester, request, monk
                              for name in ("toy.eps_moved", "toy.none", "toy.raises")]  # fmt: skip
 
 
-def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(memo, pytester, request):
+def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(
+    memo, pytester, plugin_args
+):
     path = write_config(pytester.path, config_text(["toy.eps_moved"]))
     result = pytester.runpytest_inprocess(
-        *_plugin_args(request), "--adamspec", str(path), "--adamspec-out", "ce",
+        *plugin_args, "--adamspec", str(path), "--adamspec-out", "ce",
         "-k", "tiny", "-p", "no:cacheprovider",
     )  # fmt: skip
     result.assert_outcomes(failed=1)  # -k selects among the gate's items
@@ -441,15 +526,45 @@ def test_pytest_plugin_reports_new_discrepancies_with_the_counterexample(memo, p
     assert (pytester.path / script.split()[1]).is_file()
 
 
-def test_pytest_plugin_does_nothing_without_the_option(pytester, request):
+def test_pytest_plugin_writes_the_reports_adamspec_gate_writes(
+    memo, pytester, plugin_args, tmp_path
+):
+    fixed = {"implementation": "toy.none", "case": "typical", "reason": "was a bug"}
+    text = config_text(["toy.none", "toy.eps_moved", "toy.raises"], [EPS_BASELINE, fixed],
+                       strict=True)  # fmt: skip
+    path = write_config(pytester.path, text)
+    args = [*plugin_args, "--adamspec", str(path), "-p", "no:cacheprovider"]
+    result = pytester.runpytest_inprocess(*args, "--adamspec-out", "out")
+    result.stdout.fnmatch_lines(["adamspec gate reports: out/report.md, junit.xml and gate.json*"])
+    assert run_gate(path, out=tmp_path / "gate", progress=lambda line: None) == 1
+    out = pytester.path / "out"
+    for name in ("report.md", "junit.xml", "gate.json", "quick-float32/summary.csv",
+                 "quick-float32/results.parquet"):  # fmt: skip
+        assert (out / name).read_bytes() == (tmp_path / "gate" / name).read_bytes(), name
+    assert json.loads((out / "quick-float32" / "meta.json").read_text())["command"] == (
+        "pytest --adamspec"
+    )
+    # -k computes only what it selects, and the reports say only what was computed
+    pytester.runpytest_inprocess(*args, "--adamspec-out", "some", "-k", "toy.none")
+    data = json.loads((pytester.path / "some" / "gate.json").read_text())
+    assert data["counts"] == {"pass": len(QUICK_CASES) - 1, "skipped": 1, "baselined": 0,
+                              "new": 0, "stale": 1, "unverified": 1}  # fmt: skip
+    assert [e["entry"] for e in data["unverified"]] == ["baseline[0]"]  # toy.eps_moved: not run
+    assert "1 implementations" in (pytester.path / "some" / "report.md").read_text()
+    # nothing computed, nothing written
+    pytester.runpytest_inprocess(*args, "--adamspec-out", "none", "-k", "no_such_item")
+    assert not (pytester.path / "none").exists()
+
+
+def test_pytest_plugin_does_nothing_without_the_option(pytester, plugin_args):
     pytester.makepyfile("def test_one():\n    pass\n")
-    result = pytester.runpytest_inprocess(*_plugin_args(request), "-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess(*plugin_args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
 
 
-def test_pytest_plugin_bad_config_is_a_usage_error(pytester, request):
+def test_pytest_plugin_bad_config_is_a_usage_error(pytester, plugin_args):
     path = write_config(pytester.path, "[gate]\nsuite = 'huge'\n")
-    result = pytester.runpytest_inprocess(*_plugin_args(request), "--adamspec", str(path))
+    result = pytester.runpytest_inprocess(*plugin_args, "--adamspec", str(path))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--adamspec: *gate.toml: gate.suite: 'huge' is unknown*"])
 

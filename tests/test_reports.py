@@ -20,6 +20,14 @@ import pytest
 from adamspec import reports
 from adamspec.reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
 from adamspec.reports.html import PLOTS, render_html, write_html
+from adamspec.reports.junit import (
+    BASELINE_CLASSNAME,
+    JUnitCase,
+    failed_row_case,
+    junit_document,
+    stale_baseline_case,
+    xfail_case,
+)
 from adamspec.reports.markdown import VERDICT_SEVERITY, overview
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
@@ -569,6 +577,62 @@ def test_junit_is_deterministic(tables):
 def test_junit_of_nothing():
     root = ET.fromstring(junit_xml(frame([], SUMMARY_COLUMNS)))
     assert root.attrib["tests"] == "0" and root.find("testsuite") is not None
+
+
+def test_junit_unknown_verdict_is_an_error_never_green():
+    row = summary_row("ours.Adam", CASES[0], "maybe")
+    root = ET.fromstring(junit_xml(frame([row], SUMMARY_COLUMNS)))
+    error = root.find(".//testcase/error")
+    assert error.attrib == {"message": "unknown verdict 'maybe'", "type": "unknown verdict 'maybe'"}
+    assert root.attrib["errors"] == "1"
+
+
+def test_junit_document_counts_by_outcome_and_orders_attributes_as_asked():
+    cases = [
+        JUnitCase("a", "one"),
+        JUnitCase("a", "two", "failure", "over budget", "discrepancy", "body"),
+        JUnitCase("b", "three", "skipped", "not installed"),
+        JUnitCase("b", "four", "error", "boom\x1b[0m", "error"),
+    ]
+    root = ET.fromstring(junit_document(cases, "gate"))
+    counts = [root.attrib[k] for k in ("tests", "failures", "errors", "skipped")]
+    assert counts == ["4", "1", "1", "1"]
+    assert [c.get("name") for c in root.iter("testcase")] == ["one", "two", "three", "four"]
+    assert root.find(".//testcase[@name='two']/failure").text == "body"
+    assert root.find(".//testcase[@name='three']/skipped").attrib == {"message": "not installed"}
+    assert "\x1b" not in root.find(".//testcase[@name='four']/error").get("message")
+    # only the attribute order differs: the gate's files have type first, run's message first
+    plain, gate = junit_document(cases, "g"), junit_document(cases, "g", type_first=True)
+    assert '<failure message="over budget" type="discrepancy">' in plain
+    assert '<failure type="discrepancy" message="over budget">' in gate
+    assert ET.canonicalize(plain) == ET.canonicalize(gate)
+    with pytest.raises(ValueError, match="'fail' is unknown; allowed: passed, failure, error"):
+        JUnitCase("a", "b", "fail")
+
+
+def test_failed_row_case_is_named_as_the_caller_says_and_keeps_every_field():
+    row = summary_row("torch.Adam", CASES[1], "discrepancy", category="eps placement", max_ulp=7)
+    case = failed_row_case(row, "tiny_grad[float32]")
+    assert (case.classname, case.name) == ("torch.Adam", "tiny_grad[float32]")
+    assert (case.outcome, case.type) == ("failure", "discrepancy")
+    assert case.message.startswith("category: eps placement; max_ulp: 7;")
+    assert case.text.splitlines()[0] == "implementation: torch.Adam"
+    assert len(case.text.splitlines()) == len(SUMMARY_COLUMNS)
+    crash = failed_row_case(summary_row("keras.Adam", CASES[0], "error", detail="Boom"))
+    assert (crash.outcome, crash.type, crash.message) == ("error", "error", "Boom")
+    assert crash.name == CASES[0]  # the row's case unless the caller names it
+
+
+def test_xfail_and_stale_baseline_cases():
+    row = summary_row("torch.Adam", CASES[1], "discrepancy")
+    xfail = xfail_case(row, "n", "baselined (baseline[0]): known (https://x/1)")
+    assert (xfail.classname, xfail.outcome, xfail.type) == ("torch.Adam", "skipped", "xfail")
+    strict = stale_baseline_case("baseline[1] x", "stale", "https://x/2", strict=True)
+    assert strict.classname == BASELINE_CLASSNAME == "adamspec.baseline"
+    assert (strict.outcome, strict.type) == ("failure", "stale baseline")
+    assert strict.text == "stale (https://x/2)"
+    lax = stale_baseline_case("baseline[1] x", "stale", "", strict=False)
+    assert (lax.outcome, lax.message, lax.type) == ("skipped", "stale (strict = false)", None)
 
 
 def test_every_verdict_has_a_severity():
