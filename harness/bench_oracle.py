@@ -41,10 +41,10 @@ import numpy as np
 
 from adamspec.oracles import OracleState, StepResult, fast
 from adamspec.oracles import adam as mpmath_oracle
-from adamspec.oracles.hyperparams import holding_format
 from adamspec.oracles.rounding import numpy_dtype, round_exact
 from adamspec.spec.catalog import entry
 from adamspec.spec.formats import FORMATS, FloatFormat
+from adamspec.spec.holding import holding_format
 from adamspec.spec.hyper import Hyper
 
 #: Variants timed for the headline figure (the common ones).
