@@ -84,7 +84,7 @@ import ml_dtypes
 import numpy as np
 from mpmath import iv, mp
 
-from adamspec.oracles import adam as _exact_oracle
+from adamspec.oracles import adam as mpmath_oracle
 from adamspec.oracles._fast_consts import (
     Const,
     Power,
@@ -92,7 +92,9 @@ from adamspec.oracles._fast_consts import (
     clip_scale,
     const_iv,
     const_q,
+    fraction_of,
     iv_precision,
+    mpf_to_q,
     power_from,
     power_of,
     step_consts,
@@ -103,7 +105,12 @@ from adamspec.oracles._fast_tier1 import Inputs, Outcome, Plan, applies
 from adamspec.oracles.adam import OracleState, StepResult
 from adamspec.oracles.exact import Ival, Rat, Special, Surd
 from adamspec.oracles.hyperparams import HyperMode, resolve
-from adamspec.oracles.rounding import numpy_dtype, round_exact, rounding_is_certain
+from adamspec.oracles.rounding import (
+    format_of_dtype,
+    numpy_dtype,
+    round_exact,
+    rounding_is_certain,
+)
 from adamspec.oracles.ziv import DEFAULT_PRECISION
 from adamspec.spec.axes import BiasCorrection
 from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FloatFormat
@@ -275,7 +282,7 @@ def trajectory(
     }
 
     def exact_call() -> list[StepResult]:
-        return _exact_oracle.trajectory(
+        return mpmath_oracle.trajectory(
             variant, hyper, params, grads, state, digits=digits, grad_sq_norms=grad_sq_norms,
             hyper_dtype=hyper_dtype, **options,
         )  # fmt: skip
@@ -290,7 +297,7 @@ def trajectory(
                           reasons=Counter({reason: 1})))  # fmt: skip
         return results
     source = _Exact(
-        lambda: _exact_oracle.trajectory(variant, hyper, params, grads, state, **options)
+        lambda: mpmath_oracle.trajectory(variant, hyper, params, grads, state, **options)
     )
     stats = FastStats(calls=1)
     try:
@@ -313,7 +320,7 @@ def trajectory(
 
 
 def _tensors(params: Any) -> list[np.ndarray]:
-    arrays, _ = _exact_oracle._as_tensors(params)
+    arrays, _ = mpmath_oracle.as_tensors(params)
     return arrays
 
 
@@ -356,10 +363,10 @@ class _Call:
     ) -> _Call | str:
         """The call, or why the mpmath oracle must take it whole (it also validates)."""
         try:
-            arrays, single = _exact_oracle._as_tensors(params)
+            arrays, single = mpmath_oracle.as_tensors(params)
             dtype, state_dtype = options["dtype"], options["state_dtype"]
-            fmt = _exact_oracle._format(dtype if dtype is not None else arrays[0].dtype)
-            state_fmt = _exact_oracle._format(state_dtype) if state_dtype is not None else fmt
+            fmt = mpmath_oracle.target_format(dtype if dtype is not None else arrays[0].dtype)
+            state_fmt = mpmath_oracle.target_format(state_dtype) if state_dtype is not None else fmt
             hp = resolve(hyper, variant, fmt, options["hyper_mode"])
         except Exception:
             return "input the mpmath oracle validates"
@@ -415,7 +422,7 @@ class _Call:
             if not math.isfinite(f):
                 return "non-finite beta power"
             powers.append(Fraction(f))
-        names = _exact_oracle._components(variant, hp)
+        names = mpmath_oracle.component_names(variant, hp)
         return _Call(
             variant, hyper, hp, arrays, single, per_step, state, fmt, state_fmt, options,
             names, comps["m"], comps["v"], comps["v_max"], comps["ema"], powers[0], powers[1],
@@ -424,7 +431,7 @@ class _Call:
 
 def _float_dtype(a: np.ndarray) -> bool:
     try:
-        _exact_oracle.format_of_dtype(a.dtype)
+        format_of_dtype(a.dtype)
     except (ValueError, TypeError):
         return False
     return True
@@ -438,7 +445,7 @@ def _powers(call: _Call, t: int) -> tuple[Power, Power]:
         (hp.beta1, call.beta1_power, v.bias_correction_m),
         (hp.beta2, call.beta2_power, v.bias_correction_v),
     ):
-        beta = Fraction(int(beta_q.numerator), int(beta_q.denominator))
+        beta = fraction_of(beta_q)
         if axis is BiasCorrection.ACCUMULATED and given is not None:
             out.append(power_from(given, beta))
         else:
@@ -534,10 +541,10 @@ def _clip_info(call: _Call, gs: list[np.ndarray]) -> tuple[list[Const | None], l
         return "clipping by norm with a non-finite gradient"
     sums = [exact_sum_of_squares(g) for g in gs]
     if hp.clipnorm is not None:
-        c = Fraction(int(hp.clipnorm.numerator), int(hp.clipnorm.denominator))
+        c = fraction_of(hp.clipnorm)
         scales, norms = [clip_scale(s, c) for s in sums], sums
     else:
-        c = Fraction(int(hp.global_clipnorm.numerator), int(hp.global_clipnorm.denominator))
+        c = fraction_of(hp.global_clipnorm)
         total = sum(sums, Fraction(0))
         scales, norms = [clip_scale(total, c)] * n, [total] * n
     if not all(s.in_range for s in scales):
@@ -657,7 +664,7 @@ def _subset_state(call: _Call, k: int, idx: np.ndarray, step: int) -> OracleStat
 
 def _fallback_lockstep(call: _Call, k: int, idx: np.ndarray, norm: Any, o: Outcome) -> int:
     """The mpmath oracle on the coordinates ``idx`` of tensor ``k``; fills ``o`` in place."""
-    res = _exact_oracle.trajectory(
+    res = mpmath_oracle.trajectory(
         call.variant,
         call.hyper,
         call.arrays[k].ravel()[idx],
@@ -698,19 +705,11 @@ class _Undecided(ArithmeticError):
 def _round_power(p: Power, fmt: FloatFormat) -> float:
     if p.exact is not None:
         return round_exact(p.exact, fmt)
-    a, b = (_mpf_q(t) for t in p.interval._mpi_)
+    a, b = (mpf_to_q(t) for t in p.interval._mpi_)
     decided = rounding_is_certain(a, b, fmt)
     if decided is None:  # pragma: no cover - needs beta^t within 2^-320 of a boundary
         raise _Undecided("accumulated beta power undecided at the interval precision")
     return decided
-
-
-def _mpf_q(t: tuple) -> Fraction:
-    sign, man, exp, _ = t
-    if not man:
-        return Fraction(0)
-    value = Fraction(int(man)) * (Fraction(2) ** int(exp))
-    return -value if sign else value
 
 
 # ---------------------------------------------------------------- free-running
@@ -757,8 +756,7 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
         )
     # per step: constants, clipping; any degenerate step sends the call to mpmath whole
     p1, p2 = _powers(call, call.state.step + 1)
-    b1 = Fraction(int(hp.beta1.numerator), int(hp.beta1.denominator))
-    b2 = Fraction(int(hp.beta2.numerator), int(hp.beta2.denominator))
+    b1, b2 = fraction_of(hp.beta1), fraction_of(hp.beta2)
     outputs: list[list[dict[str, np.ndarray]]] = []  # [step][tensor] -> component -> values
     norms_per_step: list[list[Any]] = []
     exact_only: list[set[int]] = [set() for _ in call.arrays]
@@ -836,7 +834,7 @@ def _exact_subset(
     call: _Call, k: int, idx: np.ndarray, steps: int, norms_per_step: list[list[Any]]
 ) -> list[StepResult]:
     norms = [ns[k] for ns in norms_per_step[:steps]]
-    return _exact_oracle.trajectory(
+    return mpmath_oracle.trajectory(
         call.variant,
         call.hyper,
         call.arrays[k].ravel()[idx],
