@@ -121,6 +121,11 @@ class Const:
         return self.lo == 0.0 and self.err == 0.0
 
     @property
+    def is_one(self) -> bool:
+        """The constant is exactly 1."""
+        return self.is_double and self.hi == 1.0
+
+    @property
     def rel(self) -> float:
         """A bound on ``|exact - hi| / |hi|`` (0 when exactly a double; inf for hi == 0 inexact)."""
         if self.is_double:

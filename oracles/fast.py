@@ -68,6 +68,11 @@ element-steps the mpmath oracle computed.
 ``hook(component, value, bound) -> (value, bound)`` on every tier-1 output
 before certification; tests use it to add a deliberate error beyond the bound
 and check that it is caught.
+
+This module is long because it is the one place that decides how every element-step is
+answered: parsing a call, exact clipping norms, the lock-step and free-running drivers and
+their fallbacks to mpmath. The arithmetic lives in ``_fast_tier1``, ``_fast_dd``,
+``_fast_eft`` and ``_fast_consts``.
 """
 
 from __future__ import annotations
@@ -603,9 +608,7 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
     scales, norms = clip
     narrow = _narrow(call) and applies(consts, scales)
     hp = call.hp
-    overwrite = bool(hp.use_ema and hp.ema_overwrite_frequency) and (
-        t % hp.ema_overwrite_frequency == 0
-    )
+    overwrite = _overwrites(hp, t)
     outcomes = []
     for k, a in enumerate(call.arrays):
         cls = Plan if narrow else DDPlan
@@ -736,25 +739,10 @@ def _ddv_of_reals(values: Sequence[Any]) -> tuple[DDV, np.ndarray]:
 
 
 def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult] | None:
+    """A trajectory in double-double; None when a step's constants or clipping send the whole
+    call to mpmath (element-steps already counted stay counted)."""
     hp, variant = call.hp, call.variant
-    n_steps = call.steps
-    states: list[DDState] = []
-    for k, a in enumerate(call.arrays):
-
-        def dd(given: np.ndarray | None, a: np.ndarray = a) -> DDV:
-            x = np.array(_zeros_like(given, a), dtype=np.float64)
-            return DDV(x, np.zeros_like(x), np.zeros_like(x))
-
-        states.append(
-            DDState(
-                dd(a),
-                dd(call.m[k]),
-                dd(call.v[k]),
-                dd(call.v_max[k]),
-                dd(call.ema[k]) if hp.use_ema else None,
-            )
-        )
-    # per step: constants, clipping; any degenerate step sends the call to mpmath whole
+    states = [_dd_state(call, k) for k in range(len(call.arrays))]
     p1, p2 = _powers(call, call.state.step + 1)
     b1, b2 = fraction_of(hp.beta1), fraction_of(hp.beta2)
     outputs: list[list[dict[str, np.ndarray]]] = []  # [step][tensor] -> component -> values
@@ -763,7 +751,7 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
     precision = 0
     consts_per_step = []
     cache: dict[Any, Any] = {}
-    for j in range(n_steps):
+    for j in range(call.steps):
         t = call.state.step + 1 + j
         if j > 0:  # beta^t = beta^(t-1) beta, and P_t = P_(t-1) beta
             p1, p2 = p1.times(b1), p2.times(b2)
@@ -778,56 +766,95 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
         scales, norms = clip
         norms_per_step.append(norms)
         consts_per_step.append(consts)
-        overwrite = bool(hp.use_ema and hp.ema_overwrite_frequency) and (
-            t % hp.ema_overwrite_frequency == 0
-        )
         step_out = []
-        for k, a in enumerate(call.arrays):
-            plan = DDPlan(variant, consts, call.fmt, call.state_fmt, hp.use_ema, overwrite,
-                          scales[k])  # fmt: skip
-            new_state, rounded, uncertain = plan.advance(
-                states[k], call.grads[j][k].ravel(), _inject_error
+        for k in range(len(call.arrays)):
+            plan = DDPlan(
+                variant, consts, call.fmt, call.state_fmt, hp.use_ema, _overwrites(hp, t), scales[k]
             )
-            if not hp.use_ema:
-                rounded.pop("ema", None)
-            for i in exact_only[k]:
-                uncertain[i] = False  # recomputed exactly at the end
-            idx = np.flatnonzero(uncertain)
-            by_mpmath = int(idx.size) + len(exact_only[k])
-            stats.fallback += by_mpmath
-            stats.tier1 += a.size - by_mpmath
-            if idx.size:
-                precision = max(
-                    precision,
-                    _fallback_prefix(call, k, idx, j, norms_per_step, new_state, rounded,
-                                     exact_only[k]),
-                )  # fmt: skip
-            states[k] = new_state
+            rounded, used = _advance(call, k, j, plan, states, exact_only[k], norms_per_step, stats)
+            precision = max(precision, used)
             step_out.append(rounded)
         outputs.append(step_out)
+    precision = max(precision, _exact_to_the_end(call, exact_only, outputs, norms_per_step))
+    return [
+        StepResult(
+            call.state.step + 1 + j,
+            LazyExact(source, j, call.components),
+            _assemble(call, outputs[j], consts_per_step[j]),
+            {},
+            precision,
+            call.components,
+        )
+        for j in range(call.steps)
+    ]
+
+
+def _dd_state(call: _Call, k: int) -> DDState:
+    """Tensor ``k``'s starting state as exact double-doubles (zeros where not given)."""
+    a = call.arrays[k]
+
+    def dd(given: np.ndarray | None) -> DDV:
+        x = np.array(_zeros_like(given, a), dtype=np.float64)
+        return DDV(x, np.zeros_like(x), np.zeros_like(x))
+
+    ema = dd(call.ema[k]) if call.hp.use_ema else None
+    return DDState(dd(a), dd(call.m[k]), dd(call.v[k]), dd(call.v_max[k]), ema)
+
+
+def _overwrites(hp: Any, t: int) -> bool:
+    """Whether step ``t`` overwrites the parameters with their EMA (Keras 3)."""
+    return bool(hp.use_ema and hp.ema_overwrite_frequency) and (t % hp.ema_overwrite_frequency == 0)
+
+
+def _advance(
+    call: _Call,
+    k: int,
+    j: int,
+    plan: DDPlan,
+    states: list[DDState],
+    exact_only: set[int],
+    norms_per_step: list[list[Any]],
+    stats: FastStats,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Step ``j`` of tensor ``k`` in double-double (``states[k]`` advanced): its rounded
+    outputs, the uncertain coordinates recomputed exactly, and the mpmath precision used."""
+    a = call.arrays[k]
+    new_state, rounded, uncertain = plan.advance(states[k], call.grads[j][k].ravel(), _inject_error)
+    if not call.hp.use_ema:
+        rounded.pop("ema", None)
+    for i in exact_only:
+        uncertain[i] = False  # recomputed exactly at the end
+    idx = np.flatnonzero(uncertain)
+    by_mpmath = int(idx.size) + len(exact_only)
+    stats.fallback += by_mpmath
+    stats.tier1 += a.size - by_mpmath
+    precision = 0
+    if idx.size:
+        precision = _fallback_prefix(
+            call, k, idx, j, norms_per_step, new_state, rounded, exact_only
+        )
+    states[k] = new_state
+    return rounded, precision
+
+
+def _exact_to_the_end(
+    call: _Call,
+    exact_only: list[set[int]],
+    outputs: list[list[dict[str, np.ndarray]]],
+    norms_per_step: list[list[Any]],
+) -> int:
+    """The coordinates whose exact state became non-finite, recomputed by mpmath over the
+    whole call (into ``outputs``); returns the precision it used."""
+    precision = 0
     for k in range(len(call.arrays)):
         if exact_only[k]:
             idx = np.array(sorted(exact_only[k]))
-            res = _exact_subset(call, k, idx, n_steps, norms_per_step)
+            res = _exact_subset(call, k, idx, call.steps, norms_per_step)
             precision = max(precision, res[0].precision if res else 0)
             for j, r in enumerate(res):
                 for name, target in outputs[j][k].items():
                     target[idx] = r.rounded[name][0].astype(np.float64)
-    results = []
-    for j in range(n_steps):
-        consts = consts_per_step[j]
-        rounded = _assemble(call, outputs[j], consts)
-        results.append(
-            StepResult(
-                call.state.step + 1 + j,
-                LazyExact(source, j, call.components),
-                rounded,
-                {},
-                precision,
-                call.components,
-            )
-        )
-    return results
+    return precision
 
 
 def _exact_subset(
