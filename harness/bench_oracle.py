@@ -22,6 +22,11 @@ the goal of 10^6 per family is ``bench_oracle(size, seed, check_size=1_000_000)`
 The input builders (:func:`typical_inputs`, :func:`wide_inputs`,
 :func:`moment_boundary_pairs`, :func:`param_tie_case`) are reused by
 ``tests/test_fast_oracle.py``.
+
+This module is long because most of it is those builders: each adversarial kind of input
+(a moment on a rounding boundary, a parameter landing on a tie, overflow...) is
+constructed exactly, so that the cross-check reaches the cases the fast oracle's bounds
+must decline.
 """
 
 from __future__ import annotations

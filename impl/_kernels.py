@@ -13,6 +13,11 @@ branch for branch, with the step's scalars from :mod:`adamspec.impl._constants`:
   scalars.
 * :func:`exact_kernel` evaluates in double-double (about 106 bits) on NumPy
   arrays; its results round correctly except within ~2**-100 of a rounding tie.
+
+This module is long because it holds the one formula and every way it is run: the
+fast kernel's phases, the compiled parallel driver with its certification, the CUDA
+source traced from the same phases, and the double-double pass. Kept together, no
+backend can drift from the formula the others evaluate.
 """
 
 from __future__ import annotations

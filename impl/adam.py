@@ -20,6 +20,10 @@ gradients) in cache-sized NumPy chunks. Dense float32 CuPy arrays run one fused
 CuPy kernel generated from the same kernel source (its few uncertain coordinates
 after it, like the compiled CPU driver's); other CuPy steps take the NumPy code
 path with ``cupy`` as the namespace (:mod:`adamspec.impl._xp`).
+
+This module is long because it is the whole public step around the kernels: state,
+gradient preparation (dense, row-sparse, clipped), exact clipping scales, and the choice
+and driving of each backend, down to the coordinates the fast pass leaves uncertain.
 """
 
 from __future__ import annotations
