@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from adamspec.harness.budgets import DEFAULT, Budget
-from adamspec.harness.engine import Exclusion, State, StepRecord, Trace, _dense
+from adamspec.harness.engine import Exclusion, State, StepRecord, Trace, gradient_magnitude
 from adamspec.harness.fingerprint import score_variant
 from adamspec.harness.problems import largest_finite
 from adamspec.spec.axes import AmsGrad, BiasCorrection
@@ -99,7 +99,7 @@ def _overflowing(
     """Coordinates where g^2 or an exact stored value lies beyond the format's finite range,
     or whose state already holds an overflowed value (e.g. v = inf from an earlier g^2:
     the lerp form's ``v + (g^2 - v)(1 - beta2)`` then makes it NaN)."""
-    g = _dense(grads[k], before.params[k].shape)
+    g = gradient_magnitude(grads[k], before.params[k].shape)
     with np.errstate(over="ignore"):
         out = g * g > largest_finite(fmt)
     for name in ("param", "m", "v"):
@@ -120,7 +120,7 @@ def _flushed_result(
 ) -> np.ndarray:
     """Coordinates whose exact result (param, m, v) or g^2 is subnormal: a flushing kernel
     writes 0 there, which no exact formula reproduces."""
-    g = _dense(grads[k], before.params[k].shape)
+    g = gradient_magnitude(grads[k], before.params[k].shape)
     out = _subnormal(g * g, fmt)
     for name in ("param", "m", "v"):
         out |= _subnormal(reference.value(name, k), fmt)

@@ -43,10 +43,10 @@ from adamspec.harness.engine import (
     ComponentError,
     StepRecord,
     Trace,
-    _oracle_state,
     budget_multiple,
     compare,
 )
+from adamspec.harness.engine import oracle_state as _oracle_state
 from adamspec.harness.problems import Problem, largest_finite, round_to_dtype
 from adamspec.impl.adapters import (
     REGISTRY,

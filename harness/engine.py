@@ -221,8 +221,9 @@ def oracle_trajectory(*args: Any, **kwargs: Any) -> Any:
 # ----------------------------------------------------------------------- measuring
 
 
-def _oracle_state(state: State, variant: Variant, step_offset: int = 0) -> OracleState:
-    """The oracle's view of an implementation's state; a missing v_max starts at v."""
+def oracle_state(state: State, variant: Variant, step_offset: int = 0) -> OracleState:
+    """The oracle's view of an implementation's state, to step ``variant`` from it: a missing
+    v_max starts at v; ``step_offset`` shifts the step counter the oracle is told."""
     amsgrad = variant.amsgrad is not AmsGrad.OFF
     v_max = state.v_max if state.v_max is not None else (state.v if amsgrad else None)
     extras = state.extras
@@ -254,8 +255,9 @@ def ulp_at(scale: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     return np.ldexp(1.0, (exponent - (fmt.precision - 1)).astype(np.int64))
 
 
-def _dense(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A gradient's magnitude per coordinate (duplicate rows' absolute values summed)."""
+def gradient_magnitude(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A gradient's magnitude per coordinate as a dense float64 array of ``shape`` (a
+    row-sparse gradient's duplicate rows have their absolute values summed)."""
     if isinstance(grad, SparseRows):
         out = np.zeros(shape, np.float64)
         values = np.abs(np.asarray(grad.values, np.float64)).reshape(len(grad.indices), *shape[1:])
@@ -291,7 +293,9 @@ def _scales(
     magnified by the bias corrections' conditioning (:func:`bias_correction_condition`)."""
     b1, b2 = float(hyper.beta1), float(hyper.beta2)
     theta = before.params[k].astype(np.float64)
-    g = _dense(grads[k], before.params[k].shape) + float(hyper.weight_decay) * np.abs(theta)
+    g = gradient_magnitude(grads[k], before.params[k].shape) + float(hyper.weight_decay) * np.abs(
+        theta
+    )
     kappa = bias_correction_condition(variant, hyper, before.step + 1)
     with np.errstate(over="ignore", invalid="ignore"):
         step = np.abs(reference.value("param", k).astype(np.float64) - theta) * (1.0 + kappa)
@@ -314,9 +318,16 @@ def _scales(
     return scales
 
 
-def _measure(
+def measure(
     got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
 ) -> ComponentError:
+    """The worst coordinate of one component: ``got`` against the oracle's correctly
+    rounded ``ref`` (same dtype), with ``scale`` the magnitude of each coordinate's largest
+    term for the scaled measure (see :func:`_scales`).
+
+    The ULP distance is -1 when any coordinate is not measurable in ULPs (a NaN or infinity
+    involved; NaN where the exact result is NaN counts as exact); the outcome is the most
+    severe over the coordinates (:data:`_SEVERITY`)."""
     outcomes = classify_array(got, ref, fmt).ravel()
     # NaN where the exact result is NaN (0/0 with eps = 0) is right, not unmeasurable
     dist = np.where(outcomes == "exact", 0, np.asarray(ulp_distance(got, ref, fmt)).ravel())
@@ -371,7 +382,7 @@ def compare(
             scale = scales[name]
             if keep is not None:
                 got, ref, scale = got[keep], ref[keep], scale[keep]
-            errors[name] = _merge(errors.get(name), _measure(got, ref, scale, fmt))
+            errors[name] = _merge(errors.get(name), measure(got, ref, scale, fmt))
     return errors
 
 
@@ -399,7 +410,7 @@ def lockstep(
             hyper,
             list(rec.before.params),
             list(rec.grads),
-            _oracle_state(rec.before, variant, step_offset),
+            oracle_state(rec.before, variant, step_offset),
         )
         out.append(compare(rec.before, rec.grads, rec.after, ref, variant, hyper, exclude))
     return out
@@ -424,7 +435,7 @@ def free_running(trace: Trace, variant: Variant, hyper: Hyper | None = None) -> 
         for t in range(len(trace.steps)):
             grads = trace.problem.gradients(t, state.params, trace.dtype, trace.seed)
             ref = oracle_step(
-                variant, hyper, list(state.params), list(grads), _oracle_state(state, variant)
+                variant, hyper, list(state.params), list(grads), oracle_state(state, variant)
             )
             results.append(ref)
             amsgrad = variant.amsgrad is not AmsGrad.OFF
@@ -460,7 +471,7 @@ def _anchored_trajectory(trace: Trace, variant: Variant, hyper: Hyper) -> list[A
     measure. float64 targets keep one exact trajectory.
     """
     grads = [list(r.grads) for r in trace.steps]
-    start = _oracle_state(trace.steps[0].before, variant)
+    start = oracle_state(trace.steps[0].before, variant)
     params = list(trace.steps[0].before.params)
     # the fast oracle carries its state in double-double, faithful over 10^5 steps
     exact_state_grows = oracle_name() == "mpmath"

@@ -22,9 +22,9 @@ from adamspec.harness.engine import (
     State,
     StepErrors,
     Trace,
-    _oracle_state,
     budget_multiple,
     lockstep,
+    oracle_state,
     oracle_step,
     worst,
 )
@@ -162,7 +162,7 @@ def _common_states(problem: Problem, dtype: str, seed: int, hyper) -> list[tuple
     for t in range(problem.steps):
         grads = list(problem.gradients(t, state.params, dtype, seed))
         out.append((state, grads))
-        ref = oracle_step(variant, hyper, list(state.params), grads, _oracle_state(state, variant))
+        ref = oracle_step(variant, hyper, list(state.params), grads, oracle_state(state, variant))
         state = State(
             ref.rounded["param"],
             ref.rounded["m"],
@@ -209,7 +209,7 @@ def separation(
         for state, grads in _common_states(problem, dtype, seed, hyper):
             results = {}
             for variant in distinct:
-                st = _oracle_state(state, variant)
+                st = oracle_state(state, variant)
                 results[variant] = oracle_step(variant, hyper, list(state.params), grads, st)
             for a, b in itertools.combinations(distinct, 2):
                 comps = ["param", "m", "v"]

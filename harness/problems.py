@@ -17,6 +17,10 @@ the seed draws the starting point (and minibatches), not the objective.
 Sizes are small on purpose (at most ~32 coordinates, ~10 steps): the exact
 oracle runs about 8k element-steps per second. :data:`SUITES` groups them:
 ``quick``, ``default``, ``discriminating`` and ``long``.
+
+This module is long because it is the catalogue itself: each open-loop regime, each
+closed-loop objective and each named problem is a few lines of data or one small pure
+function, and they read best side by side.
 """
 
 from __future__ import annotations

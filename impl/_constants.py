@@ -7,6 +7,10 @@ for square roots), then split into a double-double ``(hi, lo)``. Kernels then
 never round a hyperparameter silently: in particular nothing is ever rounded to
 a 16-bit type unless the variant says its implementation does so
 (``hyper_precision``).
+
+This arithmetic is our implementation's own, apart from the oracle's
+(``oracles/hyperparams.py``, ``oracles/_fast_consts.py``) on purpose: what is judged
+shares no code with its judge, only the spec's facts (:mod:`adamspec.spec.holding`).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import numpy as np
 from mpmath import mp
 
 from adamspec.impl import _dd
-from adamspec.spec.axes import BiasCorrection, Family, HyperPrecision, WeightDecay
-from adamspec.spec.formats import FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec import holding
+from adamspec.spec.axes import BiasCorrection, Family, WeightDecay
+from adamspec.spec.formats import FLOAT64, FloatFormat
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
 
@@ -53,21 +58,14 @@ class KernelConfig:
     has_gsq: bool
 
 
-#: Hyperparameters given as binary64 floats, then rounded to the param dtype; 1 - beta is
-#: formed in binary64 (Keras, tf_keras, optax, TF.js: see spec/axes.py HyperPrecision).
-_VIA_FLOAT64 = (HyperPrecision.PARAM_DTYPE_VIA_FLOAT64, HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP)
-
-
 def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat:
-    """Our implementation holds hyperparameters in float64 unless the variant says otherwise."""
-    return {
-        HyperPrecision.IDEAL: FLOAT64,
-        HyperPrecision.FLOAT64: FLOAT64,
-        HyperPrecision.FLOAT32: FLOAT32,
-        HyperPrecision.PARAM_DTYPE: param_format,
-        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64: param_format,
-        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP: param_format,
-    }[variant.hyper_precision]
+    """The format our implementation holds hyperparameters in: the spec's
+    (:func:`adamspec.spec.holding.holding_format`), except for ``ideal``.
+
+    Impl decision, not a spec fact: ``ideal`` means the exact decimals, which our kernels
+    cannot hold; we approximate them by binary64 (a known limit of this implementation).
+    """
+    return holding.holding_format(variant, param_format) or FLOAT64
 
 
 def holder(variant: Variant, param_format: FloatFormat) -> Callable[[Fraction], Fraction]:
@@ -78,7 +76,7 @@ def holder(variant: Variant, param_format: FloatFormat) -> Callable[[Fraction], 
     then rounded to the parameter dtype.
     """
     fmt = holding_format(variant, param_format)
-    if variant.hyper_precision in _VIA_FLOAT64:
+    if holding.complements_via_float64(variant):
         return lambda x: round_fraction(round_fraction(x, FLOAT64), fmt)
     return lambda x: round_fraction(x, fmt)
 
@@ -97,14 +95,14 @@ def moment_constants(
     b1, b2 = held(hyper.beta1), held(hyper.beta2)
     k1, k2 = 1 - b1, 1 - b2
     d1, d2 = b1, b2
-    if variant.hyper_precision in _VIA_FLOAT64:
+    if holding.complements_via_float64(variant):
         fmt = holding_format(variant, param_format)
 
         def complement(beta: Fraction) -> Fraction:
             return round_fraction(round_fraction(1 - round_fraction(beta, FLOAT64), FLOAT64), fmt)
 
         k1, k2 = complement(hyper.beta1), complement(hyper.beta2)
-    if variant.hyper_precision is HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP:
+    if holding.decays_by_complement(variant):
         d1, d2 = 1 - k1, 1 - k2
     return b1, b2, d1, d2, k1, k2
 

@@ -13,6 +13,11 @@ branch for branch, with the step's scalars from :mod:`adamspec.impl._constants`:
   scalars.
 * :func:`exact_kernel` evaluates in double-double (about 106 bits) on NumPy
   arrays; its results round correctly except within ~2**-100 of a rounding tie.
+
+This module is long because it holds the one formula and every way it is run: the
+fast kernel's phases, the compiled parallel driver with its certification, the CUDA
+source traced from the same phases, and the double-double pass. Kept together, no
+backend can drift from the formula the others evaluate.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,8 +39,69 @@ _U = 2.0**-52
 _TINY = 1e-300
 
 
+#: Positions in the constants vector (module constants: numba folds them into the kernels).
+B1, OB1, B2, OB2 = INDEX["B1"], INDEX["OB1"], INDEX["B2"], INDEX["OB2"]
+IC1, IC1N, C2, IC2 = INDEX["IC1"], INDEX["IC1N"], INDEX["C2"], INDEX["IC2"]
+SC2, EPS, EPS_SC2, EPS_ROOT = INDEX["SC2"], INDEX["EPS"], INDEX["EPS_SC2"], INDEX["EPS_ROOT"]
+LR, WD, DECAY, RS = INDEX["LR"], INDEX["WD"], INDEX["DECAY"], INDEX["RS"]
+SCALE, MU, OMU = INDEX["SCALE"], INDEX["MU"], INDEX["OMU"]
+B1H, B1L, OB1H, OB1L = INDEX["B1H"], INDEX["B1L"], INDEX["OB1H"], INDEX["OB1L"]
+B2H, B2L, OB2H, OB2L = INDEX["B2H"], INDEX["B2L"], INDEX["OB2H"], INDEX["OB2L"]
+
+
+class _Branches(NamedTuple):
+    """Which branches of the formula one kernel has: its :class:`KernelConfig` decoded,
+    for the pass it serves. The phases copy them into closure constants, so numba
+    compiles only the branches that exist."""
+
+    l2: bool
+    scaled: bool
+    has_gsq: bool
+    exact_g: bool  # the gradient is used as given: m and v are sums of exact products
+    lean: bool
+    ams: int  # 0 off, 1 max over raw v, 2 max over v / c2
+    nest: int  # 0 off, 1 tf_raw, 2 nadam
+    radam: bool
+    rectified: bool
+    place: int  # 0 algorithm_1, 1 eps_root, 2 eps_hat, 3 eps_hat_adaptive
+    dec: int  # 0 none, 1 before the step, 2 after
+    ema: bool
+    overwrite: bool
+
+    @property
+    def rel(self) -> bool:
+        """The step's numerator has a constant relative error (no cancellation upstream)."""
+        return self.lean and self.nest == 0
+
+
+def _branches(cfg: KernelConfig, precise: bool, lean: bool) -> _Branches:
+    """The branches of ``cfg``'s kernel for the precise or the lean pass."""
+    # With the gradient used as given, m and v are sums of exact products (for inputs
+    # of at most 27 bits): carry them as double-doubles, since exact ties are common
+    # (0.9 m + 0.1 g is often a float32 midpoint when beta1 is 0.9).
+    exact_g = precise and not (cfg.l2 or cfg.scaled or cfg.has_gsq)
+    return _Branches(
+        l2=cfg.l2,
+        scaled=cfg.scaled,
+        has_gsq=cfg.has_gsq,
+        exact_g=exact_g,
+        lean=lean and exact_g,
+        ams={"off": 0, "max_raw_v_then_correct": 1, "max_raw_v_uncorrected": 1}.get(cfg.amsgrad, 2),
+        nest={"off": 0, "tf_raw": 1, "nadam": 2}[cfg.nesterov],
+        radam=cfg.family == "radam",
+        rectified=cfg.rectified,
+        place={"algorithm_1": 0, "eps_root": 1, "eps_hat": 2, "eps_hat_adaptive": 3}[cfg.placement],
+        dec={"none": 0, "before": 1, "after": 2}[cfg.decay],
+        ema=cfg.use_ema,
+        overwrite=cfg.overwrite,
+    )
+
+
 def make_fast_kernel(
-    cfg: KernelConfig, precise: bool = True, lean: bool = False
+    cfg: KernelConfig,
+    precise: bool = True,
+    lean: bool = False,
+    compile_phase: Callable[[Callable], Callable] | None = None,
 ) -> Callable[..., tuple]:
     """The float64 step for ``cfg``: ``kernel(k, theta, g, gsq, m, v, vmax, ema)`` returns
     ``(theta, theta_lo, e_theta, m, m_lo, e_m, v, v_lo, e_v, vmax, vmax_lo, e_vmax,
@@ -56,29 +122,47 @@ def make_fast_kernel(
     Coordinates outside those assumptions (m' cancels, v < 0) get a bound on m or
     v that its certification rejects, so this pass never stores them and the
     driver retries them with the precise kernel.
+
+    The kernel runs its phases in order (``_gradient_phase`` ... ``_average_phase``):
+    the same functions run vectorized on NumPy/CuPy arrays, traced into CUDA C in
+    the order their operations are evaluated, and, passed through ``compile_phase``,
+    compiled by numba, which inlines them into one body (the lean pass must stay one
+    loop body for LLVM to vectorize it).
     """
-    B1, OB1, B2, OB2 = INDEX["B1"], INDEX["OB1"], INDEX["B2"], INDEX["OB2"]
-    IC1, IC1N, C2, IC2 = INDEX["IC1"], INDEX["IC1N"], INDEX["C2"], INDEX["IC2"]
-    SC2, EPS, EPS_SC2, EPS_ROOT = INDEX["SC2"], INDEX["EPS"], INDEX["EPS_SC2"], INDEX["EPS_ROOT"]
-    LR, WD, DECAY, RS = INDEX["LR"], INDEX["WD"], INDEX["DECAY"], INDEX["RS"]
-    SCALE, MU, OMU = INDEX["SCALE"], INDEX["MU"], INDEX["OMU"]
-    B1H, B1L, OB1H, OB1L = INDEX["B1H"], INDEX["B1L"], INDEX["OB1H"], INDEX["OB1L"]
-    B2H, B2L, OB2H, OB2L = INDEX["B2H"], INDEX["B2L"], INDEX["OB2H"], INDEX["OB2L"]
-    L2, SCALED, HAS_GSQ = cfg.l2, cfg.scaled, cfg.has_gsq
-    # With the gradient used as given, m and v are sums of exact products (for inputs
-    # of at most 27 bits): carry them as double-doubles, since exact ties are common
-    # (0.9 m + 0.1 g is often a float32 midpoint when beta1 is 0.9).
-    EXACT_G = precise and not (L2 or SCALED or HAS_GSQ)
-    LEAN = lean and EXACT_G
-    AMS = {"off": 0, "max_raw_v_then_correct": 1, "max_raw_v_uncorrected": 1}.get(cfg.amsgrad, 2)
-    NEST = {"off": 0, "tf_raw": 1, "nadam": 2}[cfg.nesterov]
-    RADAM, RECTIFIED = cfg.family == "radam", cfg.rectified
-    PLACE = {"algorithm_1": 0, "eps_root": 1, "eps_hat": 2, "eps_hat_adaptive": 3}[cfg.placement]
-    DEC = {"none": 0, "before": 1, "after": 2}[cfg.decay]
-    EMA, OVERWRITE = cfg.use_ema, cfg.overwrite
-    U, TINY = _U, _TINY
+    b = _branches(cfg, precise, lean)
+    phases = [make(b) for make in _PHASES]
+    if compile_phase is not None:
+        phases = [compile_phase(phase) for phase in phases]
+    gradient, moments, second_moment, first_moment_hat, relative_errors = phases[:5]
+    direction, step_size, parameter, average = phases[5:]
+    LEAN = b.lean
 
     def kernel(k, theta, g, gsq, m, v, vmax, ema):
+        gg, e_g, gs, e_gs = gradient(k, theta, g, gsq)
+        mm, m_lo, e_m_out, vv, v_lo, e_v_out = moments(k, m, v, gg, e_g, gs, e_gs)
+        # From here on m and v enter as hi parts, their lo parts folded into the error.
+        e_m = e_m_out + np.abs(m_lo)
+        e_v = e_v_out + np.abs(v_lo)
+        vmx, vmx_lo, e_vmx, raw, e_raw = second_moment(k, vmax, vv, v_lo, e_v)
+        mh, e_mh = first_moment_hat(k, mm, e_m, gg, e_g)
+        r_v, r_raw = relative_errors(vv, e_v, raw, e_raw)
+        numer, e_numer, den, r_den, r_numer = direction(k, mh, e_mh, vv, raw, r_v, r_raw)
+        step, e_step = step_size(k, mm, numer, e_numer, den, r_den, r_numer)
+        th, e_th = parameter(k, theta, step, e_step)
+        em, e_em, th, e_th = average(k, ema, th, e_th)
+        zero = 0.0 if LEAN else 0.0 * th
+        return (th, zero, e_th, mm, m_lo, e_m_out, vv, v_lo, e_v_out,
+                vmx, vmx_lo, e_vmx, em, zero, e_em)  # fmt: skip
+
+    return kernel
+
+
+def _gradient_phase(b: _Branches) -> Callable:
+    """The gradient the moments see (L2, clipping scale) and its square, with bounds."""
+    L2, SCALED, HAS_GSQ = b.l2, b.scaled, b.has_gsq
+    U = _U
+
+    def gradient(k, theta, g, gsq):
         gg = g
         e_g = 0.0 * g
         if L2:
@@ -94,6 +178,17 @@ def make_fast_kernel(
         else:
             gs = gg * gg
             e_gs = 2 * np.abs(gg) * e_g + e_g * e_g + U * gs
+        return gg, e_g, gs, e_gs
+
+    return gradient
+
+
+def _moments_phase(b: _Branches) -> Callable:
+    """m' and v' as double-doubles with bounds."""
+    LEAN, EXACT_G = b.lean, b.exact_g
+    U = _U
+
+    def moments(k, m, v, gg, e_g, gs, e_gs):
         if LEAN:
             mm, m_lo, e_m = _lean_products_sum(k[B1H], k[B1L], m, k[OB1H], k[OB1L], gg)
             # gs = g*g is exact, so for v >= 0 this sums two non-negative terms: each
@@ -116,10 +211,17 @@ def make_fast_kernel(
             vv = s1 + s2
             v_lo = 0.0 * vv
             e_v = 3 * U * (np.abs(s1) + np.abs(s2)) + k[OB2] * e_gs
-        # From here on m and v enter as hi parts, their lo parts folded into the error.
-        e_m_out, e_v_out = e_m, e_v
-        e_m = e_m + np.abs(m_lo)
-        e_v = e_v + np.abs(v_lo)
+        return mm, m_lo, e_m, vv, v_lo, e_v
+
+    return moments
+
+
+def _second_moment_phase(b: _Branches) -> Callable:
+    """AMSGrad's v_max (a double-double) and the raw second moment under the root."""
+    AMS = b.ams
+    U = _U
+
+    def second_moment(k, vmax, vv, v_lo, e_v):
         vmx_lo = 0.0 * vv
         if AMS == 0:
             vmx = vmax
@@ -139,6 +241,17 @@ def make_fast_kernel(
             e_vmx = e_vc
             raw = k[C2] * vmx
             e_raw = k[C2] * e_vc + 2 * U * np.abs(raw)
+        return vmx, vmx_lo, e_vmx, raw, e_raw
+
+    return second_moment
+
+
+def _first_moment_hat_phase(b: _Branches) -> Callable:
+    """m_hat: m' / c1, or the Nesterov numerator over c1."""
+    NEST = b.nest
+    U = _U
+
+    def first_moment_hat(k, mm, e_m, gg, e_g):
         if NEST == 0:
             mh = mm * k[IC1]
             e_mh = e_m * k[IC1] + 2 * U * np.abs(mh)
@@ -154,9 +267,19 @@ def make_fast_kernel(
             a2 = k[OB1] * gg * k[IC1]
             mh = a1 + a2
             e_mh = k[B1] * k[IC1N] * e_m + k[OB1] * k[IC1] * e_g + 4 * U * (np.abs(a1) + np.abs(a2))
-        # u = numer / den with den > 0; r_den bounds den's relative error. With the
-        # gradient used as given, v is a sum of non-negative exact products carried to
-        # ~2**-78, so its relative error as a double is below 2U: no division needed.
+        return mh, e_mh
+
+    return first_moment_hat
+
+
+def _relative_errors_phase(b: _Branches) -> Callable:
+    """The relative errors of v' and of the raw second moment. With the gradient used
+    as given, v is a sum of non-negative exact products carried to ~2**-78, so its
+    relative error as a double is below 2U: no division needed."""
+    LEAN, EXACT_G, AMS = b.lean, b.exact_g, b.ams
+    U, TINY = _U, _TINY
+
+    def relative_errors(vv, e_v, raw, e_raw):
         if LEAN:  # e_v = 4U v' (a negative v is never certified)
             r_v = 4 * U
             r_raw = 4 * U if AMS != 2 else 10 * U
@@ -166,8 +289,18 @@ def make_fast_kernel(
         else:
             r_v = e_v / np.maximum(vv, TINY)
             r_raw = e_raw / np.maximum(raw, TINY)
-        # REL: numer's relative error is r_numer, a constant (no cancellation upstream).
-        REL = LEAN and NEST == 0
+        return r_v, r_raw
+
+    return relative_errors
+
+
+def _direction_phase(b: _Branches) -> Callable:
+    """u = numer / den with den > 0: numer and its bound, den and its relative error
+    r_den, and numer's relative error r_numer where it is a constant (REL)."""
+    RADAM, RECTIFIED, PLACE = b.radam, b.rectified, b.place
+    U = _U
+
+    def direction(k, mh, e_mh, vv, raw, r_v, r_raw):
         # m' certified by the lean pass means |m_lo| + e_m < 2 |m_lo| <= 2**-52 |mm|
         # (= U; with IC1, LR and their product rounded, 2.5 U of the 3 U).
         r_numer = 3 * U
@@ -199,6 +332,17 @@ def make_fast_kernel(
             e_numer = e_mh * k[SC2] + 2 * U * np.abs(numer)
             den = np.sqrt(raw) + (k[EPS] if PLACE == 2 else k[EPS_SC2])
             r_den = 0.5 * r_raw + 3 * U
+        return numer, e_numer, den, r_den, r_numer
+
+    return direction
+
+
+def _step_size_phase(b: _Branches) -> Callable:
+    """lr u and its bound."""
+    REL, RADAM, RECTIFIED, PLACE = b.rel, b.radam, b.rectified, b.place
+    U = _U
+
+    def step_size(k, mm, numer, e_numer, den, r_den, r_numer):
         if REL:
             # the same product, associated differently: numer = mm (IC1 LR [RS|SC2]), each
             # constant factor's rounding counted in r_numer (2U each)
@@ -215,6 +359,17 @@ def make_fast_kernel(
             e_u = e_numer * inv_den + np.abs(u) * (r_den + 3 * U)
             step = k[LR] * u
             e_step = k[LR] * e_u + 2 * U * np.abs(step)
+        return step, e_step
+
+    return step_size
+
+
+def _parameter_phase(b: _Branches) -> Callable:
+    """The new parameter, decoupled decay before or after the step, and its bound."""
+    DEC = b.dec
+    U = _U
+
+    def parameter(k, theta, step, e_step):
         if DEC == 1:
             kept = theta * k[DECAY]
             th = kept - step
@@ -226,6 +381,17 @@ def make_fast_kernel(
         else:
             th = theta - step
             e_th = e_step + U * np.abs(th)
+        return th, e_th
+
+    return parameter
+
+
+def _average_phase(b: _Branches) -> Callable:
+    """The EMA of the parameter and its bound; the parameter, overwritten if due."""
+    EMA, OVERWRITE = b.ema, b.overwrite
+    U = _U
+
+    def average(k, ema, th, e_th):
         em = ema
         e_em = 0.0 * ema
         if EMA:
@@ -236,11 +402,23 @@ def make_fast_kernel(
             if OVERWRITE:
                 th = em
                 e_th = e_em
-        zero = 0.0 if LEAN else 0.0 * th
-        return (th, zero, e_th, mm, m_lo, e_m_out, vv, v_lo, e_v_out,
-                vmx, vmx_lo, e_vmx, em, zero, e_em)  # fmt: skip
+        return em, e_em, th, e_th
 
-    return kernel
+    return average
+
+
+#: The kernel's phases in the order it runs them.
+_PHASES = (
+    _gradient_phase,
+    _moments_phase,
+    _second_moment_phase,
+    _first_moment_hat_phase,
+    _relative_errors_phase,
+    _direction_phase,
+    _step_size_phase,
+    _parameter_phase,
+    _average_phase,
+)
 
 
 def _exact_products_sum(ah, al, x, bh, bl, y):
@@ -498,8 +676,11 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
         "_lean_products_sum": jit(_rebind(_lean_products_sum, two_sum=two_sum_nb)),
     }
 
+    def phase(fn: Callable) -> Callable:
+        return jit(_rebind(fn, **helpers))
+
     def kernel(lean: bool) -> Callable:
-        return jit(_rebind(make_fast_kernel(cfg, lean=lean), **helpers))
+        return phase(make_fast_kernel(cfg, lean=lean, compile_phase=phase))
 
     compiled = {
         "_lean": kernel(True),
@@ -541,7 +722,7 @@ def _cache_key(cfg: KernelConfig) -> str:
 
 # Names the driver's loop calls, bound to compiled functions by _make_pass.
 _lean = _precise = _certify = _certify_dd = _certify_wide = _certify_near = None
-_lane = _retry = None
+_load = _lane = _retry = None
 
 
 def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> Callable:
@@ -564,21 +745,46 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
     # Unused vmax/ema arrays are passed with one element and never read: a load from a
     # fixed address that the loop's stores might alias would stop vectorization.
     ams, ema_on = cfg.amsgrad != "off", cfg.use_ema
-    one = np.uint64(1)
-    key = _cache_key(cfg)
+    options = {"fastmath": {"contract"}, "error_model": "numpy"}
+    compiled = {**compiled}
+    compiled["_load"] = numba.njit(inline="always", **options)(_loader(ams, ema_on))
+    compiled["_lane"] = numba.njit(inline="always", **options)(
+        _rebind(_lean_lane(ams, ema_on), **compiled)
+    )
+    # Not inlined: a call per (rare) retry costs nothing, and compiling the precise
+    # kernel once as scalar code, not inside the vectorized loop, saves seconds.
+    compiled["_retry"] = numba.njit(**options)(_rebind(_precise_retry(ams, ema_on), **compiled))
+    run = _rebind(_block_loop(numba, ams, ema_on, _cache_key(cfg)), **compiled)
+    try:
+        return numba.njit(parallel=True, cache=True, **options)(run)
+    except RuntimeError:  # no writable cache location: compile per process
+        return numba.njit(parallel=True, **options)(run)
 
-    def lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
-        """The lean pass on coordinate ``j`` of a block: stores where certain."""
-        out = _lean(
-            k,
+
+def _loader(ams: bool, ema_on: bool) -> Callable:
+    """Coordinate ``j`` of a block's arrays as the kernels' float64 inputs (0 for an unused
+    v_max or EMA, whose one-element array is never read)."""
+
+    def load(th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
+        return (
             np.float64(th_b[j]),
             np.float64(g_b[j]),
-            0.0,
             np.float64(m_b[j]),
             np.float64(v_b[j]),
             np.float64(x_b[j]) if ams else 0.0,
             np.float64(e_b[j]) if ema_on else 0.0,
         )
+
+    return load
+
+
+def _lean_lane(ams: bool, ema_on: bool) -> Callable:
+    """The lean pass on coordinate ``j`` of a block: stores where certain, returns 1 where
+    not (inlined into the block loop)."""
+
+    def lane(k, th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
+        theta, g, m, v, vmax, ema = _load(th_b, g_b, m_b, v_b, x_b, e_b, j)
+        out = _lean(k, theta, g, 0.0, m, v, vmax, ema)
         # Only m has a low part in the lean kernel (the others are exactly 0, or NaN
         # next to an infinite bound).
         r_th, ok = _certify_near(out[0], out[2])
@@ -603,18 +809,16 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
             e_b[j] = np.float32(r_e) if ok else e_b[j]
         return np.uint64(0 if ok else 1)
 
+    return lane
+
+
+def _precise_retry(ams: bool, ema_on: bool) -> Callable:
+    """The precise kernel on coordinate ``j`` of a block: stores and returns True if
+    certain."""
+
     def retry(k, th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
-        """The precise kernel on coordinate ``j`` of a block: stores if certain."""
-        out = _precise(
-            k,
-            np.float64(th_b[j]),
-            np.float64(g_b[j]),
-            0.0,
-            np.float64(m_b[j]),
-            np.float64(v_b[j]),
-            np.float64(x_b[j]) if ams else 0.0,
-            np.float64(e_b[j]) if ema_on else 0.0,
-        )
+        theta, g, m, v, vmax, ema = _load(th_b, g_b, m_b, v_b, x_b, e_b, j)
+        out = _precise(k, theta, g, 0.0, m, v, vmax, ema)
         r_th, ok = _certify_wide(out[0], out[1], out[2])
         r_m, ok_m = _certify(out[3], out[4], out[5])
         r_v, ok_v = _certify(out[6], out[7], out[8])
@@ -637,12 +841,13 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
                 e_b[j] = np.float32(r_e)
         return ok
 
-    options = {"fastmath": {"contract"}, "error_model": "numpy"}
-    compiled = {**compiled}
-    compiled["_lane"] = numba.njit(inline="always", **options)(_rebind(lane, **compiled))
-    # Not inlined: a call per (rare) retry costs nothing, and compiling the precise
-    # kernel once as scalar code, not inside the vectorized loop, saves seconds.
-    compiled["_retry"] = numba.njit(**options)(_rebind(retry, **compiled))
+    return retry
+
+
+def _block_loop(numba: Any, ams: bool, ema_on: bool, key: str) -> Callable:
+    """The parallel loop over blocks (see :func:`_make_pass`); ``key`` is in its closure
+    only to be part of numba's cache key."""
+    one = np.uint64(1)
 
     def run(k, theta, g, m, v, vmax, ema, bits):  # pragma: no cover - compiled
         n = theta.size
@@ -676,10 +881,7 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
             flagged += left
         return flagged
 
-    try:
-        return numba.njit(parallel=True, cache=True, **options)(_rebind(run, **compiled))
-    except RuntimeError:  # no writable cache location: compile per process
-        return numba.njit(parallel=True, **options)(_rebind(run, **compiled))
+    return run
 
 
 # ---------------------------------------------------------------- CuPy: one fused kernel

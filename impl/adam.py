@@ -20,6 +20,10 @@ gradients) in cache-sized NumPy chunks. Dense float32 CuPy arrays run one fused
 CuPy kernel generated from the same kernel source (its few uncertain coordinates
 after it, like the compiled CPU driver's); other CuPy steps take the NumPy code
 path with ``cupy`` as the namespace (:mod:`adamspec.impl._xp`).
+
+This module is long because it is the whole public step around the kernels: state,
+gradient preparation (dense, row-sparse, clipped), exact clipping scales, and the choice
+and driving of each backend, down to the coordinates the fast pass leaves uncertain.
 """
 
 from __future__ import annotations
@@ -500,6 +504,13 @@ def _set_bits(bits: Any, xp: Any = np) -> Any:
     return words[rows] * width + cols
 
 
+#: Where each output's ``(value, low part, bound)`` starts in the fast kernel's result.
+_POSITION = {"theta": 0, "m": 3, "v": 6, "vmax": 9, "ema": 12}
+
+#: ``(array stored to, kernel output, its format)`` of every array a step writes.
+_Outputs = list[tuple[str, str, FloatFormat]]
+
+
 def _apply_numpy(
     K: StepConstants, grad: _Gradient, arrays: dict[str, Any], theta_store: Any, index: Any
 ) -> None:
@@ -510,13 +521,31 @@ def _apply_numpy(
     only the touched rows) and by coordinate otherwise.
     """
     xp = array_namespace(arrays["param"])
-    cfg = K.config
-    kernel = make_fast_kernel(cfg)
+    kernel = make_fast_kernel(K.config)
     k_hi = K.values[:, 0]
     flat = {name: (a.reshape(-1) if a is not None else None) for name, a in arrays.items()}
     theta_flat = theta_store.reshape(-1)
     n = theta_flat.size if index is None else len(index)
     lazy = grad.rows is not None
+    outputs = _outputs(flat, K.config)
+    for start in range(0, n, CHUNK):
+        pos = slice(start, min(start + CHUNK, n))
+        where = pos if index is None else index[pos]
+        gpos = pos if (lazy or index is None) else where
+        x = _chunk_inputs(flat, theta_flat, grad, where, gpos, xp)
+        fast = kernel(k_hi, *(x.get(name, 0.0) for name in KERNEL_INPUTS))
+        exact_needed = not grad.dense or "g_lo" in x
+        results, certain = _certified(fast, outputs, x["theta"].shape[0], exact_needed, xp)
+        redo = xp.flatnonzero(~certain)
+        if redo.size:
+            _redo_exactly(K, {name: a[redo] for name, a in x.items()}, redo, outputs, results, xp)
+        for store, _key, _fmt in outputs:
+            target = flat[store]
+            target[where] = results[store].astype(target.dtype)
+
+
+def _outputs(flat: dict[str, Any], cfg: Any) -> _Outputs:
+    """What the step writes: param, m, v, and v_max, the EMA and master weights if kept."""
     stores = [("param", "theta"), ("m", "m"), ("v", "v")]
     if flat["vmax"] is not None:
         stores.append(("vmax", "vmax"))
@@ -524,70 +553,75 @@ def _apply_numpy(
         stores.append(("ema", "ema"))
     if flat["master"] is not None:
         stores.append(("master", "theta"))
-    outputs = [(store, key, format_of(flat[store])) for store, key in stores]
-    for start in range(0, n, CHUNK):
-        pos = slice(start, min(start + CHUNK, n))
-        where = pos if index is None else index[pos]
-        gpos = pos if (lazy or index is None) else where
-        x = {
-            "theta": theta_flat[where].astype(np.float64),
-            "g": grad.g[gpos].astype(np.float64),
-            "m": flat["m"][where].astype(np.float64),
-            "v": flat["v"][where].astype(np.float64),
-        }
-        size = x["theta"].shape[0]
-        x["vmax"] = (
-            flat["vmax"][where].astype(np.float64) if flat["vmax"] is not None else xp.zeros(size)
-        )
-        x["ema"] = (
-            flat["ema"][where].astype(np.float64) if flat["ema"] is not None else xp.zeros(size)
-        )
-        for name in ("g_lo", "gsq", "gsq_lo"):
-            part = getattr(grad, name)
-            if part is not None:
-                x[name] = part[gpos]
-        fast = kernel(k_hi, *(x.get(name, 0.0) for name in KERNEL_INPUTS))
-        position = {"theta": 0, "m": 3, "v": 6, "vmax": 9, "ema": 12}
-        results = {}
-        certain = xp.ones(size, dtype=bool)
-        exact_needed = not grad.dense or "g_lo" in x
-        for store, key, fmt in outputs:
-            h, lo, e = fast[position[key] : position[key] + 3]
-            h, lo, e = (
-                xp.broadcast_to(xp.asarray(a, dtype=np.float64), (size,)) for a in (h, lo, e)
+    return [(store, key, format_of(flat[store])) for store, key in stores]
+
+
+def _chunk_inputs(
+    flat: dict[str, Any], theta_flat: Any, grad: _Gradient, where: Any, gpos: Any, xp: Any
+) -> dict[str, Any]:
+    """One chunk's kernel inputs as float64 arrays (zeros for an absent v_max or EMA)."""
+    x = {
+        "theta": theta_flat[where].astype(np.float64),
+        "g": grad.g[gpos].astype(np.float64),
+        "m": flat["m"][where].astype(np.float64),
+        "v": flat["v"][where].astype(np.float64),
+    }
+    size = x["theta"].shape[0]
+    x["vmax"] = (
+        flat["vmax"][where].astype(np.float64) if flat["vmax"] is not None else xp.zeros(size)
+    )
+    x["ema"] = flat["ema"][where].astype(np.float64) if flat["ema"] is not None else xp.zeros(size)
+    for name in ("g_lo", "gsq", "gsq_lo"):
+        part = getattr(grad, name)
+        if part is not None:
+            x[name] = part[gpos]
+    return x
+
+
+def _certified(
+    fast: tuple, outputs: _Outputs, size: int, exact_needed: bool, xp: Any
+) -> tuple[dict[str, Any], Any]:
+    """The fast pass rounded to each output's format, and where every output's rounding is
+    certain (nowhere for float64 outputs or inexact gradients: double-double decides)."""
+    results = {}
+    certain = xp.ones(size, dtype=bool)
+    for store, key, fmt in outputs:
+        h, lo, e = fast[_POSITION[key] : _POSITION[key] + 3]
+        h, lo, e = (xp.broadcast_to(xp.asarray(a, dtype=np.float64), (size,)) for a in (h, lo, e))
+        results[store] = _dd.round_dd(h, lo, fmt, xp)
+        if fmt == FLOAT64 or exact_needed:
+            certain &= False
+        else:
+            below = _dd.round_dd(*_dd.two_sum(h, lo - e), fmt, xp)
+            above = _dd.round_dd(*_dd.two_sum(h, lo + e), fmt, xp)
+            certain &= below == above
+    return results, certain
+
+
+def _redo_exactly(
+    K: StepConstants, sub: dict[str, Any], redo: Any, outputs: _Outputs, results: dict, xp: Any
+) -> None:
+    """The uncertain coordinates ``redo`` (inputs ``sub``) in double-double, into ``results``."""
+    cfg = K.config
+    exact = exact_kernel(cfg, K, sub, xp)
+    # Where double-double meets NaN or infinity (inf - inf in an error term), the
+    # plain IEEE evaluation of the same formula gives the special the oracle does.
+    plain = None
+    for store, key, fmt in outputs:
+        hi, lo = exact[key]
+        rounded = _dd.round_dd(hi, lo, fmt, xp)
+        special = ~(xp.isfinite(hi) & xp.isfinite(lo))
+        if bool(special.any()):
+            if plain is None:
+                plain = make_fast_kernel(cfg, precise=False)(
+                    K.values[:, 0], *(sub.get(name, 0.0) for name in KERNEL_INPUTS)
+                )
+            fallback = _dd.round_to_format(
+                xp.broadcast_to(plain[_POSITION[key]], hi.shape) + 0.0, fmt, xp
             )
-            results[store] = _dd.round_dd(h, lo, fmt, xp)
-            if fmt == FLOAT64 or exact_needed:
-                certain &= False
-            else:
-                below = _dd.round_dd(*_dd.two_sum(h, lo - e), fmt, xp)
-                above = _dd.round_dd(*_dd.two_sum(h, lo + e), fmt, xp)
-                certain &= below == above
-        redo = xp.flatnonzero(~certain)
-        if redo.size:
-            sub = {name: a[redo] for name, a in x.items()}
-            exact = exact_kernel(cfg, K, sub, xp)
-            # Where double-double meets NaN or infinity (inf - inf in an error term), the
-            # plain IEEE evaluation of the same formula gives the special the oracle does.
-            plain = None
-            for store, key, fmt in outputs:
-                hi, lo = exact[key]
-                rounded = _dd.round_dd(hi, lo, fmt, xp)
-                special = ~(xp.isfinite(hi) & xp.isfinite(lo))
-                if bool(special.any()):
-                    if plain is None:
-                        plain = make_fast_kernel(cfg, precise=False)(
-                            k_hi, *(sub.get(name, 0.0) for name in KERNEL_INPUTS)
-                        )
-                    fallback = _dd.round_to_format(
-                        xp.broadcast_to(plain[position[key]], hi.shape) + 0.0, fmt, xp
-                    )
-                    rounded = xp.where(special, fallback, rounded)
-                results[store][redo] = rounded
-            _recompute_extremes(cfg, K, sub, redo, outputs, results)
-        for store, _key, _fmt in outputs:
-            target = flat[store]
-            target[where] = results[store].astype(target.dtype)
+            rounded = xp.where(special, fallback, rounded)
+        results[store][redo] = rounded
+    _recompute_extremes(cfg, K, sub, redo, outputs, results)
 
 
 #: Magnitudes beyond which float64 error-free transformations may underflow or overflow

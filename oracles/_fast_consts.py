@@ -8,13 +8,20 @@ roots, RAdam's rectification, clipping scales). Each becomes a :class:`Const`:
 a double-double ``hi + lo`` with a bound ``err`` on its distance to the exact
 value, so the tiers can charge the constant's own representation error.
 
-The definitions mirror ``adamspec.oracles.adam._scalars`` term for term.
+The definitions are the mpmath oracle's own (:func:`adamspec.oracles.adam.bias_correction`
+and its neighbours, generic over the number type), evaluated here on Fractions and
+intervals: the fast oracle is the same judge. Its values are not taken from
+``adamspec.oracles.adam._scalars``: those keep ``beta^t`` exact at every ``t`` (measured:
+torch.RAdam at t = 10^4 takes 180 ms a step there, 0.7 ms here, where powers beyond
+:data:`EXACT_POWER_BITS` become 320-bit intervals), and the tiers need each scalar as a
+rigorous double-double, not a lazily evaluated real. This arithmetic is the oracle's own,
+apart from ``impl/_constants.py`` on purpose: the judge shares no code with what it judges.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,9 +40,17 @@ from mpmath.libmp import (
     to_float,
 )
 
-from adamspec.oracles.adam import RADAM_RHO_THRESHOLD
+from adamspec.oracles.adam import (
+    RADAM_RHO_THRESHOLD,
+    bias_correction,
+    decoupled_decay,
+    ema_momentum,
+    radam_rectification_squared,
+    radam_rho_inf,
+    radam_rho_t,
+)
 from adamspec.oracles.hyperparams import ExactHyper
-from adamspec.spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov, WeightDecay
+from adamspec.spec.axes import BiasCorrection, EpsPlacement, Family, Nesterov
 from adamspec.spec.variant import Variant
 
 #: Working precision (bits) of the interval arithmetic for irrational constants.
@@ -59,7 +74,8 @@ def iv_precision(bits: int = IV_PREC) -> Iterator[None]:
         iv.prec = saved
 
 
-def _mpf_to_q(t: tuple) -> Fraction:
+def mpf_to_q(t: tuple) -> Fraction:
+    """The exact value of a raw mpf tuple (an interval endpoint) as a Fraction."""
     sign, man, exp, _ = t
     if not man:
         return Fraction(0)
@@ -105,6 +121,11 @@ class Const:
         return self.lo == 0.0 and self.err == 0.0
 
     @property
+    def is_one(self) -> bool:
+        """The constant is exactly 1."""
+        return self.is_double and self.hi == 1.0
+
+    @property
     def rel(self) -> float:
         """A bound on ``|exact - hi| / |hi|`` (0 when exactly a double; inf for hi == 0 inexact)."""
         if self.is_double:
@@ -127,7 +148,7 @@ class Const:
 
 def const_q(q: Any) -> Const:
     """The constant of an exact rational."""
-    x = Fraction(int(q.numerator), int(q.denominator))
+    x = fraction_of(q)
     hi = _nearest(x)
     if not math.isfinite(hi):
         return Const(hi, 0.0, math.inf, x)
@@ -155,7 +176,7 @@ def const_iv(x: Any) -> Const:
     err = 0.0
     if gap[1]:  # nonzero; to_float flushes tiny values to 0 and may round subnormals down
         err = to_float(gap, rnd=round_ceiling) * (1.0 + 2.0**-50) + 2.0**-1074
-    exact = _mpf_to_q(a) if a == b else None
+    exact = mpf_to_q(a) if a == b else None
     return Const(hi, lo, err, exact)
 
 
@@ -166,7 +187,7 @@ def ivq(q: Any) -> Any:
 
 def iv_decided_gt(x: Any, threshold: int) -> bool | None:
     """Whether the real enclosed by ``x`` exceeds ``threshold`` (None: undecided)."""
-    a, b = (_mpf_to_q(t) for t in x._mpi_)
+    a, b = (mpf_to_q(t) for t in x._mpi_)
     if a > threshold:
         return True
     if b <= threshold:
@@ -238,7 +259,9 @@ class StepConsts:
         return self.consts.get(name)
 
 
-def _q(x: Any) -> Fraction:
+def fraction_of(x: Any) -> Fraction:
+    """An exact rational (an mpq of :class:`~adamspec.oracles.hyperparams.ExactHyper`) as
+    a Fraction."""
     return Fraction(int(x.numerator), int(x.denominator))
 
 
@@ -252,131 +275,136 @@ def step_consts(
     t: int,
     p1: Power,
     p2: Power,
-    lr: Fraction | None = None,
     cache: dict[Any, tuple[Const, Any]] | None = None,
 ) -> StepConsts:
     """The constants of step ``t`` given the beta powers of this step (``beta^t`` or the
-    accumulated ``P_t``), mirroring ``adamspec.oracles.adam._scalars``. ``cache`` (a dict kept
-    by the caller across the steps of one call) memoizes the rational constants."""
+    accumulated ``P_t``), by the mpmath oracle's definitions (:mod:`adamspec.oracles.adam`).
+    ``cache`` (a dict kept by the caller across the steps of one call) memoizes the rational
+    constants."""
     with iv_precision():
-        return _step_consts(variant, hp, t, p1, p2, lr, {} if cache is None else cache)
+        table = _Table({} if cache is None else cache)
+        table.rational("D1", fraction_of(hp.moment_beta1))
+        table.rational("K1", fraction_of(hp.one_minus_beta1))
+        table.rational("D2", fraction_of(hp.moment_beta2))
+        table.rational("K2", fraction_of(hp.one_minus_beta2))
+        fallback = _corrections(table, variant, fraction_of(hp.beta1), p1, p2)
+        _rationals(table, variant, hp, t)
+        rectified = False
+        if fallback is None:
+            rectified, fallback = _combined(table, variant, fraction_of(hp.beta2), t, p2)
+        if fallback is None:
+            for name, k in table.c.items():
+                if not k.in_range:
+                    fallback = f"constant {name} = {k.hi!r} outside [2^-200, 2^200]"
+                    break
+        return StepConsts(t, p1, p2, table.c, rectified, fallback)
 
 
-def _step_consts(
-    variant: Variant,
-    hp: ExactHyper,
-    t: int,
-    p1: Power,
-    p2: Power,
-    lr: Fraction | None,
-    cache: dict[Any, tuple[Const, Any]],
-) -> StepConsts:
-    c: dict[str, Const] = {}
-    ivs: dict[str, Any] = {}
+class _Table:
+    """The constants of one step as they are made: each a :class:`Const` and the interval
+    the derived constants are computed from."""
 
-    def rational(name: str, value: Fraction) -> None:
-        if value not in cache:
+    def __init__(self, cache: dict[Any, tuple[Const, Any]]) -> None:
+        self.c: dict[str, Const] = {}
+        self.ivs: dict[str, Any] = {}
+        self.cache = cache
+
+    def rational(self, name: str, value: Fraction) -> None:
+        if value not in self.cache:
             found = _RATIONALS.get(value)
             if found is None:
                 if len(_RATIONALS) > 4096:
                     _RATIONALS.clear()
                 found = _RATIONALS[value] = (const_q(value), ivq(value))
-            cache[value] = found
-        c[name], ivs[name] = cache[value]
+            self.cache[value] = found
+        self.c[name], self.ivs[name] = self.cache[value]
 
-    def irrational(name: str, value: Any) -> None:
-        c[name] = const_iv(value)
-        ivs[name] = value
+    def irrational(self, name: str, value: Any) -> None:
+        self.c[name] = const_iv(value)
+        self.ivs[name] = value
 
-    rational("D1", _q(hp.moment_beta1))
-    rational("K1", _q(hp.one_minus_beta1))
-    rational("D2", _q(hp.moment_beta2))
-    rational("K2", _q(hp.one_minus_beta2))
+
+def _corrections(table: _Table, variant: Variant, b1: Fraction, p1: Power, p2: Power) -> str | None:
+    """``C1``, ``C2``, NAdam's ``C1N`` (``1 - P_1 beta1``), their inverses and ``SC2``
+    (``sqrt(c2)``); or why the step cannot run in the tiers (a correction at 0)."""
     one = iv.mpf(1)
-    fallback = None
-
-    def correction(name: str, axis: BiasCorrection, power: Power) -> None:
-        if axis is BiasCorrection.NONE:
-            rational(name, Fraction(1))
-        elif power.exact is not None:
-            rational(name, 1 - power.exact)
+    for name, axis, power, beta in (
+        ("C1", variant.bias_correction_m, p1, None),
+        ("C2", variant.bias_correction_v, p2, None),
+        ("C1N", variant.bias_correction_m, p1, b1),
+    ):
+        if axis is BiasCorrection.NONE or power.exact is not None:
+            exact = power.exact if beta is None or power.exact is None else power.exact * beta
+            table.rational(name, bias_correction(axis, exact, Fraction(1)))
         else:
-            irrational(name, one - power.interval)
-
-    correction("C1", variant.bias_correction_m, p1)
-    correction("C2", variant.bias_correction_v, p2)
-    b1 = _q(hp.beta1)
-    if variant.bias_correction_m is BiasCorrection.NONE:
-        rational("C1N", Fraction(1))
-    elif p1.exact is not None:
-        rational("C1N", 1 - p1.exact * b1)
-    else:
-        irrational("C1N", one - p1.interval * ivq(b1))
+            interval = power.interval if beta is None else power.interval * ivq(beta)
+            table.irrational(name, bias_correction(axis, interval, one))
+    fallback = None
     for name in ("C1", "C2", "C1N"):
-        k = c[name]
+        k = table.c[name]
         if k.hi == 0.0 and k.is_double:
             fallback = f"{name.lower()} = 0 (a beta held as 1)"
-        elif k.exact is None and _iv_contains_zero(ivs[name]):
+        elif k.exact is None and _iv_contains_zero(table.ivs[name]):
             fallback = f"{name.lower()} undecided near 0"
     if fallback is None:
         for name in ("C1", "C2", "C1N"):
-            exact = c[name].exact
+            exact = table.c[name].exact
             if exact is None:
-                irrational("I" + name, one / ivs[name])
+                table.irrational("I" + name, one / table.ivs[name])
             else:
-                rational("I" + name, 1 / exact)
-        irrational("SC2", iv.sqrt(ivs["C2"]))
-    lr_q = lr if lr is not None else _q(hp.lr_at(t))
-    rational("LR", lr_q)
-    rational("EPS", _q(hp.eps))
-    rational("EPS_ROOT", _q(hp.eps_root))
-    wd = _q(hp.weight_decay)
-    rational("WD", wd)
-    decay = {
-        WeightDecay.DECOUPLED_LR_BEFORE: 1 - lr_q * wd,
-        WeightDecay.DECOUPLED_LR_AFTER: 1 - lr_q * wd,
-        WeightDecay.DECOUPLED_BEFORE: 1 - wd,
-        WeightDecay.DECOUPLED_AFTER: 1 - wd,
-    }.get(variant.weight_decay, Fraction(1))
-    rational("DEC", decay)
-    mu = Fraction(0) if t == 1 else _q(hp.ema_momentum)
-    rational("MU", mu)
-    rational("OMU", 1 - mu)
+                table.rational("I" + name, 1 / exact)
+        table.irrational("SC2", iv.sqrt(table.ivs["C2"]))
+    return fallback
+
+
+def _rationals(table: _Table, variant: Variant, hp: ExactHyper, t: int) -> None:
+    """The step's rational constants: ``LR``, ``EPS``, ``EPS_ROOT``, ``WD``, the decoupled
+    decay ``DEC``, the EMA's ``MU``/``OMU`` and ``CLIPV``."""
+    lr = fraction_of(hp.lr_at(t))
+    table.rational("LR", lr)
+    table.rational("EPS", fraction_of(hp.eps))
+    table.rational("EPS_ROOT", fraction_of(hp.eps_root))
+    wd = fraction_of(hp.weight_decay)
+    table.rational("WD", wd)
+    table.rational("DEC", decoupled_decay(variant.weight_decay, lr, wd, Fraction(1)))
+    mu = ema_momentum(t, fraction_of(hp.ema_momentum), Fraction(0))
+    table.rational("MU", mu)
+    table.rational("OMU", 1 - mu)
     if hp.clipvalue is not None:
-        rational("CLIPV", _q(hp.clipvalue))
+        table.rational("CLIPV", fraction_of(hp.clipvalue))
+
+
+def _combined(
+    table: _Table, variant: Variant, b2: Fraction, t: int, p2: Power
+) -> tuple[bool, str | None]:
+    """``EPS_SC2``, RAdam's ``RS`` and the combined step constants (``step = C * numerator /
+    denominator``; NAdam's ``P`` and ``Q``); returns whether RAdam rectifies, and why the
+    step cannot run in the tiers (its rho_t undecided)."""
+    ivs = table.ivs
+    table.irrational("EPS_SC2", ivs["EPS"] * ivs["SC2"])
     rectified = False
-    if fallback is None:
-        irrational("EPS_SC2", ivs["EPS"] * ivs["SC2"])
-        if variant.family is Family.RADAM:
-            rs = _radam(t, _q(hp.beta2), p2)
-            if rs is None:
-                fallback = "RAdam rho_t undecided"
-            elif rs is not False:
-                rectified = True
-                irrational("RS", rs)
-        # Combined step constants: step = C * numerator / denominator.
-        lr_iv = ivs["LR"]
-        factor = one
-        if variant.family is Family.RADAM:
-            factor = ivs["RS"] * ivs["SC2"] if rectified else one
-        elif variant.eps_placement in (EpsPlacement.EPS_HAT, EpsPlacement.EPS_HAT_ADAPTIVE):
-            factor = ivs["SC2"]
-        if variant.nesterov is Nesterov.NADAM:
-            irrational("P", ivs["D1"] * ivs["IC1N"])
-            irrational("Q", ivs["K1"] * ivs["IC1"])
-            irrational("C", lr_iv * factor)
-        else:
-            irrational("C", lr_iv * ivs["IC1"] * factor)
-    if fallback is None:
-        for name, k in c.items():
-            if not k.in_range:
-                fallback = f"constant {name} = {k.hi!r} outside [2^-200, 2^200]"
-                break
-    return StepConsts(t, p1, p2, c, rectified, fallback)
+    factor = iv.mpf(1)
+    if variant.family is Family.RADAM:
+        rs = _radam(t, b2, p2)
+        if rs is None:
+            return False, "RAdam rho_t undecided"
+        if rs is not False:
+            rectified = True
+            table.irrational("RS", rs)
+            factor = ivs["RS"] * ivs["SC2"]
+    elif variant.eps_placement in (EpsPlacement.EPS_HAT, EpsPlacement.EPS_HAT_ADAPTIVE):
+        factor = ivs["SC2"]
+    if variant.nesterov is Nesterov.NADAM:
+        table.irrational("P", ivs["D1"] * ivs["IC1N"])
+        table.irrational("Q", ivs["K1"] * ivs["IC1"])
+        table.irrational("C", ivs["LR"] * factor)
+    else:
+        table.irrational("C", ivs["LR"] * ivs["IC1"] * factor)
+    return rectified, None
 
 
 def _iv_contains_zero(x: Any) -> bool:
-    a, b = (_mpf_to_q(t) for t in x._mpi_)
+    a, b = (mpf_to_q(t) for t in x._mpi_)
     return a <= 0 <= b
 
 
@@ -385,22 +413,20 @@ def _radam(t: int, beta2: Fraction, p2: Power) -> Any:
     the comparison cannot be decided."""
     if beta2 == 1:
         return None
-    rho_inf = 2 / (1 - beta2) - 1
+    rho_inf = radam_rho_inf(beta2)
     if p2.exact is not None:
-        rho_t = rho_inf - 2 * t * p2.exact / (1 - p2.exact)
+        rho_t = radam_rho_t(t, rho_inf, p2.exact)
         if rho_t <= RADAM_RHO_THRESHOLD:
             return False
-        ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-        return iv.sqrt(ivq(ratio))
-    one = iv.mpf(1)
+        return iv.sqrt(ivq(radam_rectification_squared(rho_inf, rho_t)))
     ri = ivq(rho_inf)
-    rho_t_iv = ri - iv.mpf(2 * t) * p2.interval / (one - p2.interval)
+    rho_t_iv = radam_rho_t(t, ri, p2.interval)
     decided = iv_decided_gt(rho_t_iv, RADAM_RHO_THRESHOLD)
     if decided is None:
         return None
     if not decided:
         return False
-    return iv.sqrt((rho_t_iv - 4) * (rho_t_iv - 2) * ri / ((ri - 4) * (ri - 2) * rho_t_iv))
+    return iv.sqrt(radam_rectification_squared(ri, rho_t_iv))
 
 
 def clip_scale(norm_sq: Fraction, threshold: Fraction) -> Const:
@@ -409,10 +435,6 @@ def clip_scale(norm_sq: Fraction, threshold: Fraction) -> Const:
         return const_q(Fraction(1))
     with iv_precision():
         return const_iv(ivq(threshold) / iv.sqrt(ivq(norm_sq)))
-
-
-def lr_schedule(hp: ExactHyper) -> Callable[[int], Fraction]:
-    return lambda t: _q(hp.lr_at(t))
 
 
 __all__ = [
@@ -425,7 +447,9 @@ __all__ = [
     "clip_scale",
     "const_iv",
     "const_q",
+    "fraction_of",
     "iv_precision",
+    "mpf_to_q",
     "power_from",
     "power_of",
     "step_consts",

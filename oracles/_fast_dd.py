@@ -39,7 +39,7 @@ from adamspec.oracles._fast_eft import (
     expansion_sign,
     two_prod,
 )
-from adamspec.oracles._fast_tier1 import ExactForm, Inputs, Outcome, StepPlan, _exact_forms, _is_one
+from adamspec.oracles._fast_tier1 import ExactForm, Inputs, Outcome, StepPlan, exact_forms
 from adamspec.spec.axes import AmsGrad, EpsPlacement, Family, Nesterov, WeightDecay
 from adamspec.spec.formats import FLOAT64, FloatFormat
 from adamspec.spec.variant import Variant
@@ -86,19 +86,7 @@ class DDPlan(StepPlan):
 
     def __init__(self, variant: Variant, consts: StepConsts, *args: Any) -> None:
         super().__init__(variant, consts, *args)
-        self.form_m, self.form_v = _exact_forms(variant, consts, self)  # type: ignore[arg-type]
-
-    def _clip_value(self, g: Array) -> tuple[Array, Any]:
-        """As :meth:`adamspec.oracles._fast_tier1.Plan._clip_value` (doubles and the clipped
-        error)."""
-        cv = self.clipv
-        c_hi = cv.hi
-        c_lo = c_hi if Fraction(c_hi) <= cv.exact else np.nextafter(c_hi, 0.0)
-        clipped = np.abs(g) > c_lo
-        g = np.where(clipped, np.copysign(c_hi, g), g)
-        if cv.is_double:
-            return g, 0.0
-        return g, clipped * (abs(cv.lo) + cv.err)
+        self.form_m, self.form_v = exact_forms(variant, consts, self)  # type: ignore[arg-type]
 
     def kernel(
         self, th: DDV, g: Array, m: DDV, v: DDV, vmax: DDV, ema: DDV | None
@@ -128,7 +116,7 @@ class DDPlan(StepPlan):
         vn = dd_add(dd_mul(_k(c["D2"]), v), dd_mul(_k(c["K2"]), dd_mul(gd, gd)))
         out = {"m": mn, "v": vn}
         ams = var.amsgrad
-        corrected = ams is AmsGrad.MAX_CORRECTED_V and not _is_one(c["IC2"])
+        corrected = ams is AmsGrad.MAX_CORRECTED_V and not c["IC2"].is_one
         if ams is AmsGrad.OFF:
             raw = vn
         elif corrected:
@@ -154,7 +142,7 @@ class DDPlan(StepPlan):
         else:
             place = var.eps_placement
             if place in (EpsPlacement.ALGORITHM_1, EpsPlacement.EPS_ROOT):
-                s = raw if corrected or _is_one(c["IC2"]) else dd_mul(raw, _k(c["IC2"]))
+                s = raw if corrected or c["IC2"].is_one else dd_mul(raw, _k(c["IC2"]))
                 if place is EpsPlacement.EPS_ROOT:
                     s = dd_add(s, _k(c["EPS_ROOT"]))
                 den = dd_add(dd_sqrt(s), _k(c["EPS"]))
@@ -364,7 +352,7 @@ def _resolve64(
     """Exact decision of a float64 moment ``hi + lo (+- err)`` whose interval reaches the
     midpoint between ``hi`` and its neighbour on ``lo``'s side."""
     g = form.gradient(x, idx)
-    products = form._products(x, idx, g)
+    products = form.products(x, idx, g)
     up = (np.nextafter(hi, np.inf) - hi) * 0.5
     down = (hi - np.nextafter(hi, -np.inf)) * 0.5
     width = err * (1 + 2.0**-40) + np.abs(lo) * 2.0**-50

@@ -42,6 +42,10 @@ Error propagation, with ``r(K)`` a constant's relative error::
 forms, times RAdam's ``r_t``; NAdam's two terms use ``P = beta1 / c1'`` and
 ``Q = (1 - beta1) / c1``.) ``tests/test_fast_oracle.py`` checks that the mpmath
 oracle's exact value lies inside every bound, and that the bounds are not vacuous.
+
+This module is long because each term's error bound stands next to its evaluation, and
+the exact decision of the moments (:class:`ExactForm`) next to the bounds it completes:
+apart, a formula and its proof would have to be read in two places.
 """
 
 from __future__ import annotations
@@ -138,10 +142,22 @@ class StepPlan:
         self.state_fmt = state_fmt
         self.use_ema = use_ema
         self.overwrite = overwrite
-        self.scale = None if scale is None or (scale.is_double and scale.hi == 1.0) else scale
+        self.scale = None if scale is None or scale.is_one else scale
         wd = consts["WD"]
         self.l2 = variant.weight_decay is WeightDecay.L2 and not (wd.is_double and wd.hi == 0.0)
         self.clipv = consts.get("CLIPV")
+
+    def clip_value(self, g: Array) -> tuple[Array, Any]:
+        """``g`` clipped to ``[-c, c]`` as doubles (``+-c.hi`` where clipped), and the error
+        bound of the clipped coordinates (0 where ``c`` is exactly a double)."""
+        cv = self.clipv
+        c_hi = cv.hi
+        c_lo = c_hi if Fraction(c_hi) <= cv.exact else math.nextafter(c_hi, 0.0)
+        clipped = np.abs(g) > c_lo
+        g = np.where(clipped, np.copysign(c_hi, g), g)
+        if cv.is_double:
+            return g, 0.0
+        return g, clipped * (abs(cv.lo) + cv.err)
 
 
 class Plan(StepPlan):
@@ -158,7 +174,7 @@ class Plan(StepPlan):
         self.gsq_exact = self.g_exact and (
             self.clipv is None or _significant_bits(self.clipv.hi) <= 26
         )
-        self.form_m, self.form_v = _exact_forms(variant, consts, self)
+        self.form_m, self.form_v = exact_forms(variant, consts, self)
 
     # ------------------------------------------------------------------ the kernel
 
@@ -166,32 +182,64 @@ class Plan(StepPlan):
         """Values and certification widths of every output for one chunk: each width bounds
         the distance to the exact value with the margins :func:`certify_into` needs for its
         own rounding (a factor ``F`` and ``W |x|``) already included."""
-        c, v_ = self.c, self.variant
-        k = {name: const.hi for name, const in c.consts.items()}
-        th, g, m, v = x.theta, x.g, x.m, x.v
-        if v_.maximize:
+        g, eg = self._gradient(x)
+        mn, em, vn, ev, cv = self._moments(x, g, eg)
+        out = {"m": (mn, em), "v": (vn, ev)}
+        raw, r_raw, corrected_in_max = self._second_moment(x, vn, ev, cv, out)
+        if self.variant.family is Family.RADAM and not self.c.rectified:
+            # RAdam before rectification: step = lr m_hat
+            st, e_st = self._unrectified_step(mn, em)
+        else:
+            den, r_den = self._denominator(
+                raw, r_raw, corrected_in_max, vn, cv, ev, self.per_coord_r
+            )
+            num, e_num = self._numerator(mn, em, g, eg)
+            st, e_st = self._step(num, e_num, den, r_den)
+        thn, e_th = self._parameter(x.theta, st, e_st)
+        if self.use_ema:
+            out["ema"] = self._ema(x.ema, thn, e_th)
+            if self.overwrite:
+                thn, e_th = out["ema"]
+        out["param"] = (thn, e_th)
+        return out
+
+    @property
+    def per_coord_r(self) -> bool:
+        """The relative error of v' is per coordinate (g^2 inexact), not one constant."""
+        return not self.gsq_exact
+
+    def _gradient(self, x: Inputs) -> tuple[Array, Any]:
+        """The gradient the moments see (maximized, clipped, scaled, L2-decayed) and a bound
+        on its error (0 while it is the exact input)."""
+        c, g = self.c, x.g
+        if self.variant.maximize:
             g = -g
         eg: Any = 0.0
         if self.clipv is not None:
-            g, eg = self._clip_value(g)
+            g, eg = self.clip_value(g)
         if self.scale is not None:
             s = self.scale
             gs = g * s.hi
             eg = eg * abs(s.hi) * (1 + s.rel) + np.abs(gs) * (s.rel + U)
             g = gs
         if self.l2:
-            w = k["WD"] * th
+            w = c["WD"].hi * x.theta
             g = g + w
             eg = eg + np.abs(w) * (c["WD"].rel + U) + U * np.abs(g)
-        # m' = d1 m + k1 g
+        return g, eg
+
+    def _moments(self, x: Inputs, g: Array, eg: Any) -> tuple[Array, Array, Array, Array, float]:
+        """``m' = d1 m + k1 g`` and ``v' = d2 v + k2 g^2`` with their bounds, and ``cv``, the
+        relative error of v' while g^2 is exact (all its terms are >= 0: inputs with v < 0
+        are sent to mpmath)."""
+        c = self.c
         d1, k1 = c["D1"], c["K1"]
-        t1 = k["D1"] * m
-        t2 = k["K1"] * g
+        t1 = d1.hi * x.m
+        t2 = k1.hi * g
         mn = t1 + t2
         em = (np.abs(t1) + np.abs(t2)) * ((max(d1.rel, k1.rel) + 2 * U + W) * F)
         if not self.g_exact:
             em = em + eg * (abs(k1.hi) * (1 + k1.rel) * F)
-        # v' = d2 v + k2 g^2 (all terms >= 0: inputs with v < 0 are sent to mpmath)
         d2, k2 = c["D2"], c["K2"]
         gsq = g * g
         if self.gsq_exact:
@@ -200,20 +248,24 @@ class Plan(StepPlan):
             egsq = gsq * U
             if not self.g_exact:
                 egsq = egsq + np.abs(g) * eg * 2.0 + eg * eg
-        vn = k["D2"] * v + k["K2"] * gsq
+        vn = d2.hi * x.v + k2.hi * gsq
         cv = (max(d2.rel, k2.rel) + 2 * U + W) * F
         ev = vn * cv
         if not self.gsq_exact:
             ev = ev + egsq * (abs(k2.hi) * (1 + k2.rel) * F)
-        out = {"m": (mn, em), "v": (vn, ev)}
-        # AMSGrad and the second moment under the square root (relative error r_raw)
-        per_coord_r = not self.gsq_exact
-        r_raw: Any = cv if not per_coord_r else None
-        ic2 = c["IC2"]
+        return mn, em, vn, ev, cv
+
+    def _second_moment(
+        self, x: Inputs, vn: Array, ev: Array, cv: float, out: dict[str, tuple[Array, Array]]
+    ) -> tuple[Array, Any, bool]:
+        """The second moment under the square root (AMSGrad's maximum where it applies, into
+        ``out``), its relative error, and whether the maximum is over the corrected v / c2."""
+        ic2 = self.c["IC2"]
+        r_raw: Any = None if self.per_coord_r else cv
         corrected_in_max = False
         if self.ams is AmsGrad.OFF:
             raw, e_raw = vn, ev
-        elif self.ams is AmsGrad.MAX_CORRECTED_V and not _is_one(ic2):
+        elif self.ams is AmsGrad.MAX_CORRECTED_V and not ic2.is_one:
             vc = vn * ic2.hi
             evc = ev * (ic2.hi * (1 + ic2.rel)) + vc * (ic2.rel + U)
             raw = np.maximum(x.vmax, vc)
@@ -227,44 +279,53 @@ class Plan(StepPlan):
             raw = np.maximum(x.vmax, vn)
             e_raw = ev
             out["vmax"] = (raw, ev + raw * W)
-        if per_coord_r:
+        if self.per_coord_r:
             with np.errstate(divide="ignore", invalid="ignore"):
                 r_raw = e_raw / np.maximum(raw, 1e-300)
-        # the denominator and its relative error
-        rectified_radam = v_.family is Family.RADAM
-        if rectified_radam and not c.rectified:
-            den = None
-        else:
-            den, r_den = self._denominator(raw, r_raw, corrected_in_max, vn, cv, ev, per_coord_r)
-        # the numerator
-        nest = v_.nesterov
-        if nest is Nesterov.OFF or den is None:
-            num, e_num = mn, em
-        else:
-            a, b = (c["D1"], c["K1"]) if nest is Nesterov.TF_RAW else (c["P"], c["Q"])
-            a1 = a.hi * mn
-            a2 = b.hi * g
-            num = a1 + a2
-            e_num = (np.abs(a1) + np.abs(a2)) * ((max(a.rel, b.rel) + 2 * U) * (1 + 2.0**-50))
-            e_num = e_num + em * (abs(a.hi) * (1 + a.rel))
-            if not self.g_exact:
-                e_num = e_num + eg * (abs(b.hi) * (1 + b.rel))
-        cc = c["C"]
-        if den is None:  # RAdam before rectification: step = lr m_hat
-            st = cc.hi * num
-            e_st = np.abs(st) * ((cc.rel + U) * F) + e_num * (cc.hi * (1 + cc.rel) * F)
-        else:
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                ci = cc.hi / den
-                st = num * ci
-                e_st = np.abs(st) * ((cc.rel + r_den + 2.01 * U) * (1 + 2.0**-18))
-                e_st = e_st + ci * e_num * (1 + 2.0**-18)
-                if per_coord_r:
-                    e_st = np.where(r_den < R_DEN_MAX, e_st, np.inf)
-        # the parameter
-        wd_axis = v_.weight_decay
-        dec = c["DEC"]
-        decays = not _is_one(dec)
+        return raw, r_raw, corrected_in_max
+
+    def _numerator(self, mn: Array, em: Array, g: Array, eg: Any) -> tuple[Array, Array]:
+        """m' or a Nesterov numerator (``D1 m' + K1 g`` for tf_raw, ``P m' + Q g`` for
+        NAdam), and its bound."""
+        nest = self.variant.nesterov
+        if nest is Nesterov.OFF:
+            return mn, em
+        c = self.c
+        a, b = (c["D1"], c["K1"]) if nest is Nesterov.TF_RAW else (c["P"], c["Q"])
+        a1 = a.hi * mn
+        a2 = b.hi * g
+        num = a1 + a2
+        e_num = (np.abs(a1) + np.abs(a2)) * ((max(a.rel, b.rel) + 2 * U) * (1 + 2.0**-50))
+        e_num = e_num + em * (abs(a.hi) * (1 + a.rel))
+        if not self.g_exact:
+            e_num = e_num + eg * (abs(b.hi) * (1 + b.rel))
+        return num, e_num
+
+    def _unrectified_step(self, mn: Array, em: Array) -> tuple[Array, Array]:
+        """RAdam before rectification: ``C m'`` (no denominator) and its bound."""
+        cc = self.c["C"]
+        st = cc.hi * mn
+        e_st = np.abs(st) * ((cc.rel + U) * F) + em * (cc.hi * (1 + cc.rel) * F)
+        return st, e_st
+
+    def _step(self, num: Array, e_num: Array, den: Array, r_den: Any) -> tuple[Array, Array]:
+        """``C num / den`` and its bound (infinite where the denominator's relative error is
+        too large for the quotient rule)."""
+        cc = self.c["C"]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ci = cc.hi / den
+            st = num * ci
+            e_st = np.abs(st) * ((cc.rel + r_den + 2.01 * U) * (1 + 2.0**-18))
+            e_st = e_st + ci * e_num * (1 + 2.0**-18)
+            if self.per_coord_r:
+                e_st = np.where(r_den < R_DEN_MAX, e_st, np.inf)
+        return st, e_st
+
+    def _parameter(self, th: Array, st: Array, e_st: Array) -> tuple[Array, Array]:
+        """The new parameter with decoupled decay before or after the step, and its bound."""
+        wd_axis = self.variant.weight_decay
+        dec = self.c["DEC"]
+        decays = not dec.is_one
         if wd_axis in (WeightDecay.DECOUPLED_LR_BEFORE, WeightDecay.DECOUPLED_BEFORE) and decays:
             kp = th * dec.hi
             thn = kp - st
@@ -277,29 +338,17 @@ class Plan(StepPlan):
         else:
             thn = th - st
             e_th = e_st + np.abs(thn) * (U + W)
-        if self.use_ema:
-            mu, omu = c["MU"], c["OMU"]
-            w1 = mu.hi * x.ema
-            w2 = omu.hi * thn
-            avg = w1 + w2
-            e_avg = np.abs(w1) * ((mu.rel + U) * F) + np.abs(w2) * ((omu.rel + U) * F)
-            e_avg = e_avg + np.abs(avg) * (U + W) + e_th * (abs(omu.hi) * (1 + omu.rel) * F)
-            out["ema"] = (avg, e_avg)
-            if self.overwrite:
-                thn, e_th = avg, e_avg
-        out["param"] = (thn, e_th)
-        return out
+        return thn, e_th
 
-    def _clip_value(self, g: Array) -> tuple[Array, Any]:
-        cv = self.clipv
-        exact = cv.exact
-        c_hi = cv.hi
-        c_lo = c_hi if Fraction(c_hi) <= exact else math.nextafter(c_hi, 0.0)
-        clipped = np.abs(g) > c_lo
-        g = np.where(clipped, np.copysign(c_hi, g), g)
-        if cv.is_double:
-            return g, 0.0
-        return g, clipped * (abs(cv.lo) + cv.err)
+    def _ema(self, ema: Array, thn: Array, e_th: Array) -> tuple[Array, Array]:
+        """The EMA ``mu avg + (1 - mu) theta'`` and its bound."""
+        mu, omu = self.c["MU"], self.c["OMU"]
+        w1 = mu.hi * ema
+        w2 = omu.hi * thn
+        avg = w1 + w2
+        e_avg = np.abs(w1) * ((mu.rel + U) * F) + np.abs(w2) * ((omu.rel + U) * F)
+        e_avg = e_avg + np.abs(avg) * (U + W) + e_th * (abs(omu.hi) * (1 + omu.rel) * F)
+        return avg, e_avg
 
     def _denominator(
         self,
@@ -321,7 +370,7 @@ class Plan(StepPlan):
             eps = c["EPS"]
             scale_root = None
         elif v_.eps_placement in (EpsPlacement.ALGORITHM_1, EpsPlacement.EPS_ROOT):
-            if corrected_in_max or _is_one(ic2):
+            if corrected_in_max or ic2.is_one:
                 s, r_s = raw, r_raw  # max over v / c2 is already corrected
             else:
                 s, r_s = raw * ic2.hi, r_raw + ic2.rel + U
@@ -447,7 +496,7 @@ class Plan(StepPlan):
         sfmt = self.state_fmt
         fallback = []
         decided = []
-        corrected = self.ams is AmsGrad.MAX_CORRECTED_V and not _is_one(self.c["IC2"])
+        corrected = self.ams is AmsGrad.MAX_CORRECTED_V and not self.c["IC2"].is_one
         for name, (idx, xv, ev) in pending.items():
             form = self.form_m if name == "m" else self.form_v
             if form is None or (name == "vmax" and corrected):
@@ -497,10 +546,6 @@ def _f64(a: Array) -> Array:
     return np.asarray(a, dtype=np.float64)
 
 
-def _is_one(k: Const) -> bool:
-    return k.is_double and k.hi == 1.0
-
-
 def _significant_bits(x: float) -> int:
     if x == 0 or not math.isfinite(x):
         return 0
@@ -548,7 +593,7 @@ class ExactForm:
             return None
         return ExactForm(terms, scale)
 
-    def _products(self, x: Inputs, idx: Array, g: Array) -> list[Array]:
+    def products(self, x: Inputs, idx: Array, g: Array) -> list[Array]:
         values = {"m": _f64(x.m[idx]), "v": _f64(x.v[idx]), "theta": _f64(x.theta[idx]), "g": g}
         out = []
         for chunks, names in self.terms:
@@ -575,7 +620,7 @@ class ExactForm:
         self, x: Inputs, idx: Array, approx: Array, err: Array, fmt: FloatFormat
     ) -> tuple[Array, Array]:
         g = self.gradient(x, idx)
-        products = self._products(x, idx, g)
+        products = self.products(x, idx, g)
         width = err * (1 + 2.0**-40) + np.abs(approx) * 2.0**-51
         mag = np.abs(approx)
         low, high, q = ulp_parts(approx, fmt)
@@ -599,7 +644,7 @@ class ExactForm:
             value = np.where(near_zero, np.where(zero_sign < 0, -0.0, 0.0), value)
         return value, single | near_zero
 
-    gradient: Any = None  # set by _exact_forms: the preprocessed exact gradient of a subset
+    gradient: Any = None  # set by exact_forms: the preprocessed exact gradient of a subset
 
 
 def _dyadic_chunks(q: Fraction) -> list[float] | None:
@@ -619,7 +664,7 @@ def _dyadic_chunks(q: Fraction) -> list[float] | None:
     return chunks
 
 
-def _exact_forms(
+def exact_forms(
     variant: Variant, c: StepConsts, plan: Plan
 ) -> tuple[ExactForm | None, ExactForm | None]:
     """The exact forms of m' and v' when the gradient is an exact double."""
@@ -642,7 +687,7 @@ def _exact_forms(
         if variant.maximize:
             g = -g
         if plan.clipv is not None:
-            g, _ = plan._clip_value(g)
+            g, _ = plan.clip_value(g)
         return g
 
     for form in (form_m, form_v):
@@ -651,4 +696,4 @@ def _exact_forms(
     return form_m, form_v
 
 
-__all__ = ["CHUNK", "ExactForm", "Inputs", "Outcome", "Plan"]
+__all__ = ["CHUNK", "ExactForm", "Inputs", "Outcome", "Plan", "StepPlan", "exact_forms"]

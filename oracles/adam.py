@@ -21,6 +21,14 @@ corrections use the held ``beta_i``.
 Row-sparse gradients (:class:`adamspec.spec.SparseRows`) follow the variant's
 ``sparse`` and ``duplicates`` axes. Several tensors may be stepped at once
 (``global_clipnorm`` spans them all).
+
+The step's scalars (``1/c1``, ``sqrt(c2)``, RAdam's ``r_t``...) are computed with the
+oracle's own arithmetic, apart from ``impl/_constants.py`` on purpose: the judge shares no
+code with what it judges. The fast oracle is the same judge and shares their definitions
+(:func:`bias_correction`, :func:`decoupled_decay`, the RAdam terms).
+
+This module is long because it is the whole exact oracle in one reading: inputs,
+gradients and clipping, the step's scalars, one coordinate's update and the public API.
 """
 
 from __future__ import annotations
@@ -65,8 +73,6 @@ from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
 
-#: Per-coordinate state components, in report order.
-TENSOR_COMPONENTS = ("param", "m", "v", "v_max", "ema")
 #: Scalar state components (present only for accumulated bias corrections).
 SCALAR_COMPONENTS = ("beta1_power", "beta2_power")
 
@@ -138,13 +144,9 @@ def exact_list(array: Any) -> list[Real]:
     return [_exact(x) for x in np.asarray(array).ravel()]
 
 
-@dataclass(frozen=True)
-class _Tensor:
-    shape: tuple[int, ...]
-    size: int
-
-
-def _as_tensors(params: Any) -> tuple[list[np.ndarray], bool]:
+def as_tensors(params: Any) -> tuple[list[np.ndarray], bool]:
+    """``params`` as a list of arrays, and whether it was a single array (not a list of
+    tensors): how both oracles read their ``params`` argument."""
     if isinstance(params, (list, tuple)) and params and not np.isscalar(params[0]):
         arrays = [np.asarray(p) for p in params]
         return arrays, False
@@ -283,17 +285,7 @@ def _scalars(variant: Variant, hp: ExactHyper, state: ExactState) -> _StepScalar
         if variant.bias_correction_v is BiasCorrection.ACCUMULATED
         else (Rat(hp.beta2**t))
     )
-    c1 = ONE if variant.bias_correction_m is BiasCorrection.NONE else ONE - p1
-    c2 = ONE if variant.bias_correction_v is BiasCorrection.NONE else ONE - p2
-    c1_next = ONE if variant.bias_correction_m is BiasCorrection.NONE else ONE - p1 * b1
     lr = Rat(hp.lr_at(t))
-    wd = Rat(hp.weight_decay)
-    decay = {
-        WeightDecay.DECOUPLED_LR_BEFORE: ONE - lr * wd,
-        WeightDecay.DECOUPLED_LR_AFTER: ONE - lr * wd,
-        WeightDecay.DECOUPLED_BEFORE: ONE - wd,
-        WeightDecay.DECOUPLED_AFTER: ONE - wd,
-    }.get(variant.weight_decay, ONE)
     rectify = None
     if variant.family is Family.RADAM:
         rectify = _radam_rectification(t, hp.beta2, p2)
@@ -304,35 +296,72 @@ def _scalars(variant: Variant, hp: ExactHyper, state: ExactState) -> _StepScalar
         Rat(hp.moment_beta2),
         Rat(hp.one_minus_beta1),
         Rat(hp.one_minus_beta2),
-        c1,
-        c2,
-        c1_next,
+        bias_correction(variant.bias_correction_m, p1, ONE),
+        bias_correction(variant.bias_correction_v, p2, ONE),
+        bias_correction(variant.bias_correction_m, p1 * b1, ONE),
         Rat(hp.eps),
         Rat(hp.eps_root),
-        decay,
+        decoupled_decay(variant.weight_decay, lr, Rat(hp.weight_decay), ONE),
         rectify,
         p1,
         p2,
     )
 
 
+# The scalar definitions below are shared by both oracles (one judge): written once,
+# generic over the number type -- exact Reals here, Fractions and mpmath intervals in
+# :mod:`adamspec.oracles._fast_consts` -- with the operations in the same order.
+
+
+def bias_correction(axis: BiasCorrection, power: Any, one: Any) -> Any:
+    """``c = 1 - P`` for this step's power ``P`` (``beta^t`` or the accumulated ``P_t``;
+    NAdam's next-step correction passes ``P beta``), ``one`` when the correction is off."""
+    return one if axis is BiasCorrection.NONE else one - power
+
+
+def decoupled_decay(axis: WeightDecay, lr: Any, wd: Any, one: Any) -> Any:
+    """The factor decoupled weight decay multiplies theta by: ``1 - lr lambda`` when it is
+    scaled by the learning rate, ``1 - lambda`` when not, ``one`` for coupled or no decay."""
+    if axis in (WeightDecay.DECOUPLED_LR_BEFORE, WeightDecay.DECOUPLED_LR_AFTER):
+        return one - lr * wd
+    if axis in (WeightDecay.DECOUPLED_BEFORE, WeightDecay.DECOUPLED_AFTER):
+        return one - wd
+    return one
+
+
+def ema_momentum(t: int, mu: Any, zero: Any) -> Any:
+    """The EMA momentum of step ``t``: Keras 3 uses 0 on the first step (the average
+    starts at theta), then ``mu``: ``avg <- mu avg + (1 - mu) theta``."""
+    return zero if t == 1 else mu
+
+
+def radam_rho_inf(beta2: Any) -> Any:
+    """RAdam's ``rho_inf = 2 / (1 - beta2) - 1``."""
+    return 2 / (1 - beta2) - 1
+
+
+def radam_rho_t(t: int, rho_inf: Any, beta2_power: Any) -> Any:
+    """RAdam's ``rho_t = rho_inf - 2 t P / (1 - P)`` with ``P = beta2^t`` (or accumulated)."""
+    return rho_inf - 2 * t * beta2_power / (1 - beta2_power)
+
+
+def radam_rectification_squared(rho_inf: Any, rho_t: Any) -> Any:
+    """``r_t^2 = (rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)``."""
+    return (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+
+
 def radam_rho(t: int, beta2: mpq, beta2_power: Real | None = None) -> tuple[Real, Real]:
-    """RAdam's ``(rho_inf, rho_t)``: ``2/(1-b2) - 1`` and ``rho_inf - 2 t b2^t / (1 - b2^t)``."""
-    b2 = Rat(beta2)
+    """RAdam's ``(rho_inf, rho_t)`` as exact Reals (``beta2_power`` defaults to ``b2^t``)."""
     p2 = beta2_power if beta2_power is not None else Rat(beta2**t)
-    rho_inf = Rat(mpq(2)) / (ONE - b2) - ONE
-    rho_t = rho_inf - Rat(mpq(2 * t)) * p2 / (ONE - p2)
-    return rho_inf, rho_t
+    rho_inf = radam_rho_inf(Rat(beta2))
+    return rho_inf, radam_rho_t(t, rho_inf, p2)
 
 
 def _radam_rectification(t: int, beta2: mpq, p2: Real) -> Real | None:
     rho_inf, rho_t = radam_rho(t, beta2, p2)
     if compare(rho_t, RADAM_RHO_THRESHOLD) <= 0:
         return None
-    four, two = Rat(mpq(4)), Rat(mpq(2))
-    return sqrt(
-        (rho_t - four) * (rho_t - two) * rho_inf / ((rho_inf - four) * (rho_inf - two) * rho_t)
-    )
+    return sqrt(radam_rectification_squared(rho_inf, rho_t))
 
 
 def _coordinate(
@@ -446,8 +475,7 @@ def _step_exact(
             )
         ema_k = state.ema[k]
         if hp.use_ema:
-            # Keras 3: momentum 0 on the first step, then avg <- mu avg + (1 - mu) theta.
-            mu = ZERO if s.t == 1 else Rat(hp.ema_momentum)
+            mu = ema_momentum(s.t, Rat(hp.ema_momentum), ZERO)
             ema_k = [mu * a + (ONE - mu) * x for a, x in zip(ema_k, out_t, strict=True)]
             freq = hp.ema_overwrite_frequency
             if freq and s.t % freq == 0:
@@ -517,7 +545,8 @@ def _initial_state(
     )
 
 
-def _components(variant: Variant, hp: ExactHyper) -> tuple[str, ...]:
+def component_names(variant: Variant, hp: ExactHyper) -> tuple[str, ...]:
+    """The components a result of both oracles carries, in report order."""
     # v_max is part of the full state even when AMSGrad is off (it then passes through).
     names = ["param", "m", "v", "v_max"]
     if hp.use_ema:
@@ -529,7 +558,9 @@ def _components(variant: Variant, hp: ExactHyper) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _format(dtype: Any) -> FloatFormat:
+def target_format(dtype: Any) -> FloatFormat:
+    """The format named by a ``dtype``/``state_dtype`` argument (a format, its name or a
+    NumPy dtype), as both oracles read it."""
     if isinstance(dtype, FloatFormat):
         return dtype
     if isinstance(dtype, str):
@@ -575,17 +606,17 @@ def trajectory(
     """
     if digits is not None and (isinstance(digits, bool) or not 1 <= int(digits) <= 1000):
         raise OracleInputError(f"digits={digits!r} must be an integer in [1, 1000]")
-    arrays, single = _as_tensors(params)
-    fmt = _format(dtype if dtype is not None else arrays[0].dtype)
-    state_fmt = _format(state_dtype) if state_dtype is not None else fmt
-    hyper_fmt = _format(hyper_dtype) if hyper_dtype is not None else fmt
+    arrays, single = as_tensors(params)
+    fmt = target_format(dtype if dtype is not None else arrays[0].dtype)
+    state_fmt = target_format(state_dtype) if state_dtype is not None else fmt
+    hyper_fmt = target_format(hyper_dtype) if hyper_dtype is not None else fmt
     hp = resolve(hyper, variant, hyper_fmt, hyper_mode)
     shapes = [a.shape for a in arrays]
     grads_per_step = [[g] if single else list(g) for g in grads]
     for t, gs in enumerate(grads_per_step, start=1):
         if len(gs) != len(arrays):
             raise OracleInputError(f"step {t} has {len(gs)} gradients for {len(arrays)} tensors")
-    names = _components(variant, hp)
+    names = component_names(variant, hp)
     if grad_sq_norms is not None and len(grad_sq_norms) != len(grads_per_step):
         raise OracleInputError(
             f"grad_sq_norms has {len(grad_sq_norms)} entries for {len(grads_per_step)} steps"
@@ -663,9 +694,18 @@ __all__ = [
     "OracleInputError",
     "OracleState",
     "StepResult",
+    "as_tensors",
+    "bias_correction",
+    "component_names",
+    "decoupled_decay",
+    "ema_momentum",
     "exact_list",
     "lift",
+    "radam_rectification_squared",
     "radam_rho",
+    "radam_rho_inf",
+    "radam_rho_t",
     "step",
+    "target_format",
     "trajectory",
 ]

@@ -68,6 +68,11 @@ element-steps the mpmath oracle computed.
 ``hook(component, value, bound) -> (value, bound)`` on every tier-1 output
 before certification; tests use it to add a deliberate error beyond the bound
 and check that it is caught.
+
+This module is long because it is the one place that decides how every element-step is
+answered: parsing a call, exact clipping norms, the lock-step and free-running drivers and
+their fallbacks to mpmath. The arithmetic lives in ``_fast_tier1``, ``_fast_dd``,
+``_fast_eft`` and ``_fast_consts``.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ import ml_dtypes
 import numpy as np
 from mpmath import iv, mp
 
-from adamspec.oracles import adam as _exact_oracle
+from adamspec.oracles import adam as mpmath_oracle
 from adamspec.oracles._fast_consts import (
     Const,
     Power,
@@ -92,7 +97,9 @@ from adamspec.oracles._fast_consts import (
     clip_scale,
     const_iv,
     const_q,
+    fraction_of,
     iv_precision,
+    mpf_to_q,
     power_from,
     power_of,
     step_consts,
@@ -103,7 +110,12 @@ from adamspec.oracles._fast_tier1 import Inputs, Outcome, Plan, applies
 from adamspec.oracles.adam import OracleState, StepResult
 from adamspec.oracles.exact import Ival, Rat, Special, Surd
 from adamspec.oracles.hyperparams import HyperMode, resolve
-from adamspec.oracles.rounding import numpy_dtype, round_exact, rounding_is_certain
+from adamspec.oracles.rounding import (
+    format_of_dtype,
+    numpy_dtype,
+    round_exact,
+    rounding_is_certain,
+)
 from adamspec.oracles.ziv import DEFAULT_PRECISION
 from adamspec.spec.axes import BiasCorrection
 from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FloatFormat
@@ -275,7 +287,7 @@ def trajectory(
     }
 
     def exact_call() -> list[StepResult]:
-        return _exact_oracle.trajectory(
+        return mpmath_oracle.trajectory(
             variant, hyper, params, grads, state, digits=digits, grad_sq_norms=grad_sq_norms,
             hyper_dtype=hyper_dtype, **options,
         )  # fmt: skip
@@ -290,7 +302,7 @@ def trajectory(
                           reasons=Counter({reason: 1})))  # fmt: skip
         return results
     source = _Exact(
-        lambda: _exact_oracle.trajectory(variant, hyper, params, grads, state, **options)
+        lambda: mpmath_oracle.trajectory(variant, hyper, params, grads, state, **options)
     )
     stats = FastStats(calls=1)
     try:
@@ -313,7 +325,7 @@ def trajectory(
 
 
 def _tensors(params: Any) -> list[np.ndarray]:
-    arrays, _ = _exact_oracle._as_tensors(params)
+    arrays, _ = mpmath_oracle.as_tensors(params)
     return arrays
 
 
@@ -356,10 +368,10 @@ class _Call:
     ) -> _Call | str:
         """The call, or why the mpmath oracle must take it whole (it also validates)."""
         try:
-            arrays, single = _exact_oracle._as_tensors(params)
+            arrays, single = mpmath_oracle.as_tensors(params)
             dtype, state_dtype = options["dtype"], options["state_dtype"]
-            fmt = _exact_oracle._format(dtype if dtype is not None else arrays[0].dtype)
-            state_fmt = _exact_oracle._format(state_dtype) if state_dtype is not None else fmt
+            fmt = mpmath_oracle.target_format(dtype if dtype is not None else arrays[0].dtype)
+            state_fmt = mpmath_oracle.target_format(state_dtype) if state_dtype is not None else fmt
             hp = resolve(hyper, variant, fmt, options["hyper_mode"])
         except Exception:
             return "input the mpmath oracle validates"
@@ -415,7 +427,7 @@ class _Call:
             if not math.isfinite(f):
                 return "non-finite beta power"
             powers.append(Fraction(f))
-        names = _exact_oracle._components(variant, hp)
+        names = mpmath_oracle.component_names(variant, hp)
         return _Call(
             variant, hyper, hp, arrays, single, per_step, state, fmt, state_fmt, options,
             names, comps["m"], comps["v"], comps["v_max"], comps["ema"], powers[0], powers[1],
@@ -424,7 +436,7 @@ class _Call:
 
 def _float_dtype(a: np.ndarray) -> bool:
     try:
-        _exact_oracle.format_of_dtype(a.dtype)
+        format_of_dtype(a.dtype)
     except (ValueError, TypeError):
         return False
     return True
@@ -438,7 +450,7 @@ def _powers(call: _Call, t: int) -> tuple[Power, Power]:
         (hp.beta1, call.beta1_power, v.bias_correction_m),
         (hp.beta2, call.beta2_power, v.bias_correction_v),
     ):
-        beta = Fraction(int(beta_q.numerator), int(beta_q.denominator))
+        beta = fraction_of(beta_q)
         if axis is BiasCorrection.ACCUMULATED and given is not None:
             out.append(power_from(given, beta))
         else:
@@ -534,10 +546,10 @@ def _clip_info(call: _Call, gs: list[np.ndarray]) -> tuple[list[Const | None], l
         return "clipping by norm with a non-finite gradient"
     sums = [exact_sum_of_squares(g) for g in gs]
     if hp.clipnorm is not None:
-        c = Fraction(int(hp.clipnorm.numerator), int(hp.clipnorm.denominator))
+        c = fraction_of(hp.clipnorm)
         scales, norms = [clip_scale(s, c) for s in sums], sums
     else:
-        c = Fraction(int(hp.global_clipnorm.numerator), int(hp.global_clipnorm.denominator))
+        c = fraction_of(hp.global_clipnorm)
         total = sum(sums, Fraction(0))
         scales, norms = [clip_scale(total, c)] * n, [total] * n
     if not all(s.in_range for s in scales):
@@ -596,9 +608,7 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
     scales, norms = clip
     narrow = _narrow(call) and applies(consts, scales)
     hp = call.hp
-    overwrite = bool(hp.use_ema and hp.ema_overwrite_frequency) and (
-        t % hp.ema_overwrite_frequency == 0
-    )
+    overwrite = _overwrites(hp, t)
     outcomes = []
     for k, a in enumerate(call.arrays):
         cls = Plan if narrow else DDPlan
@@ -657,7 +667,7 @@ def _subset_state(call: _Call, k: int, idx: np.ndarray, step: int) -> OracleStat
 
 def _fallback_lockstep(call: _Call, k: int, idx: np.ndarray, norm: Any, o: Outcome) -> int:
     """The mpmath oracle on the coordinates ``idx`` of tensor ``k``; fills ``o`` in place."""
-    res = _exact_oracle.trajectory(
+    res = mpmath_oracle.trajectory(
         call.variant,
         call.hyper,
         call.arrays[k].ravel()[idx],
@@ -698,19 +708,11 @@ class _Undecided(ArithmeticError):
 def _round_power(p: Power, fmt: FloatFormat) -> float:
     if p.exact is not None:
         return round_exact(p.exact, fmt)
-    a, b = (_mpf_q(t) for t in p.interval._mpi_)
+    a, b = (mpf_to_q(t) for t in p.interval._mpi_)
     decided = rounding_is_certain(a, b, fmt)
     if decided is None:  # pragma: no cover - needs beta^t within 2^-320 of a boundary
         raise _Undecided("accumulated beta power undecided at the interval precision")
     return decided
-
-
-def _mpf_q(t: tuple) -> Fraction:
-    sign, man, exp, _ = t
-    if not man:
-        return Fraction(0)
-    value = Fraction(int(man)) * (Fraction(2) ** int(exp))
-    return -value if sign else value
 
 
 # ---------------------------------------------------------------- free-running
@@ -737,35 +739,19 @@ def _ddv_of_reals(values: Sequence[Any]) -> tuple[DDV, np.ndarray]:
 
 
 def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult] | None:
+    """A trajectory in double-double; None when a step's constants or clipping send the whole
+    call to mpmath (element-steps already counted stay counted)."""
     hp, variant = call.hp, call.variant
-    n_steps = call.steps
-    states: list[DDState] = []
-    for k, a in enumerate(call.arrays):
-
-        def dd(given: np.ndarray | None, a: np.ndarray = a) -> DDV:
-            x = np.array(_zeros_like(given, a), dtype=np.float64)
-            return DDV(x, np.zeros_like(x), np.zeros_like(x))
-
-        states.append(
-            DDState(
-                dd(a),
-                dd(call.m[k]),
-                dd(call.v[k]),
-                dd(call.v_max[k]),
-                dd(call.ema[k]) if hp.use_ema else None,
-            )
-        )
-    # per step: constants, clipping; any degenerate step sends the call to mpmath whole
+    states = [_dd_state(call, k) for k in range(len(call.arrays))]
     p1, p2 = _powers(call, call.state.step + 1)
-    b1 = Fraction(int(hp.beta1.numerator), int(hp.beta1.denominator))
-    b2 = Fraction(int(hp.beta2.numerator), int(hp.beta2.denominator))
+    b1, b2 = fraction_of(hp.beta1), fraction_of(hp.beta2)
     outputs: list[list[dict[str, np.ndarray]]] = []  # [step][tensor] -> component -> values
     norms_per_step: list[list[Any]] = []
     exact_only: list[set[int]] = [set() for _ in call.arrays]
     precision = 0
     consts_per_step = []
     cache: dict[Any, Any] = {}
-    for j in range(n_steps):
+    for j in range(call.steps):
         t = call.state.step + 1 + j
         if j > 0:  # beta^t = beta^(t-1) beta, and P_t = P_(t-1) beta
             p1, p2 = p1.times(b1), p2.times(b2)
@@ -780,63 +766,102 @@ def _free_running(call: _Call, source: _Exact, stats: FastStats) -> list[StepRes
         scales, norms = clip
         norms_per_step.append(norms)
         consts_per_step.append(consts)
-        overwrite = bool(hp.use_ema and hp.ema_overwrite_frequency) and (
-            t % hp.ema_overwrite_frequency == 0
-        )
         step_out = []
-        for k, a in enumerate(call.arrays):
-            plan = DDPlan(variant, consts, call.fmt, call.state_fmt, hp.use_ema, overwrite,
-                          scales[k])  # fmt: skip
-            new_state, rounded, uncertain = plan.advance(
-                states[k], call.grads[j][k].ravel(), _inject_error
+        for k in range(len(call.arrays)):
+            plan = DDPlan(
+                variant, consts, call.fmt, call.state_fmt, hp.use_ema, _overwrites(hp, t), scales[k]
             )
-            if not hp.use_ema:
-                rounded.pop("ema", None)
-            for i in exact_only[k]:
-                uncertain[i] = False  # recomputed exactly at the end
-            idx = np.flatnonzero(uncertain)
-            by_mpmath = int(idx.size) + len(exact_only[k])
-            stats.fallback += by_mpmath
-            stats.tier1 += a.size - by_mpmath
-            if idx.size:
-                precision = max(
-                    precision,
-                    _fallback_prefix(call, k, idx, j, norms_per_step, new_state, rounded,
-                                     exact_only[k]),
-                )  # fmt: skip
-            states[k] = new_state
+            rounded, used = _advance(call, k, j, plan, states, exact_only[k], norms_per_step, stats)
+            precision = max(precision, used)
             step_out.append(rounded)
         outputs.append(step_out)
+    precision = max(precision, _exact_to_the_end(call, exact_only, outputs, norms_per_step))
+    return [
+        StepResult(
+            call.state.step + 1 + j,
+            LazyExact(source, j, call.components),
+            _assemble(call, outputs[j], consts_per_step[j]),
+            {},
+            precision,
+            call.components,
+        )
+        for j in range(call.steps)
+    ]
+
+
+def _dd_state(call: _Call, k: int) -> DDState:
+    """Tensor ``k``'s starting state as exact double-doubles (zeros where not given)."""
+    a = call.arrays[k]
+
+    def dd(given: np.ndarray | None) -> DDV:
+        x = np.array(_zeros_like(given, a), dtype=np.float64)
+        return DDV(x, np.zeros_like(x), np.zeros_like(x))
+
+    ema = dd(call.ema[k]) if call.hp.use_ema else None
+    return DDState(dd(a), dd(call.m[k]), dd(call.v[k]), dd(call.v_max[k]), ema)
+
+
+def _overwrites(hp: Any, t: int) -> bool:
+    """Whether step ``t`` overwrites the parameters with their EMA (Keras 3)."""
+    return bool(hp.use_ema and hp.ema_overwrite_frequency) and (t % hp.ema_overwrite_frequency == 0)
+
+
+def _advance(
+    call: _Call,
+    k: int,
+    j: int,
+    plan: DDPlan,
+    states: list[DDState],
+    exact_only: set[int],
+    norms_per_step: list[list[Any]],
+    stats: FastStats,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Step ``j`` of tensor ``k`` in double-double (``states[k]`` advanced): its rounded
+    outputs, the uncertain coordinates recomputed exactly, and the mpmath precision used."""
+    a = call.arrays[k]
+    new_state, rounded, uncertain = plan.advance(states[k], call.grads[j][k].ravel(), _inject_error)
+    if not call.hp.use_ema:
+        rounded.pop("ema", None)
+    for i in exact_only:
+        uncertain[i] = False  # recomputed exactly at the end
+    idx = np.flatnonzero(uncertain)
+    by_mpmath = int(idx.size) + len(exact_only)
+    stats.fallback += by_mpmath
+    stats.tier1 += a.size - by_mpmath
+    precision = 0
+    if idx.size:
+        precision = _fallback_prefix(
+            call, k, idx, j, norms_per_step, new_state, rounded, exact_only
+        )
+    states[k] = new_state
+    return rounded, precision
+
+
+def _exact_to_the_end(
+    call: _Call,
+    exact_only: list[set[int]],
+    outputs: list[list[dict[str, np.ndarray]]],
+    norms_per_step: list[list[Any]],
+) -> int:
+    """The coordinates whose exact state became non-finite, recomputed by mpmath over the
+    whole call (into ``outputs``); returns the precision it used."""
+    precision = 0
     for k in range(len(call.arrays)):
         if exact_only[k]:
             idx = np.array(sorted(exact_only[k]))
-            res = _exact_subset(call, k, idx, n_steps, norms_per_step)
+            res = _exact_subset(call, k, idx, call.steps, norms_per_step)
             precision = max(precision, res[0].precision if res else 0)
             for j, r in enumerate(res):
                 for name, target in outputs[j][k].items():
                     target[idx] = r.rounded[name][0].astype(np.float64)
-    results = []
-    for j in range(n_steps):
-        consts = consts_per_step[j]
-        rounded = _assemble(call, outputs[j], consts)
-        results.append(
-            StepResult(
-                call.state.step + 1 + j,
-                LazyExact(source, j, call.components),
-                rounded,
-                {},
-                precision,
-                call.components,
-            )
-        )
-    return results
+    return precision
 
 
 def _exact_subset(
     call: _Call, k: int, idx: np.ndarray, steps: int, norms_per_step: list[list[Any]]
 ) -> list[StepResult]:
     norms = [ns[k] for ns in norms_per_step[:steps]]
-    return _exact_oracle.trajectory(
+    return mpmath_oracle.trajectory(
         call.variant,
         call.hyper,
         call.arrays[k].ravel()[idx],

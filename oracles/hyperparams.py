@@ -1,5 +1,9 @@
 """Hyperparameters as the oracle uses them: ideal decimals or as an implementation holds them.
 
+The oracle rounds with its own arithmetic (exact rationals here), apart from
+``impl/_constants.py`` on purpose: the judge shares no code with what it judges, only the
+spec's facts (:mod:`adamspec.spec.holding`).
+
 Both modes exist so reports can separate *representation* error (0.999 is
 1.0 in bfloat16) from *arithmetic* error (the rounding of each operation):
 
@@ -26,16 +30,13 @@ from typing import Literal
 from gmpy2 import mpq
 
 from adamspec.oracles.rounding import exact_of_float, round_exact
-from adamspec.spec.axes import HyperPrecision
-from adamspec.spec.formats import FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec.formats import FLOAT64, FloatFormat
+from adamspec.spec.holding import complements_via_float64, decays_by_complement, holding_format
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
 
 HyperMode = Literal["held", "ideal"]
 HYPER_MODES: tuple[str, ...] = ("held", "ideal")
-#: Members whose hyperparameters are binary64 floats rounded to the parameter dtype,
-#: with ``1 - beta`` formed in binary64.
-VIA_FLOAT64 = (HyperPrecision.PARAM_DTYPE_VIA_FLOAT64, HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP)
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,6 @@ class ExactHyper:
                 object.__setattr__(self, f"moment_beta{i}", beta)
 
 
-def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat | None:
-    """The format the variant's implementation stores hyperparameters in (None: ideal)."""
-    return {
-        HyperPrecision.IDEAL: None,
-        HyperPrecision.FLOAT64: FLOAT64,
-        HyperPrecision.FLOAT32: FLOAT32,
-        HyperPrecision.PARAM_DTYPE: param_format,
-        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64: param_format,
-        HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP: param_format,
-    }[variant.hyper_precision]
-
-
 def resolve(
     hyper: Hyper, variant: Variant, param_format: FloatFormat, mode: HyperMode = "held"
 ) -> ExactHyper:
@@ -93,7 +82,7 @@ def resolve(
     if mode not in HYPER_MODES:
         raise ValueError(f"hyper_mode={mode!r} is not supported; allowed: held, ideal")
     fmt = holding_format(variant, param_format) if mode == "held" else None
-    via_float64 = fmt is not None and variant.hyper_precision in VIA_FLOAT64
+    via_float64 = fmt is not None and complements_via_float64(variant)
 
     def rounded(x, to: FloatFormat) -> mpq:
         return mpq(exact_of_float(round_exact(x, to)))
@@ -116,7 +105,7 @@ def resolve(
             for b in (hyper.beta1, hyper.beta2)
         ]
     moment = [beta1, beta2]
-    if fmt is not None and variant.hyper_precision is HyperPrecision.PARAM_DTYPE_VIA_FLOAT64_LERP:
+    if fmt is not None and decays_by_complement(variant):
         moment = [1 - c for c in one_minus]  # m + c (g - m) = (1 - c) m + c g
 
     return ExactHyper(

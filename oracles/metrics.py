@@ -16,9 +16,8 @@ would poison every maximum and median.  So:
   not) and ``signed_zero`` (``y`` and ``r`` are zeros of opposite sign).
 * :func:`ulp_distance` returns ``-1`` (the "not measurable" marker) wherever ``y`` or
   ``r`` is NaN or infinite, unless both are the same infinity (distance 0).
-* :func:`fractional_ulp_error` (and ``_exact``) raise ``ValueError`` for a non-finite ``y``.
-* :func:`compare` takes maxima and medians over the measurable elements only, reports
-  ``None`` when there are none, and counts the categorical outcomes separately.
+* the engine (:mod:`adamspec.harness.engine`) reports a component's worst outcome and,
+  when every coordinate is measurable, its largest ULP distance.
 
 The oracle's reference is NaN where the exact result is undefined (``0/0``,
 ``inf - inf``, NaN inputs); a ``y`` that is a number there is ``missed_nan``.
@@ -38,20 +37,11 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from adamspec.oracles.rounding import (
-    Exact,
-    exact_of_float,
-    format_of_dtype,
-    numpy_dtype,
-    round_exact,
-    round_to_numpy,
-    ulp_of_exact,
-)
+from adamspec.oracles.rounding import exact_of_float, format_of_dtype, numpy_dtype, round_exact
 from adamspec.spec.formats import FloatFormat
 
 __all__ = [
@@ -60,9 +50,6 @@ __all__ = [
     "categorical_kind",
     "classify",
     "classify_array",
-    "compare",
-    "fractional_ulp_error",
-    "fractional_ulp_error_exact",
     "ordinal",
     "ulp_distance",
 ]
@@ -144,10 +131,6 @@ def _scalar_or_array(result: np.ndarray, like: np.ndarray) -> Any:
     return result[()] if like.ndim == 0 else result
 
 
-def _index(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
-
-
 # --------------------------------------------------------------------------- ordinals
 
 
@@ -185,43 +168,6 @@ def ulp_distance(y: Any, r: Any, fmt: FloatFormat) -> Any:
     unmeasurable = (ys["nan"] | ys["inf"] | rs["nan"] | rs["inf"]) & ~same_inf
     dist = np.where(unmeasurable, UNMEASURABLE, dist).astype(np.int64)
     return _scalar_or_array(dist, ya)
-
-
-def fractional_ulp_error_exact(y: Any, x_exact: Exact, fmt: FloatFormat) -> Fraction:
-    """``|y - x*| / ulp(x*)`` as an exact Fraction; see :func:`fractional_ulp_error`."""
-    arr = _as_array(y, fmt)
-    if arr.ndim != 0:
-        raise TypeError(f"fractional_ulp_error takes a scalar y, got shape {arr.shape}")
-    y_exact = exact_of_float(arr[()])  # raises ValueError for NaN / inf
-    return abs(y_exact - Fraction(x_exact)) / ulp_of_exact(x_exact, fmt)
-
-
-def fractional_ulp_error(y: Any, x_exact: Exact, fmt: FloatFormat) -> float:
-    """``|y - x*| / ulp(x*)``, computed exactly with rationals, then rounded *up* to a float.
-
-    ``ulp(x*)`` is :func:`adamspec.oracles.rounding.ulp_of_exact` (the spacing of the binade of
-    ``|x*|``).  For finite in-range ``x*`` the correctly rounded ``y`` scores
-    ``<= 0.5`` and every other float ``>= 0.5``.  Equality for the other float happens
-    only (a) for the other neighbour of an exact tie, and (b) when ``x*`` is exactly a
-    power of two ``2**k`` with ``emin < k <= emax``: the float below it is half of
-    ``ulp(x*)`` away, because the binade below has half the spacing.  ``y`` must be a finite
-    scalar of ``fmt``'s dtype; a NaN or infinite ``y`` is a categorical outcome and
-    raises ``ValueError``.
-
-    The float is the smallest binary64 value ``>=`` the exact ratio (a ratio beyond the
-    float range gives ``inf``).  Rounding to nearest would not do: a ratio of
-    ``0.5 + 2**-60`` (a wrong result just past a tie) would print as ``0.5``.  Rounded
-    upward, ``result <= t`` holds exactly when ``ratio <= t``, for every float threshold
-    ``t``, in particular ``0.5``.  :func:`fractional_ulp_error_exact` gives the Fraction.
-    """
-    err = fractional_ulp_error_exact(y, x_exact, fmt)
-    try:
-        nearest = float(err)
-    except OverflowError:
-        return math.inf
-    if Fraction(nearest) < err:
-        return math.nextafter(nearest, math.inf)
-    return nearest
 
 
 def bits_error(ulps: Any) -> Any:
@@ -308,109 +254,3 @@ def categorical_kind(value: Any, fmt: FloatFormat | None = None) -> str:
     if s["zero"]:
         return "zero"
     return "subnormal" if s["subnormal"] else "normal"
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def _exact_array(x_exact: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """``x_exact`` (a rational or a nested sequence of them) as an object array of ``shape``."""
-    xs = np.empty(shape, dtype=object)
-    xs[...] = x_exact
-    return xs
-
-
-def compare(
-    y: Any,
-    r: Any = None,
-    x_exact: Any = None,
-    fmt: FloatFormat | None = None,
-) -> dict[str, Any]:
-    """Summarize ``y`` (scalar or array) against the reference.
-
-    ``r`` is the correctly rounded reference in ``y``'s dtype; it may be omitted when
-    ``x_exact`` (one rational, or a nested sequence / object array of rationals of
-    ``y``'s shape) is given, and is then computed with :func:`round_exact`.  When both
-    are given, ``r`` is checked against ``x_exact`` (``ValueError`` on mismatch).
-    ``fmt`` defaults to the format of ``y``'s dtype.
-
-    Returned keys (all plain Python values):
-
-    * ``format``, ``n`` -- format name and element count;
-    * ``counts`` -- ``{outcome: count}`` for every :class:`Outcome` (zeros included);
-    * ``all_exact`` -- every element is ``exact``;
-    * ``max_ulp`` / ``median_ulp`` -- over the elements where the ULP distance is
-      measurable (see :func:`ulp_distance`); None if there are none;
-    * ``worst_index`` -- index tuple of the (first) largest measurable ULP distance,
-      None if none is measurable;
-    * ``n_unmeasurable`` -- elements whose distance is not measurable (NaN/inf involved);
-    * ``first_categorical_index`` -- index of the first ``nan``/``posinf``/``neginf``/
-      ``signed_zero``/``missed_nan`` outcome, or None;
-    * ``max_frac_ulp`` / ``worst_frac_index`` -- the largest :func:`fractional_ulp_error`
-      over finite ``y`` and where it occurs (None without ``x_exact``).
-    """
-    fmt = _infer_format(y, fmt)
-    ya = _as_array(y, fmt)
-    xs = _exact_array(x_exact, ya.shape) if x_exact is not None else None
-    if r is None:
-        if xs is None:
-            raise ValueError("compare needs the reference r, the exact values x_exact, or both")
-        ra = np.empty(ya.shape, dtype=ya.dtype)
-        for i in np.ndindex(ya.shape):
-            ra[i] = round_to_numpy(xs[i], fmt)
-    else:
-        ra = np.broadcast_to(_as_array(r, fmt, "r"), ya.shape)
-        if xs is not None:
-            uint = _UINT[fmt.bits]
-            for i in np.ndindex(ya.shape):
-                want = round_to_numpy(xs[i], fmt)
-                if np.asarray(want).view(uint) != np.asarray(ra[i]).view(uint):
-                    raise ValueError(
-                        f"r[{i}]={ra[i]!r} is not the correctly rounded x_exact "
-                        f"({want!r}) in {fmt.name}"
-                    )
-
-    outcomes = np.asarray(classify_array(ya, ra, fmt))
-    dist = np.asarray(ulp_distance(ya, ra, fmt))
-    flat_out = outcomes.reshape(-1)
-    flat_dist = dist.reshape(-1)
-    measurable = flat_dist >= 0
-
-    summary: dict[str, Any] = {
-        "format": fmt.name,
-        "n": int(ya.size),
-        "counts": {o.value: int(np.count_nonzero(flat_out == o.value)) for o in Outcome},
-        "all_exact": bool(np.all(flat_out == Outcome.EXACT.value)),
-        "max_ulp": None,
-        "median_ulp": None,
-        "worst_index": None,
-        "n_unmeasurable": int(np.count_nonzero(~measurable)),
-        "first_categorical_index": None,
-        "max_frac_ulp": None,
-        "worst_frac_index": None,
-    }
-    if np.any(measurable):
-        masked = np.where(measurable, flat_dist, -1)
-        worst = int(np.argmax(masked))
-        summary["max_ulp"] = int(flat_dist[worst])
-        summary["median_ulp"] = float(np.median(flat_dist[measurable]))
-        summary["worst_index"] = _index(worst, ya.shape)
-    categorical = np.isin(
-        flat_out,
-        [o.value for o in Outcome if o not in (Outcome.EXACT, Outcome.ULP)],
-    )
-    if np.any(categorical):
-        summary["first_categorical_index"] = _index(int(np.flatnonzero(categorical)[0]), ya.shape)
-    if xs is not None:
-        y_specials = _specials(ya, fmt)
-        finite = ~(y_specials["nan"] | y_specials["inf"])
-        best: tuple[float, tuple[int, ...]] | None = None
-        for i in np.ndindex(ya.shape):
-            if not finite[i]:
-                continue
-            err = fractional_ulp_error(ya[i], xs[i], fmt)
-            if best is None or err > best[0]:
-                best = (err, tuple(int(k) for k in i))
-        if best is not None:
-            summary["max_frac_ulp"], summary["worst_frac_index"] = best
-    return summary

@@ -7,15 +7,27 @@ keep what it measured when a kernel fails mid-run.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 from toy_adapters import BUGS, RANGE_BUGS, register_toys
 
 from adamspec.harness.budgets import DEFAULT
 from adamspec.harness.classify import CATEGORIES, FORMAT_RANGE, classify
-from adamspec.harness.engine import budget_multiple, free_running, lockstep, record_trace, worst
+from adamspec.harness.engine import (
+    ComponentError,
+    budget_multiple,
+    free_running,
+    lockstep,
+    measure,
+    record_trace,
+    worst,
+)
 from adamspec.harness.fingerprint import rank_variants, separation
 from adamspec.harness.problems import problem, suite
 from adamspec.spec.catalog import entry
+from adamspec.spec.formats import FLOAT32
 
 register_toys()
 
@@ -108,3 +120,46 @@ def test_separation_matrix_tells_paper_forms_apart_and_reports_identical_formula
     for pair in pairs.values():
         same = entry(pair.variant_a).variant == entry(pair.variant_b).variant
         assert (pair.relation == "identical formula") == same
+
+
+# ----------------------------------------------------------------- one component's measure
+
+
+def _up(x: np.float32, steps: int) -> np.float32:
+    for _ in range(steps):
+        x = np.nextafter(x, np.float32(np.inf))
+    return x
+
+
+def test_measure_reports_the_worst_coordinate_and_the_worst_outcome():
+    """Distances and outcomes per coordinate come from oracles/metrics.py; the engine keeps
+    the worst of each, with -1 once any coordinate is not measurable in ULPs."""
+    ref = np.array([1.5, -0.25, 3.0, 0.0], np.float32)
+    scale = np.zeros(ref.shape)
+    assert measure(ref.copy(), ref, scale, FLOAT32) == ComponentError(0, 0.0, "exact", 4)
+    got = ref.copy()
+    got[0] = _up(got[0], 2)
+    assert measure(got, ref, scale, FLOAT32) == ComponentError(2, 2.0, "ulp", 4)
+    got[3] = np.float32(-0.0)  # a wrong sign of zero is worse than an ULP, 0 ULP away
+    assert measure(got, ref, scale, FLOAT32) == ComponentError(2, 2.0, "signed_zero", 4)
+    got[1] = np.float32(-np.inf)
+    assert measure(got, ref, scale, FLOAT32) == ComponentError(-1, math.inf, "neginf", 4)
+    got[2] = np.float32(np.nan)
+    assert measure(got, ref, scale, FLOAT32).outcome == "nan"
+
+
+def test_measure_takes_nan_where_the_exact_result_is_undefined_as_right():
+    ref = np.array([np.nan, 1.0], np.float32)
+    right = measure(ref.copy(), ref, np.zeros(2), FLOAT32)
+    assert (right.ulp, right.outcome, right.coordinates) == (0, "exact", 2)
+    wrong = measure(np.array([1.0, 1.0], np.float32), ref, np.zeros(2), FLOAT32)
+    assert (wrong.ulp, wrong.outcome) == (-1, "missed_nan")
+
+
+def test_measure_scales_by_the_largest_term():
+    """Two ULPs of 1.5 against a term of magnitude 8 are a quarter of a ULP at 8."""
+    ref = np.array([1.5, 2.0], np.float32)
+    got = np.array([_up(ref[0], 2), ref[1]], np.float32)
+    err = measure(got, ref, np.array([8.0, 0.0]), FLOAT32)
+    assert (err.ulp, err.scaled) == (2, 0.25)
+    assert measure(got[:0], ref[:0], np.zeros(0), FLOAT32) == ComponentError(0, 0.0, "exact", 0)

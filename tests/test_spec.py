@@ -368,6 +368,57 @@ def test_axis_strings_are_coerced_to_enums():
 
 
 # ---------------------------------------------------------------------------
+# How hyperparameters are held (spec/holding.py), read by the oracle and impl
+# ---------------------------------------------------------------------------
+
+
+def test_every_hyper_precision_member_has_its_holding_facts():
+    """A member missing from the table would be a KeyError in the oracle and in impl."""
+    from adamspec.spec import holding
+
+    assert set(holding.HOLDING_FORMAT) == set(spec.HyperPrecision)
+    # binary64-first complements and the interpolation form exist only for numbers that
+    # then meet a tensor of the parameter dtype
+    assert all(holding.HOLDING_FORMAT[m] == holding.PARAM_DTYPE for m in holding.VIA_FLOAT64)
+    assert holding.DECAY_BY_COMPLEMENT <= holding.VIA_FLOAT64
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "held_in"),
+    [
+        ("paper.algorithm1", "float16", None),
+        ("torch.Adam", "bfloat16", "float64"),
+        ("onnx.Adam", "float16", "float32"),
+        ("tf.v1.AdamOptimizer", "float16", "float16"),
+        ("keras.Adam", "bfloat16", "bfloat16"),
+        ("optax.adam", "float32", "float32"),
+    ],
+)
+def test_holding_format_per_documented_variant(name, dtype, held_in):
+    from adamspec.spec.formats import format_named
+    from adamspec.spec.holding import holding_format
+
+    got = holding_format(spec.entry(name).variant, format_named(dtype))
+    assert (got.name if got is not None else None) == held_in
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_oracle_and_impl_hold_as_the_spec_says(dtype):
+    """Both sides read spec/holding.py; impl holds ``ideal`` (exact decimals) in binary64,
+    its own documented approximation."""
+    from adamspec.impl._constants import holding_format as impl_holding_format
+    from adamspec.oracles.hyperparams import resolve
+    from adamspec.spec.formats import FLOAT64, format_named
+    from adamspec.spec.holding import holding_format
+
+    fmt = format_named(dtype)
+    for e in spec.entries():
+        want = holding_format(e.variant, fmt)
+        assert resolve(e.hyper(), e.variant, fmt).held_in == want, e.name
+        assert impl_holding_format(e.variant, fmt) == (want or FLOAT64), e.name
+
+
+# ---------------------------------------------------------------------------
 # Quotes against the installed framework sources (skipped where not installed)
 # ---------------------------------------------------------------------------
 
