@@ -19,7 +19,6 @@ from toy_adapters import register_toys
 
 from adamspec.harness.counterexample import (
     Counterexample,
-    _hexf,
     minimal_counterexample,
     snippet,
     write_counterexample,
@@ -142,15 +141,6 @@ def test_lazy_sparse_toy_needs_an_untouched_row(tmp_path):
 def test_a_configuration_that_cannot_run_is_unsupported_not_an_all_clear():
     with pytest.raises(Unsupported):
         minimal_counterexample("toy.none", PAPER.hyper(weight_decay="0.01"), PAPER.variant)
-
-
-@pytest.mark.parametrize(
-    "x", [0.0, -0.0, 1.0, -2.5, float(np.float32(0.1)), 2.0**-149, 3.4028234663852886e38, 1e-310]
-)
-def test_hex_floats_round_trip(x):
-    text = _hexf(x)
-    assert float.fromhex(text) == x and np.signbit(float.fromhex(text)) == np.signbit(x)
-    assert not re.search(r"\.[0-9a-f]*0p", text)  # trailing zeros dropped
 
 
 @needs_torch
