@@ -773,8 +773,8 @@ def snippet(ce: Counterexample) -> str:
 
     The implementation's adapter class writes the step
     (:meth:`adamspec.impl.adapters.base.Adapter.reproduction_program`): a framework's
-    adapter against the framework's public API (TF.js: a Node.js script), adamspec's own
-    implementations, user kernels and toys through :mod:`adamspec.impl.adapters`.
+    adapter against the framework's public API, in the framework's language; adamspec's
+    own implementations, user kernels and toys through :mod:`adamspec.impl.adapters`.
     """
     program = _program(ce)
     _, layout = _LANGUAGES[program.language]
