@@ -52,7 +52,13 @@ from adamspec.impl.adapters import (
     load_registry,
     make_adapter,
 )
-from adamspec.impl.adapters.repro import Program, StepToReproduce, exact_decimal, hex_floats
+from adamspec.impl.adapters.repro import (
+    OneTensorStep,
+    Program,
+    StepToReproduce,
+    exact_decimal,
+    hex_floats,
+)
 from adamspec.impl.frameworks import FrameworkMissing
 from adamspec.oracles import OracleInputError, RoundingUndecided, StepResult
 from adamspec.oracles import step as oracle_step
@@ -83,7 +89,7 @@ _WIDTH = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 32}
 
 
 @dataclass(frozen=True)
-class Counterexample:
+class Counterexample(OneTensorStep):
     """One step of ``implementation`` that is over budget against ``variant``.
 
     ``before`` is the state the implementation reported after being given the
@@ -114,16 +120,6 @@ class Counterexample:
     examples: int = 0  # implementation steps the search ran, over every shape tried
     variant_names: tuple[str, ...] = field(default=())
     budget: Budget = DEFAULT
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the one tensor stepped."""
-        return tuple(self.before.params[0].shape)
-
-    @property
-    def step(self) -> int:
-        """Steps taken before this one (the step taken is ``step + 1``)."""
-        return self.before.step
 
     @property
     def language(self) -> str:

@@ -37,6 +37,17 @@ def constructor_kwargs(h: Hyper, learning_rate: Any) -> dict[str, Any]:
     return kwargs
 
 
+def _optimizer_kwargs(h: Hyper, learning_rate: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """A Keras 3 optimizer's keywords as the adapter and its scripts pass them: the shared
+    ones, the EMA's, then ``options`` (without ``cls``)."""
+    kwargs = constructor_kwargs(h, learning_rate)
+    if h.use_ema:
+        kwargs.update(use_ema=True, ema_momentum=float(h.ema_momentum),
+                      ema_overwrite_frequency=h.ema_overwrite_frequency)  # fmt: skip
+    kwargs.update(options)
+    return kwargs
+
+
 def sparse_gradient_literal(indices: str, values: str, shape: tuple[int, ...]) -> str:
     """A sparse gradient as Keras optimizers (Keras 3 on TensorFlow, tf_keras) take it:
     ``tf.IndexedSlices`` (for :meth:`StepToReproduce.grad_literal`)."""
@@ -65,11 +76,7 @@ class KerasOptimizer(Adapter):
         options = dict(self.options)
         cls = getattr(keras.optimizers, options.pop("cls", "Adam"))
         h = self.hyper
-        kwargs = constructor_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)))
-        if h.use_ema:
-            kwargs.update(use_ema=True, ema_momentum=float(h.ema_momentum),
-                          ema_overwrite_frequency=h.ema_overwrite_frequency)  # fmt: skip
-        kwargs.update(options)
+        kwargs = _optimizer_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)), options)
         self.amsgrad = bool(kwargs.get("amsgrad"))
         self.variables = [
             keras.Variable(np.zeros(shape), dtype=self.dtype, name=f"p{k}")
@@ -138,14 +145,7 @@ class KerasOptimizer(Adapter):
         h, options = step.hyper, dict(step.info.options)
         name = options.pop("cls", "Adam")
         backend = step.environment["KERAS_BACKEND"]
-        kwargs = constructor_kwargs(h, float(step.lr))
-        if h.use_ema:
-            kwargs.update(
-                use_ema=True,
-                ema_momentum=float(h.ema_momentum),
-                ema_overwrite_frequency=h.ema_overwrite_frequency,
-            )
-        kwargs.update(options)
+        kwargs = _optimizer_kwargs(h, float(step.lr), options)
         before, read = step.before, "keras.ops.convert_to_numpy"
         body = [
             f'var = keras.Variable({value_literal(before.params[0])}, dtype=DTYPE, name="p0")',

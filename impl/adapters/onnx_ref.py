@@ -34,7 +34,7 @@ from adamspec.impl.adapters.repro import (
     python_float,
     value_literal,
 )
-from adamspec.spec.hyper import Schedule
+from adamspec.spec.hyper import Hyper, Schedule
 
 DOMAIN = "ai.onnx.preview.training"
 
@@ -66,13 +66,7 @@ class OnnxAdam(Adapter):
         self.t_offset = int(self.options.get("t_offset", 1))
         lr_dtype = self.options.get("lr_dtype", "float32")
         self.lr_dtype = self.np_dtype if lr_dtype == "param" else np.dtype(lr_dtype)
-        post = bool(self.options.get("norm_coefficient_post", False))
-        attrs = {
-            "alpha": float(h.beta1),
-            "beta": float(h.beta2),
-            "epsilon": float(h.eps),
-            "norm_coefficient_post" if post else "norm_coefficient": float(h.weight_decay),
-        }
+        attrs = _attributes(h, bool(self.options.get("norm_coefficient_post", False)))
         for key in ("eps_root", "clipnorm", "clipvalue", "global_clipnorm"):
             if getattr(h, key):
                 raise Unsupported(f"{self.name} has no {key}")
@@ -165,17 +159,11 @@ class OnnxAdam(Adapter):
     def reproduction_program(cls, step: StepToReproduce) -> Program:
         """One Adam node for the one tensor, checked and run by the reference evaluator."""
         h, options, before = step.hyper, step.info.options, step.before
-        post = bool(options.get("norm_coefficient_post", False))
         lr_dtype = options.get("lr_dtype", "float32")
         lr_dtype = step.dtype if lr_dtype == "param" else lr_dtype
         elem = {"float64": "TensorProto.DOUBLE"}.get(step.dtype, "TensorProto.FLOAT")
         lr_elem = {"float64": "TensorProto.DOUBLE"}.get(lr_dtype, "TensorProto.FLOAT")
-        attrs = {
-            "alpha": float(h.beta1),
-            "beta": float(h.beta2),
-            "epsilon": float(h.eps),
-            ("norm_coefficient_post" if post else "norm_coefficient"): float(h.weight_decay),
-        }
+        attrs = _attributes(h, bool(options.get("norm_coefficient_post", False)))
         t_value = step.step + int(options.get("t_offset", 1))
         shape = list(step.shape)
         body = [
@@ -224,6 +212,16 @@ class OnnxAdam(Adapter):
             "    return exact(hexes, shape).astype(DTYPE)",
         ]
         return Program(imports, helpers, body, {"param": "x", "m": "m", "v": "v"})
+
+
+def _attributes(h: Hyper, post: bool) -> dict[str, float]:
+    """The Adam node's attributes; ``post``: weight decay as ``norm_coefficient_post``."""
+    return {
+        "alpha": float(h.beta1),
+        "beta": float(h.beta2),
+        "epsilon": float(h.eps),
+        "norm_coefficient_post" if post else "norm_coefficient": float(h.weight_decay),
+    }
 
 
 _FACTORY = "adamspec.impl.adapters.onnx_ref:OnnxAdam"

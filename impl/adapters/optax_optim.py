@@ -25,7 +25,7 @@ import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
 from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
-from adamspec.spec.hyper import Schedule
+from adamspec.spec.hyper import Hyper, Schedule
 
 #: Steps covered by the learning-rate table of a schedule (the last value holds afterwards).
 SCHEDULE_STEPS = 10_000
@@ -73,20 +73,11 @@ class OptaxAdam(Adapter):
                     f"{key!r} argument (needs optax >= 0.2.7 for bias_correction_nu)"
                 )
         h = self.hyper
-        kwargs: dict[str, Any] = {
-            "learning_rate": self._learning_rate(),
-            "b1": float(h.beta1),
-            "b2": float(h.beta2),
-            "eps": float(h.eps),
-            "eps_root": float(self._eps_root()),
-        }
-        if fn_name == "adamw":
-            kwargs["weight_decay"] = float(h.weight_decay)
-        elif h.weight_decay:
+        learning_rate, eps_root = self._learning_rate(), self._eps_root()
+        if fn_name != "adamw" and h.weight_decay:
             raise Unsupported(f"{self.name} has no weight decay (got {float(h.weight_decay)})")
-        kwargs.update(options)
         self.amsgrad = fn_name == "amsgrad"
-        self.tx = fn(**kwargs)
+        self.tx = fn(**_constructor_kwargs(fn_name, h, learning_rate, eps_root, options))
         self.np_dtype = np.dtype(jnp.dtype(self.dtype))
         zeros = [jnp.zeros(s, self.np_dtype) for s in self.shapes]
         self.params = jax.device_put(zeros, self.cpu)
@@ -178,16 +169,7 @@ class OptaxAdam(Adapter):
         fn = options.pop("fn")
         use_jit = options.pop("jit", True)
         options.pop("eps_root", None)  # the adapter requires hyper.eps_root to equal it
-        kwargs: dict[str, Any] = {
-            "learning_rate": float(step.lr),
-            "b1": float(h.beta1),
-            "b2": float(h.beta2),
-            "eps": float(h.eps),
-            "eps_root": float(h.eps_root),
-        }
-        if fn == "adamw":
-            kwargs["weight_decay"] = float(h.weight_decay)
-        kwargs.update(options)
+        kwargs = _constructor_kwargs(fn, h, float(step.lr), h.eps_root, options)
         before = step.before
         fields = [
             f"count=jnp.asarray({step.step}, dtype=jnp.int32)",
@@ -236,6 +218,24 @@ class OptaxAdam(Adapter):
             "    return jnp.asarray(exact(hexes, shape), dtype=DTYPE)",
         ]
         return Program(imports, helpers, body, results)
+
+
+def _constructor_kwargs(
+    fn: str, h: Hyper, learning_rate: Any, eps_root: Fraction, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``optax.<fn>``'s keywords as the adapter and its scripts pass them (only adamw takes
+    weight_decay); ``options`` last, without ``fn``, ``jit`` and ``eps_root``."""
+    kwargs: dict[str, Any] = {
+        "learning_rate": learning_rate,
+        "b1": float(h.beta1),
+        "b2": float(h.beta2),
+        "eps": float(h.eps),
+        "eps_root": float(eps_root),
+    }
+    if fn == "adamw":
+        kwargs["weight_decay"] = float(h.weight_decay)
+    kwargs.update(options)
+    return kwargs
 
 
 _FACTORY = "adamspec.impl.adapters.optax_optim:OptaxAdam"

@@ -38,8 +38,25 @@ if TYPE_CHECKING:  # base imports this module: no import of base at run time
 SparseLiteral = Callable[[str, str, tuple[int, ...]], str]
 
 
+class OneTensorStep:
+    """What a record of one step of one tensor derives from ``before``, its starting state
+    (shared by :class:`StepToReproduce` and the harness's counterexamples)."""
+
+    before: State
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the one tensor stepped."""
+        return tuple(self.before.params[0].shape)
+
+    @property
+    def step(self) -> int:
+        """Steps taken before this one (the step taken is ``step + 1``)."""
+        return self.before.step
+
+
 @dataclass(frozen=True)
-class StepToReproduce:
+class StepToReproduce(OneTensorStep):
     """One step of one tensor: the input an adapter renders a program from.
 
     ``info`` is the registered configuration (for an adapter run behind
@@ -59,16 +76,6 @@ class StepToReproduce:
     before: State
     grads: list[Any]
     environment: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the one tensor stepped."""
-        return tuple(self.before.params[0].shape)
-
-    @property
-    def step(self) -> int:
-        """Steps taken before this one."""
-        return self.before.step
 
     @property
     def is_sparse(self) -> bool:
@@ -164,6 +171,7 @@ def exact_decimal(x: Fraction) -> str:
 
 
 __all__ = [
+    "OneTensorStep",
     "Program",
     "SparseLiteral",
     "StepToReproduce",

@@ -18,7 +18,7 @@ from adamspec.impl.adapters.base import (
 )
 from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
 from adamspec.spec.gradients import SparseRows
-from adamspec.spec.hyper import Schedule
+from adamspec.spec.hyper import Hyper, Schedule
 
 _TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -38,7 +38,8 @@ class TorchOptimizer(Adapter):
 
         self.torch = torch
         options = dict(self.options)
-        cls = getattr(torch.optim, options.pop("cls"))
+        name = options.pop("cls")
+        cls = getattr(torch.optim, name)
         self.sparse = cls is torch.optim.SparseAdam
         self.amsgrad = bool(options.get("amsgrad"))
         self.torch_dtype = {"bfloat16": torch.bfloat16}.get(self.dtype) or getattr(
@@ -48,15 +49,9 @@ class TorchOptimizer(Adapter):
             torch.nn.Parameter(torch.zeros(shape, dtype=self.torch_dtype)) for shape in self.shapes
         ]
         h = self.hyper
-        kwargs: dict[str, Any] = {
-            "lr": float(h.lr_at(1)),
-            "betas": (float(h.beta1), float(h.beta2)),
-            "eps": float(h.eps),
-        }
-        if cls is not torch.optim.SparseAdam:
-            kwargs["weight_decay"] = float(h.weight_decay)
-        kwargs.update(options)
-        self.optimizer = cls(self.params, **kwargs)
+        self.optimizer = cls(
+            self.params, **_constructor_kwargs(h, name, float(h.lr_at(1)), options)
+        )
         factor = lr_schedule_factor(h)
         self.scheduler = (
             None
@@ -142,14 +137,7 @@ class TorchOptimizer(Adapter):
             lr = float(base) * (float(step.lr / base) if base else 0.0)
         else:
             lr = float(h.lr)
-        kwargs: dict[str, Any] = {
-            "lr": lr,
-            "betas": (float(h.beta1), float(h.beta2)),
-            "eps": float(h.eps),
-        }
-        if name != "SparseAdam":
-            kwargs["weight_decay"] = float(h.weight_decay)
-        kwargs.update(options)
+        kwargs = _constructor_kwargs(h, name, lr, options)
         before = step.before
         body = [
             f"p = torch.nn.Parameter({value_literal(before.params[0])})",
@@ -182,6 +170,20 @@ class TorchOptimizer(Adapter):
             "    return torch.from_numpy(exact(hexes, shape)).to(DTYPE)",
         ]
         return Program(["import torch"], helpers, body, results)
+
+
+def _constructor_kwargs(h: Hyper, name: str, lr: float, options: dict[str, Any]) -> dict[str, Any]:
+    """``torch.optim.<name>``'s keywords as the adapter and its scripts pass them
+    (SparseAdam has no weight_decay); ``options`` last, without ``cls``."""
+    kwargs: dict[str, Any] = {
+        "lr": lr,
+        "betas": (float(h.beta1), float(h.beta2)),
+        "eps": float(h.eps),
+    }
+    if name != "SparseAdam":
+        kwargs["weight_decay"] = float(h.weight_decay)
+    kwargs.update(options)
+    return kwargs
 
 
 def _info(name: str, documented: str, cls: str = "Adam", **options: Any) -> AdapterInfo:
