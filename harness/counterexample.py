@@ -15,6 +15,9 @@ step itself, against its framework's public API
 (:mod:`adamspec.impl.adapters.repro`); this module adds what every script shares:
 the header, the oracle's values and the verdict lines. The search needs
 ``hypothesis`` (the ``test`` extra); snippets do not.
+
+The module is long (search, report text, script frame) because the three share the
+:class:`Counterexample` record and nothing else uses them; it holds no framework code.
 """
 
 from __future__ import annotations

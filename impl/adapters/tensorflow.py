@@ -18,7 +18,10 @@ gets measured:
 * ``tf.raw.ResourceApplyAdam`` (and ``use_nesterov``, ``WithAmsgrad``) -- the
   CPU kernels called eagerly with scalars of the variable dtype.
 
-TensorFlow is imported only when an adapter is built.
+TensorFlow is imported only when an adapter is built. Each class also writes the
+script reproducing one of its steps (``reproduction_program``) next to the code that
+drives it; the four share the eager plumbing and the script's imports and helpers,
+which is why they are one module of some length.
 """
 
 from __future__ import annotations
