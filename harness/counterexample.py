@@ -237,6 +237,7 @@ class _Runner:
         self.hyper, self.variant, self.dtype, self.budget = hyper, variant, dtype, budget
         self.shape, self.amsgrad, self.sparse = shape, amsgrad, sparse
         self.adapter = make_adapter(implementation, hyper, dtype, [shape])
+        self.implementation, self.info = implementation, REGISTRY[implementation]
         self.calls = 0
         self.measured = 0
         self.failure: Exception | None = None  # the last reason an input was not measured
@@ -378,10 +379,7 @@ def minimal_counterexample(
                         f"{implementation}: the shrunk counterexample did not reproduce "
                         "(is the implementation deterministic?)"
                     )
-                ce = _counterexample(
-                    implementation, info, runner, trial, target, hyper, dtype, budget, sparse
-                )
-                return replace(ce, examples=calls + runner.calls)
+                return replace(_counterexample(runner, trial), examples=calls + runner.calls)
         finally:
             runner.close()
         measured, failure = measured + runner.measured, runner.failure or failure
@@ -413,7 +411,6 @@ def counterexample_from_step(
     the oracle raised if the step cannot be measured.
     """
     load_registry()
-    info = REGISTRY[implementation]
     target = _resolve(variant)
     shape = tuple(before.params[0].shape)
     sparse = isinstance(grads[0], SparseRows)
@@ -424,37 +421,24 @@ def counterexample_from_step(
         trial = runner.measure(before, list(grads), digits=DIGITS)
         if trial is None:
             raise runner.failure
-        ce = _counterexample(
-            implementation, info, runner, trial, target, hyper, dtype, budget, sparse
-        )
+        ce = _counterexample(runner, trial)
     finally:
         runner.close()
     return replace(ce, examples=0)
 
 
-def _counterexample(
-    implementation: str,
-    info: AdapterInfo,
-    runner: _Runner,
-    trial: _Trial,
-    variant: Variant,
-    hyper: Hyper,
-    dtype: str,
-    budget: Budget,
-    sparse: bool,
-) -> Counterexample:
+def _counterexample(runner: _Runner, trial: _Trial) -> Counterexample:
+    """The report of ``runner``'s measured ``trial``, classified."""
     ref = trial.reference
     measured = [c for c in STATE_COMPONENTS if c in trial.errors]
-    category, explanation = _classify(
-        implementation, info, runner.adapter.version, trial, variant, hyper, dtype, budget, sparse
-    )
+    category, explanation = _classify(runner, trial)
     return Counterexample(
-        implementation=implementation,
-        info=info,
+        implementation=runner.implementation,
+        info=runner.info,
         version=runner.adapter.version,
-        variant=variant,
-        hyper=hyper,
-        dtype=dtype,
+        variant=runner.variant,
+        hyper=runner.hyper,
+        dtype=runner.dtype,
         before=trial.before,
         grads=trial.grads,
         after=trial.after,
@@ -465,23 +449,14 @@ def _counterexample(
         category=category,
         explanation=explanation,
         examples=runner.calls,
-        variant_names=tuple(e.name for e in entries() if e.variant == variant),
-        budget=budget,
+        variant_names=tuple(e.name for e in entries() if e.variant == runner.variant),
+        budget=runner.budget,
     )
 
 
-def _classify(
-    implementation: str,
-    info: AdapterInfo,
-    version: str,
-    trial: _Trial,
-    variant: Variant,
-    hyper: Hyper,
-    dtype: str,
-    budget: Budget,
-    sparse: bool,
-) -> tuple[str | None, str]:
-    """Which single change of ``variant`` explains this one step (see harness.classify)."""
+def _classify(runner: _Runner, trial: _Trial) -> tuple[str | None, str]:
+    """Which single change of the runner's variant explains this one step (see
+    harness.classify)."""
     from adamspec.harness.classify import (
         classify,  # classify imports fingerprinting: only when used
     )
@@ -492,22 +467,22 @@ def _classify(
         (tuple(trial.before.params[0].shape),),
         1,
         start_step=trial.before.step,
-        sparse=sparse,
-        kind="sparse-rows" if sparse else "typical",
+        sparse=runner.sparse,
+        kind="sparse-rows" if runner.sparse else "typical",
     )
     trace = Trace(
-        implementation,
-        info.framework or "adamspec",
-        version,
-        info.documented,
+        runner.implementation,
+        runner.info.framework or "adamspec",
+        runner.adapter.version,
+        runner.info.documented,
         problem,
-        dtype,
+        runner.dtype,
         0,
-        hyper,
+        runner.hyper,
         [StepRecord(trial.before, list(trial.grads), trial.after)],
     )
     try:
-        verdict = classify([trace], variant, budget)
+        verdict = classify([trace], runner.variant, runner.budget)
     except (RoundingUndecided, OracleInputError) as exc:  # a report without a category
         return None, f"not classified: {exc}"
     return verdict.category, verdict.explanation

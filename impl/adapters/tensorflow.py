@@ -156,16 +156,28 @@ def _keras_schedule(hyper: Hyper) -> Any:
     return _Table()
 
 
+#: Per tf_keras optimizer: how its reproduction script creates the slots (as the adapter
+#: does) and the expression reaching each slot.
+_SCRIPT_SLOTS: dict[str, tuple[str, dict[str, str]]] = {
+    "tf_keras.optimizers.Adam": (
+        "opt.build([var])  # the slots are private lists; adamspec's adapter assigns them so",
+        {"m": "opt._momentums[0]", "v": "opt._velocities[0]", "v_max": "opt._velocity_hats[0]"},
+    ),
+    "tf_keras.optimizers.legacy.Adam": (
+        "opt._create_all_weights([var])  # creates the slots now, as adamspec's adapter does",
+        {c: f'opt.get_slot(var, "{n}")' for c, n in (("m", "m"), ("v", "v"), ("v_max", "vhat"))},
+    ),
+}
+
+
 class _KerasApply(_Eager):
     """tf_keras optimizers (new and legacy) step through ``apply_gradients``.
 
-    Their reproduction scripts differ only in the class attributes below: the
-    constructor, how it creates its slots, and the expression reaching each slot.
+    Their reproduction scripts differ in the constructor (``script_constructor``), its
+    keywords (:meth:`script_kwargs`) and the slots (:data:`_SCRIPT_SLOTS`).
     """
 
     script_constructor: ClassVar[str] = ""
-    script_slot_creation: ClassVar[str] = ""
-    script_slots: ClassVar[dict[str, str]] = {}
 
     def step(self, grads: Sequence[Any]) -> None:
         self.check_grads(grads)
@@ -181,14 +193,14 @@ class _KerasApply(_Eager):
     def reproduction_program(cls, step: StepToReproduce) -> Program:
         """The optimizer built, its slots and ``iterations`` assigned, one ``apply_gradients``."""
         kwargs = cls.script_kwargs(step)
-        slots = cls.script_slots
+        slot_creation, slots = _SCRIPT_SLOTS[cls.script_constructor]
         components = ("m", "v", "v_max") if kwargs.get("amsgrad") else ("m", "v")
         before = step.before
         state = {"m": before.m, "v": before.v, "v_max": before.v_max}
         body = [
             f"var = tf.Variable({value_literal(before.params[0])})",
             f"opt = {cls.script_constructor}({keyword_literal(kwargs)})",
-            cls.script_slot_creation,
+            slot_creation,
             *(f"{slots[c]}.assign({value_literal(state[c][0])})" for c in components),
             f"opt.iterations.assign({step.step})",
             f"opt.apply_gradients([({step.grad_literal(sparse_gradient_literal)}, var)])",
@@ -204,14 +216,6 @@ class TfKerasAdam(_KerasApply):
     framework = "tf_keras"
     sparse = True
     script_constructor = "tf_keras.optimizers.Adam"
-    script_slot_creation = (
-        "opt.build([var])  # the slots are private lists; adamspec's adapter assigns them so"
-    )
-    script_slots: ClassVar[dict[str, str]] = {
-        "m": "opt._momentums[0]",
-        "v": "opt._velocities[0]",
-        "v_max": "opt._velocity_hats[0]",
-    }
 
     def _build(self) -> None:
         import tf_keras
@@ -265,14 +269,6 @@ class TfKerasLegacyAdam(_KerasApply):
     framework = "tf_keras"
     sparse = True
     script_constructor = "tf_keras.optimizers.legacy.Adam"
-    script_slot_creation = (
-        "opt._create_all_weights([var])  # creates the slots now, as adamspec's adapter does"
-    )
-    script_slots: ClassVar[dict[str, str]] = {
-        "m": 'opt.get_slot(var, "m")',
-        "v": 'opt.get_slot(var, "v")',
-        "v_max": 'opt.get_slot(var, "vhat")',
-    }
 
     @classmethod
     def script_kwargs(cls, step: StepToReproduce) -> dict[str, Any]:
