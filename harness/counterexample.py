@@ -9,15 +9,15 @@ shape ``(1,)`` (then ``(2,)``), lets the implementation take ONE step from it,
 and compares that step with the exact oracle step of a variant from the same
 state (:func:`adamspec.harness.engine.compare`). Hypothesis then shrinks the first input
 over budget towards small steps and "nice" values. :func:`snippet` turns the
-result into a self-contained script against the framework's public API
-(torch, optax, Keras 3, tf_keras, tf.compat.v1, tf.raw_ops, ONNX, TF.js) that
-reproduces the step and prints it next to the oracle's value, bit for bit.
-The search needs ``hypothesis`` (the ``test`` extra); snippets do not.
+result into a self-contained script that reproduces the step and prints it next
+to the oracle's value, bit for bit. The implementation's adapter class writes the
+step itself, against its framework's public API
+(:mod:`adamspec.impl.adapters.repro`); this module adds what every script shares:
+the header, the oracle's values and the verdict lines. The search needs
+``hypothesis`` (the ``test`` extra); snippets do not.
 
-Every float in a snippet is written as a hex float (or, in JavaScript, as its
-float32 bits), so the values round-trip exactly; hyperparameters are written
-as the Python floats adamspec's adapters pass (shortest repr of the correctly
-rounded binary64), which is what a user typing the documented decimal passes.
+The module is long (search, report text, script frame) because the three share the
+:class:`Counterexample` record and nothing else uses them; it holds no framework code.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from random import Random
@@ -56,7 +55,13 @@ from adamspec.impl.adapters import (
     load_registry,
     make_adapter,
 )
-from adamspec.impl.adapters.keras3 import constructor_kwargs
+from adamspec.impl.adapters.repro import (
+    OneTensorStep,
+    Program,
+    StepToReproduce,
+    exact_decimal,
+    hex_floats,
+)
 from adamspec.impl.frameworks import FrameworkMissing
 from adamspec.oracles import OracleInputError, RoundingUndecided, StepResult
 from adamspec.oracles import step as oracle_step
@@ -87,7 +92,7 @@ _WIDTH = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 32}
 
 
 @dataclass(frozen=True)
-class Counterexample:
+class Counterexample(OneTensorStep):
     """One step of ``implementation`` that is over budget against ``variant``.
 
     ``before`` is the state the implementation reported after being given the
@@ -120,24 +125,14 @@ class Counterexample:
     budget: Budget = DEFAULT
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the one tensor stepped."""
-        return tuple(self.before.params[0].shape)
-
-    @property
-    def step(self) -> int:
-        """Steps taken before this one (the step taken is ``step + 1``)."""
-        return self.before.step
-
-    @property
     def language(self) -> str:
-        """``"javascript"`` for TF.js snippets, ``"python"`` otherwise."""
-        return "javascript" if _family(self.info) == "tfjs" else "python"
+        """The snippet's language, as the adapter writes it: ``"python"`` or ``"javascript"``."""
+        return _program(self).language
 
     @property
     def suffix(self) -> str:
-        """File suffix for :func:`write_counterexample`: ``.js`` or ``.py``."""
-        return ".js" if self.language == "javascript" else ".py"
+        """File suffix for :func:`write_counterexample`: ``.py`` or ``.js``."""
+        return _LANGUAGES[self.language][0]
 
     def summary(self) -> str:
         """One line: implementation, variant, worst component and its error."""
@@ -242,6 +237,7 @@ class _Runner:
         self.hyper, self.variant, self.dtype, self.budget = hyper, variant, dtype, budget
         self.shape, self.amsgrad, self.sparse = shape, amsgrad, sparse
         self.adapter = make_adapter(implementation, hyper, dtype, [shape])
+        self.implementation, self.info = implementation, REGISTRY[implementation]
         self.calls = 0
         self.measured = 0
         self.failure: Exception | None = None  # the last reason an input was not measured
@@ -261,10 +257,13 @@ class _Runner:
         return State([arr(d.params)], [arr(d.m)], [v], v_max, d.step), [grad]
 
     def trial(self, d: _Draw, digits: int | None = None) -> _Trial | None:
-        """The step and its errors, or None where it cannot be measured (see
-        :func:`minimal_counterexample`: such inputs are skipped)."""
+        """The step from a drawn input and its errors, or None where it cannot be measured
+        (see :func:`minimal_counterexample`: such inputs are skipped)."""
+        return self.measure(*self.state(d), digits=digits)
+
+    def measure(self, state: State, grads: list[Any], digits: int | None = None) -> _Trial | None:
+        """The step from ``state`` and its errors, or None (the reason in ``failure``)."""
         self.calls += 1
-        state, grads = self.state(d)
         try:
             # extreme inputs are drawn on purpose: an overflow in the kernel is a result
             with np.errstate(all="ignore"):
@@ -380,10 +379,7 @@ def minimal_counterexample(
                         f"{implementation}: the shrunk counterexample did not reproduce "
                         "(is the implementation deterministic?)"
                     )
-                ce = _counterexample(
-                    implementation, info, runner, trial, target, hyper, dtype, budget, sparse
-                )
-                return replace(ce, examples=calls + runner.calls)
+                return replace(_counterexample(runner, trial), examples=calls + runner.calls)
         finally:
             runner.close()
         measured, failure = measured + runner.measured, runner.failure or failure
@@ -397,29 +393,52 @@ def minimal_counterexample(
     return None
 
 
-def _counterexample(
+def counterexample_from_step(
     implementation: str,
-    info: AdapterInfo,
-    runner: _Runner,
-    trial: _Trial,
-    variant: Variant,
     hyper: Hyper,
-    dtype: str,
-    budget: Budget,
-    sparse: bool,
+    variant: Variant | str,
+    before: State,
+    grads: Sequence[Any],
+    dtype: str = "float32",
+    budget: Budget = DEFAULT,
 ) -> Counterexample:
+    """The report of one given step of one tensor, over budget or not (no search).
+
+    ``before`` is the state the step starts from (one tensor; ``v_max`` set if the
+    implementation uses AMSGrad), ``grads`` its one gradient (an array or
+    :class:`~adamspec.spec.gradients.SparseRows`). What :func:`snippet` writes for a step
+    found elsewhere (a trace, a test); ``examples`` is 0. Raises what the adapter or
+    the oracle raised if the step cannot be measured.
+    """
+    load_registry()
+    target = _resolve(variant)
+    shape = tuple(before.params[0].shape)
+    sparse = isinstance(grads[0], SparseRows)
+    runner = _Runner(
+        implementation, hyper, target, dtype, budget, shape, before.v_max is not None, sparse
+    )
+    try:
+        trial = runner.measure(before, list(grads), digits=DIGITS)
+        if trial is None:
+            raise runner.failure
+        ce = _counterexample(runner, trial)
+    finally:
+        runner.close()
+    return replace(ce, examples=0)
+
+
+def _counterexample(runner: _Runner, trial: _Trial) -> Counterexample:
+    """The report of ``runner``'s measured ``trial``, classified."""
     ref = trial.reference
     measured = [c for c in STATE_COMPONENTS if c in trial.errors]
-    category, explanation = _classify(
-        implementation, info, runner.adapter.version, trial, variant, hyper, dtype, budget, sparse
-    )
+    category, explanation = _classify(runner, trial)
     return Counterexample(
-        implementation=implementation,
-        info=info,
+        implementation=runner.implementation,
+        info=runner.info,
         version=runner.adapter.version,
-        variant=variant,
-        hyper=hyper,
-        dtype=dtype,
+        variant=runner.variant,
+        hyper=runner.hyper,
+        dtype=runner.dtype,
         before=trial.before,
         grads=trial.grads,
         after=trial.after,
@@ -430,23 +449,14 @@ def _counterexample(
         category=category,
         explanation=explanation,
         examples=runner.calls,
-        variant_names=tuple(e.name for e in entries() if e.variant == variant),
-        budget=budget,
+        variant_names=tuple(e.name for e in entries() if e.variant == runner.variant),
+        budget=runner.budget,
     )
 
 
-def _classify(
-    implementation: str,
-    info: AdapterInfo,
-    version: str,
-    trial: _Trial,
-    variant: Variant,
-    hyper: Hyper,
-    dtype: str,
-    budget: Budget,
-    sparse: bool,
-) -> tuple[str | None, str]:
-    """Which single change of ``variant`` explains this one step (see harness.classify)."""
+def _classify(runner: _Runner, trial: _Trial) -> tuple[str | None, str]:
+    """Which single change of the runner's variant explains this one step (see
+    harness.classify)."""
     from adamspec.harness.classify import (
         classify,  # classify imports fingerprinting: only when used
     )
@@ -457,22 +467,22 @@ def _classify(
         (tuple(trial.before.params[0].shape),),
         1,
         start_step=trial.before.step,
-        sparse=sparse,
-        kind="sparse-rows" if sparse else "typical",
+        sparse=runner.sparse,
+        kind="sparse-rows" if runner.sparse else "typical",
     )
     trace = Trace(
-        implementation,
-        info.framework or "adamspec",
-        version,
-        info.documented,
+        runner.implementation,
+        runner.info.framework or "adamspec",
+        runner.adapter.version,
+        runner.info.documented,
         problem,
-        dtype,
+        runner.dtype,
         0,
-        hyper,
+        runner.hyper,
         [StepRecord(trial.before, list(trial.grads), trial.after)],
     )
     try:
-        verdict = classify([trace], variant, budget)
+        verdict = classify([trace], runner.variant, runner.budget)
     except (RoundingUndecided, OracleInputError) as exc:  # a report without a category
         return None, f"not classified: {exc}"
     return verdict.category, verdict.explanation
@@ -481,44 +491,9 @@ def _classify(
 # ------------------------------------------------------------------------- formatting
 
 
-def _hexf(x: Any) -> str:
-    """``float.hex`` without trailing zeros; ``float.fromhex`` reads it back exactly."""
-    x = float(x)
-    if not math.isfinite(x):
-        return repr(x)
-    mantissa, exponent = x.hex().split("p")
-    return mantissa.rstrip("0").rstrip(".") + "p" + exponent
-
-
-def _hexes(a: Any) -> list[str]:
-    return [_hexf(x) for x in np.asarray(a).astype(np.float64).ravel()]
-
-
 def _shown(a: Any) -> str:
     """The values as the dtype prints them (shortest decimal for float32), for comments."""
     return ", ".join(str(x) for x in np.asarray(a).ravel())
-
-
-def _decimal(x: Fraction) -> str:
-    """``x`` as an exact decimal (every binary or decimal input is one), else ``p/q``."""
-    rest = x.denominator
-    for prime in (2, 5):
-        while rest % prime == 0:
-            rest //= prime
-    if rest != 1:
-        return f"{x.numerator}/{x.denominator}"
-    if x.denominator == 1:
-        return str(x.numerator)
-    digits = max(len(str(x.denominator)), 1)
-    while (x * 10**digits).denominator != 1:
-        digits += 1
-    text = str(Decimal(int(x * 10**digits)).scaleb(-digits).normalize())
-    return text.replace("E", "e")
-
-
-def _py_float(x: Fraction) -> str:
-    """The Python float an adapter passes for ``x`` (correctly rounded), in shortest form."""
-    return repr(float(x))
 
 
 def _lr(ce: Counterexample) -> Fraction:
@@ -541,19 +516,19 @@ def _hyper_text(ce: Counterexample) -> str:
     h = ce.hyper
     parts = []
     if isinstance(h.lr, Schedule):
-        parts.append(f"lr={_decimal(_lr(ce))} (the schedule's value at step {ce.step + 1})")
+        parts.append(f"lr={exact_decimal(_lr(ce))} (the schedule's value at step {ce.step + 1})")
     else:
-        parts.append(f"lr={_decimal(h.lr)}")
-    parts += [f"{k}={_decimal(getattr(h, k))}" for k in ("beta1", "beta2", "eps")]
+        parts.append(f"lr={exact_decimal(h.lr)}")
+    parts += [f"{k}={exact_decimal(getattr(h, k))}" for k in ("beta1", "beta2", "eps")]
     parts += [
-        f"{k}={_decimal(getattr(h, k))}" for k in ("eps_root", "weight_decay") if getattr(h, k)
+        f"{k}={exact_decimal(getattr(h, k))}" for k in ("eps_root", "weight_decay") if getattr(h, k)
     ]
     for k in ("clipnorm", "clipvalue", "global_clipnorm"):
         if getattr(h, k) is not None:
-            parts.append(f"{k}={_decimal(getattr(h, k))}")
+            parts.append(f"{k}={exact_decimal(getattr(h, k))}")
     if h.use_ema:
         parts.append(
-            f"use_ema=True ema_momentum={_decimal(h.ema_momentum)} "
+            f"use_ema=True ema_momentum={exact_decimal(h.ema_momentum)} "
             f"ema_overwrite_frequency={h.ema_overwrite_frequency}"
         )
     return " ".join(parts)
@@ -603,8 +578,8 @@ def _header(ce: Counterexample, comment: str) -> list[str]:
         f"{ce.dtype} prints them: {', '.join(inputs)}",
         f"errors against the oracle, in ULPs of {ce.dtype}: {_errors_text(ce)}; "
         f"worst {ce.multiple:.3g}x the budget",
-        "found by hypothesis and shrunk towards simple values; the oracle's values are exact "
-        f"to {DIGITS} significant digits, then correctly rounded to {ce.dtype}",
+        f"{_origin(ce)}; the oracle's values are exact to {DIGITS} significant digits, "
+        f"then correctly rounded to {ce.dtype}",
     ]
     out = []
     for line in lines:
@@ -613,11 +588,17 @@ def _header(ce: Counterexample, comment: str) -> list[str]:
     return out
 
 
+def _origin(ce: Counterexample) -> str:
+    if ce.examples == 0:
+        return "a given step, not searched"
+    return "found by hypothesis and shrunk towards simple values"
+
+
 def _oracle_comment(ce: Counterexample, name: str) -> str:
-    got = ", ".join(_hexes(_component(ce.after, name)))
+    got = ", ".join(hex_floats(_component(ce.after, name)))
     return (
         f"adamspec oracle: {', '.join(ce.exact[name])} (correctly rounded {ce.dtype}: "
-        f"{', '.join(_hexes(ce.oracle[name]))}); adamspec's run gave {got}"
+        f"{', '.join(hex_floats(ce.oracle[name]))}); adamspec's run gave {got}"
     )
 
 
@@ -625,565 +606,18 @@ def _component(state: State, name: str) -> np.ndarray:
     return {"param": state.params, "m": state.m, "v": state.v, "v_max": state.v_max}[name][0]
 
 
-# ------------------------------------------------------------------------- snippet programs
+# ------------------------------------------------------------------------- the script
+# The implementation's part comes from its adapter class (Adapter.reproduction_program);
+# everything here is the same for every implementation: the header, the oracle's values
+# and one "show" line per component, in the program's language.
 
 
-@dataclass
-class _Program:
-    """A framework's part of a snippet; the header, helpers and footer are shared."""
-
-    imports: list[str]
-    helpers: list[str]
-    body: list[str]
-    fetch: dict[str, str]  # component -> expression giving the implementation's result
-
-
-def _value(a: Any) -> str:
-    """A Python expression for the exact values of ``a`` (``value`` is each program's helper)."""
-    return f"value({_hexes(a)!r}, {tuple(np.shape(a))!r})".replace("'", '"')
-
-
-def _kwargs(kwargs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-
-
-def _grad(ce: Counterexample, sparse: Callable[[str, str, tuple[int, ...]], str]) -> str:
-    """The gradient expression: dense ``value(...)`` or the framework's sparse form."""
-    g = ce.grads[0]
-    if isinstance(g, SparseRows):
-        indices = repr([int(i) for i in np.asarray(g.indices)])
-        return sparse(indices, _value(np.asarray(g.values)), ce.shape)
-    return _value(g)
-
-
-def _family(info: AdapterInfo) -> str:
-    cls = info.factory.partition(":")[2]
-    if cls == "ProcessAdapter" and str(info.options.get("target", "")).startswith(
-        "adamspec.impl.adapters.keras3:"
-    ):
-        return "keras3"
-    return {
-        "adamspec.impl.adapters.torch_optim:TorchOptimizer": "torch",
-        "adamspec.impl.adapters.optax_optim:OptaxAdam": "optax",
-        "adamspec.impl.adapters.tensorflow:TfKerasAdam": "tf_keras",
-        "adamspec.impl.adapters.tensorflow:TfKerasLegacyAdam": "tf_keras_legacy",
-        "adamspec.impl.adapters.tensorflow:TfRawAdam": "tf_raw",
-        "adamspec.impl.adapters.tensorflow:TfV1Adam": "tf_v1",
-        "adamspec.impl.adapters.tfjs:TfjsAdam": "tfjs",
-        "adamspec.impl.adapters.onnx_ref:OnnxAdam": "onnx",
-    }.get(info.factory, "adamspec")
-
-
-def _torch(ce: Counterexample) -> _Program:
-    h, options = ce.hyper, dict(ce.info.options)
-    cls = options.pop("cls")
-    if isinstance(h.lr, Schedule):
-        # the adapter drives LambdaLR: lr = base_lr * (lr_t / lr_1), a binary64 product
-        base = h.lr_at(1)
-        lr = float(base) * (float(_lr(ce) / base) if base else 0.0)
-    else:
-        lr = float(h.lr)
-    kwargs: dict[str, Any] = {
-        "lr": lr,
-        "betas": (float(h.beta1), float(h.beta2)),
-        "eps": float(h.eps),
-    }
-    if cls != "SparseAdam":
-        kwargs["weight_decay"] = float(h.weight_decay)
-    kwargs.update(options)
-    torch_dtype = f"torch.{ce.dtype}"
-    body = [
-        f"p = torch.nn.Parameter({_value(ce.before.params[0])})",
-        f"opt = torch.optim.{cls}([p], {_kwargs(kwargs)})",
-        "state = opt.state[p]  # the state a resumed run holds (adamspec's adapter sets it so)",
-        f'state["step"] = torch.tensor({float(ce.step)!r}, dtype=torch.float32)'
-        "  # torch counts steps in a float32 tensor",
-        f'state["exp_avg"] = {_value(ce.before.m[0])}',
-        f'state["exp_avg_sq"] = {_value(ce.before.v[0])}',
-    ]
-    fetch = {
-        "param": "p.detach().double()",
-        "m": 'state["exp_avg"].double()',
-        "v": 'state["exp_avg_sq"].double()',
-    }
-    if kwargs.get("amsgrad"):
-        body.append(f'state["max_exp_avg_sq"] = {_value(ce.before.v_max[0])}')
-        fetch["v_max"] = 'state["max_exp_avg_sq"].double()'
-    grad = _grad(
-        ce,
-        lambda idx, values, shape: (
-            f"torch.sparse_coo_tensor(torch.tensor([{idx}]), {values}, {shape!r})"
-        ),
+def _program(ce: Counterexample) -> Program:
+    """The implementation's program, rendered by its registered adapter class."""
+    step = StepToReproduce(
+        ce.implementation, ce.info, ce.dtype, ce.hyper, _lr(ce), ce.before, list(ce.grads)
     )
-    body += [f"p.grad = {grad}", "opt.step()"]
-    helpers = [
-        f"DTYPE = {torch_dtype}",
-        "",
-        "",
-        "def value(hexes, shape):",
-        "    return torch.from_numpy(exact(hexes, shape)).to(DTYPE)",
-    ]
-    return _Program(["import torch"], helpers, body, fetch)
-
-
-def _optax(ce: Counterexample) -> _Program:
-    h, options = ce.hyper, dict(ce.info.options)
-    fn = options.pop("fn")
-    use_jit = options.pop("jit", True)
-    options.pop("eps_root", None)  # the adapter requires hyper.eps_root to equal it
-    kwargs: dict[str, Any] = {
-        "learning_rate": float(_lr(ce)),
-        "b1": float(h.beta1),
-        "b2": float(h.beta2),
-        "eps": float(h.eps),
-        "eps_root": float(h.eps_root),
-    }
-    if fn == "adamw":
-        kwargs["weight_decay"] = float(h.weight_decay)
-    kwargs.update(options)
-    fields = [
-        f"count=jnp.asarray({ce.step}, dtype=jnp.int32)",
-        f"mu=[{_value(ce.before.m[0])}]",
-        f"nu=[{_value(ce.before.v[0])}]",
-    ]
-    fetch = {
-        "param": "params[0]",
-        "m": 'optax.tree.get(opt_state, "mu")[0]',
-        "v": 'optax.tree.get(opt_state, "nu")[0]',
-    }
-    if fn == "amsgrad":
-        fields.append(f"nu_max=[{_value(ce.before.v_max[0])}]")
-        fetch["v_max"] = 'optax.tree.get(opt_state, "nu_max")[0]'
-    run = "jax.jit(update)" if use_jit else "update"
-    body = [
-        f"tx = optax.{fn}({_kwargs(kwargs)})",
-        f"params = [{_value(ce.before.params[0])}]",
-        "# every `count` is the number of steps taken; mu, nu (and nu_max) are the moments",
-        "opt_state = optax.tree.set(",
-        "    tx.init(params),",
-        *[f"    {f}," for f in fields],
-        ")",
-        "",
-        "",
-        "def update(params, opt_state, grads):",
-        "    updates, opt_state = tx.update(grads, opt_state, params)",
-        "    return optax.apply_updates(params, updates), opt_state",
-        "",
-        "",
-        f"params, opt_state = {run}(params, opt_state, [{_grad(ce, _no_sparse)}])",
-    ]
-    imports = [
-        "import os",
-        "",
-        'os.environ.setdefault("JAX_PLATFORMS", "cpu")  # adamspec runs optax on the CPU',
-        "import jax",
-        "import jax.numpy as jnp",
-        "import optax",
-    ]
-    helpers = [
-        f"DTYPE = jnp.{ce.dtype}",
-        "",
-        "",
-        "def value(hexes, shape):",
-        "    return jnp.asarray(exact(hexes, shape), dtype=DTYPE)",
-    ]
-    return _Program(imports, helpers, body, fetch)
-
-
-def _no_sparse(indices: str, values: str, shape: tuple[int, ...]) -> str:
-    raise ValueError("this framework's adapter has no sparse gradient path")
-
-
-def _tf_sparse(indices: str, values: str, shape: tuple[int, ...]) -> str:
-    return (
-        f"tf.IndexedSlices({values}, tf.constant({indices}, dtype=tf.int64), "
-        f"tf.constant({list(shape)!r}, dtype=tf.int64))"
-    )
-
-
-_TF_IMPORTS = [
-    "import os",
-    "",
-    'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")',
-    "import tensorflow as tf",
-]
-
-
-def _tf_helpers(ce: Counterexample) -> list[str]:
-    return [
-        f"DTYPE = tf.{ce.dtype}",
-        "",
-        "",
-        "def value(hexes, shape):",
-        "    # a cast of a value the dtype holds exactly: no rounding",
-        "    return tf.cast(tf.constant(exact(hexes, shape)), DTYPE)",
-    ]
-
-
-def _keras_kwargs(ce: Counterexample) -> dict[str, Any]:
-    """Keras 3 / tf_keras constructor arguments, exactly as the adapters pass them."""
-    return constructor_kwargs(ce.hyper, float(_lr(ce)))
-
-
-def _keras3(ce: Counterexample) -> _Program:
-    h = ce.hyper
-    inner = dict(ce.info.options.get("inner", {}))
-    cls = inner.pop("cls", "Adam")
-    backend = ce.info.options["env"]["KERAS_BACKEND"]
-    kwargs = _keras_kwargs(ce)
-    if h.use_ema:
-        kwargs.update(
-            use_ema=True,
-            ema_momentum=float(h.ema_momentum),
-            ema_overwrite_frequency=h.ema_overwrite_frequency,
-        )
-    kwargs.update(inner)
-    slots = "keras.ops.convert_to_numpy"
-    body = [
-        f'var = keras.Variable({_value(ce.before.params[0])}, dtype=DTYPE, name="p0")',
-        f"opt = keras.optimizers.{cls}({_kwargs(kwargs)})",
-        "opt.build([var])",
-        "# Keras 3 has no public setter for the slots: these private lists are what",
-        "# adamspec's adapter assigns too",
-        f"opt._momentums[0].assign({_value(ce.before.m[0])})",
-        f"opt._velocities[0].assign({_value(ce.before.v[0])})",
-    ]
-    fetch = {
-        "param": f"{slots}(var)",
-        "m": f"{slots}(opt._momentums[0])",
-        "v": f"{slots}(opt._velocities[0])",
-    }
-    if kwargs.get("amsgrad"):
-        body.append(f"opt._velocity_hats[0].assign({_value(ce.before.v_max[0])})")
-        fetch["v_max"] = f"{slots}(opt._velocity_hats[0])"
-    if h.use_ema and "ema" in ce.before.extras:
-        ema = ce.before.extras["ema"][0]
-        body.append(f"opt._model_variables_moving_average[0].assign({_value(ema)})")
-    grad = _grad(ce, _tf_sparse)
-    body += [f"opt._iterations.assign({ce.step})", f"opt.apply_gradients([({grad}, var)])"]
-    imports = [
-        "import os",
-        "",
-        f'os.environ["KERAS_BACKEND"] = "{backend}"  # fixed when keras is first imported',
-        'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")',
-        "import keras",
-    ]
-    if _is_sparse(ce):
-        imports.append("import tensorflow as tf")
-    helpers = [
-        f'DTYPE = "{ce.dtype}"',
-        "",
-        "",
-        "def value(hexes, shape):",
-        "    return keras.ops.convert_to_tensor(exact(hexes, shape), dtype=DTYPE)",
-    ]
-    return _Program(imports, helpers, body, fetch)
-
-
-#: How each tf_keras optimizer's public-enough API creates and reaches its slots.
-_TF_KERAS_SLOTS = {
-    "tf_keras.optimizers.Adam": (
-        "opt.build([var])  # the slots are private lists; adamspec's adapter assigns them so",
-        {"m": "opt._momentums[0]", "v": "opt._velocities[0]", "v_max": "opt._velocity_hats[0]"},
-    ),
-    "tf_keras.optimizers.legacy.Adam": (
-        "opt._create_all_weights([var])  # creates the slots now, as adamspec's adapter does",
-        {
-            "m": 'opt.get_slot(var, "m")',
-            "v": 'opt.get_slot(var, "v")',
-            "v_max": 'opt.get_slot(var, "vhat")',
-        },
-    ),
-}
-
-
-def _tf_keras_program(ce: Counterexample, constructor: str, kwargs: dict[str, Any]) -> _Program:
-    create, slots = _TF_KERAS_SLOTS[constructor]
-    components = ("m", "v", "v_max") if kwargs.get("amsgrad") else ("m", "v")
-    state = {"m": ce.before.m, "v": ce.before.v, "v_max": ce.before.v_max}
-    body = [
-        f"var = tf.Variable({_value(ce.before.params[0])})",
-        f"opt = {constructor}({_kwargs(kwargs)})",
-        create,
-        *(f"{slots[c]}.assign({_value(state[c][0])})" for c in components),
-        f"opt.iterations.assign({ce.step})",
-        f"opt.apply_gradients([({_grad(ce, _tf_sparse)}, var)])",
-    ]
-    fetch = {"param": "var.numpy()", **{c: f"{slots[c]}.numpy()" for c in components}}
-    return _Program([*_TF_IMPORTS, "import tf_keras"], _tf_helpers(ce), body, fetch)
-
-
-def _tf_keras(ce: Counterexample) -> _Program:
-    kwargs = {**_keras_kwargs(ce), **ce.info.options}
-    return _tf_keras_program(ce, "tf_keras.optimizers.Adam", kwargs)
-
-
-def _tf_keras_legacy(ce: Counterexample) -> _Program:
-    kwargs = _keras_kwargs(ce)
-    kwargs.pop("weight_decay", None)  # the adapter rejects it: legacy Adam has none
-    kwargs.update(ce.info.options)
-    return _tf_keras_program(ce, "tf_keras.optimizers.legacy.Adam", kwargs)
-
-
-def _tf_raw(ce: Counterexample) -> _Program:
-    h, options = ce.hyper, ce.info.options
-    amsgrad = bool(options.get("amsgrad"))
-    body = [
-        f"var = tf.Variable({_value(ce.before.params[0])})",
-        f"m = tf.Variable({_value(ce.before.m[0])})",
-        f"v = tf.Variable({_value(ce.before.v[0])})",
-    ]
-    fetch = {"param": "var.numpy()", "m": "m.numpy()", "v": "v.numpy()"}
-    if amsgrad:
-        body.append(f"vhat = tf.Variable({_value(ce.before.v_max[0])})")
-        fetch["v_max"] = "vhat.numpy()"
-    body += [
-        f"beta1 = tf.constant({_py_float(h.beta1)}, DTYPE)",
-        f"beta2 = tf.constant({_py_float(h.beta2)}, DTYPE)",
-        f"t = tf.cast(tf.constant({ce.step + 1}, tf.int64), DTYPE)  # the step being taken",
-        "# bias-correction powers as tf_keras's legacy Adam forms them: tf.pow in the dtype",
-    ]
-    op = "ResourceApplyAdamWithAmsgrad" if amsgrad else "ResourceApplyAdam"
-    args = [
-        "var=var.handle",
-        "m=m.handle",
-        "v=v.handle",
-        *(["vhat=vhat.handle"] if amsgrad else []),
-        "beta1_power=tf.pow(beta1, t)",
-        "beta2_power=tf.pow(beta2, t)",
-        f"lr=tf.constant({_py_float(_lr(ce))}, DTYPE)",
-        "beta1=beta1",
-        "beta2=beta2",
-        f"epsilon=tf.constant({_py_float(h.eps)}, DTYPE)",
-        f"grad={_grad(ce, _no_sparse)}",
-        *([] if amsgrad else [f"use_nesterov={bool(options.get('use_nesterov', False))!r}"]),
-    ]
-    body += [f"tf.raw_ops.{op}(", *[f"    {a}," for a in args], ")"]
-    return _Program(list(_TF_IMPORTS), _tf_helpers(ce), body, fetch)
-
-
-def _tf_v1(ce: Counterexample) -> _Program:
-    h = ce.hyper
-    powers = []
-    for key, beta in (("beta1_power", h.beta1), ("beta2_power", h.beta2)):
-        # TF1's variable holds the power the NEXT step divides by: fl32(P_step * fl32(beta))
-        used = np.float32(np.asarray(ce.before.extras[key], np.float64))
-        powers.append(_hexf(np.float32(used * np.float32(float(beta)))))
-    kwargs = {
-        "learning_rate": float(_lr(ce)),
-        "beta1": float(h.beta1),
-        "beta2": float(h.beta2),
-        "epsilon": float(h.eps),
-    }
-    g = ce.grads[0]
-    # the gradient is fed through placeholders, as adamspec's adapter does: a constant
-    # gradient lets graph optimisation fold the sparse update into other arithmetic
-    if isinstance(g, SparseRows):
-        values = np.asarray(g.values)
-        grad = [
-            f"    values = v1.placeholder(DTYPE, {(None, *values.shape[1:])!r})",
-            "    indices = v1.placeholder(tf.int64, (None,))",
-            f"    dense_shape = tf.constant({list(ce.shape)!r}, tf.int64)",
-            "    grad = tf.IndexedSlices(values, indices, dense_shape)",
-        ]
-        feed = [
-            f"values: host({_hexes(values)!r}, {values.shape!r})",
-            f"indices: np.asarray({[int(i) for i in np.asarray(g.indices)]!r}, dtype=np.int64)",
-        ]
-    else:
-        grad = [f"    grad = v1.placeholder(DTYPE, {ce.shape!r})"]
-        feed = [f"grad: host({_hexes(g)!r}, {ce.shape!r})"]
-    body = [
-        "v1 = tf.compat.v1",
-        "graph = tf.Graph()",
-        "with graph.as_default():",
-        f'    var = v1.Variable({_value(ce.before.params[0])}, name="param0")',
-        *grad,
-        f"    opt = v1.train.AdamOptimizer({_kwargs(kwargs)})",
-        "    train = opt.apply_gradients([(grad, var)])",
-        '    m, v = opt.get_slot(var, "m"), opt.get_slot(var, "v")',
-        "    # private float32 accumulators holding the powers the NEXT step divides by,",
-        "    # beta^t, as TF1 forms them after step t - 1: fl32(beta^(t-1) * fl32(beta))",
-        "    beta1_power, beta2_power = opt._get_beta_accumulators()",
-        "    load = tf.group(",
-        f"        m.assign({_value(ce.before.m[0])}),",
-        f"        v.assign({_value(ce.before.v[0])}),",
-        f'        beta1_power.assign(tf.constant(float.fromhex("{powers[0]}"), tf.float32)),',
-        f'        beta2_power.assign(tf.constant(float.fromhex("{powers[1]}"), tf.float32)),',
-        "    )",
-        "    init = v1.global_variables_initializer()",
-        "with v1.Session(graph=graph) as sess:",
-        "    sess.run(init)",
-        "    sess.run(load)",
-        f"    sess.run(train, {{{', '.join(feed)}}})".replace("'", '"'),
-        '    result = dict(zip(["param", "m", "v"], sess.run([var, m, v])))',
-    ]
-    fetch = {"param": 'result["param"]', "m": 'result["m"]', "v": 'result["v"]'}
-    helpers = [
-        *_tf_helpers(ce),
-        "",
-        "",
-        "def host(hexes, shape):",
-        "    return exact(hexes, shape).astype(DTYPE.as_numpy_dtype)",
-    ]
-    return _Program(list(_TF_IMPORTS), helpers, body, fetch)
-
-
-def _onnx(ce: Counterexample) -> _Program:
-    h, options = ce.hyper, ce.info.options
-    post = bool(options.get("norm_coefficient_post", False))
-    lr_dtype = options.get("lr_dtype", "float32")
-    lr_dtype = ce.dtype if lr_dtype == "param" else lr_dtype
-    elem = {"float64": "TensorProto.DOUBLE"}.get(ce.dtype, "TensorProto.FLOAT")
-    lr_elem = {"float64": "TensorProto.DOUBLE"}.get(lr_dtype, "TensorProto.FLOAT")
-    attrs = {
-        "alpha": float(h.beta1),
-        "beta": float(h.beta2),
-        "epsilon": float(h.eps),
-        ("norm_coefficient_post" if post else "norm_coefficient"): float(h.weight_decay),
-    }
-    t_value = ce.step + int(options.get("t_offset", 1))
-    shape = list(ce.shape)
-    body = [
-        'DOMAIN = "ai.onnx.preview.training"',
-        "node = helper.make_node(",
-        '    "Adam", ["R", "T", "X", "G", "V", "H"], ["X_new", "V_new", "H_new"], domain=DOMAIN,',
-        f"    {_kwargs(attrs)},",
-        ")",
-        "inputs = [",
-        f'    helper.make_tensor_value_info("R", {lr_elem}, []),',
-        '    helper.make_tensor_value_info("T", TensorProto.INT64, []),',
-        f'    *[helper.make_tensor_value_info(n, {elem}, {shape!r}) for n in "XGVH"],',
-        "]",
-        f'outputs = [helper.make_tensor_value_info(n + "_new", {elem}, {shape!r}) for n in "XVH"]',
-        "model = helper.make_model(",
-        '    helper.make_graph([node], "adam", inputs, outputs),',
-        '    opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],',
-        ")",
-        "onnx.checker.check_model(model)",
-        "feeds = {",
-        f'    "R": np.asarray({_py_float(_lr(ce))}, dtype=np.{lr_dtype}),',
-        f'    "T": np.asarray({t_value}, dtype=np.int64),  # the step being taken, counted from 1',
-        f'    "X": {_value(ce.before.params[0])},',
-        f'    "G": {_grad(ce, _no_sparse)},',
-        f'    "V": {_value(ce.before.m[0])},',
-        f'    "H": {_value(ce.before.v[0])},',
-        "}",
-        "# the reference evaluator may return float64 for float32 inputs; the operator's",
-        "# output type is the input's, so adamspec rounds it back as its adapter does",
-        "results = ReferenceEvaluator(model).run(None, feeds)",
-        "x, m, v = (np.asarray(r).astype(DTYPE) for r in results)",
-    ]
-    imports = [
-        "import onnx",
-        "from onnx import TensorProto, helper",
-        "from onnx.reference import ReferenceEvaluator",
-    ]
-    helpers = [
-        f"DTYPE = np.{ce.dtype}",
-        "",
-        "",
-        "def value(hexes, shape):",
-        "    return exact(hexes, shape).astype(DTYPE)",
-    ]
-    return _Program(imports, helpers, body, {"param": "x", "m": "m", "v": "v"})
-
-
-def _np_dtype(name: str) -> str:
-    return "ml_dtypes.bfloat16" if name == "bfloat16" else f"np.{name}"
-
-
-def _hyper_call(h: Hyper, lr: Fraction) -> tuple[str, bool]:
-    """``make_hyper(...)`` with exact decimal strings; True if ``Fraction`` is needed."""
-
-    def lit(x: Fraction) -> str:
-        text = _decimal(x)
-        return f"Fraction({x.numerator}, {x.denominator})" if "/" in text else f'"{text}"'
-
-    parts = [f"lr={lit(lr)}"]
-    parts += [f"{k}={lit(getattr(h, k))}" for k in ("beta1", "beta2", "eps")]
-    parts += [f"{k}={lit(getattr(h, k))}" for k in ("eps_root", "weight_decay") if getattr(h, k)]
-    parts += [
-        f"{k}={lit(getattr(h, k))}"
-        for k in ("clipnorm", "clipvalue", "global_clipnorm")
-        if getattr(h, k) is not None
-    ]
-    if h.use_ema:
-        parts += [
-            "use_ema=True",
-            f"ema_momentum={lit(h.ema_momentum)}",
-            f"ema_overwrite_frequency={h.ema_overwrite_frequency!r}",
-        ]
-    text = f"make_hyper({', '.join(parts)})"
-    return text, "Fraction(" in text
-
-
-def _adamspec(ce: Counterexample) -> _Program:
-    info, before = ce.info, ce.before
-    hyper, needs_fraction = _hyper_call(ce.hyper, _lr(ce))
-    extras = []
-    for key, x in before.extras.items():
-        if isinstance(x, list):
-            extras.append(f'"{key}": [{", ".join(_value(a) for a in x)}]')
-        else:
-            a = np.asarray(x)
-            extras.append(
-                f'"{key}": np.asarray(float.fromhex("{_hexf(a)}"), dtype={_np_dtype(str(a.dtype))})'
-            )
-    v_max = "None" if before.v_max is None else f"[{_value(before.v_max[0])}]"
-    registration = repr(
-        AdapterInfo(info.name, info.framework, info.documented, info.factory, dict(info.options))
-    )
-    body = [
-        f"NAME = {ce.implementation!r}",
-        "load_registry()",
-        "if NAME not in REGISTRY:  # registered outside impl.adapters (a test or user module)",
-        f"    register({registration})",
-        f"hyper = {hyper}",
-        f"adapter = make_adapter(NAME, hyper, {ce.dtype!r}, [{ce.shape!r}])",
-        "adapter.set_state(",
-        "    State(",
-        f"        params=[{_value(before.params[0])}],",
-        f"        m=[{_value(before.m[0])}],",
-        f"        v=[{_value(before.v[0])}],",
-        f"        v_max={v_max},",
-        f"        step={ce.step},",
-        f"        extras={{{', '.join(extras)}}},",
-        "    )",
-        ")",
-        f"adapter.step([{_grad(ce, _sparse_rows)}])",
-        "after = adapter.get_state()",
-        "adapter.close()",
-    ]
-    fetch = {"param": "after.params[0]", "m": "after.m[0]", "v": "after.v[0]"}
-    fetch["v_max"] = "after.v_max[0]"
-    imports = [
-        "# needs adamspec installed; the tests' toy kernels also need tests/ on PYTHONPATH",
-        *(["from fractions import Fraction", ""] if needs_fraction else []),
-        "from adamspec.impl.adapters import (",
-        "    REGISTRY, AdapterInfo, State, load_registry, make_adapter, register,",
-        ")",
-        *(["from adamspec.spec.gradients import SparseRows"] if _is_sparse(ce) else []),
-        "from adamspec.spec.hyper import make_hyper",
-    ]
-    if "bfloat16" in (ce.dtype, *(str(np.asarray(x).dtype) for x in before.extras.values())):
-        imports.append("import ml_dtypes")
-    helpers = [
-        f"DTYPE = {_np_dtype(ce.dtype)}",
-        "",
-        "",
-        "def value(hexes, shape):",
-        "    return exact(hexes, shape).astype(DTYPE)",
-    ]
-    return _Program(imports, helpers, body, fetch)
-
-
-def _is_sparse(ce: Counterexample) -> bool:
-    return isinstance(ce.grads[0], SparseRows)
-
-
-def _sparse_rows(indices: str, values: str, shape: tuple[int, ...]) -> str:
-    return f"SparseRows(np.asarray({indices}), {values}, {shape[0]})"
+    return ce.info.load().reproduction_program(step)
 
 
 _PY_HELPERS = '''
@@ -1207,66 +641,8 @@ def show(name, got, oracle):
     print(f"{name}: got [{', '.join(got)}] {verdict} adamspec oracle [{', '.join(oracle)}]")
 '''.strip("\n").splitlines()
 
-_PYTHON: dict[str, Callable[[Counterexample], _Program]] = {
-    "torch": _torch,
-    "optax": _optax,
-    "keras3": _keras3,
-    "tf_keras": _tf_keras,
-    "tf_keras_legacy": _tf_keras_legacy,
-    "tf_raw": _tf_raw,
-    "tf_v1": _tf_v1,
-    "onnx": _onnx,
-    "adamspec": _adamspec,
-}
-
-
-def _show_lines(
-    ce: Counterexample, fetch: dict[str, str], call: str, comment: str, quote: str = '"'
-) -> list[str]:
-    """One print per measured component, with the oracle's value beside it."""
-    lines = []
-    for name in ce.oracle:
-        if name not in fetch:
-            continue
-        oracle = ", ".join(f"{quote}{h}{quote}" for h in _hexes(ce.oracle[name]))
-        lines.append(f"{comment} {_oracle_comment(ce, name)}")
-        lines.append(call.format(name=name, got=fetch[name], oracle=oracle))
-    return lines
-
-
-def _python(ce: Counterexample, program: _Program) -> str:
-    lines = [
-        *_header(ce, "#"),
-        "",
-        *program.imports,
-        "import numpy as np",
-        "",
-        "",
-        *_PY_HELPERS,
-        "",
-        "",
-        *program.helpers,
-        "",
-        "",
-        *program.body,
-        "",
-        *_show_lines(ce, program.fetch, 'show("{name}", {got}, [{oracle}])', "#"),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------- TF.js (JavaScript)
 
 _JS_HELPERS = r"""
-'use strict';
-const tf = require('@tensorflow/tfjs-core');
-require('@tensorflow/tfjs-backend-cpu');
-
-// float32 values written as their IEEE-754 bits: exact
-function f32(bits, shape) {
-  return tf.tensor(new Float32Array(new Uint32Array(bits).buffer), shape, 'float32');
-}
-
 // Python's float.hex without trailing zeros, so both languages print the same text
 function hexf(x) {
   if (Number.isNaN(x)) return 'nan';
@@ -1298,72 +674,85 @@ function show(name, got, oracle) {
 """.strip("\n").splitlines()
 
 
-def _f32(a: Any) -> str:
-    bits = np.asarray(a, np.float32).reshape(-1).view(np.uint32)
-    return f"f32([{', '.join(f'0x{int(b):08x}' for b in bits)}], {list(np.shape(a))!r})"
+def _show_lines(
+    ce: Counterexample, results: dict[str, str], call: str, comment: str, quote: str = '"'
+) -> list[str]:
+    """One print per measured component the program can show, with the oracle's value."""
+    lines = []
+    for name in ce.oracle:
+        if name not in results:
+            continue
+        oracle = ", ".join(f"{quote}{h}{quote}" for h in hex_floats(ce.oracle[name]))
+        lines.append(f"{comment} {_oracle_comment(ce, name)}")
+        lines.append(call.format(name=name, got=results[name], oracle=oracle))
+    return lines
 
 
-def _tfjs(ce: Counterexample) -> str:
-    h, before = ce.hyper, ce.before
-    p1 = _f32(np.asarray(before.extras["beta1_power"], np.float32))
-    p2 = _f32(np.asarray(before.extras["beta2_power"], np.float32))
-    body = [
-        "async function main() {",
-        "  await tf.setBackend('cpu');",
-        "  await tf.ready();",
-        f"  const beta1 = {_py_float(h.beta1)};",
-        f"  const beta2 = {_py_float(h.beta2)};",
-        f"  const optimizer = tf.train.adam({_py_float(_lr(ce))}, beta1, beta2, "
-        f"{_py_float(h.eps)});",
-        f"  const p = tf.variable({_f32(before.params[0])}, true, 'adamspec/p0');",
-        "  await optimizer.setWeights([",
-        f"    {{name: 'iter', tensor: tf.scalar({ce.step}, 'int32')}},",
-        f"    {{name: 'adamspec/p0/m', tensor: {_f32(before.m[0])}}},",
-        f"    {{name: 'adamspec/p0/v', tensor: {_f32(before.v[0])}}},",
-        "  ]);",
-        "  // accBeta1/accBeta2 (private) hold the bias-correction powers the next step divides",
-        "  // by; TF.js forms them as float32 products, as adamspec's worker sets them",
-        f"  optimizer.accBeta1.assign(tf.mul({p1}, beta1));",
-        f"  optimizer.accBeta2.assign(tf.mul({p2}, beta2));",
-        f"  optimizer.applyGradients({{'adamspec/p0': {_f32(ce.grads[0])}}});",
-        "  const weights = await optimizer.getWeights();  // [iter, m, v]",
+def _python_script(ce: Counterexample, program: Program) -> list[str]:
+    return [
+        *(f"# {line}" for line in program.usage),
+        *_header(ce, "#"),
+        "",
+        *program.imports,
+        "import numpy as np",
+        "",
+        "",
+        *_PY_HELPERS,
+        "",
+        "",
+        *program.helpers,
+        "",
+        "",
+        *program.body,
+        "",
+        *_show_lines(ce, program.results, 'show("{name}", {got}, [{oracle}])', "#"),
     ]
-    fetch = {
-        "param": "p.dataSync()",
-        "m": "weights[1].tensor.dataSync()",
-        "v": "weights[2].tensor.dataSync()",
-    }
-    shows = _show_lines(ce, fetch, "show('{name}', {got}, [{oracle}]);", "//", quote="'")
-    lines = [
-        "// JavaScript (Node.js), not Python: run with",
-        "//   NODE_PATH=<dir with @tensorflow/tfjs-core and tfjs-backend-cpu> node <this file>",
+
+
+def _javascript_script(ce: Counterexample, program: Program) -> list[str]:
+    """A Node.js script; the body runs inside ``async function main()`` (so it may await)."""
+    shows = _show_lines(ce, program.results, "show('{name}', {got}, [{oracle}]);", "//", "'")
+    return [
+        *(f"// {line}" for line in program.usage),
         *_header(ce, "//"),
+        "",
+        "'use strict';",
+        *program.imports,
+        "",
+        *program.helpers,
         "",
         *_JS_HELPERS,
         "",
-        *body,
-        *[f"  {line}" for line in shows],
+        "async function main() {",
+        *(f"  {line}" if line else "" for line in [*program.body, *shows]),
         "}",
         "",
         "main();",
     ]
-    return "\n".join(lines) + "\n"
+
+
+#: Per language: the file suffix and how the script is laid out around the program.
+_LANGUAGES: dict[str, tuple[str, Callable[[Counterexample, Program], list[str]]]] = {
+    "python": (".py", _python_script),
+    "javascript": (".js", _javascript_script),
+}
 
 
 # ------------------------------------------------------------------------- public API
 
 
 def snippet(ce: Counterexample) -> str:
-    """A runnable, self-contained script reproducing ``ce``'s step with the framework's public
-    API (TF.js: a Node.js script), printing each result next to the oracle's value.
+    """A runnable, self-contained script reproducing ``ce``'s step, printing each result
+    next to the oracle's value.
 
-    Implementations without a framework template (adamspec's own, user kernels, toys)
-    get a Python script driving them through :mod:`adamspec.impl.adapters`.
+    The implementation's adapter class writes the step
+    (:meth:`adamspec.impl.adapters.base.Adapter.reproduction_program`): a framework's
+    adapter against the framework's public API, in the framework's language; adamspec's
+    own implementations, user kernels and toys through :mod:`adamspec.impl.adapters`.
     """
-    family = _family(ce.info)
-    if family == "tfjs":
-        return _tfjs(ce)
-    return _python(ce, _PYTHON[family](ce))
+    program = _program(ce)
+    _, layout = _LANGUAGES[program.language]
+    return "\n".join(layout(ce, program)) + "\n"
 
 
 def write_counterexample(path: str | os.PathLike[str], ce: Counterexample) -> Path:
@@ -1384,6 +773,7 @@ def write_counterexample(path: str | os.PathLike[str], ce: Counterexample) -> Pa
 __all__ = [
     "DIGITS",
     "Counterexample",
+    "counterexample_from_step",
     "minimal_counterexample",
     "snippet",
     "write_counterexample",

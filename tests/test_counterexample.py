@@ -7,19 +7,12 @@ produced next to the oracle's value: a maintainer pasting it sees the bug.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from script_helpers import assert_script_reproduces, bits, run_script
 from toy_adapters import register_toys
 
 from adamspec.harness.counterexample import (
-    Counterexample,
-    _hexf,
     minimal_counterexample,
     snippet,
     write_counterexample,
@@ -30,55 +23,8 @@ from adamspec.spec.gradients import SparseRows
 
 register_toys()
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
 needs_torch = pytest.mark.needs("torch")
 PAPER = entry("paper.algorithm1")
-
-
-def _run(path: Path) -> str:
-    """Run a Python snippet as a user would, from the checkout (toys live in tests/)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    python = str(PYTHON) if PYTHON.exists() else sys.executable
-    done = subprocess.run(
-        [python, str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-def _printed(stdout: str, component: str) -> tuple[np.ndarray, np.ndarray]:
-    """The implementation's and the oracle's values a snippet printed for ``component``."""
-    match = re.search(
-        rf"^{component}: got \[(.*)\] (?:matches|DIFFERS from) adamspec oracle \[(.*)\]$",
-        stdout,
-        re.M,
-    )
-    assert match, stdout
-
-    def parse(text: str) -> np.ndarray:
-        return np.array([float.fromhex(h) for h in text.split(", ")], dtype=np.float64)
-
-    return parse(match.group(1)), parse(match.group(2))
-
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64).ravel().view(np.int64)
-
-
-def _component(ce: Counterexample, name: str) -> np.ndarray:
-    return {"param": ce.after.params, "m": ce.after.m, "v": ce.after.v, "v_max": ce.after.v_max}[
-        name
-    ][0]
-
-
-def _assert_snippet_reproduces(ce: Counterexample, stdout: str) -> None:
-    for name in ce.oracle:
-        got, oracle = _printed(stdout, name)
-        assert (_bits(got) == _bits(_component(ce, name))).all(), (name, got)
-        assert (_bits(oracle) == _bits(ce.oracle[name])).all(), (name, oracle)
-        if ce.budget.multiple(name, ce.errors[name].ulp, ce.errors[name].scaled) > 1:
-            assert re.search(rf"^{name}: got .* DIFFERS from", stdout, re.M), stdout
 
 
 def test_eps_moved_toy_gives_a_small_counterexample_whose_snippet_reproduces_it(tmp_path):
@@ -98,7 +44,7 @@ def test_eps_moved_toy_gives_a_small_counterexample_whose_snippet_reproduces_it(
     path = write_counterexample(tmp_path / "eps_moved.py", ce)
     assert path.read_text() == text and ce.suffix == ".py"
     assert [p.name for p in tmp_path.iterdir()] == ["eps_moved.py"]  # no temporary left behind
-    _assert_snippet_reproduces(ce, _run(path))
+    assert_script_reproduces(ce, run_script(path))
 
 
 def test_correct_toy_has_no_counterexample():
@@ -121,7 +67,7 @@ def test_search_is_deterministic_for_a_seed():
         (a.grads, b.grads),
         (a.after.params, b.after.params),
     ):
-        assert (_bits(x[0]) == _bits(y[0])).all()
+        assert (bits(x[0]) == bits(y[0])).all()
     assert snippet(a) == snippet(b)
 
 
@@ -136,21 +82,12 @@ def test_lazy_sparse_toy_needs_an_untouched_row(tmp_path):
     assert ce.category == "sparse momentum", ce.explanation
     path = write_counterexample(tmp_path / "lazy.py", ce)
     assert "SparseRows(" in path.read_text()
-    _assert_snippet_reproduces(ce, _run(path))
+    assert_script_reproduces(ce, run_script(path))
 
 
 def test_a_configuration_that_cannot_run_is_unsupported_not_an_all_clear():
     with pytest.raises(Unsupported):
         minimal_counterexample("toy.none", PAPER.hyper(weight_decay="0.01"), PAPER.variant)
-
-
-@pytest.mark.parametrize(
-    "x", [0.0, -0.0, 1.0, -2.5, float(np.float32(0.1)), 2.0**-149, 3.4028234663852886e38, 1e-310]
-)
-def test_hex_floats_round_trip(x):
-    text = _hexf(x)
-    assert float.fromhex(text) == x and np.signbit(float.fromhex(text)) == np.signbit(x)
-    assert not re.search(r"\.[0-9a-f]*0p", text)  # trailing zeros dropped
 
 
 @needs_torch
@@ -163,4 +100,4 @@ def test_torch_snippet_prints_the_bits_torch_produced(tmp_path):
     text = snippet(ce)
     assert "import torch" in text and "torch.optim.Adam([p]" in text and "foreach=False" in text
     assert "opt.state[p]" in text and "eps=0.1" in text
-    _assert_snippet_reproduces(ce, _run(write_counterexample(tmp_path / "torch_adam.py", ce)))
+    assert_script_reproduces(ce, run_script(write_counterexample(tmp_path / "torch_adam.py", ce)))

@@ -21,10 +21,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    exact_decimal,
+    hex_float,
+    value_literal,
+)
 from adamspec.impl.frameworks import require
 from adamspec.spec.hyper import Hyper
 
@@ -112,6 +120,17 @@ class Adapter:
     def close(self) -> None:
         """Release framework resources (sessions, child processes)."""
 
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """``step`` as a script (:mod:`adamspec.impl.adapters.repro`).
+
+        This default drives the implementation through :mod:`adamspec.impl.adapters`
+        itself, as the harness does: it serves adamspec's own implementations, user
+        kernels and test toys. Adapters of a framework override it to write the
+        framework's public API instead, which is what its maintainers run.
+        """
+        return _adapters_program(step)
+
     # -- shared helpers -----------------------------------------------------------
     def check_grads(self, grads: Sequence[Any]) -> None:
         from adamspec.spec.gradients import SparseRows
@@ -171,6 +190,103 @@ def make_adapter(
         ) from None
     require(info.framework) if info.framework else None
     return info.load()(name, info.documented, hyper, dtype, shapes, info.options)
+
+
+def _adapters_program(step: StepToReproduce) -> Program:
+    """The default :meth:`Adapter.reproduction_program`: register, build, set, step, read."""
+    info, before = step.info, step.before
+    hyper, needs_fraction = _make_hyper_literal(step.hyper, step.lr)
+    extras = []
+    for key, x in before.extras.items():
+        if isinstance(x, list):
+            extras.append(f'"{key}": [{", ".join(value_literal(a) for a in x)}]')
+        else:
+            a = np.asarray(x)
+            dtype = _numpy_dtype_literal(str(a.dtype))
+            extras.append(f'"{key}": np.asarray(float.fromhex("{hex_float(a)}"), dtype={dtype})')
+    v_max = "None" if before.v_max is None else f"[{value_literal(before.v_max[0])}]"
+    registration = repr(
+        AdapterInfo(info.name, info.framework, info.documented, info.factory, dict(info.options))
+    )
+    body = [
+        f"NAME = {step.implementation!r}",
+        "load_registry()",
+        "if NAME not in REGISTRY:  # registered outside impl.adapters (a test or user module)",
+        f"    register({registration})",
+        f"hyper = {hyper}",
+        f"adapter = make_adapter(NAME, hyper, {step.dtype!r}, [{step.shape!r}])",
+        "adapter.set_state(",
+        "    State(",
+        f"        params=[{value_literal(before.params[0])}],",
+        f"        m=[{value_literal(before.m[0])}],",
+        f"        v=[{value_literal(before.v[0])}],",
+        f"        v_max={v_max},",
+        f"        step={step.step},",
+        f"        extras={{{', '.join(extras)}}},",
+        "    )",
+        ")",
+        f"adapter.step([{step.grad_literal(_sparse_rows_literal)}])",
+        "after = adapter.get_state()",
+        "adapter.close()",
+    ]
+    results = {
+        "param": "after.params[0]",
+        "m": "after.m[0]",
+        "v": "after.v[0]",
+        "v_max": "after.v_max[0]",
+    }
+    imports = [
+        "# needs adamspec installed; the tests' toy kernels also need tests/ on PYTHONPATH",
+        *(["from fractions import Fraction", ""] if needs_fraction else []),
+        "from adamspec.impl.adapters import (",
+        "    REGISTRY, AdapterInfo, State, load_registry, make_adapter, register,",
+        ")",
+        *(["from adamspec.spec.gradients import SparseRows"] if step.is_sparse else []),
+        "from adamspec.spec.hyper import make_hyper",
+    ]
+    if "bfloat16" in (step.dtype, *(str(np.asarray(x).dtype) for x in before.extras.values())):
+        imports.append("import ml_dtypes")
+    helpers = [
+        f"DTYPE = {_numpy_dtype_literal(step.dtype)}",
+        "",
+        "",
+        "def value(hexes, shape):",
+        "    return exact(hexes, shape).astype(DTYPE)",
+    ]
+    return Program(imports, helpers, body, results)
+
+
+def _numpy_dtype_literal(name: str) -> str:
+    return "ml_dtypes.bfloat16" if name == "bfloat16" else f"np.{name}"
+
+
+def _sparse_rows_literal(indices: str, values: str, shape: tuple[int, ...]) -> str:
+    return f"SparseRows(np.asarray({indices}), {values}, {shape[0]})"
+
+
+def _make_hyper_literal(h: Hyper, lr: Fraction) -> tuple[str, bool]:
+    """``make_hyper(...)`` with exact decimal strings; True if ``Fraction`` is needed."""
+
+    def lit(x: Fraction) -> str:
+        text = exact_decimal(x)
+        return f"Fraction({x.numerator}, {x.denominator})" if "/" in text else f'"{text}"'
+
+    parts = [f"lr={lit(lr)}"]
+    parts += [f"{k}={lit(getattr(h, k))}" for k in ("beta1", "beta2", "eps")]
+    parts += [f"{k}={lit(getattr(h, k))}" for k in ("eps_root", "weight_decay") if getattr(h, k)]
+    parts += [
+        f"{k}={lit(getattr(h, k))}"
+        for k in ("clipnorm", "clipvalue", "global_clipnorm")
+        if getattr(h, k) is not None
+    ]
+    if h.use_ema:
+        parts += [
+            "use_ema=True",
+            f"ema_momentum={lit(h.ema_momentum)}",
+            f"ema_overwrite_frequency={h.ema_overwrite_frequency!r}",
+        ]
+    text = f"make_hyper({', '.join(parts)})"
+    return text, "Fraction(" in text
 
 
 def lr_schedule_factor(hyper: Hyper) -> Callable[[int], float] | None:

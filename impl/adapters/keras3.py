@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
+from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 
@@ -21,7 +22,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 def constructor_kwargs(h: Hyper, learning_rate: Any) -> dict[str, Any]:
     """Keras 3 / tf_keras optimizer keywords for ``h`` (unset clipping and zero decay left
-    out, so the framework's own defaults apply). Shared with counterexample snippets."""
+    out, so the framework's own defaults apply). Shared with tf_keras's reproduction scripts."""
     kwargs: dict[str, Any] = {
         "learning_rate": learning_rate,
         "beta_1": float(h.beta1),
@@ -34,6 +35,26 @@ def constructor_kwargs(h: Hyper, learning_rate: Any) -> dict[str, Any]:
         if getattr(h, name) is not None:
             kwargs[name] = float(getattr(h, name))
     return kwargs
+
+
+def _optimizer_kwargs(h: Hyper, learning_rate: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """A Keras 3 optimizer's keywords as the adapter and its scripts pass them: the shared
+    ones, the EMA's, then ``options`` (without ``cls``)."""
+    kwargs = constructor_kwargs(h, learning_rate)
+    if h.use_ema:
+        kwargs.update(use_ema=True, ema_momentum=float(h.ema_momentum),
+                      ema_overwrite_frequency=h.ema_overwrite_frequency)  # fmt: skip
+    kwargs.update(options)
+    return kwargs
+
+
+def sparse_gradient_literal(indices: str, values: str, shape: tuple[int, ...]) -> str:
+    """A sparse gradient as Keras optimizers (Keras 3 on TensorFlow, tf_keras) take it:
+    ``tf.IndexedSlices`` (for :meth:`StepToReproduce.grad_literal`)."""
+    return (
+        f"tf.IndexedSlices({values}, tf.constant({indices}, dtype=tf.int64), "
+        f"tf.constant({list(shape)!r}, dtype=tf.int64))"
+    )
 
 
 class KerasOptimizer(Adapter):
@@ -55,11 +76,7 @@ class KerasOptimizer(Adapter):
         options = dict(self.options)
         cls = getattr(keras.optimizers, options.pop("cls", "Adam"))
         h = self.hyper
-        kwargs = constructor_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)))
-        if h.use_ema:
-            kwargs.update(use_ema=True, ema_momentum=float(h.ema_momentum),
-                          ema_overwrite_frequency=h.ema_overwrite_frequency)  # fmt: skip
-        kwargs.update(options)
+        kwargs = _optimizer_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)), options)
         self.amsgrad = bool(kwargs.get("amsgrad"))
         self.variables = [
             keras.Variable(np.zeros(shape), dtype=self.dtype, name=f"p{k}")
@@ -121,6 +138,54 @@ class KerasOptimizer(Adapter):
             self.optimizer.apply_gradients(zip(tensors, self.variables, strict=True))
         except (TypeError, ValueError, NotImplementedError) as exc:
             raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """``keras.optimizers.<cls>`` on the backend the worker runs, slots set privately."""
+        h, options = step.hyper, dict(step.info.options)
+        name = options.pop("cls", "Adam")
+        backend = step.environment["KERAS_BACKEND"]
+        kwargs = _optimizer_kwargs(h, float(step.lr), options)
+        before, read = step.before, "keras.ops.convert_to_numpy"
+        body = [
+            f'var = keras.Variable({value_literal(before.params[0])}, dtype=DTYPE, name="p0")',
+            f"opt = keras.optimizers.{name}({keyword_literal(kwargs)})",
+            "opt.build([var])",
+            "# Keras 3 has no public setter for the slots: these private lists are what",
+            "# adamspec's adapter assigns too",
+            f"opt._momentums[0].assign({value_literal(before.m[0])})",
+            f"opt._velocities[0].assign({value_literal(before.v[0])})",
+        ]
+        results = {
+            "param": f"{read}(var)",
+            "m": f"{read}(opt._momentums[0])",
+            "v": f"{read}(opt._velocities[0])",
+        }
+        if kwargs.get("amsgrad"):
+            body.append(f"opt._velocity_hats[0].assign({value_literal(before.v_max[0])})")
+            results["v_max"] = f"{read}(opt._velocity_hats[0])"
+        if h.use_ema and "ema" in before.extras:
+            ema = before.extras["ema"][0]
+            body.append(f"opt._model_variables_moving_average[0].assign({value_literal(ema)})")
+        grad = step.grad_literal(sparse_gradient_literal)
+        body += [f"opt._iterations.assign({step.step})", f"opt.apply_gradients([({grad}, var)])"]
+        imports = [
+            "import os",
+            "",
+            f'os.environ["KERAS_BACKEND"] = "{backend}"  # fixed when keras is first imported',
+            'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")',
+            "import keras",
+        ]
+        if step.is_sparse:
+            imports.append("import tensorflow as tf")
+        helpers = [
+            f'DTYPE = "{step.dtype}"',
+            "",
+            "",
+            "def value(hexes, shape):",
+            "    return keras.ops.convert_to_tensor(exact(hexes, shape), dtype=DTYPE)",
+        ]
+        return Program(imports, helpers, body, results)
 
 
 def _schedule(keras: Any, hyper: Any) -> Any:

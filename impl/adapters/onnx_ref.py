@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from adamspec.spec.hyper import Schedule
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    keyword_literal,
+    python_float,
+    value_literal,
+)
+from adamspec.spec.hyper import Hyper, Schedule
 
 DOMAIN = "ai.onnx.preview.training"
 
@@ -59,13 +66,7 @@ class OnnxAdam(Adapter):
         self.t_offset = int(self.options.get("t_offset", 1))
         lr_dtype = self.options.get("lr_dtype", "float32")
         self.lr_dtype = self.np_dtype if lr_dtype == "param" else np.dtype(lr_dtype)
-        post = bool(self.options.get("norm_coefficient_post", False))
-        attrs = {
-            "alpha": float(h.beta1),
-            "beta": float(h.beta2),
-            "epsilon": float(h.eps),
-            "norm_coefficient_post" if post else "norm_coefficient": float(h.weight_decay),
-        }
+        attrs = _attributes(h, bool(self.options.get("norm_coefficient_post", False)))
         for key in ("eps_root", "clipnorm", "clipvalue", "global_clipnorm"):
             if getattr(h, key):
                 raise Unsupported(f"{self.name} has no {key}")
@@ -153,6 +154,74 @@ class OnnxAdam(Adapter):
                         out = out.astype(self.np_dtype)
                     store[k] = out
         self._step = t
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """One Adam node for the one tensor, checked and run by the reference evaluator."""
+        h, options, before = step.hyper, step.info.options, step.before
+        lr_dtype = options.get("lr_dtype", "float32")
+        lr_dtype = step.dtype if lr_dtype == "param" else lr_dtype
+        elem = {"float64": "TensorProto.DOUBLE"}.get(step.dtype, "TensorProto.FLOAT")
+        lr_elem = {"float64": "TensorProto.DOUBLE"}.get(lr_dtype, "TensorProto.FLOAT")
+        attrs = _attributes(h, bool(options.get("norm_coefficient_post", False)))
+        t_value = step.step + int(options.get("t_offset", 1))
+        shape = list(step.shape)
+        body = [
+            f"DOMAIN = {DOMAIN!r}".replace("'", '"'),
+            "node = helper.make_node(",
+            '    "Adam", ["R", "T", "X", "G", "V", "H"], ["X_new", "V_new", "H_new"], '
+            "domain=DOMAIN,",
+            f"    {keyword_literal(attrs)},",
+            ")",
+            "inputs = [",
+            f'    helper.make_tensor_value_info("R", {lr_elem}, []),',
+            '    helper.make_tensor_value_info("T", TensorProto.INT64, []),',
+            f'    *[helper.make_tensor_value_info(n, {elem}, {shape!r}) for n in "XGVH"],',
+            "]",
+            f'outputs = [helper.make_tensor_value_info(n + "_new", {elem}, {shape!r}) '
+            'for n in "XVH"]',
+            "model = helper.make_model(",
+            '    helper.make_graph([node], "adam", inputs, outputs),',
+            '    opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)],',
+            ")",
+            "onnx.checker.check_model(model)",
+            "feeds = {",
+            f'    "R": np.asarray({python_float(step.lr)}, dtype=np.{lr_dtype}),',
+            f'    "T": np.asarray({t_value}, dtype=np.int64),  '
+            "# the step being taken, counted from 1",
+            f'    "X": {value_literal(before.params[0])},',
+            f'    "G": {step.grad_literal()},',
+            f'    "V": {value_literal(before.m[0])},',
+            f'    "H": {value_literal(before.v[0])},',
+            "}",
+            "# the reference evaluator may return float64 for float32 inputs; the operator's",
+            "# output type is the input's, so adamspec rounds it back as its adapter does",
+            "results = ReferenceEvaluator(model).run(None, feeds)",
+            "x, m, v = (np.asarray(r).astype(DTYPE) for r in results)",
+        ]
+        imports = [
+            "import onnx",
+            "from onnx import TensorProto, helper",
+            "from onnx.reference import ReferenceEvaluator",
+        ]
+        helpers = [
+            f"DTYPE = np.{step.dtype}",
+            "",
+            "",
+            "def value(hexes, shape):",
+            "    return exact(hexes, shape).astype(DTYPE)",
+        ]
+        return Program(imports, helpers, body, {"param": "x", "m": "m", "v": "v"})
+
+
+def _attributes(h: Hyper, post: bool) -> dict[str, float]:
+    """The Adam node's attributes; ``post``: weight decay as ``norm_coefficient_post``."""
+    return {
+        "alpha": float(h.beta1),
+        "beta": float(h.beta2),
+        "epsilon": float(h.eps),
+        "norm_coefficient_post" if post else "norm_coefficient": float(h.weight_decay),
+    }
 
 
 _FACTORY = "adamspec.impl.adapters.onnx_ref:OnnxAdam"

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from adamspec.spec.hyper import Schedule
+from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
+from adamspec.spec.hyper import Hyper, Schedule
 
 #: Steps covered by the learning-rate table of a schedule (the last value holds afterwards).
 SCHEDULE_STEPS = 10_000
@@ -72,20 +73,11 @@ class OptaxAdam(Adapter):
                     f"{key!r} argument (needs optax >= 0.2.7 for bias_correction_nu)"
                 )
         h = self.hyper
-        kwargs: dict[str, Any] = {
-            "learning_rate": self._learning_rate(),
-            "b1": float(h.beta1),
-            "b2": float(h.beta2),
-            "eps": float(h.eps),
-            "eps_root": float(self._eps_root()),
-        }
-        if fn_name == "adamw":
-            kwargs["weight_decay"] = float(h.weight_decay)
-        elif h.weight_decay:
+        learning_rate, eps_root = self._learning_rate(), self._eps_root()
+        if fn_name != "adamw" and h.weight_decay:
             raise Unsupported(f"{self.name} has no weight decay (got {float(h.weight_decay)})")
-        kwargs.update(options)
         self.amsgrad = fn_name == "amsgrad"
-        self.tx = fn(**kwargs)
+        self.tx = fn(**_constructor_kwargs(fn_name, h, learning_rate, eps_root, options))
         self.np_dtype = np.dtype(jnp.dtype(self.dtype))
         zeros = [jnp.zeros(s, self.np_dtype) for s in self.shapes]
         self.params = jax.device_put(zeros, self.cpu)
@@ -169,6 +161,81 @@ class OptaxAdam(Adapter):
         self.check_grads(grads)
         self.params, self.opt_state = self._update(self.params, self.opt_state, self._device(grads))
         self._step += 1
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """``optax.<fn>`` with its state set by field name, one (jitted) update on the CPU."""
+        h, options = step.hyper, dict(step.info.options)
+        fn = options.pop("fn")
+        use_jit = options.pop("jit", True)
+        options.pop("eps_root", None)  # the adapter requires hyper.eps_root to equal it
+        kwargs = _constructor_kwargs(fn, h, float(step.lr), h.eps_root, options)
+        before = step.before
+        fields = [
+            f"count=jnp.asarray({step.step}, dtype=jnp.int32)",
+            f"mu=[{value_literal(before.m[0])}]",
+            f"nu=[{value_literal(before.v[0])}]",
+        ]
+        results = {
+            "param": "params[0]",
+            "m": 'optax.tree.get(opt_state, "mu")[0]',
+            "v": 'optax.tree.get(opt_state, "nu")[0]',
+        }
+        if fn == "amsgrad":
+            fields.append(f"nu_max=[{value_literal(before.v_max[0])}]")
+            results["v_max"] = 'optax.tree.get(opt_state, "nu_max")[0]'
+        run = "jax.jit(update)" if use_jit else "update"
+        body = [
+            f"tx = optax.{fn}({keyword_literal(kwargs)})",
+            f"params = [{value_literal(before.params[0])}]",
+            "# every `count` is the number of steps taken; mu, nu (and nu_max) are the moments",
+            "opt_state = optax.tree.set(",
+            "    tx.init(params),",
+            *[f"    {f}," for f in fields],
+            ")",
+            "",
+            "",
+            "def update(params, opt_state, grads):",
+            "    updates, opt_state = tx.update(grads, opt_state, params)",
+            "    return optax.apply_updates(params, updates), opt_state",
+            "",
+            "",
+            f"params, opt_state = {run}(params, opt_state, [{step.grad_literal()}])",
+        ]
+        imports = [
+            "import os",
+            "",
+            'os.environ.setdefault("JAX_PLATFORMS", "cpu")  # adamspec runs optax on the CPU',
+            "import jax",
+            "import jax.numpy as jnp",
+            "import optax",
+        ]
+        helpers = [
+            f"DTYPE = jnp.{step.dtype}",
+            "",
+            "",
+            "def value(hexes, shape):",
+            "    return jnp.asarray(exact(hexes, shape), dtype=DTYPE)",
+        ]
+        return Program(imports, helpers, body, results)
+
+
+def _constructor_kwargs(
+    fn: str, h: Hyper, learning_rate: Any, eps_root: Fraction, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``optax.<fn>``'s keywords as the adapter and its scripts pass them (only adamw takes
+    weight_decay); ``options`` last, without ``fn``, ``jit`` and ``eps_root``."""
+    kwargs: dict[str, Any] = {
+        "learning_rate": learning_rate,
+        "b1": float(h.beta1),
+        "b2": float(h.beta2),
+        "eps": float(h.eps),
+        "eps_root": float(eps_root),
+    }
+    if fn == "adamw":
+        kwargs["weight_decay"] = float(h.weight_decay)
+    kwargs.update(options)
+    return kwargs
 
 
 _FACTORY = "adamspec.impl.adapters.optax_optim:OptaxAdam"

@@ -18,7 +18,10 @@ gets measured:
 * ``tf.raw.ResourceApplyAdam`` (and ``use_nesterov``, ``WithAmsgrad``) -- the
   CPU kernels called eagerly with scalars of the variable dtype.
 
-TensorFlow is imported only when an adapter is built.
+TensorFlow is imported only when an adapter is built. Each class also writes the
+script reproducing one of its steps (``reproduction_program``) next to the code that
+drives it; the four share the eager plumbing and the script's imports and helpers,
+which is why they are one module of some length.
 """
 
 from __future__ import annotations
@@ -26,11 +29,21 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.impl.adapters.keras3 import constructor_kwargs, sparse_gradient_literal
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    hex_float,
+    hex_floats,
+    keyword_literal,
+    python_float,
+    value_literal,
+)
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
 
@@ -63,6 +76,27 @@ def _reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool =
         x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
     ):
         raise Unsupported(f"{name} has no gradient clipping")
+
+
+#: How every TensorFlow reproduction script starts (quiet C++ logs, as :func:`_tf` does).
+_SCRIPT_IMPORTS = [
+    "import os",
+    "",
+    'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")',
+    "import tensorflow as tf",
+]
+
+
+def _script_helpers(dtype: str) -> list[str]:
+    """``DTYPE`` and the ``value`` helper of a TensorFlow reproduction script."""
+    return [
+        f"DTYPE = tf.{dtype}",
+        "",
+        "",
+        "def value(hexes, shape):",
+        "    # a cast of a value the dtype holds exactly: no rounding",
+        "    return tf.cast(tf.constant(exact(hexes, shape)), DTYPE)",
+    ]
 
 
 class _Eager(Adapter):
@@ -122,13 +156,58 @@ def _keras_schedule(hyper: Hyper) -> Any:
     return _Table()
 
 
+#: Per tf_keras optimizer: how its reproduction script creates the slots (as the adapter
+#: does) and the expression reaching each slot.
+_SCRIPT_SLOTS: dict[str, tuple[str, dict[str, str]]] = {
+    "tf_keras.optimizers.Adam": (
+        "opt.build([var])  # the slots are private lists; adamspec's adapter assigns them so",
+        {"m": "opt._momentums[0]", "v": "opt._velocities[0]", "v_max": "opt._velocity_hats[0]"},
+    ),
+    "tf_keras.optimizers.legacy.Adam": (
+        "opt._create_all_weights([var])  # creates the slots now, as adamspec's adapter does",
+        {c: f'opt.get_slot(var, "{n}")' for c, n in (("m", "m"), ("v", "v"), ("v_max", "vhat"))},
+    ),
+}
+
+
 class _KerasApply(_Eager):
-    """tf_keras optimizers (new and legacy) step through ``apply_gradients``."""
+    """tf_keras optimizers (new and legacy) step through ``apply_gradients``.
+
+    Their reproduction scripts differ in the constructor (``script_constructor``), its
+    keywords (:meth:`script_kwargs`) and the slots (:data:`_SCRIPT_SLOTS`).
+    """
+
+    script_constructor: ClassVar[str] = ""
 
     def step(self, grads: Sequence[Any]) -> None:
         self.check_grads(grads)
         tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
         self.opt.apply_gradients(zip(tf_grads, self.vars, strict=True))
+
+    @classmethod
+    def script_kwargs(cls, step: StepToReproduce) -> dict[str, Any]:
+        """The constructor's keywords, as the adapter passes them (unset ones left out)."""
+        return {**constructor_kwargs(step.hyper, float(step.lr)), **step.info.options}
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The optimizer built, its slots and ``iterations`` assigned, one ``apply_gradients``."""
+        kwargs = cls.script_kwargs(step)
+        slot_creation, slots = _SCRIPT_SLOTS[cls.script_constructor]
+        components = ("m", "v", "v_max") if kwargs.get("amsgrad") else ("m", "v")
+        before = step.before
+        state = {"m": before.m, "v": before.v, "v_max": before.v_max}
+        body = [
+            f"var = tf.Variable({value_literal(before.params[0])})",
+            f"opt = {cls.script_constructor}({keyword_literal(kwargs)})",
+            slot_creation,
+            *(f"{slots[c]}.assign({value_literal(state[c][0])})" for c in components),
+            f"opt.iterations.assign({step.step})",
+            f"opt.apply_gradients([({step.grad_literal(sparse_gradient_literal)}, var)])",
+        ]
+        results = {"param": "var.numpy()", **{c: f"{slots[c]}.numpy()" for c in components}}
+        imports = [*_SCRIPT_IMPORTS, "import tf_keras"]
+        return Program(imports, _script_helpers(step.dtype), body, results)
 
 
 class TfKerasAdam(_KerasApply):
@@ -136,6 +215,7 @@ class TfKerasAdam(_KerasApply):
 
     framework = "tf_keras"
     sparse = True
+    script_constructor = "tf_keras.optimizers.Adam"
 
     def _build(self) -> None:
         import tf_keras
@@ -188,6 +268,13 @@ class TfKerasLegacyAdam(_KerasApply):
 
     framework = "tf_keras"
     sparse = True
+    script_constructor = "tf_keras.optimizers.legacy.Adam"
+
+    @classmethod
+    def script_kwargs(cls, step: StepToReproduce) -> dict[str, Any]:
+        kwargs = constructor_kwargs(step.hyper, float(step.lr))
+        kwargs.pop("weight_decay", None)  # the adapter rejects it: legacy Adam has none
+        return {**kwargs, **step.info.options}
 
     def _build(self) -> None:
         import tf_keras
@@ -316,6 +403,45 @@ class TfRawAdam(_Eager):
                     **scalars,
                 )
         self._step = t
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The raw kernel called once on variables holding the state, scalars as in ``step``."""
+        h, options, before = step.hyper, step.info.options, step.before
+        amsgrad = bool(options.get("amsgrad"))
+        body = [
+            f"var = tf.Variable({value_literal(before.params[0])})",
+            f"m = tf.Variable({value_literal(before.m[0])})",
+            f"v = tf.Variable({value_literal(before.v[0])})",
+        ]
+        results = {"param": "var.numpy()", "m": "m.numpy()", "v": "v.numpy()"}
+        if amsgrad:
+            body.append(f"vhat = tf.Variable({value_literal(before.v_max[0])})")
+            results["v_max"] = "vhat.numpy()"
+        body += [
+            f"beta1 = tf.constant({python_float(h.beta1)}, DTYPE)",
+            f"beta2 = tf.constant({python_float(h.beta2)}, DTYPE)",
+            f"t = tf.cast(tf.constant({step.step + 1}, tf.int64), DTYPE)  # the step being taken",
+            "# bias-correction powers as tf_keras's legacy Adam forms them: tf.pow in the dtype",
+        ]
+        op = "ResourceApplyAdamWithAmsgrad" if amsgrad else "ResourceApplyAdam"
+        nesterov = bool(options.get("use_nesterov", False))
+        args = [
+            "var=var.handle",
+            "m=m.handle",
+            "v=v.handle",
+            *(["vhat=vhat.handle"] if amsgrad else []),
+            "beta1_power=tf.pow(beta1, t)",
+            "beta2_power=tf.pow(beta2, t)",
+            f"lr=tf.constant({python_float(step.lr)}, DTYPE)",
+            "beta1=beta1",
+            "beta2=beta2",
+            f"epsilon=tf.constant({python_float(h.eps)}, DTYPE)",
+            f"grad={step.grad_literal()}",
+            *([] if amsgrad else [f"use_nesterov={nesterov!r}"]),
+        ]
+        body += [f"tf.raw_ops.{op}(", *[f"    {a}," for a in args], ")"]
+        return Program(list(_SCRIPT_IMPORTS), _script_helpers(step.dtype), body, results)
 
 
 # ---------------------------------------------------------------- tf.compat.v1
@@ -465,6 +591,82 @@ class TfV1Adam(Adapter):
         if sess is not None:
             sess.close()
             self.sess = None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The graph built as the adapter builds it (gradient fed through placeholders),
+        slots and the private beta-power accumulators assigned, one session run."""
+        h, before = step.hyper, step.before
+        powers = []
+        for key, beta in (("beta1_power", h.beta1), ("beta2_power", h.beta2)):
+            # TF1's variable holds the power the NEXT step divides by: fl32(P_step * fl32(beta))
+            used = np.float32(np.asarray(before.extras[key], np.float64))
+            powers.append(hex_float(np.float32(used * np.float32(float(beta)))))
+        kwargs = {
+            "learning_rate": float(step.lr),
+            "beta1": float(h.beta1),
+            "beta2": float(h.beta2),
+            "epsilon": float(h.eps),
+        }
+        grad, feed = _v1_gradient_feed(step)
+        body = [
+            "v1 = tf.compat.v1",
+            "graph = tf.Graph()",
+            "with graph.as_default():",
+            f'    var = v1.Variable({value_literal(before.params[0])}, name="param0")',
+            *grad,
+            f"    opt = v1.train.AdamOptimizer({keyword_literal(kwargs)})",
+            "    train = opt.apply_gradients([(grad, var)])",
+            '    m, v = opt.get_slot(var, "m"), opt.get_slot(var, "v")',
+            "    # private float32 accumulators holding the powers the NEXT step divides by,",
+            "    # beta^t, as TF1 forms them after step t - 1: fl32(beta^(t-1) * fl32(beta))",
+            "    beta1_power, beta2_power = opt._get_beta_accumulators()",
+            "    load = tf.group(",
+            f"        m.assign({value_literal(before.m[0])}),",
+            f"        v.assign({value_literal(before.v[0])}),",
+            f'        beta1_power.assign(tf.constant(float.fromhex("{powers[0]}"), tf.float32)),',
+            f'        beta2_power.assign(tf.constant(float.fromhex("{powers[1]}"), tf.float32)),',
+            "    )",
+            "    init = v1.global_variables_initializer()",
+            "with v1.Session(graph=graph) as sess:",
+            "    sess.run(init)",
+            "    sess.run(load)",
+            f"    sess.run(train, {{{', '.join(feed)}}})".replace("'", '"'),
+            '    result = dict(zip(["param", "m", "v"], sess.run([var, m, v])))',
+        ]
+        results = {"param": 'result["param"]', "m": 'result["m"]', "v": 'result["v"]'}
+        helpers = [
+            *_script_helpers(step.dtype),
+            "",
+            "",
+            "def host(hexes, shape):",
+            "    return exact(hexes, shape).astype(DTYPE.as_numpy_dtype)",
+        ]
+        return Program(list(_SCRIPT_IMPORTS), helpers, body, results)
+
+
+def _v1_gradient_feed(step: StepToReproduce) -> tuple[list[str], list[str]]:
+    """The graph lines making ``grad`` from placeholders, and the session's feed entries.
+
+    The gradient is fed, as the adapter feeds it: a constant gradient lets graph
+    optimisation fold the sparse update into other arithmetic.
+    """
+    g = step.grads[0]
+    if isinstance(g, SparseRows):
+        values = np.asarray(g.values)
+        graph = [
+            f"    values = v1.placeholder(DTYPE, {(None, *values.shape[1:])!r})",
+            "    indices = v1.placeholder(tf.int64, (None,))",
+            f"    dense_shape = tf.constant({list(step.shape)!r}, tf.int64)",
+            "    grad = tf.IndexedSlices(values, indices, dense_shape)",
+        ]
+        feed = [
+            f"values: host({hex_floats(values)!r}, {values.shape!r})",
+            f"indices: np.asarray({[int(i) for i in np.asarray(g.indices)]!r}, dtype=np.int64)",
+        ]
+        return graph, feed
+    graph = [f"    grad = v1.placeholder(DTYPE, {step.shape!r})"]
+    return graph, [f"grad: host({hex_floats(g)!r}, {step.shape!r})"]
 
 
 _TFK = "adamspec.impl.adapters.tensorflow:TfKerasAdam"

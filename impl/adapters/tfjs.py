@@ -36,6 +36,12 @@ import numpy as np
 from adamspec.impl import node_packages
 from adamspec.impl._constants import round_fraction
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    float32_literal,
+    python_float,
+)
 from adamspec.spec.formats import FLOAT32
 from adamspec.spec.hyper import Schedule
 
@@ -237,6 +243,54 @@ class TfjsAdam(Adapter):
             except RuntimeError:
                 pass
         self._finalizer()
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """A Node.js script: ``tf.train.adam`` on the CPU backend, its weights and private
+        beta-power accumulators set as the worker sets them, one ``applyGradients``."""
+        h, before = step.hyper, step.before
+        p1 = float32_literal(np.asarray(before.extras["beta1_power"], np.float32))
+        p2 = float32_literal(np.asarray(before.extras["beta2_power"], np.float32))
+        body = [
+            "await tf.setBackend('cpu');",
+            "await tf.ready();",
+            f"const beta1 = {python_float(h.beta1)};",
+            f"const beta2 = {python_float(h.beta2)};",
+            f"const optimizer = tf.train.adam({python_float(step.lr)}, beta1, beta2, "
+            f"{python_float(h.eps)});",
+            f"const p = tf.variable({float32_literal(before.params[0])}, true, 'adamspec/p0');",
+            "await optimizer.setWeights([",
+            f"  {{name: 'iter', tensor: tf.scalar({step.step}, 'int32')}},",
+            f"  {{name: 'adamspec/p0/m', tensor: {float32_literal(before.m[0])}}},",
+            f"  {{name: 'adamspec/p0/v', tensor: {float32_literal(before.v[0])}}},",
+            "]);",
+            "// accBeta1/accBeta2 (private) hold the bias-correction powers the next step divides",
+            "// by; TF.js forms them as float32 products, as adamspec's worker sets them",
+            f"optimizer.accBeta1.assign(tf.mul({p1}, beta1));",
+            f"optimizer.accBeta2.assign(tf.mul({p2}, beta2));",
+            f"optimizer.applyGradients({{'adamspec/p0': {float32_literal(step.grads[0])}}});",
+            "const weights = await optimizer.getWeights();  // [iter, m, v]",
+        ]
+        results = {
+            "param": "p.dataSync()",
+            "m": "weights[1].tensor.dataSync()",
+            "v": "weights[2].tensor.dataSync()",
+        }
+        imports = [
+            "const tf = require('@tensorflow/tfjs-core');",
+            "require('@tensorflow/tfjs-backend-cpu');",
+        ]
+        helpers = [
+            "// float32 values written as their IEEE-754 bits: exact",
+            "function f32(bits, shape) {",
+            "  return tf.tensor(new Float32Array(new Uint32Array(bits).buffer), shape, 'float32');",
+            "}",
+        ]
+        usage = [
+            "JavaScript (Node.js), not Python: run with",
+            "  NODE_PATH=<dir with @tensorflow/tfjs-core and tfjs-backend-cpu> node <this file>",
+        ]
+        return Program(imports, helpers, body, results, language="javascript", usage=usage)
 
 
 INFOS = [AdapterInfo("tfjs.adam", "tfjs", "tfjs.adam", "adamspec.impl.adapters.tfjs:TfjsAdam")]

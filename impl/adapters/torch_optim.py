@@ -16,7 +16,9 @@ from adamspec.impl.adapters.base import (
     lr_schedule_factor,
     torch_to_numpy,
 )
+from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
 from adamspec.spec.gradients import SparseRows
+from adamspec.spec.hyper import Hyper, Schedule
 
 _TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -36,7 +38,8 @@ class TorchOptimizer(Adapter):
 
         self.torch = torch
         options = dict(self.options)
-        cls = getattr(torch.optim, options.pop("cls"))
+        name = options.pop("cls")
+        cls = getattr(torch.optim, name)
         self.sparse = cls is torch.optim.SparseAdam
         self.amsgrad = bool(options.get("amsgrad"))
         self.torch_dtype = {"bfloat16": torch.bfloat16}.get(self.dtype) or getattr(
@@ -46,15 +49,9 @@ class TorchOptimizer(Adapter):
             torch.nn.Parameter(torch.zeros(shape, dtype=self.torch_dtype)) for shape in self.shapes
         ]
         h = self.hyper
-        kwargs: dict[str, Any] = {
-            "lr": float(h.lr_at(1)),
-            "betas": (float(h.beta1), float(h.beta2)),
-            "eps": float(h.eps),
-        }
-        if cls is not torch.optim.SparseAdam:
-            kwargs["weight_decay"] = float(h.weight_decay)
-        kwargs.update(options)
-        self.optimizer = cls(self.params, **kwargs)
+        self.optimizer = cls(
+            self.params, **_constructor_kwargs(h, name, float(h.lr_at(1)), options)
+        )
         factor = lr_schedule_factor(h)
         self.scheduler = (
             None
@@ -128,6 +125,65 @@ class TorchOptimizer(Adapter):
         if self.scheduler is not None:
             self.scheduler.step()
         self._step += 1
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """``torch.optim.<cls>`` on one Parameter whose ``opt.state`` is set as a resumed run's."""
+        h, options = step.hyper, dict(step.info.options)
+        name = options.pop("cls")
+        if isinstance(h.lr, Schedule):
+            # the adapter drives LambdaLR: lr = base_lr * (lr_t / lr_1), a binary64 product
+            base = h.lr_at(1)
+            lr = float(base) * (float(step.lr / base) if base else 0.0)
+        else:
+            lr = float(h.lr)
+        kwargs = _constructor_kwargs(h, name, lr, options)
+        before = step.before
+        body = [
+            f"p = torch.nn.Parameter({value_literal(before.params[0])})",
+            f"opt = torch.optim.{name}([p], {keyword_literal(kwargs)})",
+            "state = opt.state[p]  # the state a resumed run holds (adamspec's adapter sets it so)",
+            f'state["step"] = torch.tensor({float(step.step)!r}, dtype=torch.float32)'
+            "  # torch counts steps in a float32 tensor",
+            f'state["exp_avg"] = {value_literal(before.m[0])}',
+            f'state["exp_avg_sq"] = {value_literal(before.v[0])}',
+        ]
+        results = {
+            "param": "p.detach().double()",
+            "m": 'state["exp_avg"].double()',
+            "v": 'state["exp_avg_sq"].double()',
+        }
+        if kwargs.get("amsgrad"):
+            body.append(f'state["max_exp_avg_sq"] = {value_literal(before.v_max[0])}')
+            results["v_max"] = 'state["max_exp_avg_sq"].double()'
+        grad = step.grad_literal(
+            lambda indices, values, shape: (
+                f"torch.sparse_coo_tensor(torch.tensor([{indices}]), {values}, {shape!r})"
+            )
+        )
+        body += [f"p.grad = {grad}", "opt.step()"]
+        helpers = [
+            f"DTYPE = torch.{step.dtype}",
+            "",
+            "",
+            "def value(hexes, shape):",
+            "    return torch.from_numpy(exact(hexes, shape)).to(DTYPE)",
+        ]
+        return Program(["import torch"], helpers, body, results)
+
+
+def _constructor_kwargs(h: Hyper, name: str, lr: float, options: dict[str, Any]) -> dict[str, Any]:
+    """``torch.optim.<name>``'s keywords as the adapter and its scripts pass them
+    (SparseAdam has no weight_decay); ``options`` last, without ``cls``."""
+    kwargs: dict[str, Any] = {
+        "lr": lr,
+        "betas": (float(h.beta1), float(h.beta2)),
+        "eps": float(h.eps),
+    }
+    if name != "SparseAdam":
+        kwargs["weight_decay"] = float(h.weight_decay)
+    kwargs.update(options)
+    return kwargs
 
 
 def _info(name: str, documented: str, cls: str = "Adam", **options: Any) -> AdapterInfo:

@@ -20,9 +20,11 @@ import sys
 import tempfile
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, BinaryIO
 
-from adamspec.impl.adapters.base import Adapter, State, Unsupported
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.impl.adapters.repro import Program, StepToReproduce
 from adamspec.impl.frameworks import FrameworkMissing
 
 _HEADER = struct.Struct("<Q")
@@ -70,6 +72,18 @@ class ProcessAdapter(Adapter):
         except (Unsupported, FrameworkMissing):
             self.close()  # the worker itself is fine: keep it for the next configuration
             raise
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The proxied adapter's program, in the environment the worker runs it in."""
+        info, options = step.info, step.info.options
+        proxied = AdapterInfo(
+            info.name, info.framework, info.documented, options["target"], options.get("inner", {})
+        )
+        environment = {**step.environment, **options.get("env", {})}
+        return proxied.load().reproduction_program(
+            replace(step, info=proxied, environment=environment)
+        )
 
     def _call(self, verb: str, *args: Any) -> Any:
         timeout = self.options.get("timeout_s")
