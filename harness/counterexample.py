@@ -44,8 +44,8 @@ from adamspec.harness.engine import (
     Trace,
     budget_multiple,
     compare,
+    oracle_state,
 )
-from adamspec.harness.engine import oracle_state as _oracle_state
 from adamspec.harness.problems import Problem, largest_finite, round_to_dtype
 from adamspec.impl.adapters import (
     REGISTRY,
@@ -280,7 +280,7 @@ class _Runner:
                 self.hyper,
                 list(before.params),
                 list(grads),
-                _oracle_state(before, self.variant),
+                oracle_state(before, self.variant),
                 digits=digits,
             )
         except (RoundingUndecided, OracleInputError) as exc:

@@ -288,7 +288,8 @@ class TfjsAdam(Adapter):
         ]
         usage = [
             "JavaScript (Node.js), not Python: run with",
-            "  NODE_PATH=<dir with @tensorflow/tfjs-core and tfjs-backend-cpu> node <this file>",
+            "  NODE_PATH=~/.cache/adamspec/tfjs/node_modules node <this file>",
+            "(the folder `adamspec setup tfjs` installed; `adamspec doctor` shows it)",
         ]
         return Program(imports, helpers, body, results, language="javascript", usage=usage)
 
