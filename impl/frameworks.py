@@ -38,6 +38,7 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework("optax", "optax", "optax", "jax"),
         Framework("onnx", "onnx", "onnx", "onnx"),
         Framework("numba", "numba", "numba", "jit"),
+        Framework("dask", "distributed", "distributed", "cluster"),
         Framework("cupy", "cupy", "cupy-cuda12x", "gpu"),
     )
 }

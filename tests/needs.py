@@ -20,7 +20,9 @@ import pytest
 from adamspec.impl.frameworks import availability
 
 #: What `make test` installs (the `all` extra and the TF.js packages): required in CI.
-PINNED = ("torch", "tensorflow", "tf_keras", "keras", "jax", "optax", "onnx", "numba", "tfjs")
+PINNED = (
+    "torch", "tensorflow", "tf_keras", "keras", "jax", "optax", "onnx", "numba", "dask", "tfjs",
+)  # fmt: skip
 
 
 def frameworks_required() -> bool:
