@@ -36,7 +36,7 @@ from adamspec.oracles import adam as mpmath_oracle
 from adamspec.oracles import fast as fast_oracle
 from adamspec.oracles.metrics import Outcome, classify_array, ulp_distance
 from adamspec.oracles.rounding import numpy_dtype
-from adamspec.spec.axes import AmsGrad, BiasCorrection
+from adamspec.spec.axes import AmsGrad, BiasCorrection, WeightDecay
 from adamspec.spec.catalog import entry
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
@@ -290,12 +290,17 @@ def _scales(
     """Magnitude of each component's largest term, for the scaled measure of
     :mod:`adamspec.harness.budgets`: ``beta1 m`` or ``(1 - beta1) g`` for m, ``beta2 v`` or
     ``(1 - beta2) g^2`` for v, and for the parameter ``theta`` or the step taken,
-    magnified by the bias corrections' conditioning (:func:`bias_correction_condition`)."""
+    magnified by the bias corrections' conditioning (:func:`bias_correction_condition`).
+
+    ``g`` counts ``weight_decay |theta|`` only where the decay enters the moments (L2
+    coupling): decoupled decay never reaches m or v, and counting it there would widen their
+    scale by orders of magnitude on tiny gradients (a 215-ULP error in v passed under
+    torch.AdamW while it failed under torch.Adam)."""
     b1, b2 = float(hyper.beta1), float(hyper.beta2)
     theta = before.params[k].astype(np.float64)
-    g = gradient_magnitude(grads[k], before.params[k].shape) + float(hyper.weight_decay) * np.abs(
-        theta
-    )
+    g = gradient_magnitude(grads[k], before.params[k].shape)
+    if variant.weight_decay is WeightDecay.L2:
+        g = g + float(hyper.weight_decay) * np.abs(theta)
     kappa = bias_correction_condition(variant, hyper, before.step + 1)
     with np.errstate(over="ignore", invalid="ignore"):
         step = np.abs(reference.value("param", k).astype(np.float64) - theta) * (1.0 + kappa)

@@ -163,3 +163,26 @@ def test_measure_scales_by_the_largest_term():
     err = measure(got, ref, np.array([8.0, 0.0]), FLOAT32)
     assert (err.ulp, err.scaled) == (2, 0.25)
     assert measure(got[:0], ref[:0], np.zeros(0), FLOAT32) == ComponentError(0, 0.0, "exact", 0)
+
+
+@pytest.mark.parametrize("documented", ["torch.Adam", "torch.AdamW"])
+def test_a_215_ulp_error_in_v_on_tiny_gradients_fails_whatever_the_decay_coupling(documented):
+    """Decoupled decay never enters m or v, so it must not widen their scale: the same
+    error in v fails under torch.AdamW (weight_decay 0.01) as under torch.Adam (issue 15)."""
+    from adamspec.harness.engine import State, compare, oracle_state, oracle_step
+
+    e = entry(documented)
+    hyper = e.hyper(weight_decay="0.01")
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(6).astype(np.float32)
+    g = (rng.choice([-1, 1], 6) * 10 ** rng.uniform(-9, -6, 6)).astype(np.float32)
+    zeros = np.zeros(6, np.float32)
+    before = State([theta], [zeros], [zeros.copy()], None, 0)
+    ref = oracle_step(e.variant, hyper, [theta], [g], oracle_state(before, e.variant))
+    v = ref.rounded["v"][0].copy()
+    for _ in range(215):  # v 215 ULPs high, everything else correctly rounded
+        v = np.nextafter(v, np.float32(np.inf))
+    after = State([ref.rounded["param"][0]], [ref.rounded["m"][0]], [v], None, 1)
+    errors = compare(before, [g], after, ref, e.variant, hyper)
+    assert errors["v"].ulp == 215
+    assert not DEFAULT.within("v", errors["v"].ulp, errors["v"].scaled), errors["v"]
