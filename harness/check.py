@@ -28,6 +28,7 @@ from adamspec.harness.run import (
 )
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.adapters.kernel_protocol import STEP_TIMEOUT_S, TargetError, register_target
+from adamspec.reports.tiers import CONFORMS, CONFORMS_EXCEPT_RANGE, RANGE, tier
 from adamspec.spec.axes import AmsGrad
 from adamspec.spec.catalog import entries, entry
 
@@ -44,15 +45,24 @@ class CheckResult:
     paths: dict[str, Path]
     fingerprint: str = ""
 
+    strict_range: bool = False  # --strict-range: range cases fail like discrepancies
+
     @property
     def measured(self) -> list[dict[str, Any]]:
         return [r for r in self.tables.summary if r["verdict"] not in ("skipped",)]
 
     @property
+    def tier(self) -> str:
+        """conforms / conforms except the dtype's range / does not conform / error / skipped
+        (:func:`adamspec.reports.tiers.tier`)."""
+        return tier(self.tables.summary)
+
+    @property
     def conforms(self) -> bool:
-        """Every case that ran is within budget, and at least one ran."""
-        rows = self.measured
-        return bool(rows) and all(r["verdict"] == "pass" for r in rows)
+        """Every case that ran is within budget (range cases too, unless strict_range), and
+        at least one ran."""
+        allowed = (CONFORMS,) if self.strict_range else (CONFORMS, CONFORMS_EXCEPT_RANGE)
+        return self.tier in allowed
 
 
 def uniform_budget(ulp: int) -> Budget:
@@ -75,6 +85,7 @@ def check(
     timeout_s: float = STEP_TIMEOUT_S,
     resume: bool = False,
     oracle: str = "fast",
+    strict_range: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
@@ -116,9 +127,9 @@ def check(
     if not resume:
         checkpoint.clear()
     tables = run(config, progress=progress, checkpoint=checkpoint)
-    paths = _write(out, tables, config, target, claimed, variant is not None)
+    paths = _write(out, tables, config, target, claimed, variant is not None, strict_range)
     checkpoint.clear()
-    return CheckResult(name, claimed, variant is not None, tables, paths, sentence)
+    return CheckResult(name, claimed, variant is not None, tables, paths, sentence, strict_range)
 
 
 def _write(
@@ -128,12 +139,14 @@ def _write(
     target: str,
     variant: str,
     claimed: bool,
+    strict_range: bool,
 ) -> dict[str, Path]:
     meta = {
         "command": "adamspec check",
         "target": target,
         "variant": variant,
         "variant_claimed": claimed,
+        "strict_range": strict_range,
         "suite": config.suite,
         "dtype": config.dtype,
         "seed": config.seed,
@@ -150,14 +163,24 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
     if not result.claimed and result.fingerprint:
         lines.append(f"fingerprint: {result.fingerprint}")
     passed = sum(r["verdict"] == "pass" for r in rows)
-    if result.conforms:
-        lines.append(f"CONFORMS to {reference}: {passed}/{len(rows)} cases within budget")
+    ranged = [r for r in rows if r["verdict"] == RANGE]
+    within = f"{passed}/{len(rows)} cases within budget"
+    if result.conforms and ranged:
+        lines.append(
+            f"CONFORMS to {reference} except the dtype's range: {within}, {len(ranged)} off "
+            "only where the dtype cannot hold the exact values (--strict-range fails them)"
+        )
+    elif result.conforms:
+        lines.append(f"CONFORMS to {reference}: {within}")
     elif not result.measured:
         lines.append(f"NOT CHECKED against {reference}: every case was skipped")
     else:
-        lines.append(f"DOES NOT CONFORM to {reference}: {passed}/{len(rows)} cases within budget")
+        strict = " (--strict-range)" if result.tier == CONFORMS_EXCEPT_RANGE else ""
+        lines.append(f"DOES NOT CONFORM to {reference}{strict}: {within}")
+    for r in ranged:  # what overflowed or flushed, in full: it is the whole finding
+        lines.append(f"  range: {r['case']}: {r['detail']}")
     for r in rows:
-        if r["verdict"] in ("pass",):
+        if r["verdict"] in ("pass", RANGE):
             continue
         ulp = "NaN/inf" if r["max_ulp"] == -1 else f"{r['max_ulp']} ULP"
         what = r["category"] or ""

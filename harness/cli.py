@@ -165,6 +165,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             resume=args.resume,
             oracle=args.oracle,
+            strict_range=args.strict_range,
         )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
@@ -436,6 +437,12 @@ def _add_check(sub: Any) -> None:
         help="seconds one kernel call may take before it counts as hung (default 60)",
     )
     p.add_argument("--resume", action="store_true", help="keep an interrupted check's results")
+    p.add_argument(
+        "--strict-range",
+        action="store_true",
+        help="range cases (off only where the dtype cannot hold the exact values) fail the "
+        "check (default: they pass, tier 'conforms except the dtype's range')",
+    )
     _common_run_options(p)
     p.set_defaults(handler=_cmd_check)
 

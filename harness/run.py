@@ -42,6 +42,7 @@ from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
 from adamspec.oracles.metrics import bits_error
+from adamspec.reports.tiers import RANGE, tier_text
 from adamspec.spec.catalog import entry
 
 #: How many of an implementation's best fingerprint matches are tried as each case's match.
@@ -184,8 +185,10 @@ def _summary(
         verdict = "skipped"
     elif trace.status == "error":
         verdict = "error"
-    else:
-        verdict = "pass" if budget_multiple(total, budget) <= 1 else "discrepancy"
+    elif budget_multiple(total, budget) <= 1:
+        verdict = "pass"
+    else:  # off only where the dtype cannot hold the exact values: not a discrepancy
+        verdict = RANGE if category == FORMAT_RANGE else "discrepancy"
     return {
         "implementation": trace.implementation,
         "framework": trace.framework,
@@ -568,24 +571,25 @@ def summary_table(tables: Tables) -> str:
     by_impl: dict[str, list[dict[str, Any]]] = {}
     for row in tables.summary:
         by_impl.setdefault(row["implementation"], []).append(row)
-    order = {"error": 0, "discrepancy": 1, "pass": 2, "skipped": 3}
+    order = {"error": 0, "discrepancy": 1, RANGE: 2, "pass": 3, "skipped": 4}
     lines = []
     width = max((len(n) for n in by_impl), default=14)
     lines.append(
-        f"{'implementation':<{width}}  {'verdict':<11}  {'max ULP':>8}  "
+        f"{'implementation':<{width}}  {'verdict':<22}  {'max ULP':>8}  "
         f"{'matched variant':<32}  category"
     )
     for name, rows in by_impl.items():
         worst_row = min(rows, key=lambda r: (order[r["verdict"]], -(r["max_ulp"] % 2**62)))
         counts = {v: sum(r["verdict"] == v for r in rows) for v in order}
         verdict = worst_row["verdict"]
-        if verdict == "pass" or counts["pass"] == len(rows):
-            shown = f"pass {counts['pass']}/{len(rows)}"
+        if verdict in ("pass", RANGE) or counts["pass"] == len(rows):
+            shown = tier_text(rows)  # "pass" or "pass (range: 2 cases)"
+            shown += f" {counts['pass']}/{len(rows)}" if shown == "pass" else ""
         else:
             shown = f"{verdict} {counts[verdict]}/{len(rows)}"
         category = worst_row["category"] or worst_row["detail"][:60]
         lines.append(
-            f"{name:<{width}}  {shown:<11}  {worst_row['max_ulp']:>8}  "
+            f"{name:<{width}}  {shown:<22}  {worst_row['max_ulp']:>8}  "
             f"{worst_row['matched_variant']:<32}  {category}"
         )
     return "\n".join(lines)

@@ -122,7 +122,7 @@ def write_reports(
     # Render everything before the first write, for the same reason.
     markdown = summary_markdown(tables["summary"], tables["fingerprints"], meta)
     page = render_html(tables, meta)
-    junit = junit_xml(tables["summary"])
+    junit = junit_xml(tables["summary"], range_fails=bool(meta.get("strict_range", False)))
     meta_text = meta_json(meta)
     paths = write_tables(out, **tables)
     paths["markdown"] = atomic_write(out / "report.md", markdown)

@@ -33,6 +33,7 @@ from adamspec.reports.markdown import (
     VERDICT_SEVERITY,
     format_ulp,
     overview,
+    shown_verdict,
     verdict_counts,
 )
 from adamspec.reports.tables import SCHEMAS, atomic_write, conform, frame
@@ -424,6 +425,7 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertica
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.v-pass td.verdict { color: #1a7f37; }
+tr.v-range td.verdict { color: #5a7f1a; }
 tr.v-discrepancy td.verdict { color: #b35900; font-weight: bold; }
 tr.v-error td.verdict { color: #c00; font-weight: bold; }
 tr.v-skipped td.verdict { color: #777; }
@@ -455,7 +457,7 @@ def _overview_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
         return _NODATA
     rows, classes = [], []
     for r in table.itertuples(index=False):
-        verdict = r.verdict if r.n_worst == r.n_cases else f"{r.verdict} ({r.n_worst}/{r.n_cases})"
+        verdict = shown_verdict(r)
         rows.append(
             [
                 ("", _esc(r.implementation)),

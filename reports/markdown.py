@@ -14,6 +14,7 @@ import pandas as pd
 
 from adamspec.reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
 from adamspec.reports.tables import conform
+from adamspec.reports.tiers import tier_text
 
 __all__ = [
     "NONFINITE_ULP",
@@ -21,6 +22,7 @@ __all__ = [
     "format_ulp",
     "md_escape",
     "overview",
+    "shown_verdict",
     "summary_markdown",
     "verdict_counts",
 ]
@@ -28,7 +30,8 @@ __all__ = [
 #: Worse verdicts rank higher. A crash hides every number, so it outranks a measured
 #: discrepancy; a skipped case (no sparse path, no weight decay) says nothing about the
 #: cases that did run, so an implementation is "skipped" only when every case was.
-VERDICT_SEVERITY: dict[str, int] = {"skipped": 0, "pass": 1, "discrepancy": 2, "error": 3}
+VERDICT_SEVERITY: dict[str, int] = {"skipped": 0, "pass": 1, "range": 2, "discrepancy": 3,
+                                    "error": 4}  # fmt: skip
 
 #: ``ulp_error``/``max_ulp`` value for a NaN/inf mismatch (see reports.schema).
 NONFINITE_ULP = -1
@@ -80,8 +83,9 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
     error; a NaN/inf mismatch, ``-1``, dominates; NA if none), ``category`` and ``detail``
     of the worst case, ``counterexample`` (the first case's script path, "" if none),
     ``verdict`` (the worst),
-    ``n_worst`` (cases with that verdict) and ``n_cases``. Order: most severe verdict,
-    then largest ``max_ulp``, then name.
+    ``n_worst`` (cases with that verdict), ``n_cases`` and ``tier`` (its tier as the
+    main job's table shows it, :func:`adamspec.reports.tiers.tier_text`). Order: most
+    severe verdict, then largest ``max_ulp``, then name.
     """
     summary = conform(summary, SUMMARY_COLUMNS, "summary")
     fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
@@ -121,6 +125,7 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
                 ),
                 "n_worst": sum(r["verdict"] == worst["verdict"] for r in records),
                 "n_cases": len(records),
+                "tier": tier_text(records),
             }
         )
     columns = [
@@ -134,6 +139,7 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
         "counterexample",
         "n_worst",
         "n_cases",
+        "tier",
     ]
     out = pd.DataFrame(rows, columns=columns)
     if out.empty:
@@ -147,6 +153,18 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
         ),
     )
     return out.iloc[order].reset_index(drop=True)
+
+
+def shown_verdict(row: Any) -> str:
+    """An overview row's verdict cell: the tier when it passes (``pass``, ``pass (range: 2
+    cases)``), else the worst verdict and how many cases have it (``discrepancy (2/18)``)."""
+    if row.tier.startswith("pass"):
+        return row.tier
+    return (
+        row.verdict
+        if row.n_worst == row.n_cases
+        else f"{row.verdict} ({row.n_worst}/{row.n_cases})"
+    )
 
 
 def verdict_counts(summary: pd.DataFrame) -> dict[str, int]:
@@ -197,9 +215,7 @@ def summary_markdown(
             "| --- | --- | --- | ---: | --- | --- |",
         ]
         for row in table.head(max_rows).itertuples(index=False):
-            verdict = row.verdict
-            if row.n_worst != row.n_cases:
-                verdict = f"{verdict} ({row.n_worst}/{row.n_cases})"
+            verdict = shown_verdict(row)
             cells = [
                 md_escape(row.implementation),
                 md_escape(row.documented_variant),
@@ -207,7 +223,7 @@ def summary_markdown(
                 format_ulp(row.max_ulp),
                 md_escape(row.category)
                 + (f" ([counterexample]({row.counterexample}))" if row.counterexample else ""),
-                f"**{md_escape(verdict)}**" if row.verdict != "pass" else md_escape(verdict),
+                md_escape(verdict) if row.tier.startswith("pass") else f"**{md_escape(verdict)}**",
             ]
             lines.append("| " + " | ".join(cells) + " |")
         if len(table) > max_rows:

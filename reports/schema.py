@@ -35,8 +35,10 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 )
 
 #: One row per implementation x case: the lock-step verdict against the documented variant.
-#: ``verdict`` is "pass" (every component within its budget), "discrepancy", "skipped"
-#: (the adapter cannot run this case: ``detail`` says why) or "error" (it raised/crashed).
+#: ``verdict`` is "pass" (every component within its budget), "range" (over budget only
+#: where the dtype cannot hold the exact values: category "format range", ``detail`` says
+#: what overflowed or flushed), "discrepancy", "skipped" (the adapter cannot run this case:
+#: ``detail`` says why) or "error" (it raised/crashed).
 #: ``category`` is the spec axis that explains a discrepancy (see harness.classify), or
 #: "rounding only", or "unexplained"; ``matched_variant`` the catalog variant closest to
 #: the implementation on this case; ``counterexample`` the path, relative to the report
@@ -90,6 +92,6 @@ SEPARATION_COLUMNS: tuple[str, ...] = (
     "relation",
 )
 
-VERDICTS: tuple[str, ...] = ("pass", "discrepancy", "skipped", "error")
+VERDICTS: tuple[str, ...] = ("pass", "range", "discrepancy", "skipped", "error")
 RELATIONS: tuple[str, ...] = ("separated", "weak", "equal for this configuration",
                               "identical formula")  # fmt: skip

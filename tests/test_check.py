@@ -98,3 +98,32 @@ def test_an_unknown_variant_is_exit_2_naming_it(tmp_path):
     done = _cli(f"{KERNELS}:adam", "--variant", "adam.nope", "--out", str(tmp_path))
     assert done.returncode == 2
     assert "'adam.nope' is not a catalog variant" in done.stderr
+
+
+SCALE_KERNELS = ROOT / "tests" / "kernels" / "scale_kernels.py"
+
+
+def test_a_kernel_with_torchs_float32_arithmetic_conforms_except_the_dtypes_range(tmp_path):
+    """The false alarm of issue 15: g*g overflowing float32 on `huge` and `mixed-scales` is
+    the dtype's range, not a discrepancy; --strict-range makes it fail."""
+    from dataclasses import replace
+
+    from adamspec.harness.check import verdict_text
+
+    result = check(f"{SCALE_KERNELS}:torch_like", "torch.Adam", out=tmp_path, suite="default",
+                   progress=lambda line: None)  # fmt: skip
+    verdicts = {r["case"]: r["verdict"] for r in result.tables.summary}
+    assert {c for c, v in verdicts.items() if v == "range"} == {"huge", "mixed-scales"}
+    assert set(verdicts.values()) == {"pass", "range", "skipped"}  # skipped: no sparse path
+    assert result.tier == "conforms except the dtype's range" and result.conforms
+    assert not result.tables.counterexamples  # a range case is not a discrepancy to shrink
+    text = verdict_text(result, tmp_path)
+    assert text.startswith("CONFORMS to torch.Adam except the dtype's range: 14/18 cases")
+    range_lines = [line for line in text.splitlines() if line.startswith("  range: ")]
+    assert [line.split(":")[1].strip() for line in range_lines] == ["huge", "mixed-scales"]
+    assert all("g*g overflows at" in line for line in range_lines)
+    strict = replace(result, strict_range=True)
+    assert not strict.conforms
+    assert verdict_text(strict, tmp_path).startswith(
+        "DOES NOT CONFORM to torch.Adam (--strict-range)"
+    )

@@ -442,7 +442,7 @@ def test_markdown_rows_counts_and_meta(tables):
         "eps placement",
         "**discrepancy (1/2)**",
     ]
-    assert "3 pass · 1 discrepancy · 1 skipped · 1 error" in md
+    assert "3 pass · 0 range · 1 discrepancy · 1 skipped · 1 error" in md
     assert "seed 1234" in md and "12.3 s" in md and "adamspec 0.1.0" in md
 
 
@@ -691,3 +691,60 @@ def test_heatmaps_leave_room_for_long_variant_names():
         warnings.simplefilter("error")
         assert IMG.search(plot_fingerprints(frame(fp, FINGERPRINT_COLUMNS)))
         assert IMG.search(plot_separation(frame(sep, SEPARATION_COLUMNS)))
+
+
+# ------------------------------------------------------------------------- tiers
+
+
+def _range_rows() -> list[dict]:
+    overflow = "g*g overflows at 38 of 60 coordinate-steps"
+    return [
+        summary_row("torch.Adam", CASES[0], "pass"),
+        summary_row("torch.Adam", CASES[1], "range", category="format range", detail=overflow),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected", "shown"),
+    [
+        (["pass", "pass"], "conforms", "pass"),
+        (["pass", "range"], "conforms except the dtype's range", "pass (range: 1 case)"),
+        (["range", "range"], "conforms except the dtype's range", "pass (range: 2 cases)"),
+        (["range", "discrepancy"], "does not conform", "discrepancy"),
+        (["range", "error"], "error", "error"),
+        (["skipped", "skipped"], "skipped", "skipped"),
+        (["skipped", "pass"], "conforms", "pass"),
+    ],
+)
+def test_tier_of_an_implementation_from_its_verdicts(verdicts, expected, shown):
+    from adamspec.reports.tiers import tier, tier_text
+
+    rows = [summary_row("torch.Adam", c, v, category="format range" if v == "range" else "")
+            for c, v in zip(CASES, verdicts, strict=True)]  # fmt: skip
+    assert tier(rows) == expected and tier_text(rows) == shown
+
+
+def test_a_format_range_discrepancy_of_older_records_is_a_range_case():
+    from adamspec.reports.tiers import tier
+
+    old = summary_row("torch.Adam", CASES[1], "discrepancy", category="format range")
+    assert (
+        tier([summary_row("torch.Adam", CASES[0], "pass"), old])
+        == "conforms except the dtype's range"
+    )
+
+
+def test_the_main_tables_show_the_range_tier_and_junit_passes_it_saying_what_overflowed():
+    rows = _range_rows()
+    md = summary_markdown(frame(rows, SUMMARY_COLUMNS), frame([], FINGERPRINT_COLUMNS), META)
+    (row,) = [line for line in md.splitlines() if line.startswith("| torch.Adam")]
+    assert row.rstrip().endswith("| pass (range: 1 case) |")
+    page = render_html({"summary": frame(rows, SUMMARY_COLUMNS)}, META)
+    assert "pass (range: 1 case)" in page
+    root = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS)))
+    assert root.attrib["failures"] == "0"
+    (case,) = [c for c in root.iter("testcase") if c.get("name") == CASES[1]]
+    assert case.find("system-out").text == "range: g*g overflows at 38 of 60 coordinate-steps"
+    strict = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS), range_fails=True))
+    (case,) = [c for c in strict.iter("testcase") if c.get("name") == CASES[1]]
+    assert case.find("failure").get("type") == "range" and strict.attrib["failures"] == "1"
