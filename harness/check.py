@@ -86,6 +86,8 @@ def check(
     resume: bool = False,
     oracle: str = "fast",
     strict_range: bool = False,
+    size: int | None = None,
+    steps: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
@@ -113,6 +115,8 @@ def check(
         budget=budget,
         separation=False,
         oracle=oracle,
+        size=size,
+        steps=steps,
     )
     sentence = ""
     if variant is None:  # no claim: the reference is what the kernel looks like
@@ -148,6 +152,8 @@ def _write(
         "variant_claimed": claimed,
         "strict_range": strict_range,
         "suite": config.suite,
+        "size": config.size,
+        "steps": config.steps,
         "dtype": config.dtype,
         "seed": config.seed,
         "budget_ulp": dict(config.budget.ulp),

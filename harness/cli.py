@@ -98,6 +98,8 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
         seed=args.seed,
         jobs=args.jobs,
         oracle=args.oracle,
+        size=getattr(args, "size", None),
+        steps=getattr(args, "steps", None),
     )
 
 
@@ -123,6 +125,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "command": "adamspec run",
         "suite": config.suite,
         "fingerprint_suite": config.fingerprint_suite,
+        "size": config.size,
+        "steps": config.steps,
         "dtype": config.dtype,
         "seed": config.seed,
         "jobs": config.jobs,
@@ -166,6 +170,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             resume=args.resume,
             oracle=args.oracle,
             strict_range=args.strict_range,
+            size=args.size,
+            steps=args.steps,
         )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
@@ -179,7 +185,13 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     _writable_dir(args.out)
     try:
         return run_gate(
-            args.config, out=args.out, junit=args.junit, resume=args.resume, jobs=args.jobs
+            args.config,
+            out=args.out,
+            junit=args.junit,
+            resume=args.resume,
+            jobs=args.jobs,
+            size=args.size,
+            steps=args.steps,
         )
     except GateConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -399,7 +411,7 @@ def _add_run(sub: Any) -> None:
         "--suite",
         type=_suite,
         default="default",
-        help="problem suite: quick, default, discriminating, long (default: default)",
+        help="problem suite: quick, default, discriminating, long, scale (default: default)",
     )
     p.add_argument("--out", default="out", help="report folder (default: out/)")
     p.add_argument(
@@ -409,6 +421,7 @@ def _add_run(sub: Any) -> None:
         help="implementations to run (glob, repeatable; default: all; see --list)",
     )
     p.add_argument("--list", action="store_true", help="list the implementations and exit")
+    _size_options(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -437,6 +450,7 @@ def _add_check(sub: Any) -> None:
         help="seconds one kernel call may take before it counts as hung (default 60)",
     )
     p.add_argument("--resume", action="store_true", help="keep an interrupted check's results")
+    _size_options(p)
     p.add_argument(
         "--strict-range",
         action="store_true",
@@ -453,6 +467,7 @@ def _add_gate(sub: Any) -> None:
     p.add_argument("--junit", help="also write the JUnit XML here")
     p.add_argument("--out", default="out-gate", help="report folder (default: out-gate/)")
     p.add_argument("--resume", action="store_true", help="keep an interrupted gate's results")
+    _size_options(p)
     p.add_argument(
         "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
     )
@@ -492,6 +507,25 @@ def _add_setup(sub: Any) -> None:
         "set ADAMSPEC_TFJS_HOME=DIR for later runs",
     )
     p.set_defaults(handler=_cmd_setup)
+
+
+def _size_options(p: argparse.ArgumentParser) -> None:
+    from adamspec.harness.problems import MAX_SIZE
+
+    allowed = f"1..{MAX_SIZE}"
+    p.add_argument(
+        "--size",
+        type=_bounded_int("--size", 1, MAX_SIZE, allowed),
+        default=None,
+        help="coordinates per tensor of the suite's open-loop problems (closed-loop "
+        "objectives keep their shapes; sparse tables keep their row width)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_bounded_int("--steps", 1, MAX_SIZE, allowed),
+        default=None,
+        help="steps of every problem of the suite (default: each problem's own)",
+    )
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:

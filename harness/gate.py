@@ -40,7 +40,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -412,6 +412,8 @@ def write_reports(
             "config": config.path.name,
             "gate": config.name,
             "suite": suite,
+            "size": config.size,
+            "steps": config.steps,
             "fingerprint_suite": config.fingerprint_suite,
             "dtype": dtype,
             "seed": config.seed,
@@ -435,12 +437,16 @@ def run_gate(
     junit: str | os.PathLike[str] | None = None,
     resume: bool = False,
     jobs: int = 1,
+    size: int | None = None,
+    steps: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
     """Run the gate; write its reports; return 0 (passed) or 1 (failed).
 
     Raises :class:`GateConfigError` for a bad config."""
     config = load_config(config_path)
+    if size is not None or steps is not None:  # --size, --steps on the command line
+        config = replace(config, size=size, steps=steps)
     progress = progress or _stderr
     out_dir = Path(out)
     if jobs > 1 and config.in_process_only:

@@ -121,6 +121,8 @@ class GateConfig:
     counterexample_examples: int = GATE_COUNTEREXAMPLE_EXAMPLES
     fail_on_skipped: bool = False
     range_fails: bool = False  # [gate] range = "fail": range cases fail like discrepancies
+    size: int | None = None  # --size and --steps of `adamspec gate` (the run's problems)
+    steps: int | None = None
     in_process_only: bool = False  # user kernels or register hooks: workers would not see them
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -139,6 +141,8 @@ class GateConfig:
             budget=self.budget,
             counterexample_examples=self.counterexample_examples,
             separation=False,
+            size=self.size,
+            steps=self.steps,
         )
 
     @property

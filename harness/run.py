@@ -37,7 +37,7 @@ from adamspec.harness.engine import (
     worst,
 )
 from adamspec.harness.fingerprint import Match, rank_variants, separation
-from adamspec.harness.problems import suite
+from adamspec.harness.problems import Problem, resized, suite
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
@@ -67,6 +67,15 @@ class RunConfig:
     counterexample_examples: int = 100
     separation: bool = True  # compute the separation matrix (the engine's self-check)
     oracle: str = "fast"  # "fast" (certified, identical answers) or "mpmath"
+    size: int | None = None  # --size: coordinates per tensor of the suite's open-loop problems
+    steps: int | None = None  # --steps: steps of every problem of the suite
+
+    def problems(self) -> tuple[Problem, ...]:
+        """The suite's problems at ``size`` and ``steps`` (:func:`resized`; the fingerprint
+        suite keeps its own, which are chosen to separate the catalog's variants)."""
+        if self.size is None and self.steps is None:
+            return suite(self.suite)
+        return tuple(resized(p, self.size, self.steps) for p in suite(self.suite))
 
     def key(self) -> str:
         """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
@@ -284,7 +293,7 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     candidates = list(dict.fromkeys([documented] + [m.variant for m in matches[:MATCH_CANDIDATES]]))
     variant = entry(documented).variant
     traces = []
-    for problem in suite(config.suite):
+    for problem in config.problems():
         trace = record_trace(name, problem, config.dtype, config.seed)
         traces.append(trace)
         with counting() as oracle_work:
@@ -391,7 +400,7 @@ def _failed(kind: str, name: str, exc: BaseException, config: RunConfig) -> tupl
 def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
     out = Tables()
     info = REGISTRY[name]
-    for problem in suite(config.suite):
+    for problem in config.problems():
         out.summary.append(
             {
                 "implementation": name,
@@ -474,7 +483,7 @@ def run(
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     use_oracle(config.oracle)
     names = select(config.implementations)
-    suite(config.suite), suite(config.fingerprint_suite)  # unknown suite: fail before any work
+    config.problems(), suite(config.fingerprint_suite)  # unknown suite: fail before any work
     runnable: list[str] = []
     done: dict[tuple[str, str], Tables] = {}
     resumed = 0
