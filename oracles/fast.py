@@ -44,7 +44,7 @@ infinite is recomputed exactly to the end).
 
 Routed to mpmath whole (and counted as fallback): row-sparse gradients
 (:class:`adamspec.spec.SparseRows`: ``torch.SparseAdam`` and the ``sparse``/``duplicates``
-axes), ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``, ``hyper_dtype=``,
+axes), ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``,
 degenerate steps (a beta held as 1 so that ``1 - beta^t = 0``, as Keras's
 0.999 in bfloat16; RAdam's ``rho_t`` undecided; any nonzero constant or clipping
 scale outside ``[2**-200, 2**200]``), clipping by norm with a non-finite
@@ -284,18 +284,19 @@ def trajectory(
         "state_dtype": state_dtype,
         "hyper_mode": hyper_mode,
         "precision": precision,
+        "hyper_dtype": hyper_dtype,
     }
 
     def exact_call() -> list[StepResult]:
         return mpmath_oracle.trajectory(
             variant, hyper, params, grads, state, digits=digits, grad_sq_norms=grad_sq_norms,
-            hyper_dtype=hyper_dtype, **options,
+            **options,
         )  # fmt: skip
 
     call = _Call.parse(variant, hyper, params, grads, state, options)
-    exact_only = digits is not None or grad_sq_norms is not None or hyper_dtype is not None
+    exact_only = digits is not None or grad_sq_norms is not None
     if isinstance(call, str) or exact_only:
-        reason = call if isinstance(call, str) else "digits/grad_sq_norms/hyper_dtype requested"
+        reason = call if isinstance(call, str) else "digits/grad_sq_norms requested"
         results = exact_call()  # raises the mpmath oracle's own errors for bad input
         size = sum(int(np.size(a)) for a in _tensors(params))
         _record(FastStats(size * len(results), whole=size * len(results), calls=1,
@@ -372,7 +373,9 @@ class _Call:
             dtype, state_dtype = options["dtype"], options["state_dtype"]
             fmt = mpmath_oracle.target_format(dtype if dtype is not None else arrays[0].dtype)
             state_fmt = mpmath_oracle.target_format(state_dtype) if state_dtype is not None else fmt
-            hp = resolve(hyper, variant, fmt, options["hyper_mode"])
+            hyper_dtype = options["hyper_dtype"]
+            hyper_fmt = mpmath_oracle.target_format(hyper_dtype) if hyper_dtype is not None else fmt
+            hp = resolve(hyper, variant, hyper_fmt, options["hyper_mode"])
         except Exception:
             return "input the mpmath oracle validates"
         if not grads:
