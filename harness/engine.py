@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,8 @@ STATE_COMPONENTS = ("param", "m", "v", "v_max")
 #: Largest ULP distance reported; beyond it the value is "astronomically wrong" anyway.
 ULP_CAP = 2**62
 
-#: Worst first: the outcome reported for a component is the most severe over its coordinates.
+#: Least severe first: the outcome reported for a component is the most severe over its
+#: coordinates.
 _SEVERITY = [
     o.value
     for o in (
@@ -61,6 +63,7 @@ _SEVERITY = [
         Outcome.MISSED_NAN,
     )
 ]
+_EXACT, _ULP = _SEVERITY.index(Outcome.EXACT.value), _SEVERITY.index(Outcome.ULP.value)
 
 
 @dataclass
@@ -94,6 +97,10 @@ class Trace:
     status: str = "ok"
     detail: str = ""
     seconds: float = 0.0
+    #: steps the implementation took (``len(steps)`` unless a sink kept fewer records)
+    steps_run: int = 0
+    #: seconds inside the adapter (its state in and out, its steps, a worker's transfers)
+    kernel_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,20 @@ def initial_state(problem: Problem, dtype: str, seed: int, amsgrad: bool) -> Sta
     )
 
 
-def record_trace(implementation: str, problem: Problem, dtype: str, seed: int) -> Trace:
-    """Run ``implementation`` through ``problem`` once, keeping every step (see :class:`Trace`)."""
+#: ``sink(trace, t, record)`` sees each step as it is taken and returns what the trace keeps
+#: of it (the record, a smaller one, or None): see :mod:`adamspec.harness.stream`.
+StepSink = Callable[[Trace, int, StepRecord], StepRecord | None]
+
+
+class _SinkFailed(Exception):
+    """A sink's own exception: a harness failure, not the implementation's."""
+
+
+def record_trace(
+    implementation: str, problem: Problem, dtype: str, seed: int, sink: StepSink | None = None
+) -> Trace:
+    """Run ``implementation`` through ``problem`` once, keeping every step (see :class:`Trace`),
+    or what ``sink`` returns of each (an exception of the sink propagates)."""
     load_registry()
     info = REGISTRY[implementation]
     trace = Trace(
@@ -153,24 +172,45 @@ def record_trace(implementation: str, problem: Problem, dtype: str, seed: int) -
     )
     started = time.perf_counter()
     adapter = None
+
+    def kernel(call: Callable[..., Any], *args: Any) -> Any:
+        at = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            trace.kernel_seconds += time.perf_counter() - at
+
     try:
         trace.hyper = hyper_for(implementation, problem)
-        adapter = make_adapter(implementation, trace.hyper, dtype, problem.shapes)
+        adapter = kernel(make_adapter, implementation, trace.hyper, dtype, problem.shapes)
         trace.framework_version = adapter.version
         amsgrad = entry(info.documented).variant.amsgrad is not AmsGrad.OFF
-        adapter.set_state(initial_state(problem, dtype, seed, amsgrad))
+        kernel(adapter.set_state, initial_state(problem, dtype, seed, amsgrad))
+        after = None
         for t in range(problem.steps):
-            before = adapter.get_state()
+            # the state a step ends in is the state the next one starts from
+            before = after if after is not None else kernel(adapter.get_state)
             grads = problem.gradients(t, before.params, dtype, seed)
-            adapter.step(grads)
-            trace.steps.append(StepRecord(before, list(grads), adapter.get_state()))
+            kernel(adapter.step, grads)
+            after = kernel(adapter.get_state)
+            record = StepRecord(before, list(grads), after)
+            trace.steps_run += 1
+            if sink is not None:
+                try:
+                    record = sink(trace, t, record)
+                except Exception as exc:
+                    raise _SinkFailed() from exc
+            if record is not None:
+                trace.steps.append(record)
+    except _SinkFailed as failed:
+        raise failed.__cause__ from None
     except (Unsupported, FrameworkMissing) as exc:
         trace.status, trace.detail = "skipped", _one_line(exc)
     except Exception as exc:  # an implementation's crash is a finding
         trace.status = "error"
         where = traceback.extract_tb(exc.__traceback__)[-1]
         trace.detail = (
-            f"step {len(trace.steps) + 1}: {type(exc).__name__}: {_one_line(exc)} "
+            f"step {trace.steps_run + 1}: {type(exc).__name__}: {_one_line(exc)} "
             f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
         )
     finally:
@@ -207,15 +247,39 @@ def oracle_name() -> str:
     return _oracle["name"]
 
 
+_clocks: list[list[float]] = []
+
+
+@contextmanager
+def oracle_clock() -> Iterator[list[float]]:
+    """``with oracle_clock() as seconds:`` -- ``seconds[0]`` is the time the oracle took in
+    the block (meta.json's split of a run's wall time)."""
+    box = [0.0]
+    _clocks.append(box)
+    try:
+        yield box
+    finally:
+        _clocks.remove(box)
+
+
+def _timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    at = time.perf_counter()
+    try:
+        return call(*args, **kwargs)
+    finally:
+        for box in _clocks:
+            box[0] += time.perf_counter() - at
+
+
 def oracle_step(*args: Any, **kwargs: Any) -> Any:
     """One exact step from the selected oracle (arguments of :func:`adamspec.oracles.step`)."""
-    return ORACLES[_oracle["name"]].step(*args, **kwargs)
+    return _timed(ORACLES[_oracle["name"]].step, *args, **kwargs)
 
 
 def oracle_trajectory(*args: Any, **kwargs: Any) -> Any:
     """An exact trajectory from the selected oracle (arguments of
     :func:`adamspec.oracles.trajectory`)."""
-    return ORACLES[_oracle["name"]].trajectory(*args, **kwargs)
+    return _timed(ORACLES[_oracle["name"]].trajectory, *args, **kwargs)
 
 
 # ----------------------------------------------------------------------- measuring
@@ -248,11 +312,22 @@ def _state_arrays(state: State, component: str) -> list[np.ndarray]:
 
 
 def ulp_at(scale: np.ndarray, fmt: FloatFormat) -> np.ndarray:
-    """The spacing of ``fmt`` at magnitude ``scale`` (the subnormal quantum below 2**emin)."""
-    with np.errstate(divide="ignore"):
-        exponent = np.floor(np.log2(np.where(scale > 0, scale, 1.0)))
-    exponent = np.maximum(np.where(scale > 0, exponent, fmt.emin), fmt.emin)
-    return np.ldexp(1.0, (exponent - (fmt.precision - 1)).astype(np.int64))
+    """The spacing of ``fmt`` at magnitude ``scale`` (the subnormal quantum below 2**emin;
+    the spacing at the largest finite binade for infinite or NaN scales)."""
+    scale = np.asarray(scale, np.float64)
+    if fmt.emin - (fmt.precision - 1) > -1022:
+        # the spacing is a normal binary64 number: build it from the exponent bits (the
+        # fast path: a scale's binade is its biased exponent field, inf and NaN share the top)
+        top = np.int64(2047)
+        field = (np.abs(scale).view(np.int64) >> np.int64(52)) - np.int64(1023)
+        exponent = np.where(field == top - 1023, fmt.emax, field)
+        exponent = np.maximum(exponent, fmt.emin) - (fmt.precision - 1)
+        return ((exponent + 1023) << 52).view(np.float64)
+    finite = np.isfinite(scale) & (scale > 0)
+    _, e = np.frexp(np.where(finite, scale, 1.0))  # scale = f 2^e, f in [0.5, 1)
+    exponent = np.where(finite, e - 1, np.where(scale > 0, fmt.emax, fmt.emin))
+    exponent = np.maximum(exponent, fmt.emin)
+    return np.ldexp(1.0, (exponent - (fmt.precision - 1)).astype(np.int32))
 
 
 def gradient_magnitude(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -284,7 +359,7 @@ def bias_correction_condition(variant: Variant, hyper: Hyper, t: int) -> float:
     return kappa
 
 
-def _scales(
+def component_scales(
     before: State, grads: Sequence[Any], k: int, hyper: Hyper, reference: Any, variant: Variant
 ) -> dict[str, np.ndarray]:
     """Magnitude of each component's largest term, for the scaled measure of
@@ -323,32 +398,88 @@ def _scales(
     return scales
 
 
+@dataclass(frozen=True)
+class CoordinateErrors:
+    """Each coordinate's error in one component (flat arrays): its outcome (an index into
+    :data:`_SEVERITY`), its ULP distance (-1: not measurable, a NaN or infinity involved)
+    and its error in ULPs of the scale (infinite where not measurable)."""
+
+    outcomes: np.ndarray
+    ulp: np.ndarray
+    scaled: np.ndarray
+
+    def multiples(self, component: str, budget: Budget) -> np.ndarray:
+        """Each coordinate's budget multiple (:meth:`Budget.multiple`, vectorized)."""
+        by_ulp = self.ulp / max(budget.ulp.get(component, 0), 0.5)
+        by_scale = self.scaled / max(budget.scaled.get(component, 0.0), 0.5)
+        return np.where(self.ulp < 0, math.inf, np.minimum(by_ulp, by_scale))
+
+
+def coordinate_errors(
+    got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
+) -> CoordinateErrors:
+    """``got`` against the oracle's correctly rounded ``ref`` (same dtype), coordinate by
+    coordinate, with ``scale`` the magnitude of each coordinate's largest term for the scaled
+    measure (see :func:`component_scales`). NaN where the exact result is NaN counts as exact.
+
+    The outcomes and ULP distances are those of :func:`~adamspec.oracles.metrics.classify_array`
+    and :func:`~adamspec.oracles.metrics.ulp_distance`; both are asked only about the few
+    coordinates where a special value or a signed zero is involved, the others (two finite
+    values) are read from their bit patterns here, the fast path for big tensors."""
+    g, r = np.asarray(got).ravel(), np.asarray(ref).ravel()
+    uint = _UINT[g.dtype.itemsize]
+    gb, rb = g.view(uint), r.view(uint)
+    g64, r64 = g.astype(np.float64), r.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        odd = ~(np.isfinite(g64) & np.isfinite(r64)) | ((g64 == 0) & (r64 == 0))
+        codes = np.where(gb == rb, _EXACT, _ULP).astype(np.int8)
+        dist = np.abs(_ordinal(gb, g.dtype.itemsize) - _ordinal(rb, g.dtype.itemsize))
+        if odd.any():
+            where = np.flatnonzero(odd)
+            outcomes = classify_array(g[where], r[where], fmt)
+            codes[where] = [_SEVERITY.index(o) for o in outcomes]
+            dist[where] = ulp_distance(g[where], r[where], fmt)
+        # NaN where the exact result is NaN (0/0 with eps = 0) is right, not unmeasurable
+        dist = np.where(codes == _EXACT, 0, dist)
+        diff = np.abs(g64 - r64)
+        spacing = ulp_at(np.maximum(np.asarray(scale, np.float64).ravel(), np.abs(r64)), fmt)
+        scaled = np.where(diff == 0, 0.0, diff / spacing)
+    return CoordinateErrors(codes, dist, np.where(dist < 0, math.inf, scaled))
+
+
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+_INT = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def _ordinal(bits: np.ndarray, width: int) -> np.ndarray:
+    """The ordinal map of :mod:`adamspec.oracles.metrics` (monotone in value, +-0 at 0) of
+    bit patterns, as int64."""
+    signed = bits.view(_INT[width])
+    magnitude = (signed & np.iinfo(_INT[width]).max).astype(np.int64)
+    return np.where(signed < 0, -magnitude, magnitude)
+
+
 def measure(
     got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
 ) -> ComponentError:
-    """The worst coordinate of one component: ``got`` against the oracle's correctly
-    rounded ``ref`` (same dtype), with ``scale`` the magnitude of each coordinate's largest
-    term for the scaled measure (see :func:`_scales`).
+    """The worst coordinate of one component (see :func:`coordinate_errors`).
 
-    The ULP distance is -1 when any coordinate is not measurable in ULPs (a NaN or infinity
-    involved; NaN where the exact result is NaN counts as exact); the outcome is the most
-    severe over the coordinates (:data:`_SEVERITY`)."""
-    outcomes = classify_array(got, ref, fmt).ravel()
-    # NaN where the exact result is NaN (0/0 with eps = 0) is right, not unmeasurable
-    dist = np.where(outcomes == "exact", 0, np.asarray(ulp_distance(got, ref, fmt)).ravel())
-    worst_outcome = max(outcomes, key=_SEVERITY.index) if outcomes.size else "exact"
+    The ULP distance is -1 when any coordinate is not measurable in ULPs; the outcome is the
+    most severe over the coordinates (:data:`_SEVERITY`)."""
+    return worst_of(coordinate_errors(got, ref, scale, fmt))
+
+
+def worst_of(errors: CoordinateErrors) -> ComponentError:
+    """The worst coordinate of one component's :class:`CoordinateErrors`."""
+    outcomes, dist = errors.outcomes, errors.ulp
     if dist.size == 0:
         return ComponentError(0, 0.0, "exact", 0)
+    worst_outcome = _SEVERITY[int(outcomes.max())]
     # capped: a float64 distance across the whole line can exceed what a report column holds
     ulp = -1 if np.any(dist < 0) else min(int(dist.max()), ULP_CAP)
-    if ulp < 0:
-        scaled = math.inf
-    else:
-        g64, r64 = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-        with np.errstate(over="ignore", invalid="ignore"):
-            diff = np.abs(g64 - r64)
-            spacing = ulp_at(np.maximum(scale.ravel(), np.abs(r64)), fmt)
-            scaled = float(np.max(np.where(diff == 0, 0.0, diff / spacing)))
+    scaled = math.inf if ulp < 0 else float(np.max(errors.scaled))
     return ComponentError(ulp, scaled, str(worst_outcome), int(dist.size))
 
 
@@ -379,16 +510,52 @@ def compare(
     fmt = format_named(str(after.params[0].dtype))
     errors: StepErrors = {}
     for k in range(len(after.params)):
-        scales = _scales(before, grads, k, hyper, reference, variant)
         keep = None if exclude is None else ~exclude(before, grads, k, reference, fmt)
-        for name in _components(after, variant):
-            got = _state_arrays(after, name)[k]
-            ref = reference.value(name, k)
-            scale = scales[name]
+        for name, got, ref, scale in _measured_arrays(before, grads, after, reference,
+                                                      variant, hyper, k):  # fmt: skip
             if keep is not None:
                 got, ref, scale = got[keep], ref[keep], scale[keep]
             errors[name] = _merge(errors.get(name), measure(got, ref, scale, fmt))
     return errors
+
+
+def tensor_errors(
+    before: State,
+    grads: Sequence[Any],
+    after: State,
+    reference: Any,
+    variant: Variant,
+    hyper: Hyper,
+    k: int,
+    scales: dict[str, np.ndarray] | None = None,
+) -> dict[str, CoordinateErrors]:
+    """Tensor ``k``'s errors coordinate by coordinate, per component (what :func:`compare`
+    reduces to its worst coordinate); ``scales`` of :func:`component_scales` if computed."""
+    fmt = format_named(str(after.params[0].dtype))
+    return {
+        name: coordinate_errors(got, ref, scale, fmt)
+        for name, got, ref, scale in _measured_arrays(
+            before, grads, after, reference, variant, hyper, k, scales
+        )
+    }
+
+
+def _measured_arrays(
+    before: State,
+    grads: Sequence[Any],
+    after: State,
+    reference: Any,
+    variant: Variant,
+    hyper: Hyper,
+    k: int,
+    scales: dict[str, np.ndarray] | None = None,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per component of tensor ``k``: its name, the implementation's value, the oracle's
+    and the scale of its largest term."""
+    if scales is None:
+        scales = component_scales(before, grads, k, hyper, reference, variant)
+    for name in _components(after, variant):
+        yield name, _state_arrays(after, name)[k], reference.value(name, k), scales[name]
 
 
 def lockstep(
