@@ -11,12 +11,14 @@ within the ULP budget. Each discrepant configuration gets a minimal counterexamp
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.power import power_sentence, suite_power
 from adamspec.harness.run import (
     CHECKPOINT_FOLDER,
     Checkpoint,
@@ -46,6 +48,12 @@ class CheckResult:
     fingerprint: str = ""
 
     strict_range: bool = False  # --strict-range: range cases fail like discrepancies
+    #: the smallest relative error of the update and of each stored component the suite
+    #: would have caught (:mod:`adamspec.harness.power`)
+    power: dict[str, float] = field(default_factory=dict)
+    #: wall time in seconds: total, kernel, oracle, harness (meta.json's "wall_s")
+    wall: dict[str, float] = field(default_factory=dict)
+    suite: str = "default"  # the suite, with --size and --steps when given
 
     @property
     def measured(self) -> list[dict[str, Any]]:
@@ -94,6 +102,7 @@ def check(
     ``out``. Raises :class:`RunUsageError` for an unknown variant and
     :class:`~adamspec.impl.adapters.kernel_protocol.TargetError` for a TARGET that cannot be
     loaded."""
+    started = time.perf_counter()
     load_registry()
     if variant is not None:
         known = [e.name for e in entries()]
@@ -131,9 +140,14 @@ def check(
     if not resume:
         checkpoint.clear()
     tables = run(config, progress=progress, checkpoint=checkpoint)
-    paths = _write(out, tables, config, target, claimed, variant is not None, strict_range)
+    power = suite_power(tables.power, budget)
+    wall = time_split(time.perf_counter() - started, tables.seconds)
+    meta = {"strict_range": strict_range, "power": power, "wall_s": wall}
+    paths = _write(out, tables, config, target, claimed, variant is not None, meta)
     checkpoint.clear()
-    return CheckResult(name, claimed, variant is not None, tables, paths, sentence, strict_range)
+    ran = " ".join([suite, *(f"--{k} {v}" for k, v in (("size", size), ("steps", steps)) if v)])
+    return CheckResult(name, claimed, variant is not None, tables, paths, sentence, strict_range,
+                       power, wall, ran)  # fmt: skip
 
 
 def _write(
@@ -143,14 +157,14 @@ def _write(
     target: str,
     variant: str,
     claimed: bool,
-    strict_range: bool,
+    measured: dict[str, Any],
 ) -> dict[str, Path]:
     meta = {
+        **measured,
         "command": "adamspec check",
         "target": target,
         "variant": variant,
         "variant_claimed": claimed,
-        "strict_range": strict_range,
         "suite": config.suite,
         "size": config.size,
         "steps": config.steps,
@@ -159,6 +173,16 @@ def _write(
         "budget_ulp": dict(config.budget.ulp),
     }
     return tables.write(out, meta)
+
+
+def time_split(total: float, seconds: Mapping[str, float]) -> dict[str, float]:
+    """meta.json's ``wall_s``: the total wall time, the time in the kernel (its steps and
+    state transfers) and in the oracle, and the rest (the harness: problems, measuring,
+    classification, counterexamples)."""
+    kernel, oracle = seconds.get("kernel", 0.0), seconds.get("oracle", 0.0)
+    split = {"total": total, "kernel": kernel, "oracle": oracle,
+             "harness": max(0.0, total - kernel - oracle)}  # fmt: skip
+    return {k: round(v, 2) for k, v in split.items()}
 
 
 def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
@@ -198,6 +222,14 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
     for path, text in sorted(result.tables.counterexamples.items()):
         lines.append(f"minimal counterexample ({Path(out) / path}):")
         lines += ["  " + line for line in _comment_head(text)]
+    if result.power:
+        lines.append(f"power of this pass: {power_sentence(result.power)} (suite {result.suite})")
+    if result.wall:
+        w = result.wall
+        lines.append(
+            f"wall time {w['total']:.1f} s: kernel {w['kernel']:.1f} s, oracle "
+            f"{w['oracle']:.1f} s, harness {w['harness']:.1f} s"
+        )
     lines.append(f"reports: {Path(out)}/ (report.md, report.html, junit.xml, summary.csv, ...)")
     return "\n".join(lines)
 

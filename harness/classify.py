@@ -52,6 +52,12 @@ EMA = "EMA"
 #: keeps. Explained when the error is confined to such coordinates.
 FORMAT_RANGE = "format range"
 
+#: Not a formula change either: the error is confined to an index range or pattern of the
+#: tensor (full blocks but not the tail, indices past 2^16, every k-th coordinate) and the
+#: documented formula holds on the rest. Named by :mod:`adamspec.harness.localize` where no
+#: single change explains the error; the explanation names the range or pattern.
+INDEX_DEPENDENT = "index-dependent"
+
 CATEGORIES: tuple[str, ...] = (
     ROUNDING_ONLY,
     *dict.fromkeys(CATEGORY_OF_AXIS.values()),
@@ -59,6 +65,7 @@ CATEGORIES: tuple[str, ...] = (
     CLIPPING,
     EMA,
     FORMAT_RANGE,
+    INDEX_DEPENDENT,
     UNEXPLAINED,
 )
 

@@ -121,7 +121,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.resume:
         checkpoint.clear()
     tables = run(config, checkpoint=checkpoint)
+    from adamspec.harness.check import time_split
+    from adamspec.harness.power import power_sentence, suite_power
+
+    power = suite_power(tables.power, config.budget)
     meta = {
+        "power": power,
+        "wall_s": time_split(time.time() - started, tables.seconds),
         "command": "adamspec run",
         "suite": config.suite,
         "fingerprint_suite": config.fingerprint_suite,
@@ -141,6 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(tables))
     if config.oracle == "fast":
         print(f"oracle: fast, {meta['oracle_fallback_rate']:.3%} of element-steps left to mpmath")
+    print(f"power of the passing cases: {power_sentence(power)}")
     shown = [str(p) for name, p in paths.items() if name not in tables.counterexamples]
     print(f"reports: {', '.join(shown)}")
     if tables.counterexamples:

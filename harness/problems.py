@@ -957,10 +957,10 @@ def resized(p: Problem, size: int | None = None, steps: int | None = None) -> Pr
     if size is not None and p.regime == "open":
         keeps_rows = p.sparse or p.layout == "transposed"
         shapes = tuple(
-            (-(-size // s[-1]), *s[1:]) if keeps_rows and len(s) == 2 else (size,)
-            for s in p.shapes
+            (-(-size // s[-1]), *s[1:]) if keeps_rows and len(s) == 2 else (size,) for s in p.shapes
         )
     return p.with_(steps=steps, shapes=shapes)
+
 
 #: Every named problem at its default size (the ``default`` suite and the discriminating ones;
 #: the ``scale`` suite's are not: at up to 2^24 coordinates they are no strategy's draw).

@@ -24,20 +24,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adamspec.harness.budgets import DEFAULT, Budget
-from adamspec.harness.classify import FORMAT_RANGE, ROUNDING_ONLY, classify
+from adamspec.harness.chunks import PROFILE_BINS
+from adamspec.harness.classify import (
+    FORMAT_RANGE,
+    INDEX_DEPENDENT,
+    ROUNDING_ONLY,
+    UNEXPLAINED,
+    classify,
+)
 from adamspec.harness.engine import (
     StepErrors,
     Trace,
     budget_multiple,
-    free_running,
-    lockstep,
+    oracle_clock,
     record_trace,
     use_oracle,
     worst,
 )
 from adamspec.harness.fingerprint import Match, rank_variants, separation
+from adamspec.harness.localize import localize
+from adamspec.harness.power import Candidates, merge_candidates
 from adamspec.harness.problems import Problem, resized, suite
+from adamspec.harness.stream import CaseRecord, verify_case
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
@@ -95,11 +106,20 @@ class Tables:
     fingerprints: list[dict[str, Any]] = field(default_factory=list)
     separation: list[dict[str, Any]] = field(default_factory=list)
     counterexamples: dict[str, str] = field(default_factory=dict)
+    #: error-vs-index profile rows of the failing cases (:data:`PROFILE_COLUMNS`)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    #: the passing cases' most sensitive coordinates (:mod:`adamspec.harness.power`)
+    power: Candidates = field(default_factory=dict)
+    #: seconds spent in the implementations ("kernel") and in the oracle ("oracle")
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def extend(self, other: Tables) -> None:
-        for name in ("results", "summary", "fingerprints", "separation"):
+        for name in ("results", "summary", "fingerprints", "separation", "profiles"):
             getattr(self, name).extend(getattr(other, name))
         self.counterexamples.update(other.counterexamples)
+        self.power = merge_candidates(self.power, other.power)
+        for what, value in other.seconds.items():
+            self.seconds[what] = self.seconds.get(what, 0.0) + value
 
     def write(self, out: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Path]:
         """Every report of :func:`adamspec.reports.write_reports` and the counterexample scripts."""
@@ -113,6 +133,7 @@ class Tables:
             self.separation,
             meta,
             self.counterexamples,
+            profiles=self.profiles,
         )
 
 
@@ -204,7 +225,7 @@ def _summary(
         "framework_version": trace.framework_version,
         "case": trace.problem.name,
         "dtype": trace.dtype,
-        "steps": len(trace.steps),
+        "steps": trace.steps_run,
         "max_ulp": _max_ulp(total) if per_step else 0,
         "median_ulp": float(statistics.median(measurable)) if measurable else math.nan,
         "max_free_ulp": _max_ulp(worst(free)) if free else 0,
@@ -232,6 +253,8 @@ def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: R
     searched: dict[tuple, str] = {}
     for trace, row in zip(traces, rows, strict=True):
         if row["verdict"] != "discrepancy" or trace.hyper is None:
+            continue
+        if row["category"] == INDEX_DEPENDENT:  # a small random state never reaches the index
             continue
         key = (trace.hyper, trace.problem.sparse)
         if key not in searched:
@@ -267,13 +290,22 @@ def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documen
 
 
 def evaluate(name: str, config: RunConfig) -> Tables:
-    """Everything the report says about one implementation."""
+    """Everything the report says about one implementation (and where its time went:
+    ``seconds["kernel"]`` in the implementation, ``seconds["oracle"]`` in the oracle)."""
+    with oracle_clock() as oracle_seconds:
+        out = _evaluate(name, config)
+    out.seconds["oracle"] = oracle_seconds[0]
+    return out
+
+
+def _evaluate(name: str, config: RunConfig) -> Tables:
     out = Tables()
     load_registry()
     documented = REGISTRY[name].documented
     fp_traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
     ]
+    out.seconds["kernel"] = sum(t.kernel_seconds for t in fp_traces)
     matches: list[Match] = []
     if any(t.steps for t in fp_traces):
         matches = rank_variants(fp_traces, budget=config.budget, documented=documented)
@@ -294,38 +326,84 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     variant = entry(documented).variant
     traces = []
     for problem in config.problems():
-        trace = record_trace(name, problem, config.dtype, config.seed)
-        traces.append(trace)
         with counting() as oracle_work:
-            per_step = lockstep(trace, variant) if trace.steps else []
-            free = free_running(trace, variant) if trace.steps else []
-        for errors, rec in zip(per_step, trace.steps, strict=True):
-            out.results += _row(trace, documented, "lockstep", errors, rec.before.step + 1)
-        for errors, rec in zip(free, trace.steps, strict=True):
-            out.results += _row(trace, documented, "free", errors, rec.before.step + 1)
-        matched, category, detail = "", "", trace.detail
-        if trace.steps:
-            matched = _best_match(trace, candidates, config.budget, documented)
-            # the lock-step errors are in hand: classify (which would recompute them) only
-            # what is over budget
-            if budget_multiple(worst(per_step), config.budget) <= 1:
-                category = ROUNDING_ONLY
-            else:
-                verdict = classify([trace], variant, config.budget)
-                category = verdict.category
-                detail = "; ".join(filter(None, [verdict.explanation, trace.detail]))
-                if category == FORMAT_RANGE:
-                    # the documented formula, off only where the dtype cannot hold it: a
-                    # closest variant over the overflowed coordinates would be noise
-                    matched = documented
-        row = _summary(trace, per_step, free, matched, category, detail, config.budget)
+            case = verify_case(name, problem, config.dtype, config.seed, variant, config.budget)
+        trace = case.trace
+        traces.append(trace)
+        out.seconds["kernel"] += trace.kernel_seconds
+        row = _case_row(case, documented, candidates, config)
         row["oracle_fallback_rate"] = (
-            oracle_work.fallback_rate if config.oracle == "fast" and trace.steps else math.nan
+            oracle_work.fallback_rate if config.oracle == "fast" and case.lockstep else math.nan
         )
         out.summary.append(row)
+        for errors, step in zip(case.lockstep, case.steps, strict=True):
+            out.results += _row(trace, documented, "lockstep", errors, step)
+        for errors, step in zip(case.free, case.steps, strict=False):
+            out.results += _row(trace, documented, "free", errors, step)
+        if row["failing_coordinates"]:
+            out.profiles += _profile_rows(case)
+        if row["verdict"] in ("pass", RANGE):
+            out.power = merge_candidates(out.power, case.power)
     if config.counterexample_examples > 0:
         out.counterexamples = _counterexamples(name, traces, out.summary, config)
     return out
+
+
+def _case_row(
+    case: CaseRecord, documented: str, candidates: Sequence[str], config: RunConfig
+) -> dict[str, Any]:
+    """A case's summary row: its verdict, and for a discrepancy the category that explains it
+    and where in the tensor it is (:mod:`adamspec.harness.localize`)."""
+    trace, per_step, variant = case.trace, case.lockstep, entry(documented).variant
+    where = localize(case.findings, trace.problem.shapes)
+    matched, category, detail = "", "", trace.detail
+    if per_step and trace.steps:
+        matched = _best_match(trace, candidates, config.budget, documented)
+        # the lock-step errors are in hand: classify (which would recompute them) only
+        # what is over budget
+        if budget_multiple(worst(per_step), config.budget) <= 1:
+            category = ROUNDING_ONLY
+        else:
+            verdict = classify([trace], variant, config.budget)
+            category, explanation = verdict.category, verdict.explanation
+            if category == UNEXPLAINED and where.index_dependent:
+                category = INDEX_DEPENDENT
+                explanation = (
+                    "no single change of the formula explains it, and the documented formula "
+                    f"holds on the rest of the tensor: the failing coordinates are {where.pattern}"
+                )
+            detail = "; ".join(filter(None, [explanation, trace.detail]))
+            if category in (FORMAT_RANGE, INDEX_DEPENDENT):
+                # the documented formula, off only where the dtype cannot hold it (or at
+                # some indices): a closest variant over those coordinates would be noise
+                matched = documented
+    row = _summary(trace, per_step, case.free, matched, category, detail, config.budget)
+    row["first_failing_index"] = where.first_index
+    row["failing_coordinates"] = where.count
+    row["localization"] = where.text
+    return row
+
+
+def _profile_rows(case: CaseRecord) -> list[dict[str, Any]]:
+    """A failing case's error-vs-index profile: per tensor and bin, the worst budget
+    multiple (a NaN/inf mismatch: inf) over its coordinates and steps."""
+    trace, rows = case.trace, []
+    for k, found in sorted(case.findings.items()):
+        edges = (np.arange(PROFILE_BINS + 1, dtype=np.int64) * found.size) // PROFILE_BINS
+        for b, value in enumerate(found.profile):
+            if edges[b + 1] <= edges[b]:
+                continue  # a bin of no coordinate (tensors smaller than the bins)
+            rows.append(
+                {
+                    "implementation": trace.implementation,
+                    "case": trace.problem.name,
+                    "tensor": k,
+                    "first_index": int(edges[b]),
+                    "last_index": int(edges[b + 1] - 1),
+                    "max_multiple": float(value),
+                }
+            )
+    return rows
 
 
 def evaluate_separation(config: RunConfig) -> Tables:
@@ -420,6 +498,9 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "detail": reason,
                 "counterexample": "",
                 "oracle_fallback_rate": math.nan,
+                "first_failing_index": -1,
+                "failing_coordinates": 0,
+                "localization": "",
             }
         )
     return out

@@ -406,10 +406,42 @@ def plot_free(results: pd.DataFrame) -> str:
     return _png(fig, tight=False)
 
 
+#: Failing cases shown in the error-vs-index plot (the worst first).
+_MAX_INDEX_PANELS = 12
+
+
+def plot_index(profiles: pd.DataFrame) -> str:
+    """Error vs index for the failing cases: a panel per implementation and case, the worst
+    budget multiple of each bin of a tensor's coordinates (over every step) against the
+    bin's first index, a line per tensor; the budget (1) as a dashed line, NaN/inf
+    mismatches as crosses at the top."""
+    if profiles.empty:
+        return _NODATA
+    keys = profiles.groupby(["implementation", "case"], sort=True)["max_multiple"].max()
+    shown = keys.sort_values(ascending=False, kind="mergesort").index[:_MAX_INDEX_PANELS]
+    fig, axes = _grid(len(shown), max_cols=3, panel=(4.2, 2.6))
+    for (impl, case), ax in zip(sorted(shown), axes, strict=True):
+        part = profiles[(profiles["implementation"] == impl) & (profiles["case"] == case)]
+        for k, lines in part.groupby("tensor", sort=True):
+            values = lines["max_multiple"].to_numpy()
+            finite = np.isfinite(values)
+            color = f"C{int(k) % 10}"
+            ax.step(lines["first_index"][finite], values[finite] + 1e-3, where="post", color=color)
+            top = max(float(np.max(values[finite], initial=1.0)), 1.0) * 10
+            ax.plot(lines["first_index"][~finite], np.full((~finite).sum(), top), "x", color=color)
+        ax.axhline(1.0, color="#888", linestyle="--", linewidth=0.8)
+        ax.set_title(_label(f"{impl}: {case}"), fontsize=8)
+    axes[0].set_yscale("log")
+    fig.supxlabel("index (first coordinate of each bin)")
+    fig.supylabel("worst budget multiple (log)")
+    return _png(fig, tight=False)
+
+
 #: (section id, heading, table it reads, plot function), in report order.
 PLOTS: tuple[tuple[str, str, str, Callable[[pd.DataFrame], str]], ...] = (
     ("lockstep", "Lock-step error vs step per implementation", "results", plot_lockstep),
     ("histograms", "ULP histograms (lock-step)", "results", plot_histograms),
+    ("index", "Error vs index of the failing cases", "profiles", plot_index),
     ("fingerprints", "Fingerprint matrix", "fingerprints", plot_fingerprints),
     ("separation", "Separation matrix", "separation", plot_separation),
     ("free", "Divergence growth on long runs", "results", plot_free),

@@ -44,7 +44,11 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: the implementation on this case; ``counterexample`` the path, relative to the report
 #: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found);
 #: ``oracle_fallback_rate`` the fraction of the case's oracle element-steps the fast oracle
-#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran).
+#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran);
+#: ``failing_coordinates`` how many coordinates were over budget at some step (distinct, over
+#: every tensor), ``first_failing_index`` the first one's flat index in the first tensor
+#: with any (-1: none), ``localization`` the sentence saying where they are (an index
+#: range or pattern when one is clear; see harness.localize).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",
@@ -63,6 +67,21 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "detail",
     "counterexample",
     "oracle_fallback_rate",
+    "first_failing_index",
+    "failing_coordinates",
+    "localization",
+)
+
+#: One row per failing case x tensor x index bin (the error-vs-index plot of report.html):
+#: the worst budget multiple (``inf``: a NaN/inf mismatch) over the coordinates
+#: ``first_index .. last_index`` of tensor ``tensor`` and every step.
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "implementation",
+    "case",
+    "tensor",
+    "first_index",
+    "last_index",
+    "max_multiple",
 )
 
 #: One row per implementation x catalog variant: lock-step error of the implementation

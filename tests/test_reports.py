@@ -31,6 +31,7 @@ from adamspec.reports.junit import (
 from adamspec.reports.markdown import VERDICT_SEVERITY, overview
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
+    PROFILE_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,
     SUMMARY_COLUMNS,
@@ -115,6 +116,9 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "detail": "",
         "counterexample": "",
         "oracle_fallback_rate": 0.0,
+        "first_failing_index": -1,
+        "failing_coordinates": 0,
+        "localization": "",
     }
     row.update(kw)
     return row
@@ -215,6 +219,18 @@ def make_separation() -> list[dict]:
     return rows
 
 
+def make_profiles() -> list[dict]:
+    """torch.Adam's failing case: every bin of a 1024-coordinate tensor, over budget from
+    index 512 on (one bin a NaN/inf mismatch)."""
+    rows = []
+    for b in range(256):
+        multiple = 0.5 if b < 128 else (math.inf if b == 200 else 40.0)
+        where = {"tensor": 0, "first_index": 4 * b, "last_index": 4 * b + 3}
+        rows.append({"implementation": "torch.Adam", "case": CASES[1], **where,
+                     "max_multiple": multiple})  # fmt: skip
+    return rows
+
+
 META = {"seed": 1234, "duration_s": 12.345, "adamspec_version": "0.1.0", "host": "ci"}
 
 
@@ -225,6 +241,7 @@ def tables() -> dict[str, pd.DataFrame]:
         "summary": frame(make_summary(), SUMMARY_COLUMNS),
         "fingerprints": frame(make_fingerprints(), FINGERPRINT_COLUMNS),
         "separation": frame(make_separation(), SEPARATION_COLUMNS),
+        "profiles": frame(make_profiles(), PROFILE_COLUMNS),
     }
 
 
@@ -300,7 +317,7 @@ def test_frame_refuses_values_that_would_change():
 def test_tables_round_trip_with_dtypes(tmp_path, tables):
     write_tables(tmp_path, **tables)
     back = read_tables(tmp_path)
-    assert set(back) == {"results", "summary", "fingerprints", "separation"}
+    assert set(back) == {"results", "summary", "fingerprints", "separation", "profiles"}
     for name, df in tables.items():
         pd.testing.assert_frame_equal(back[name], sort_table(df, name), check_exact=True)
 
@@ -387,6 +404,7 @@ def test_write_reports_writes_every_file_and_no_temp(written):
         "summary.csv",
         "fingerprints.csv",
         "separation.csv",
+        "index_profile.csv",
         "report.md",
         "report.html",
         "junit.xml",
@@ -490,7 +508,7 @@ IMG = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 def test_html_is_self_contained(page):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     assert "<link" not in page and "<script" not in page
-    assert len(IMG.findall(page)) == len(PLOTS) == 5
+    assert len(IMG.findall(page)) == len(PLOTS) == 6
 
 
 def test_html_plots_are_pngs(page):
@@ -518,8 +536,8 @@ def test_html_survives_empty_frames(tmp_path):
 def test_html_copes_with_only_one_mode(tables):
     only_free = tables["results"][tables["results"]["mode"] == "free"]
     text = render_html({**tables, "results": only_free}, META)
-    # lock-step plot and histograms: no data; fingerprints, separation, free: drawn.
-    assert len(IMG.findall(text)) == 3 and text.count('class="nodata"') == 2
+    # lock-step plot and histograms: no data; index, fingerprints, separation, free: drawn.
+    assert len(IMG.findall(text)) == 4 and text.count('class="nodata"') == 2
 
 
 def test_html_small_multiples_for_many_implementations():
