@@ -8,10 +8,11 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 EXIT_OK = 0
@@ -118,7 +119,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     checkpoint = Checkpoint(os.path.join(args.out, CHECKPOINT_FOLDER), config)
     if not args.resume:
         checkpoint.clear()
-    tables = run(config, checkpoint=checkpoint)
+    with _quiet_job(args.out, args.progress, args.resume) as progress:
+        tables = run(config, progress=progress, checkpoint=checkpoint)
+    log = _log_count(args.out)
     meta = {
         "command": "adamspec run",
         "suite": config.suite,
@@ -131,6 +134,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "implementations": sorted({r["implementation"] for r in tables.summary}),
         "duration_s": round(time.time() - started, 1),
         "adamspec_version": _version(),
+        "framework_log": str(log.path),
+        "framework_warnings": log.warnings,
     }
     paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
@@ -143,7 +148,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(
             f"minimal counterexamples: {len(tables.counterexamples)} in {args.out}/counterexamples/"
         )
+    print(log.sentence())
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _quiet_job(out: str, mode: str, append: bool = False) -> Iterator[Any]:
+    """A long job writing to ``out``: framework output goes to its log file, the progress
+    (``--progress`` ``mode``) to the terminal; yields the progress."""
+    from adamspec.harness.console import LOG_NAME, make_progress, quiet_console
+
+    with quiet_console(os.path.join(out, LOG_NAME), append=append) as terminal:
+        yield make_progress(mode, terminal)
+
+
+def _log_count(out: str) -> Any:
+    from adamspec.harness.console import LOG_NAME, count_log
+
+    return count_log(os.path.join(out, LOG_NAME))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -414,6 +436,7 @@ def _add_run(sub: Any) -> None:
         help="keep the implementations an interrupted run of this configuration finished",
     )
     _common_run_options(p)
+    _progress_option(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -503,6 +526,16 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         choices=["float32", "float64", "float16", "bfloat16"],
         default="float32",
         help="parameter dtype (default float32)",
+    )
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=["auto", "bar", "plain"],
+        default="auto",
+        help="a bar with the count, elapsed time and ETA on a terminal (auto), always (bar), "
+        "or one plain line per finished task (plain; the default off a terminal)",
     )
 
 
