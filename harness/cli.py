@@ -168,6 +168,48 @@ def _log_count(out: str) -> Any:
     return count_log(os.path.join(out, LOG_NAME))
 
 
+def _cmd_diff(args: argparse.Namespace) -> int:
+    """Two implementations side by side: divergence, and what it comes from."""
+    import time
+
+    from adamspec.harness.diff import (
+        DEFAULT_PROBLEMS,
+        DiffUsageError,
+        diff,
+        problems_named,
+        resolve,
+    )
+    from adamspec.reports.diff import diff_frame, findings, formulas_sentence, write_diff
+
+    args.problem = args.problem or list(DEFAULT_PROBLEMS)
+    try:  # every bad argument before any work
+        problems_named(args.problem, args.steps)
+        resolve(args.a, "A"), resolve(args.b, "B")
+    except DiffUsageError as exc:
+        raise UsageError(str(exc)) from None
+    _writable_dir(args.out)
+    started = time.time()
+    with _quiet_job(args.out, args.progress) as progress:
+        result = diff(args.a, args.b, args.problem, args.steps, args.dtype, args.seed,
+                      args.oracle, progress)  # fmt: skip
+    log = _log_count(args.out)
+    meta = {
+        **result.meta(),
+        "oracle": args.oracle,
+        "duration_s": round(time.time() - started, 1),
+        "adamspec_version": _version(),
+        "framework_log": str(log.path),
+        "framework_warnings": log.warnings,
+    }
+    paths = write_diff(args.out, result.rows, meta)
+    print(formulas_sentence(meta))
+    for f in findings(diff_frame(result.rows), meta):
+        print(f"  {f.problem}: {f.sentence(meta)}")
+    print(f"reports: {', '.join(str(p) for p in paths.values())}")
+    print(log.sentence())
+    return EXIT_OK
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from adamspec.harness.budgets import DEFAULT
     from adamspec.harness.check import check, uniform_budget, verdict_text
@@ -348,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_run,
         _add_check,
+        _add_diff,
         _add_gate,
         _add_fingerprint,
         _add_doctor,
@@ -463,6 +506,33 @@ def _add_check(sub: Any) -> None:
     p.set_defaults(handler=_cmd_check)
 
 
+def _add_diff(sub: Any) -> None:
+    from adamspec.harness.diff import DEFAULT_PROBLEMS, DEFAULT_STEPS
+
+    p = sub.add_parser(
+        "diff", help="two implementations side by side: how far apart, and why (attribution)"
+    )
+    p.add_argument("a", metavar="A", help="an implementation (adamspec run --list) or a TARGET")
+    p.add_argument("b", metavar="B", help="the implementation to compare it with")
+    p.add_argument(
+        "--problem",
+        action="extend",
+        nargs="+",
+        metavar="P",
+        help=f"problems to run (repeatable; default: {' '.join(DEFAULT_PROBLEMS)})",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int("--steps"),
+        default=DEFAULT_STEPS,
+        help=f"steps of each problem (default {DEFAULT_STEPS})",
+    )
+    p.add_argument("--out", default="out-diff", help="report folder (default: out-diff/)")
+    _measure_options(p)
+    _progress_option(p)
+    p.set_defaults(handler=_cmd_diff, problem=None)
+
+
 def _add_gate(sub: Any) -> None:
     p = sub.add_parser("gate", help="CI conformance gate from a TOML config (exit 1 on news)")
     p.add_argument("config", help="the gate's TOML file (see README: CI gate)")
@@ -514,6 +584,11 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
     )
+    _measure_options(p)
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    """--seed, --oracle and --dtype: what a measurement depends on."""
     p.add_argument("--seed", type=_seed, default=0, help="seed of the generated problems")
     p.add_argument(
         "--oracle",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from adamspec.impl.adapters.worker import FRAMEWORK_LOG_ENV, LOG_FILE_ENV
+from adamspec.impl.adapters.worker import FRAMEWORK_LOG_ENV, LOG_FILE_ENV, stop_idle_workers
 
 #: The log file a job writes into its output folder.
 LOG_NAME = "adamspec.log"
@@ -58,6 +58,7 @@ def quiet_console(log_path: str | os.PathLike[str], append: bool = False) -> Ite
     try:
         yield terminal
     finally:
+        stop_idle_workers()  # their captured output goes to the log now, not at exit
         sys.stderr.flush()
         terminal.flush()
         os.dup2(terminal.fileno(), 2)

@@ -206,7 +206,8 @@ def _keep_log(process: subprocess.Popen) -> None:
 
 
 @atexit.register
-def _stop_idle() -> None:
+def stop_idle_workers() -> None:
+    """Stop the idle workers (at exit, and when a job ends so their output reaches its log)."""
     for pool in _IDLE.values():
         while pool:
             _stop(pool.pop())
