@@ -49,17 +49,22 @@ def quiet_console(log_path: str | os.PathLike[str], append: bool = False) -> Ite
     for key, value in FRAMEWORK_LOG_ENV.items():
         os.environ.setdefault(key, value)
     os.environ[LOG_FILE_ENV] = str(path.resolve())
+    if not append:
+        path.write_bytes(b"")
     terminal_fd = os.dup(2)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    log_fd = os.open(path, flags, 0o644)
+    # every writer appends (fd 2, Python's sys.stderr, adapter workers): none overwrites
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    # sys.stderr too, where it is not fd 2 (pytest's capture, a notebook)
+    saved_stderr, sys.stderr = sys.stderr, open(path, "a", buffering=1, encoding="utf-8")
     try:
         yield terminal
     finally:
         stop_idle_workers()  # their captured output goes to the log now, not at exit
-        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = saved_stderr
         terminal.flush()
         os.dup2(terminal.fileno(), 2)
         terminal.close()

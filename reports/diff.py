@@ -395,10 +395,15 @@ def _run_line(meta: Mapping[str, Any]) -> str:
 
 
 def _log_panel(ax: Any) -> None:
-    """Log-log axes; a y range within one decade keeps labelled minor ticks."""
+    """Log-log axes (a y range within one decade keeps labelled minor ticks); a panel with
+    nothing above 0 says so instead."""
     ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.xaxis.set_minor_locator(NullLocator())
+    if any(len(line.get_ydata()) for line in ax.get_lines()):
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "0 at every step", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
     ax.grid(True, which="both", alpha=0.25)
 
 
