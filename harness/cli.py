@@ -514,13 +514,8 @@ def _add_diff(sub: Any) -> None:
     )
     p.add_argument("a", metavar="A", help="an implementation (adamspec run --list) or a TARGET")
     p.add_argument("b", metavar="B", help="the implementation to compare it with")
-    p.add_argument(
-        "--problem",
-        action="extend",
-        nargs="+",
-        metavar="P",
-        help=f"problems to run (repeatable; default: {' '.join(DEFAULT_PROBLEMS)})",
-    )
+    problems = f"problems to run (repeatable; default: {' '.join(DEFAULT_PROBLEMS)})"
+    p.add_argument("--problem", action="extend", nargs="+", metavar="P", help=problems)
     p.add_argument(
         "--steps",
         type=_positive_int("--steps"),

@@ -493,25 +493,31 @@ def compare_problem(
         return out
     out.status = "ok"
     out.hyper_a, out.hyper_b = trace_a.hyper.as_dict(), trace_b.hyper.as_dict()
-    references = None
     started = time.perf_counter()
-    if a.known and b.known:
-        va, vb = entry(a.variant).variant, entry(b.variant).variant
-        out.switches = switches(va, vb, trace_a.hyper, trace_b.hyper)
-        runs = {"A": (va, trace_a.hyper), "B": (vb, trace_b.hyper)}
-        runs.update({s.key: (s.variant, s.hyper) for s in out.switches if s.variant is not None})
-        references = _references(problem, runs, dtype, seed, out.steps)
-        pairs = _pairs_worth_running(out.switches, references, va, trace_a.hyper)
-        out.switches += pairs
-        runs = {s.key: (s.variant, s.hyper) for s in pairs if s.variant is not None}
-        references.update(_references(problem, runs, dtype, seed, out.steps))
+    references = _attribution_runs(out, a, b, trace_a.hyper, trace_b.hyper, dtype, seed)
     _rows_of(out, trace_a, trace_b, references)
-    progress.done(
-        f"{problem.name}: {len({id(r) for r in (references or {}).values()})} correctly "
-        "rounded references "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
+    what = f"{len(out.switches)} switches" if references is not None else "no attribution"
+    progress.done(f"{problem.name}: {what} ({time.perf_counter() - started:.1f} s)")
     return out
+
+
+def _attribution_runs(
+    p: ProblemDiff, a: Formula, b: Formula, hyper_a: Hyper, hyper_b: Hyper, dtype: str, seed: int
+) -> dict[str, list] | None:
+    """The correctly rounded runs the attribution compares, by key ("A", "B", each switch's;
+    None when a formula is not known), and the switches into ``p.switches``."""
+    if not (a.known and b.known):
+        return None
+    va, vb = entry(a.variant).variant, entry(b.variant).variant
+    p.switches = switches(va, vb, hyper_a, hyper_b)
+    runs = {"A": (va, hyper_a), "B": (vb, hyper_b)}
+    runs.update({s.key: (s.variant, s.hyper) for s in p.switches if s.variant is not None})
+    references = _references(p.problem, runs, dtype, seed, p.steps)
+    pairs = _pairs_worth_running(p.switches, references, va, hyper_a)
+    p.switches += pairs
+    runs = {s.key: (s.variant, s.hyper) for s in pairs if s.variant is not None}
+    references.update(_references(p.problem, runs, dtype, seed, p.steps))
+    return references
 
 
 # ----------------------------------------------------------------------- the diff

@@ -13,7 +13,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,9 @@ def _sci(x: float) -> str:
 def _ulp(x: float) -> str:
     if x is None or math.isnan(x):
         return "—"
-    return "NaN/inf" if x < 0 else f"{x:g}"
+    if x < 0:
+        return "NaN/inf"
+    return f"{x:.0f}" if x == int(x) else f"{x:g}"
 
 
 # --------------------------------------------------------------------------- findings
@@ -301,6 +303,20 @@ def _labels(meta_problem: Mapping[str, Any], checkpoints: list[tuple[int, dict]]
     ]
 
 
+def _glance(
+    df: pd.DataFrame, meta: Mapping[str, Any]
+) -> Iterator[tuple[Mapping[str, Any], list[str], list[list[str]]]]:
+    """Per problem: its metadata, the headings and the text cells of its table at steps
+    1, 10, 100, ... (the switches that explain something at one of them get a column)."""
+    for p in meta.get("problems", []):
+        checkpoints = _checkpoint_rows(df, p["name"])
+        if not checkpoints:
+            continue
+        labels = _labels(p, checkpoints)
+        head = [*_GLANCE_HEAD, *(f"{x} explains" for x in labels), "rounding"]
+        yield p, head, [[str(step), *_glance_cells(values, labels)] for step, values in checkpoints]
+
+
 _GLANCE_HEAD = ["step", "A vs B distance", "param max ULP", "param median ULP", "m max ULP",
                 "v max ULP", "formula gap"]  # fmt: skip
 
@@ -325,17 +341,11 @@ def diff_markdown(df: pd.DataFrame, meta: Mapping[str, Any]) -> str:
         head, details = md_escape(f.headline(meta)), md_escape(f.details())
         lines.append(f"- **{md_escape(f.problem)}** ({f.regime} loop): **{head}**. {details}")
     lines.append("")
-    for p in meta.get("problems", []):
-        checkpoints = _checkpoint_rows(df, p["name"])
-        if not checkpoints:
-            continue
-        labels = _labels(p, checkpoints)
-        head = [*_GLANCE_HEAD, *(f"{x} explains" for x in labels), "rounding"]
+    for p, head, rows in _glance(df, meta):
         lines += [f"### {md_escape(p['name'])}", "", md_escape(p.get("description", "")), ""]
         lines.append("| " + " | ".join(md_escape(h) for h in head) + " |")
         lines.append("| " + " | ".join("---:" for _ in head) + " |")
-        for step, values in checkpoints:
-            lines.append("| " + " | ".join([str(step), *_glance_cells(values, labels)]) + " |")
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
         lines.append("")
     lines += _markdown_formulas(meta)
     lines += ["### How it is measured", "", md_escape(_method(meta)), "", _run_line(meta), ""]
@@ -498,18 +508,10 @@ p.formulas { font-size: 1.05em; }
 
 def _glance_html(df: pd.DataFrame, meta: Mapping[str, Any]) -> str:
     parts = []
-    for p in meta.get("problems", []):
-        checkpoints = _checkpoint_rows(df, p["name"])
-        if not checkpoints:
-            continue
-        labels = _labels(p, checkpoints)
-        head = [*_GLANCE_HEAD, *(f"{x} explains" for x in labels), "rounding"]
-        rows = [
-            [("num", esc(c)) for c in [str(step), *_glance_cells(values, labels)]]
-            for step, values in checkpoints
-        ]
+    for p, head, rows in _glance(df, meta):
+        cells = [[("num", esc(c)) for c in row] for row in rows]
         parts.append(f"<h3>{esc(p['name'])}</h3><p>{esc(p.get('description', ''))}</p>")
-        parts.append(table(head, rows, [""] * len(rows)))
+        parts.append(table(head, cells, [""] * len(cells)))
     return "\n".join(parts) or NODATA
 
 
