@@ -178,12 +178,13 @@ def key_findings(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[Find
         by_cases.setdefault(key, []).append(impl)
         examples.setdefault(key, (impl, next((c for c in rows["counterexample"] if c), "")))
     for key, impls in sorted(by_cases.items(), key=lambda kv: -len(kv[1])):
-        text = f"{len(impls)} conform except the dtype's range on {', '.join(key)}: {_short(impls)}"
-        full = f"{text[: text.rindex(':')]}: {', '.join(impls)}"
-        first = examples[key]
-        lines.append(
-            FindingLine(
-                text, tuple((first[0], c) for c in key), first[1], full if full != text else ""
-            )
-        )
+        where = f"except the dtype's range on {', '.join(key)}"
+        if len(impls) == 1:
+            text, full = f"{impls[0]} conforms {where}", ""
+        else:
+            text = f"{len(impls)} implementations conform {where}: {_short(impls)}"
+            full = f"{len(impls)} implementations conform {where}: {', '.join(impls)}"
+        impl, script = examples[key]
+        cases = tuple((impl, c) for c in key)
+        lines.append(FindingLine(text, cases, script, full if full != text else ""))
     return lines

@@ -49,6 +49,7 @@ from adamspec.reports.tiers import (
     CONFORMS_EXCEPT_RANGE,
     DOES_NOT_CONFORM,
     ERROR,
+    FORMAT_RANGE,
     SKIPPED,
     TIER_MARK,
 )
@@ -601,18 +602,12 @@ def _findings_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
     return f'<ul class="findings">{"".join(items)}</ul>{tail}'
 
 
-def _off_budget_html(summary: pd.DataFrame) -> str:
-    """Every case that is not within budget (or crashed), with an anchor the findings
-    link to."""
-    off = summary[summary["verdict"].isin(("discrepancy", "error"))]
-    off = off.sort_values(["implementation", "case"], kind="mergesort")
-    if off.empty:
-        return "<p>None.</p>"
+def _cases_table(cases: pd.DataFrame) -> str:
+    """Cases with an anchor each (the findings link to them) and their counterexample."""
     rows, classes, ids = [], [], []
-    for r in off.to_dict("records"):
+    for r in cases.sort_values(["implementation", "case"], kind="mergesort").to_dict("records"):
         script = r["counterexample"]
-        shown = esc(script.rsplit("/", 1)[-1])
-        link = f'<a href="{esc(script)}">{shown}</a>' if script else ""
+        link = f'<a href="{esc(script)}">{esc(script.rsplit("/", 1)[-1])}</a>' if script else ""
         rows.append(
             [
                 cell(r["implementation"]),
@@ -622,14 +617,30 @@ def _off_budget_html(summary: pd.DataFrame) -> str:
                 cell(format_ulp(r["max_ulp"]), "num"),
                 cell(r["worst_component"]),
                 cell(r["detail"]),
-                ("", link, r["counterexample"]),
+                ("", link, script),
             ]
         )
         classes.append(_row_class(r["verdict"]))
         ids.append(case_anchor(r["implementation"], r["case"]))
     headers = ["implementation", "case", "verdict", "category", "max ULP", "component",
                "detail", "counterexample"]  # fmt: skip
-    return table(headers, rows, classes, widths=(17, 12, 9, 11, 6, 8, 25, 12), ids=ids)
+    return table(headers, rows, classes, widths=(19, 10, 9, 11, 6, 9, 24, 12), ids=ids)
+
+
+def _off_budget_html(summary: pd.DataFrame) -> str:
+    """The cases not within budget, or crashed; those confined to the dtype's range
+    (often most of them) folded below the others."""
+    off = summary[summary["verdict"].isin(("discrepancy", "error"))]
+    in_range = off["category"] == FORMAT_RANGE
+    parts = [_cases_table(off[~in_range]) if (~in_range).any() else "<p>None.</p>"]
+    if in_range.any():
+        parts += [
+            f"<details><summary>{int(in_range.sum())} cases off budget only where the dtype "
+            "cannot hold the exact values (format range)</summary>",
+            _cases_table(off[in_range]),
+            "</details>",
+        ]
+    return "\n".join(parts)
 
 
 def _overview_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
@@ -655,7 +666,7 @@ def _overview_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
         classes.append(_row_class(r.verdict))
     headers = ["implementation", "tier", "documented variant", "matched variant", "max ULP",
                "worst case's category", "worst verdict", "detail"]  # fmt: skip
-    return table(headers, rows, classes, widths=(17, 11, 14, 14, 6, 10, 11, 17))
+    return table(headers, rows, classes, widths=(17, 15, 13, 13, 6, 10, 12, 14))
 
 
 #: The columns of the every-case table, and their widths (% of the page).
@@ -750,7 +761,7 @@ def render_html(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> 
         _findings_html(summary, fingerprints),
         '<h2 id="formulas">Implementations by the formula they compute</h2>',
         _groups_html(summary, fingerprints),
-        '<h2 id="off-budget">Cases off budget</h2>',
+        '<h2 id="off-budget">Cases off budget, and crashes</h2>',
         _off_budget_html(summary),
         '<h2 id="summary">Every implementation (its worst case)</h2>',
         f"<p>{esc(sum(counts.values()))} cases: {esc(count_text)}.</p>",
