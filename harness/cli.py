@@ -172,16 +172,10 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     """Two implementations side by side: divergence, and what it comes from."""
     import time
 
-    from adamspec.harness.diff import (
-        DEFAULT_PROBLEMS,
-        DiffUsageError,
-        diff,
-        problems_named,
-        resolve,
-    )
+    from adamspec.harness.diff import DiffUsageError, diff, problems_named, resolve
     from adamspec.reports.diff import diff_frame, findings, formulas_sentence, write_diff
 
-    args.problem = args.problem or list(DEFAULT_PROBLEMS)
+    args.problem = args.problem or _DIFF_DEFAULTS[0].split()
     try:  # every bad argument before any work
         problems_named(args.problem, args.steps)
         resolve(args.a, "A"), resolve(args.b, "B")
@@ -506,21 +500,24 @@ def _add_check(sub: Any) -> None:
     p.set_defaults(handler=_cmd_check)
 
 
-def _add_diff(sub: Any) -> None:
-    from adamspec.harness.diff import DEFAULT_PROBLEMS, DEFAULT_STEPS
+#: What ``adamspec diff`` runs without --problem/--steps (those of harness.diff, named here so
+#: that building the parser imports no harness module; tests/test_diff.py checks they agree).
+_DIFF_DEFAULTS = ("typical tiny-near-eps quadratic mlp", 100)
 
+
+def _add_diff(sub: Any) -> None:
     p = sub.add_parser(
         "diff", help="two implementations side by side: how far apart, and why (attribution)"
     )
     p.add_argument("a", metavar="A", help="an implementation (adamspec run --list) or a TARGET")
     p.add_argument("b", metavar="B", help="the implementation to compare it with")
-    problems = f"problems to run (repeatable; default: {' '.join(DEFAULT_PROBLEMS)})"
+    problems = f"problems to run (repeatable; default: {_DIFF_DEFAULTS[0]})"
     p.add_argument("--problem", action="extend", nargs="+", metavar="P", help=problems)
     p.add_argument(
         "--steps",
         type=_positive_int("--steps"),
-        default=DEFAULT_STEPS,
-        help=f"steps of each problem (default {DEFAULT_STEPS})",
+        default=_DIFF_DEFAULTS[1],
+        help=f"steps of each problem (default {_DIFF_DEFAULTS[1]})",
     )
     p.add_argument("--out", default="out-diff", help="report folder (default: out-diff/)")
     _measure_options(p)

@@ -40,9 +40,12 @@ def quiet_console(log_path: str | os.PathLike[str], append: bool = False) -> Ite
 
     Framework log levels (:data:`FRAMEWORK_LOG_ENV`) are set as defaults in the environment
     the workers inherit, and :data:`LOG_FILE_ENV` names the log so that adapter worker
-    processes append their own captured output to it. Everything is restored on exit."""
+    processes append their own captured output to it when they stop (idle ones at the end
+    of the job; any left from before it are stopped first). Everything is restored on
+    exit."""
     path = Path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    stop_idle_workers()  # started before this job: what they printed is not its log's
     sys.stdout.flush()
     sys.stderr.flush()
     saved_env = {k: os.environ.get(k) for k in (*FRAMEWORK_LOG_ENV, LOG_FILE_ENV)}

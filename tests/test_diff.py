@@ -184,3 +184,10 @@ def test_reports_render_a_problem_where_a_and_b_never_differ(toy_diff):
     page = diff_html(diff_frame(quadratic_only), meta)
     assert page.count("data:image/png;base64,") == 2  # divergence and loss; no attribution
     assert "params bit-identical at step 30" in page
+
+
+def test_the_cli_defaults_are_the_harness_defaults():
+    from adamspec.harness import cli
+    from adamspec.harness.diff import DEFAULT_PROBLEMS, DEFAULT_STEPS
+
+    assert cli._DIFF_DEFAULTS == (" ".join(DEFAULT_PROBLEMS), DEFAULT_STEPS)
