@@ -18,7 +18,14 @@ import pandas as pd
 import pytest
 
 from adamspec import reports
-from adamspec.reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
+from adamspec.reports import (
+    junit_xml,
+    read_tables,
+    summary_markdown,
+    tiers,
+    write_reports,
+    write_tables,
+)
 from adamspec.reports.findings import case_anchor
 from adamspec.reports.html import PLOTS, render_html, write_html
 from adamspec.reports.markdown import VERDICT_SEVERITY, overview
@@ -37,15 +44,6 @@ from adamspec.reports.tables import (
     conform,
     frame,
     sort_table,
-)
-from adamspec.reports.tiers import (
-    CONFORMS,
-    CONFORMS_EXCEPT_RANGE,
-    DOES_NOT_CONFORM,
-    ERROR,
-    FORMAT_RANGE,
-    SKIPPED,
-    tier,
 )
 
 IMPLS = {
@@ -649,24 +647,24 @@ def tier_rows(*pairs: tuple[str, str]) -> list[dict]:
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
-        (tier_rows(("pass", "rounding only"), ("skipped", "")), CONFORMS),
-        (tier_rows(("pass", ""), ("discrepancy", "format range")), CONFORMS_EXCEPT_RANGE),
+        (tier_rows(("pass", "rounding only"), ("skipped", "")), tiers.CONFORMS),
+        (tier_rows(("pass", ""), ("discrepancy", "format range")), tiers.CONFORMS_EXCEPT_RANGE),
         (tier_rows(("discrepancy", "format range"), ("discrepancy", "eps placement")),
-         DOES_NOT_CONFORM),
-        (tier_rows(("discrepancy", "unexplained"), ("error", "")), DOES_NOT_CONFORM),
-        (tier_rows(("discrepancy", "format range"), ("error", "")), ERROR),
-        (tier_rows(("skipped", ""), ("skipped", "")), SKIPPED),
-        (tier_rows(), SKIPPED),
+         tiers.DOES_NOT_CONFORM),
+        (tier_rows(("discrepancy", "unexplained"), ("error", "")), tiers.DOES_NOT_CONFORM),
+        (tier_rows(("discrepancy", "format range"), ("error", "")), tiers.ERROR),
+        (tier_rows(("skipped", ""), ("skipped", "")), tiers.SKIPPED),
+        (tier_rows(), tiers.SKIPPED),
     ],
 )  # fmt: skip
 def test_tier_of_an_implementation(rows, expected):
-    assert tier(rows) == expected
+    assert tiers.tier(rows) == expected
 
 
 def test_tiers_read_the_category_the_classifier_writes():
     from adamspec.harness.classify import FORMAT_RANGE as CLASSIFIED
 
-    assert FORMAT_RANGE == CLASSIFIED
+    assert tiers.FORMAT_RANGE == CLASSIFIED
 
 
 def test_markdown_first_section_lists_tiers_groups_and_findings(tables):
