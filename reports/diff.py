@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from adamspec.reports.html import CSS, NODATA, esc, grid, label, png, table
 from adamspec.reports.markdown import md_escape
@@ -405,16 +405,25 @@ def _run_line(meta: Mapping[str, Any]) -> str:
 
 
 def _log_panel(ax: Any) -> None:
-    """Log-log axes (a y range within one decade keeps labelled minor ticks); a panel with
-    nothing above 0 says so instead."""
+    """Log x; log y over a wide range (minor ticks at 2 and 5 labelled while it spans under
+    three decades), linear y within one decade; a panel with nothing above 0 says so."""
     ax.set_xscale("log")
     ax.xaxis.set_minor_locator(NullLocator())
-    if any(len(line.get_ydata()) for line in ax.get_lines()):
-        ax.set_yscale("log")
-    else:
+    values = [v for line in ax.get_lines() for v in line.get_ydata()]
+    ax.grid(True, which="both", alpha=0.25)
+    if not values:
         ax.text(0.5, 0.5, "0 at every step", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
-    ax.grid(True, which="both", alpha=0.25)
+        return
+    span = max(values) / min(values)
+    if span < 10:
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:.0e}") if span < 1000 else NullFormatter()
+    )
 
 
 def _series(rows: pd.DataFrame, measure: str, subject: str) -> tuple[list, list]:
@@ -434,8 +443,11 @@ def plot_divergence(df: pd.DataFrame, problems: Sequence[str]) -> str:
         rows = df[df["problem"] == name]
         top, bottom = axes[2 * i], axes[2 * i + 1]
         top.plot(*_series(rows, "relative_distance", "A vs B"), color="C0", label="A vs B")
-        top.plot(*_series(rows, "formula_gap", "A vs B formulas"), "--", color="C1",
-                 label="their formulas, correctly rounded")  # fmt: skip
+        gap = _series(rows, "formula_gap", "A vs B formulas")
+        formulas = "their formulas, correctly rounded"
+        if not gap[0] and not rows[rows["measure"] == "formula_gap"].empty:
+            formulas = "their formulas: one formula, no gap"
+        top.plot(*gap, "--", color="C1", label=formulas)
         top.set_title(f"{label(name)}: relative parameter distance", fontsize=9)
         top.legend(fontsize=7, frameon=True, framealpha=0.8, loc="best")
         for j, comp in enumerate(("param", "m", "v", "v_max")):
@@ -454,7 +466,9 @@ def plot_attribution(found: Sequence[Finding]) -> str:
     """Per problem at its last step: what each switch explains, rounding, and the overlap."""
     shown = [f for f in found if f.gap]
     if not shown:
-        return NODATA
+        if any(f.gap == 0 for f in found):
+            return "<p>Nothing to attribute: A and B compute one formula (rounding only).</p>"
+        return "<p>Not attributed: a side's formula is not in the catalog (see above).</p>"
     fig, axes = grid(len(shown), max_cols=2, panel=(6.2, 2.8), sharey=False, sharex=False)
     for f, ax in zip(shown, axes, strict=True):
         items = [(k, v) for k, v in f.explained.items() if abs(v) >= _NEGLIGIBLE]
