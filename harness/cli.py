@@ -8,10 +8,11 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 EXIT_OK = 0
@@ -120,7 +121,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     checkpoint = Checkpoint(os.path.join(args.out, CHECKPOINT_FOLDER), config)
     if not args.resume:
         checkpoint.clear()
-    tables = run(config, checkpoint=checkpoint)
+    with _quiet_job(args.out, args.progress, args.resume) as progress:
+        tables = run(config, progress=progress, checkpoint=checkpoint)
+    log = _log_count(args.out)
     from adamspec.harness.check import time_split
     from adamspec.harness.power import power_sentence, suite_power
 
@@ -141,6 +144,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "implementations": sorted({r["implementation"] for r in tables.summary}),
         "duration_s": round(time.time() - started, 1),
         "adamspec_version": _version(),
+        "framework_log": str(log.path),
+        "framework_warnings": log.warnings,
     }
     paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
@@ -154,6 +159,59 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(
             f"minimal counterexamples: {len(tables.counterexamples)} in {args.out}/counterexamples/"
         )
+    print(log.sentence())
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _quiet_job(out: str, mode: str, append: bool = False) -> Iterator[Any]:
+    """A long job writing to ``out``: framework output goes to its log file, the progress
+    (``--progress`` ``mode``) to the terminal; yields the progress."""
+    from adamspec.harness.console import LOG_NAME, make_progress, quiet_console
+
+    with quiet_console(os.path.join(out, LOG_NAME), append=append) as terminal:
+        yield make_progress(mode, terminal)
+
+
+def _log_count(out: str) -> Any:
+    from adamspec.harness.console import LOG_NAME, count_log
+
+    return count_log(os.path.join(out, LOG_NAME))
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    """Two implementations side by side: divergence, and what it comes from."""
+    import time
+
+    from adamspec.harness.diff import DiffUsageError, diff, problems_named, resolve
+    from adamspec.reports.diff import diff_frame, findings, formulas_sentence, write_diff
+
+    args.problem = args.problem or _DIFF_DEFAULTS[0].split()
+    try:  # every bad argument before any work
+        problems_named(args.problem, args.steps)
+        resolve(args.a, "A"), resolve(args.b, "B")
+    except DiffUsageError as exc:
+        raise UsageError(str(exc)) from None
+    _writable_dir(args.out)
+    started = time.time()
+    with _quiet_job(args.out, args.progress) as progress:
+        result = diff(args.a, args.b, args.problem, args.steps, args.dtype, args.seed,
+                      args.oracle, progress)  # fmt: skip
+    log = _log_count(args.out)
+    meta = {
+        **result.meta(),
+        "oracle": args.oracle,
+        "duration_s": round(time.time() - started, 1),
+        "adamspec_version": _version(),
+        "framework_log": str(log.path),
+        "framework_warnings": log.warnings,
+    }
+    paths = write_diff(args.out, result.rows, meta)
+    print(formulas_sentence(meta))
+    for f in findings(diff_frame(result.rows), meta):
+        print(f"  {f.problem}: {f.sentence(meta)}")
+    print(f"reports: {', '.join(str(p) for p in paths.values())}")
+    print(log.sentence())
     return EXIT_OK
 
 
@@ -346,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_run,
         _add_check,
+        _add_diff,
         _add_gate,
         _add_fingerprint,
         _add_doctor,
@@ -435,6 +494,7 @@ def _add_run(sub: Any) -> None:
         help="keep the implementations an interrupted run of this configuration finished",
     )
     _common_run_options(p)
+    _progress_option(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -466,6 +526,31 @@ def _add_check(sub: Any) -> None:
     )
     _common_run_options(p)
     p.set_defaults(handler=_cmd_check)
+
+
+#: What ``adamspec diff`` runs without --problem/--steps (those of harness.diff, named here so
+#: that building the parser imports no harness module; tests/test_diff.py checks they agree).
+_DIFF_DEFAULTS = ("typical tiny-near-eps quadratic mlp", 100)
+
+
+def _add_diff(sub: Any) -> None:
+    p = sub.add_parser(
+        "diff", help="two implementations side by side: how far apart, and why (attribution)"
+    )
+    p.add_argument("a", metavar="A", help="an implementation (adamspec run --list) or a TARGET")
+    p.add_argument("b", metavar="B", help="the implementation to compare it with")
+    problems = f"problems to run (repeatable; default: {_DIFF_DEFAULTS[0]})"
+    p.add_argument("--problem", action="extend", nargs="+", metavar="P", help=problems)
+    p.add_argument(
+        "--steps",
+        type=_positive_int("--steps"),
+        default=_DIFF_DEFAULTS[1],
+        help=f"steps of each problem (default {_DIFF_DEFAULTS[1]})",
+    )
+    p.add_argument("--out", default="out-diff", help="report folder (default: out-diff/)")
+    _measure_options(p)
+    _progress_option(p)
+    p.set_defaults(handler=_cmd_diff, problem=None)
 
 
 def _add_gate(sub: Any) -> None:
@@ -539,6 +624,11 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
     )
+    _measure_options(p)
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    """--seed, --oracle and --dtype: what a measurement depends on."""
     p.add_argument("--seed", type=_seed, default=0, help="seed of the generated problems")
     p.add_argument(
         "--oracle",
@@ -551,6 +641,16 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         choices=["float32", "float64", "float16", "bfloat16"],
         default="float32",
         help="parameter dtype (default float32)",
+    )
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=["auto", "bar", "plain"],
+        default="auto",
+        help="a bar with the count, elapsed time and ETA on a terminal (auto), always (bar), "
+        "or one plain line per finished task (plain; the default off a terminal)",
     )
 
 

@@ -18,6 +18,7 @@ time only, never another framework run.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import traceback
@@ -625,25 +626,37 @@ def free_running(trace: Trace, variant: Variant, hyper: Hyper | None = None) -> 
     if trace.problem.regime == "open":
         results = _anchored_trajectory(trace, variant, hyper)
     else:
-        results, state = [], first
-        for t in range(len(trace.steps)):
-            grads = trace.problem.gradients(t, state.params, trace.dtype, trace.seed)
-            ref = oracle_step(
-                variant, hyper, list(state.params), list(grads), oracle_state(state, variant)
-            )
-            results.append(ref)
-            amsgrad = variant.amsgrad is not AmsGrad.OFF
-            state = State(
-                params=ref.rounded["param"],
-                m=ref.rounded["m"],
-                v=ref.rounded["v"],
-                v_max=ref.rounded["v_max"] if amsgrad else None,
-                step=state.step + 1,
-            )
+        run = rounded_run(trace.problem, first, variant, hyper, trace.dtype, trace.seed)
+        results = [ref for ref, _ in itertools.islice(run, len(trace.steps))]
     return [
         compare(rec.before, rec.grads, rec.after, ref, variant, hyper)
         for rec, ref in zip(trace.steps, results, strict=True)
     ]
+
+
+def rounded_run(
+    problem: Problem, start: State, variant: Variant, hyper: Hyper, dtype: str, seed: int
+) -> Iterator[tuple[Any, State]]:
+    """The correctly rounded implementation of ``variant`` on ``problem`` from ``start``:
+    each step exact from the rounded state, then rounded to ``dtype``; a closed loop's
+    gradient comes from its own params. Yields each step's oracle result and the state
+    after it, without end."""
+    amsgrad = variant.amsgrad is not AmsGrad.OFF
+    state, t = start, 0
+    while True:
+        grads = problem.gradients(t, state.params, dtype, seed)
+        ref = oracle_step(
+            variant, hyper, list(state.params), list(grads), oracle_state(state, variant)
+        )
+        state = State(
+            params=ref.rounded["param"],
+            m=ref.rounded["m"],
+            v=ref.rounded["v"],
+            v_max=ref.rounded["v_max"] if amsgrad else None,
+            step=state.step + 1,
+        )
+        t += 1
+        yield ref, state
 
 
 #: Free-running references of more steps than this are computed in segments (see below).

@@ -35,6 +35,7 @@ from adamspec.harness.classify import (
     UNEXPLAINED,
     classify,
 )
+from adamspec.harness.console import Progress, as_progress
 from adamspec.harness.engine import (
     StepErrors,
     Trace,
@@ -50,6 +51,7 @@ from adamspec.harness.power import Candidates, merge_candidates
 from adamspec.harness.problems import Problem, resized, suite
 from adamspec.harness.stream import CaseRecord, verify_case
 from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.impl.adapters.worker import quiet_framework_logs
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
 from adamspec.oracles.metrics import bits_error
@@ -428,6 +430,7 @@ def _task(
     """Evaluate a group of implementations in one process (they share framework imports and,
     for Keras, the backend's worker process)."""
     use_oracle(config.oracle)  # a spawned worker starts with the default
+    quiet_framework_logs()  # before the first framework import of this worker
     out = []
     for name in names:
         started = time.perf_counter()
@@ -554,14 +557,16 @@ class Checkpoint:
 
 def run(
     config: RunConfig,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | Progress | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> Tables:
     """Run every selected implementation (and the separation matrix); rows in a fixed order.
 
+    ``progress`` gets one line per finished task (a line callable, or a
+    :class:`~adamspec.harness.console.Progress` such as a bar; default: lines on stderr).
     With ``checkpoint``, tasks it holds are not recomputed and each finished task is saved
     to it (``adamspec run --resume``)."""
-    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    sink = as_progress(progress)
     use_oracle(config.oracle)
     names = select(config.implementations)
     config.problems(), suite(config.fingerprint_suite)  # unknown suite: fail before any work
@@ -587,7 +592,8 @@ def run(
     total = len(runnable) + (1 if ("separation", ("",)) in tasks else 0)
     started, finished = time.perf_counter(), [0]
     if resumed:
-        progress(f"resumed {resumed} finished tasks from {checkpoint.folder}")
+        sink.note(f"resumed {resumed} finished tasks from {checkpoint.folder}")
+    sink.start(total, "adamspec run")
 
     def report(kind: str, name: str, tables: Tables, seconds: float) -> None:
         done[(kind, name)] = tables
@@ -598,12 +604,28 @@ def run(
         for row in tables.summary:
             verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
         shown = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items())) or "done"
-        progress(
+        sink.done(
             f"[{finished[0]:>3}/{total}] "
             f"{name or 'separation matrix'}: {shown} ({seconds:.1f} s, "
             f"{time.perf_counter() - started:.0f} s elapsed)"
         )
 
+    try:
+        _run_tasks(tasks, config, report)
+    finally:
+        sink.stop()
+    merged = Tables()
+    merged.extend(done.pop(("separation", ""), Tables()))
+    for name in names:
+        merged.extend(done[("impl", name)])
+    return merged
+
+
+def _run_tasks(
+    tasks: list[tuple[str, tuple[str, ...]]], config: RunConfig, report: Callable[..., None]
+) -> None:
+    """Every task, in this process (``jobs`` 1) or in spawned workers; ``report`` gets each
+    implementation's result as it finishes."""
     if config.jobs <= 1:
         for kind, group in tasks:
             for result in _task(kind, group, config):
@@ -622,11 +644,6 @@ def run(
                     results = [(*_failed(kind, name, exc, config), 0.0) for name in group]
                 for result in results:
                     report(*result)
-    merged = Tables()
-    merged.extend(done.pop(("separation", ""), Tables()))
-    for name in names:
-        merged.extend(done[("impl", name)])
-    return merged
 
 
 def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:

@@ -12,13 +12,21 @@ from typing import Any
 
 import pandas as pd
 
+from adamspec.reports.findings import (
+    MAX_FINDINGS,
+    formula_groups,
+    key_findings,
+    tier_counts,
+    tiers_of,
+)
 from adamspec.reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
 from adamspec.reports.tables import conform
-from adamspec.reports.tiers import tier_text
+from adamspec.reports.tiers import TIER_MARK, tier_text
 
 __all__ = [
     "NONFINITE_ULP",
     "VERDICT_SEVERITY",
+    "first_section",
     "format_ulp",
     "md_escape",
     "overview",
@@ -190,6 +198,32 @@ def _meta_line(meta: Mapping[str, Any]) -> str:
     )
 
 
+def first_section(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[str]:
+    """The answer before any table: tiers, implementations by formula, the findings."""
+    tiers = tiers_of(summary)
+    if not tiers:
+        return []
+    counts = " · ".join(f"{n} {t} {TIER_MARK[t]}" for t, n in tier_counts(tiers).items())
+    lines = [f"**{len(tiers)} implementations:** {counts}", "", "**By formula** (fingerprint):"]
+    for group in formula_groups(summary, fingerprints):
+        members = ", ".join(
+            f"{name} {TIER_MARK[t]}" + (f" ({note})" if note else "")
+            for name, t, note in group.members
+        )
+        lines.append(f"- **{md_escape(group.formula)}**: {md_escape(members)}")
+    found = key_findings(summary, fingerprints)
+    lines += ["", "**Findings:**" if found else "**Findings:** none."]
+    for f in found[:MAX_FINDINGS]:
+        links = [f"[counterexample]({f.counterexample})"] if f.counterexample else []
+        links += [f"case {md_escape(case)}" for _, case in f.cases[:1]]
+        lines.append(
+            f"- {md_escape(f.title or f.text)}" + (f" ({', '.join(links)})" if links else "")
+        )
+    if len(found) > MAX_FINDINGS:
+        lines.append(f"- … and {len(found) - MAX_FINDINGS} more in the table below.")
+    return [*lines, ""]
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     fingerprints: pd.DataFrame,
@@ -203,9 +237,11 @@ def summary_markdown(
     ``max_rows`` implementations are listed (worst first); the rest are counted in one line,
     so the comment stays short however many implementations ran.
     """
+    summary = conform(summary, SUMMARY_COLUMNS, "summary")
+    fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
     table = overview(summary, fingerprints)
-    counts = verdict_counts(conform(summary, SUMMARY_COLUMNS, "summary"))
-    lines = ["## adamspec", ""]
+    counts = verdict_counts(summary)
+    lines = ["## adamspec", "", *first_section(summary, fingerprints)]
     if table.empty:
         lines.append("No implementation produced a result.")
     else:

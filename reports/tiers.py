@@ -11,9 +11,8 @@
 Reports group and colour implementations by tier; the harness uses :func:`tier` for exit
 codes (a tier is computed from records alone, never from a rerun).
 
-(The same function as issue 19's ``reports/tiers.py``; this one also reads the ``range``
-verdict issue 15 gives format-range cases, and still reads a ``discrepancy`` whose category
-is "format range" from records written before it.)
+Records written before the ``range`` verdict hold a ``discrepancy`` whose category is
+"format range"; :func:`is_range` reads both.
 """
 
 from __future__ import annotations

@@ -18,7 +18,15 @@ import pandas as pd
 import pytest
 
 from adamspec import reports
-from adamspec.reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
+from adamspec.reports import (
+    junit_xml,
+    read_tables,
+    summary_markdown,
+    tiers,
+    write_reports,
+    write_tables,
+)
+from adamspec.reports.findings import case_anchor
 from adamspec.reports.html import PLOTS, render_html, write_html
 from adamspec.reports.junit import (
     BASELINE_CLASSNAME,
@@ -709,6 +717,83 @@ def test_heatmaps_leave_room_for_long_variant_names():
         warnings.simplefilter("error")
         assert IMG.search(plot_fingerprints(frame(fp, FINGERPRINT_COLUMNS)))
         assert IMG.search(plot_separation(frame(sep, SEPARATION_COLUMNS)))
+
+
+# --------------------------------------------------------------------------- first screen
+
+
+def tier_rows(*pairs: tuple[str, str]) -> list[dict]:
+    return [{"verdict": v, "category": c} for v, c in pairs]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (tier_rows(("pass", "rounding only"), ("skipped", "")), tiers.CONFORMS),
+        (tier_rows(("pass", ""), ("discrepancy", "format range")), tiers.CONFORMS_EXCEPT_RANGE),
+        (tier_rows(("discrepancy", "format range"), ("discrepancy", "eps placement")),
+         tiers.DOES_NOT_CONFORM),
+        (tier_rows(("discrepancy", "unexplained"), ("error", "")), tiers.DOES_NOT_CONFORM),
+        (tier_rows(("discrepancy", "format range"), ("error", "")), tiers.ERROR),
+        (tier_rows(("skipped", ""), ("skipped", "")), tiers.SKIPPED),
+        (tier_rows(), tiers.SKIPPED),
+    ],
+)  # fmt: skip
+def test_tier_of_an_implementation(rows, expected):
+    assert tiers.tier(rows) == expected
+
+
+def test_tiers_read_the_category_the_classifier_writes():
+    from adamspec.harness.classify import FORMAT_RANGE as CLASSIFIED
+
+    assert tiers.FORMAT_RANGE == CLASSIFIED
+
+
+def test_markdown_first_section_lists_tiers_groups_and_findings(tables):
+    md = summary_markdown(tables["summary"], tables["fingerprints"], META)
+    first = md.split("| implementation |")[0]  # everything before the first table
+    assert "**3 implementations:** 1 does not conform ✗ · 1 error ! · 1 conforms ✓" in first
+    assert "- **paper.algorithm1**: ours.Adam ✓" in first
+    # torch.Adam's best fingerprint (paper.eps_hat, 1 ULP) is not within budget
+    assert "- **no catalog formula within budget**: torch.Adam ✗ (closest: paper.eps_hat)" in first
+    assert "- **not fingerprinted**: keras.Adam !" in first
+    assert (
+        "- torch.Adam: does not conform on float32.tiny_grad (eps placement; param 200 ULP) "
+        "(case float32.tiny_grad)" in first
+    )
+    assert "- keras.Adam: crashed on float32.tiny_grad: RuntimeError: boom" in first
+
+
+def test_html_opens_with_tiers_findings_and_groups_and_ends_with_the_run(page):
+    at = {name: page.index(f'id="{name}"') for name in
+          ("findings", "formulas", "off-budget", "summary", "free", "run")}  # fmt: skip
+    assert list(at) == sorted(at, key=at.get)
+    lead = page[page.index("<h1>") : at["findings"]]
+    assert "3 implementations on 2 problems (float32)" in lead
+    assert "1 does not conform" in lead and "1 conforms" in lead and "1 error" in lead
+    groups = page[at["formulas"] : at["off-budget"]]
+    assert "paper.algorithm1" in groups and "ours.Adam ✓" in groups
+    findings = page[at["findings"] : at["formulas"]]
+    anchor = case_anchor("torch.Adam", "float32.tiny_grad")
+    assert f'href="#{anchor}"' in findings and f'id="{anchor}"' in page
+    run = page[at["run"] :]
+    assert "<dt>host</dt><dd>ci</dd>" in run and "<dt>seed</dt><dd>1234</dd>" in run
+
+
+def test_html_metadata_is_text_not_python_reprs():
+    meta = {"implementations": [f"impl{i}" for i in range(3)], "budget_ulp": {"param": 2}}
+    page = render_html({}, meta)
+    assert "impl0, impl1, impl2" in page and "param=2" in page
+    assert "[&#x27;" not in page and "{&#x27;" not in page
+
+
+def test_long_cells_are_cut_with_the_full_text_on_hover(tables):
+    long = "x" * 300
+    summary = tables["summary"].copy()
+    summary.loc[0, "detail"] = long
+    page = render_html({**tables, "summary": summary}, META)
+    assert f'title="{long}"' in page
+    assert "table-layout: fixed" in page and "text-overflow: ellipsis" in page
 
 
 # ------------------------------------------------------------------------- tiers

@@ -29,6 +29,26 @@ from adamspec.impl.frameworks import FrameworkMissing
 
 _HEADER = struct.Struct("<Q")
 
+#: Framework log levels, set (as defaults) in every worker before a framework is imported:
+#: TensorFlow/XLA C++ logs keep warnings and errors, gRPC and glog only errors. They filter
+#: what is logged once a framework runs; TensorFlow's start-up lines ignore them and are
+#: kept off the terminal by :func:`adamspec.harness.console.quiet_console` instead.
+FRAMEWORK_LOG_ENV: dict[str, str] = {
+    "TF_CPP_MIN_LOG_LEVEL": "1",
+    "TF_CPP_MAX_VLOG_LEVEL": "0",
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "1",
+}
+
+#: The job's log file (set by quiet_console): a worker's captured stderr is appended to it.
+LOG_FILE_ENV = "ADAMSPEC_LOG_FILE"
+
+
+def quiet_framework_logs() -> None:
+    """Set :data:`FRAMEWORK_LOG_ENV` in this process unless the user set them already."""
+    for key, value in FRAMEWORK_LOG_ENV.items():
+        os.environ.setdefault(key, value)
+
 
 def _send(stream: BinaryIO, message: Any) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -181,13 +201,27 @@ def _stop(process: subprocess.Popen) -> None:
         except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
             process.kill()
             process.wait()
+    _keep_log(process)
     for stream in (process.stdin, process.stdout, getattr(process, "log", None)):
         if stream:
             stream.close()
 
 
+def _keep_log(process: subprocess.Popen) -> None:
+    """Append what a finished worker wrote to stderr to the job's log, when there is one."""
+    target, log = os.environ.get(LOG_FILE_ENV), getattr(process, "log", None)
+    if not target or log is None or log.closed:
+        return
+    log.seek(0)
+    text = log.read()
+    if text:
+        with open(target, "ab") as f:
+            f.write(f"--- adapter worker {process.pid} ---\n".encode() + text)
+
+
 @atexit.register
-def _stop_idle() -> None:
+def stop_idle_workers() -> None:
+    """Stop the idle workers (at exit, and when a job ends so their output reaches its log)."""
     for pool in _IDLE.values():
         while pool:
             _stop(pool.pop())
@@ -197,6 +231,7 @@ def _serve() -> None:
     """The worker loop: build the real adapter, then answer requests until "close"."""
     import importlib
 
+    quiet_framework_logs()  # before the adapter below imports its framework
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # framework chatter must not corrupt the message stream
     adapter: Adapter | None = None
