@@ -96,6 +96,7 @@ def check(
     strict_range: bool = False,
     size: int | None = None,
     steps: int | None = None,
+    counterexample_examples: int = 100,
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
@@ -126,6 +127,7 @@ def check(
         oracle=oracle,
         size=size,
         steps=steps,
+        counterexample_examples=counterexample_examples,
     )
     sentence = ""
     if variant is None:  # no claim: the reference is what the kernel looks like

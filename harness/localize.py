@@ -8,8 +8,9 @@ coordinates (:class:`~adamspec.harness.chunks.TensorFindings`, merged over its s
 names such a pattern when the evidence is clear:
 
 * **block tail**: the failures stop before the last ``N mod B`` coordinates, which pass
-  at every step, for a block size ``B`` in :data:`BLOCKS` (the largest such ``B`` is
-  named), and they fill most of what lies before;
+  at every step, for a block size ``B`` in :data:`BLOCKS` (every ``B`` leaving that tail
+  is named: 2^24 + 4099 coordinates leave 3 after blocks of 1024, 2048 or 4096), and they
+  fill most of what lies before;
 * **periodic**: every failing index is ``first + j k`` (``k > 1``) and at least
   :data:`DENSITY` of those indices fail;
 * **range**: the failures fill most of ``[first, last]`` (:data:`DENSITY`) and the
@@ -71,8 +72,9 @@ def pattern(found: TensorFindings) -> str:
     tail = n - 1 - s.last
     blocks = [b for b in BLOCKS if n >= 2 * b and n % b == tail]
     if tail and blocks and s.count >= DENSITY * (s.last + 1 - s.first):
-        b = blocks[-1]
-        return f"in full {b}-element blocks, not the {tail}-coordinate tail [{n - tail}, {n})"
+        sizes = str(blocks[0]) if len(blocks) == 1 else f"{blocks[0]} to {blocks[-1]}"
+        tail_range = f"[{n - tail}, {n})"
+        return f"in full blocks (of {sizes} elements), not the {tail}-coordinate tail {tail_range}"
     span = s.last - s.first + 1
     if s.period > 1 and s.count >= 4 and s.count >= DENSITY * (span // s.period + 1):
         where = (

@@ -371,8 +371,8 @@ def _case_row(
             if category == UNEXPLAINED and where.index_dependent:
                 category = INDEX_DEPENDENT
                 explanation = (
-                    "no single change of the formula explains it, and the documented formula "
-                    f"holds on the rest of the tensor: the failing coordinates are {where.pattern}"
+                    f"failing {where.pattern}; the documented formula holds on the rest of "
+                    "the tensor and no single change of it explains the error"
                 )
             detail = "; ".join(filter(None, [explanation, trace.detail]))
             if category in (FORMAT_RANGE, INDEX_DEPENDENT):
