@@ -176,6 +176,11 @@ class Plan(StepPlan):
         )
         self.form_m, self.form_v = exact_forms(variant, consts, self)
 
+    def widen_gradient(self) -> None:
+        """The gradient is an exact double of up to 53 significant bits (a sum of a sparse
+        row's duplicates), not a narrow input: ``g * g`` is then rounded, and bounded so."""
+        self.gsq_exact = False
+
     # ------------------------------------------------------------------ the kernel
 
     def kernel(self, x: Inputs) -> dict[str, tuple[Array, Array]]:
