@@ -99,8 +99,7 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
         seed=args.seed,
         jobs=args.jobs,
         oracle=args.oracle,
-        size=getattr(args, "size", None),
-        steps=getattr(args, "steps", None),
+        **_sizes(args),
     )
 
 
@@ -235,8 +234,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             resume=args.resume,
             oracle=args.oracle,
             strict_range=args.strict_range,
-            size=args.size,
-            steps=args.steps,
+            **_sizes(args),
         )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
@@ -250,14 +248,9 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     _writable_dir(args.out)
     try:
         return run_gate(
-            args.config,
-            out=args.out,
-            junit=args.junit,
-            resume=args.resume,
-            jobs=args.jobs,
-            size=args.size,
-            steps=args.steps,
-        )
+            args.config, out=args.out, junit=args.junit, resume=args.resume, jobs=args.jobs,
+            **_sizes(args),
+        )  # fmt: skip
     except GateConfigError as exc:
         raise UsageError(str(exc)) from None
 
@@ -599,6 +592,11 @@ def _add_setup(sub: Any) -> None:
         "set ADAMSPEC_TFJS_HOME=DIR for later runs",
     )
     p.set_defaults(handler=_cmd_setup)
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, int | None]:
+    """``--size`` and ``--steps`` as keyword arguments (None: each problem's own)."""
+    return {"size": getattr(args, "size", None), "steps": getattr(args, "steps", None)}
 
 
 def _size_options(p: argparse.ArgumentParser) -> None:

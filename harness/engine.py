@@ -437,6 +437,10 @@ class CoordinateErrors:
     ulp: np.ndarray
     scaled: np.ndarray
 
+    def restricted(self, keep: np.ndarray) -> CoordinateErrors:
+        """The coordinates ``keep`` (a flat boolean mask) selects."""
+        return CoordinateErrors(self.outcomes[keep], self.ulp[keep], self.scaled[keep])
+
     def multiples(self, component: str, budget: Budget) -> np.ndarray:
         """Each coordinate's budget multiple (:meth:`Budget.multiple`, vectorized)."""
         by_ulp = self.ulp / max(budget.ulp.get(component, 0), 0.5)
@@ -540,11 +544,9 @@ def compare(
     errors: StepErrors = {}
     for k in range(len(after.params)):
         keep = None if exclude is None else ~exclude(before, grads, k, reference, fmt)
-        for name, got, ref, scale in _measured_arrays(before, grads, after, reference,
-                                                      variant, hyper, k):  # fmt: skip
-            if keep is not None:
-                got, ref, scale = got[keep], ref[keep], scale[keep]
-            errors[name] = _merge(errors.get(name), measure(got, ref, scale, fmt))
+        for name, e in tensor_errors(before, grads, after, reference, variant, hyper, k).items():
+            found = worst_of(e if keep is None else e.restricted(np.ravel(keep)))
+            errors[name] = _merge(errors.get(name), found)
     return errors
 
 
@@ -561,30 +563,14 @@ def tensor_errors(
     """Tensor ``k``'s errors coordinate by coordinate, per component (what :func:`compare`
     reduces to its worst coordinate); ``scales`` of :func:`component_scales` if computed."""
     fmt = format_named(str(after.params[0].dtype))
-    return {
-        name: coordinate_errors(got, ref, scale, fmt)
-        for name, got, ref, scale in _measured_arrays(
-            before, grads, after, reference, variant, hyper, k, scales
-        )
-    }
-
-
-def _measured_arrays(
-    before: State,
-    grads: Sequence[Any],
-    after: State,
-    reference: Any,
-    variant: Variant,
-    hyper: Hyper,
-    k: int,
-    scales: dict[str, np.ndarray] | None = None,
-) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per component of tensor ``k``: its name, the implementation's value, the oracle's
-    and the scale of its largest term."""
     if scales is None:
         scales = component_scales(before, grads, k, hyper, reference, variant)
-    for name in _components(after, variant):
-        yield name, _state_arrays(after, name)[k], reference.value(name, k), scales[name]
+    return {
+        name: coordinate_errors(
+            _state_arrays(after, name)[k], reference.value(name, k), scales[name], fmt
+        )
+        for name in _components(after, variant)
+    }
 
 
 def lockstep(

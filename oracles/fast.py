@@ -205,7 +205,9 @@ def counting() -> Iterator[FastStats]:
     try:
         yield s
     finally:
-        _collectors.remove(s)
+        # by identity: two collectors that counted the same are equal dataclasses, and
+        # list.remove would take the outer one of two nested blocks
+        _collectors[:] = [c for c in _collectors if c is not s]
 
 
 def _record(s: FastStats) -> None:

@@ -802,3 +802,13 @@ def test_bench_oracle_reports_the_agreed_keys():
     assert result["speedup"] == result["fast_steps_per_s"] / result["mpmath_steps_per_s"]
     table = format_table(result)
     assert "| fast element-steps/s |" in table and "| adam |" in table
+
+
+def test_nested_counting_blocks_each_count_their_own_calls():
+    e = entry("torch.Adam")
+    params = np.array([1.0, -2.0], np.float32)
+    with fast.counting() as outer:
+        with fast.counting() as inner:  # equal to outer when it leaves: must not remove it
+            fast.step(e.variant, e.hyper(), params, params)
+        fast.step(e.variant, e.hyper(), params, params)
+    assert (inner.element_steps, outer.element_steps) == (2, 4)
