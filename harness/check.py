@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.classify import INDEX_DEPENDENT
 from adamspec.harness.power import power_sentence, suite_power
 from adamspec.harness.run import (
     CHECKPOINT_FOLDER,
@@ -221,6 +222,10 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
             f"  {r['case']:<24} {r['verdict']:<11} {ulp:>12} {r['worst_component']:<6} "
             f"{what}{' — ' if what and detail else ''}{detail}"
         )
+        if r.get("localization") and r["category"] != INDEX_DEPENDENT:  # the detail says it
+            lines.append(f"  {'':<24} where: {r['localization'][:200]}")
+        if r.get("kernel_output"):  # what the kernel printed (issue 15 item 6)
+            lines.append(f"  {'':<24} the kernel printed: {r['kernel_output'][:200]}")
     for path, text in sorted(result.tables.counterexamples.items()):
         lines.append(f"minimal counterexample ({Path(out) / path}):")
         lines += ["  " + line for line in _comment_head(text)]

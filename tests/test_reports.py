@@ -851,3 +851,24 @@ def test_the_main_tables_show_the_range_tier_and_junit_passes_it_saying_what_ove
     strict = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS), range_fails=True))
     (case,) = [c for c in strict.iter("testcase") if c.get("name") == CASES[1]]
     assert case.find("failure").get("type") == "range" and strict.attrib["failures"] == "1"
+
+
+def test_a_report_folder_written_before_the_index_profile_reads_back(tmp_path, tables):
+    write_tables(tmp_path, **tables)
+    (tmp_path / "index_profile.csv").unlink()
+    back = read_tables(tmp_path)
+    assert back["profiles"].empty and list(back["profiles"].columns) == list(PROFILE_COLUMNS)
+
+
+def test_the_failing_cases_table_says_where_the_coordinates_fail(tables):
+    from adamspec.reports.html import plot_index
+
+    where = "12 of 1024 coordinates fail: first at index 512; from index 512 on"
+    found = {"localization": where, "failing_coordinates": 12, "first_failing_index": 512}
+    rows = [summary_row("torch.Adam", CASES[1], "discrepancy", category="index-dependent",
+                        **found)]  # fmt: skip
+    page = render_html({"summary": frame(rows, SUMMARY_COLUMNS), "profiles": tables["profiles"]},
+                       META)  # fmt: skip
+    assert where in page and 'id="index"' in page
+    assert IMG.search(plot_index(tables["profiles"]))
+    assert plot_index(frame([], PROFILE_COLUMNS)) == '<p class="nodata">no data</p>'
