@@ -14,9 +14,12 @@ list of its contributions (one per occurrence of its row). Then:
   and count fit 53 bits (:func:`_sums_exact`; float32 values within a factor 2^28 of each
   other, say), and it is an exact double with up to 53 significant bits, whose square the
   tiers then bound as rounded (:attr:`SparseStep.wide`);
-* duplicates squared first (``square_then_sum``: v sees ``sum g_i^2``, not ``(sum g_i)^2``),
-  a clipped value per contribution (``clipvalue``) and sums that are not exact are left to
-  mpmath, coordinate by coordinate (whole rows: the oracle is called on those rows).
+* duplicates squared first (``square_then_sum``: v sees ``sum g_i^2``, not ``(sum g_i)^2``)
+  give v that sum in binary64 with its error bound (the squares of 24-bit values are
+  exact; :attr:`SparseStep.gsq`), and m the exact sum as above; where v lies too near a
+  rounding boundary for the bound, or with L2 decay, or in double-double, they are left to
+  mpmath, as are a clipped value per contribution (``clipvalue``) and sums that are not
+  exact, coordinate by coordinate (whole rows: the oracle is called on those rows).
 
 Clipping by a norm, and an EMA under the lazy semantics (it reads every coordinate's new
 parameter), send the call to mpmath whole.
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from adamspec.spec.axes import DuplicateIndices, SparseSemantics
+from adamspec.spec.axes import DuplicateIndices, SparseSemantics, WeightDecay
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.variant import Variant
 
@@ -46,6 +49,11 @@ class SparseStep:
     narrow: bool  # the contributions are values of a format of at most 24 bits
     wide: bool  # some gradient is a sum of several contributions (up to 53 bits)
     lazy: bool  # untouched coordinates keep their values
+    #: square-then-sum duplicates in the tiers: v's term ``sum c_i^2`` (binary64 sum of the
+    #: exact squares), its error bound and the coordinates it replaces ``g^2`` at
+    gsq: np.ndarray | None = None
+    gsq_err: np.ndarray | None = None
+    own_square: np.ndarray | None = None
 
     @property
     def width(self) -> int:
@@ -84,28 +92,44 @@ def densify(
     dense = np.zeros(size)
     touched = np.zeros(size, bool)
     leave = np.zeros(size, bool)
-    wide = False
-    if coords.size:
-        starts = np.flatnonzero(np.diff(coords, prepend=-1))
-        where = coords[starts]
-        counts = np.diff(np.append(starts, coords.size))
-        touched[where] = True
+    out = SparseStep(grad, shape, dense, touched, leave, precision <= 24, False, lazy)
+    if not coords.size:
+        return out
+    starts = np.flatnonzero(np.diff(coords, prepend=-1))
+    where = coords[starts]
+    counts = np.diff(np.append(starts, coords.size))
+    touched[where] = True
+    with np.errstate(invalid="ignore", over="ignore"):
+        dense[where] = np.add.reduceat(contributions, starts)
+    several = counts > 1
+    if not several.any():
+        return out
+    out.wide = True
+    exact = _sums_exact(contributions, starts, counts, precision)
+    leave[where[several]] = _leave_duplicates(variant, hp, out.narrow) | ~exact[several]
+    if variant.duplicates is DuplicateIndices.SQUARE_THEN_SUM and not leave.all():
+        # each square of a value of at most 26 bits is exact in binary64; their sum of n
+        # non-negative terms is within (n - 1) u of the exact one
         with np.errstate(invalid="ignore", over="ignore"):
-            dense[where] = np.add.reduceat(contributions, starts)
-        several = counts > 1
-        if several.any():
-            wide = True
-            leave[where[several]] = (
-                _leave_duplicates(variant, hp)
-                | ~_sums_exact(contributions, starts, counts, precision)[several]
-            )
-    return SparseStep(grad, shape, dense, touched, leave, precision <= 24, wide, lazy)
+            sums = np.add.reduceat(contributions * contributions, starts)
+        out.gsq, out.gsq_err = np.zeros(size), np.zeros(size)
+        out.own_square = np.zeros(size, bool)
+        out.gsq[where] = sums
+        out.gsq_err[where] = (counts - 1) * 2.0**-53 * (1 + 2.0**-40) * sums
+        out.own_square[where[several]] = True
+    return out
 
 
-def _leave_duplicates(variant: Variant, hp: Any) -> bool:
-    """Whether every coordinate with several contributions goes to mpmath: v squares each
-    contribution (square-then-sum), or each is clipped on its own (clipvalue)."""
-    return variant.duplicates is DuplicateIndices.SQUARE_THEN_SUM or hp.clipvalue is not None
+def _leave_duplicates(variant: Variant, hp: Any, narrow: bool) -> bool:
+    """Whether every coordinate with several contributions goes to mpmath: each is clipped
+    on its own (clipvalue), or v squares each (square-then-sum) where the tiers do not take
+    that sum (double-double, or L2 decay: v then sees ``sum c_i^2 + (lambda theta)^2``)."""
+    if hp.clipvalue is not None:
+        return True
+    if variant.duplicates is not DuplicateIndices.SQUARE_THEN_SUM:
+        return False
+    decays = variant.weight_decay is WeightDecay.L2 and hp.weight_decay != 0
+    return not narrow or decays
 
 
 def _precision(dtype: Any) -> int:

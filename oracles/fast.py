@@ -644,6 +644,7 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
         plan = cls(call.variant, consts, call.fmt, call.state_fmt, hp.use_ema, overwrite, scales[k])
         if sparse[k] is not None and sparse[k].wide and isinstance(plan, Plan):
             plan.widen_gradient()  # a sum of contributions: up to 53 bits, g^2 rounded
+        own = sparse[k] if sparse[k] is not None and isinstance(plan, Plan) else None
         x = Inputs(
             a.ravel(),
             gs[k].ravel(),
@@ -651,6 +652,9 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
             _zeros_like(call.v[k], a),
             _zeros_like(call.v_max[k], a),
             _zeros_like(call.ema[k], a) if hp.use_ema else None,
+            None if own is None else own.gsq,
+            None if own is None else own.gsq_err,
+            None if own is None else own.own_square,
         )
         outcomes.append(plan.run(x, a.size, _inject_error))
     precision = 0
