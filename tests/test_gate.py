@@ -607,3 +607,15 @@ def test_a_range_baseline_entry_needs_range_fail(tmp_path):
         load_config(write_config(tmp_path, text))
     load_config(write_config(tmp_path, config_text(["toy.square_overflows"], [entry],
                                                    suite="default", range="fail")))  # fmt: skip
+
+
+def test_size_and_steps_resize_the_gates_runs(memo, tmp_path):
+    code, out = gate_run(tmp_path, config_text(["toy.none"]), size=40, steps=2)
+    assert code == 0
+    summary = pd.read_csv(out / "quick-float32" / "summary.csv")
+    assert set(summary.loc[summary["verdict"] != "skipped", "steps"]) == {2}
+    results = pd.read_parquet(out / "quick-float32" / "results.parquet")
+    typical = results[(results["case"] == "typical") & (results["mode"] == "lockstep")]
+    assert set(typical["coordinates"]) == {80}  # two tensors of 40
+    meta = json.loads((out / "quick-float32" / "meta.json").read_text())
+    assert (meta["size"], meta["steps"]) == (40, 2)

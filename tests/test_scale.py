@@ -251,10 +251,17 @@ def test_index_bugs_are_caught_at_size_and_localized(kernel, where, tmp_path):
 
 
 def test_the_control_conforms_at_size(tmp_path):
+    import json
+
     result = _check("torch_like", tmp_path, "quick", size=70_000, steps=2)
     assert result.tier == "conforms", [r["detail"] for r in result.tables.summary]
     assert result.power["update"] < 1e-3 and result.power["m"] < 1e-6
-    assert set(result.wall) == {"total", "kernel", "oracle", "harness"}
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["power"] == result.power and (meta["size"], meta["steps"]) == (70_000, 2)
+    wall = meta["wall_s"]
+    assert set(wall) == {"total", "kernel", "oracle", "harness"}
+    assert wall["kernel"] > 0 and wall["oracle"] > 0
+    assert abs(wall["kernel"] + wall["oracle"] + wall["harness"] - wall["total"]) < 0.05
 
 
 def test_a_215_ulp_error_in_v_under_adamw_fails_on_tiny_gradients(tmp_path):
