@@ -203,6 +203,7 @@ def _summary(
         "verdict": verdict,
         "detail": detail,
         "counterexample": "",
+        "kernel_output": " | ".join(trace.kernel_output.splitlines()),
     }
 
 
@@ -408,6 +409,7 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "detail": reason,
                 "counterexample": "",
                 "oracle_fallback_rate": math.nan,
+                "kernel_output": "",
             }
         )
     return out
