@@ -3,7 +3,8 @@
 The kernels (tests/kernels/) follow impl.adapters.kernel_protocol's functional form; each runs
 in a worker process, so crashes and hangs end only their case. user_kernels.py holds the dense
 ones, printing_kernel.py prints from C and Python, once_per_process.py cannot be executed twice
-in a process, load_failures.py cannot be imported.
+in a process, load_failures.py cannot be imported, sparse_kernels.py has the sparse-rows
+form.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def test_a_kernel_printing_from_c_to_fd_1_and_2_conforms_and_its_lines_are_kept(
     rows = _summary_csv(tmp_path)
     for case, row in rows.items():
         if row["verdict"] == "skipped":  # sparse-rows: the kernel takes dense gradients only
-            assert "sparse" in row["detail"], row
+            assert "sparse = True" in row["detail"], row
             continue
         printed = row["kernel_output"].split(" | ")
         assert {"C write(1): step 1", "C write(2): step 1", "C printf: step 1",
@@ -161,3 +162,40 @@ def test_a_kernel_that_cannot_be_imported_is_an_error_with_the_full_reason(tmp_p
     assert "fingerprint:" not in done.stdout
     assert "DOES NOT CONFORM to any variant (none claimed, and no step ran" in done.stdout
     assert (tmp_path / "fingerprints.csv").read_text().count("\n") == 1  # the header only
+
+
+# ------------------------------------------------------------------ the sparse-rows form
+
+SPARSE = ROOT / "tests" / "kernels" / "sparse_kernels.py"
+
+
+@pytest.mark.parametrize(
+    ("kernel", "variant"),
+    [("lazy_sparse_adam", "torch.SparseAdam"), ("dense_sparse_adam", "tf_keras.Adam")],
+)
+def test_a_sparse_kernel_conforms_to_its_own_variant_on_the_sparse_problems(tmp_path, kernel,
+                                                                             variant):  # fmt: skip
+    result = _check(kernel, tmp_path, variant=variant, kernels=SPARSE)
+    assert result.conforms, [(r["case"], r["detail"]) for r in result.tables.summary]
+    sparse = next(r for r in result.tables.summary if r["case"] == "sparse-rows")
+    assert (sparse["verdict"], sparse["steps"]) == ("pass", 4)  # measured, not skipped
+
+
+@pytest.mark.parametrize(
+    ("kernel", "variant", "caught"),
+    [
+        # lazy where the claim decays every row: only the sparse case, named sparse momentum
+        ("lazy_sparse_adam", "paper.eps_hat", {"sparse-rows": "sparse momentum"}),
+        # the same kernel claimed as tf_keras.Adam: also its weight decay, which it lacks
+        ("lazy_sparse_adam", "tf_keras.Adam",
+         {"sparse-rows": "sparse momentum", "weight-decay": "weight-decay coupling or scaling"}),
+        # dense-equivalent where the claim is lazy (torch.SparseAdam has no weight decay)
+        ("dense_sparse_adam", "torch.SparseAdam",
+         {"sparse-rows": "sparse momentum", "weight-decay": "weight-decay coupling or scaling"}),
+    ],
+)  # fmt: skip
+def test_a_sparse_kernel_off_its_claim_is_caught_on_the_sparse_problem(tmp_path, kernel, variant,
+                                                                       caught):  # fmt: skip
+    result = _check(kernel, tmp_path, variant=variant, kernels=SPARSE)
+    failing = {r["case"]: r["category"] for r in result.tables.summary if r["verdict"] != "pass"}
+    assert failing == caught, [(r["case"], r["detail"]) for r in result.tables.summary]

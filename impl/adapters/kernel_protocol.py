@@ -17,6 +17,21 @@ A kernel that needs every tensor at once (a global clip norm) sets the attribute
 then ``obj.step(params, grads) -> params`` (lists, one array per tensor),
 ``obj.get_state() -> KernelState`` and ``obj.set_state(KernelState)`` (lists per tensor).
 
+**Sparse rows** (either form). A kernel with the attribute ``sparse = True`` also runs
+the sparse problems (an embedding table's gradient): there, the gradient of that tensor is
+a :class:`adamspec.spec.SparseRows` instead of an array::
+
+    grad.indices    # int64 array (n,): the rows looked up; may repeat, not sorted
+    grad.values     # array (n, *param.shape[1:]) of the checked dtype: one row per index
+    grad.num_rows   # param.shape[0]
+
+(the other tensors' gradients stay dense). The kernel returns the whole param and state as
+for a dense step. Whether rows absent from ``indices`` keep their moments and params
+(lazy, as ``torch.optim.SparseAdam``) or decay as if their gradient were zero (dense-
+equivalent, as TensorFlow and Keras), and whether repeated rows are summed before the
+square, is what the check measures against the claimed variant's ``sparse`` and
+``duplicates`` axes. Without the attribute a kernel declines the sparse problems (skipped).
+
 Returned arrays may be NumPy, CuPy or torch (CUDA) tensors, or anything ``np.asarray``
 reads; they are converted at this boundary and checked: a wrong shape or dtype raises
 :class:`KernelContractError` (reported as an error of that case; NaN results are measured,
@@ -59,6 +74,7 @@ from adamspec.impl.adapters.base import (
     register,
     torch_to_numpy,
 )
+from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 
 
@@ -243,6 +259,7 @@ class KernelAdapter(Adapter):
         self.amsgrad = bool(self.options.get("amsgrad", False))
         self.is_object = inspect.isclass(obj)
         self.multi = bool(getattr(obj, "multi_tensor", False))
+        self.sparse = bool(getattr(obj, "sparse", False))
         self.kernel = self._guarded(obj, kernel_hyper(self.hyper, 1)) if self.is_object else obj
         self.np_dtype = numpy_dtype(self.dtype)
         self.params: list[np.ndarray] = []
@@ -281,11 +298,13 @@ class KernelAdapter(Adapter):
         )
 
     def step(self, grads: Sequence[Any]) -> None:
+        if not self.sparse and any(isinstance(g, SparseRows) for g in grads):
+            raise Unsupported(
+                f"{self.name}: takes dense gradients only (a kernel with the attribute "
+                "sparse = True gets SparseRows)"
+            )
         self.check_grads(grads)
-        grads = [
-            np.asarray(g, dtype=self.np_dtype).reshape(s)
-            for g, s in zip(grads, self.shapes, strict=True)
-        ]
+        grads = [self._gradient(g, s) for g, s in zip(grads, self.shapes, strict=True)]
         t = self.state.step
         if self.is_object:
             out = self._guarded(self.kernel.step, [p.copy() for p in self.params], grads)
@@ -318,6 +337,15 @@ class KernelAdapter(Adapter):
         self.state = self._checked_state(
             KernelState(ms, vs, v_maxes if self.state.v_max is not None else None, t + 1), t + 1
         )
+
+    def _gradient(self, grad: Any, shape: tuple[int, ...]) -> Any:
+        """A copy the kernel may overwrite: an array of the dtype, or SparseRows with int64
+        indices and value rows of the dtype."""
+        if isinstance(grad, SparseRows):
+            indices = np.array(grad.indices, dtype=np.int64).reshape(-1)
+            values = np.array(grad.values, dtype=self.np_dtype).reshape(len(indices), *shape[1:])
+            return SparseRows(indices, values, grad.num_rows)
+        return np.array(grad, dtype=self.np_dtype).reshape(shape)
 
     # -- the contract -----------------------------------------------------------------
     def _checked_params(self, params: Any, what: str) -> list[np.ndarray]:
