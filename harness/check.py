@@ -107,8 +107,8 @@ def check(
     if variant is None:  # no claim: the reference is what the kernel looks like
         try:
             rows, sentence = fingerprint_rows(name, config)
-        except RunUsageError as exc:  # it ran no step: the run below reports why
-            sentence = f"no fingerprint: {exc}"
+        except RunUsageError:  # it ran no step: no fingerprint; the run below reports why
+            pass
         else:
             claimed = rows[0]["variant"]
             REGISTRY[name] = replace(REGISTRY[name], documented=claimed)
@@ -146,9 +146,12 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
     """What ``adamspec check`` prints: the verdict, the failing cases, the counterexample."""
     rows = result.tables.summary
     lines = []
-    reference = result.variant if result.claimed else f"{result.variant} (closest; none claimed)"
+    reference = result.variant
     if not result.claimed and result.fingerprint:
+        reference = f"{result.variant} (closest; none claimed)"
         lines.append(f"fingerprint: {result.fingerprint}")
+    elif not result.claimed:  # no step ran: no fingerprint, the variant is a placeholder
+        reference = "any variant (none claimed, and no step ran to fingerprint it)"
     passed = sum(r["verdict"] == "pass" for r in rows)
     if result.conforms:
         lines.append(f"CONFORMS to {reference}: {passed}/{len(rows)} cases within budget")
@@ -156,21 +159,31 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
         lines.append(f"NOT CHECKED against {reference}: every case was skipped")
     else:
         lines.append(f"DOES NOT CONFORM to {reference}: {passed}/{len(rows)} cases within budget")
+    shortened = False
     for r in rows:
         if r["verdict"] in ("pass",):
             continue
         ulp = "NaN/inf" if r["max_ulp"] == -1 else f"{r['max_ulp']} ULP"
         what = r["category"] or ""
-        detail = r["detail"][:160]
+        detail = r["detail"] if len(r["detail"]) <= _SHOWN else r["detail"][: _SHOWN - 1] + "…"
+        shortened |= detail != r["detail"]
         lines.append(
             f"  {r['case']:<24} {r['verdict']:<11} {ulp:>12} {r['worst_component']:<6} "
             f"{what}{' — ' if what and detail else ''}{detail}"
+        )
+    if shortened:
+        lines.append(
+            f"  (… shortened: the full text is the detail column of {Path(out)}/summary.csv)"
         )
     for path, text in sorted(result.tables.counterexamples.items()):
         lines.append(f"minimal counterexample ({Path(out) / path}):")
         lines += ["  " + line for line in _comment_head(text)]
     lines.append(f"reports: {Path(out)}/ (report.md, report.html, junit.xml, summary.csv, ...)")
     return "\n".join(lines)
+
+
+#: Characters of a case's detail the console shows (summary.csv has all of it).
+_SHOWN = 160
 
 
 def _comment_head(script: str) -> list[str]:

@@ -205,6 +205,7 @@ def _summary(
         "verdict": verdict,
         "detail": detail,
         "counterexample": "",
+        "kernel_output": " | ".join(trace.kernel_output.splitlines()),
     }
 
 
@@ -411,6 +412,7 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "detail": reason,
                 "counterexample": "",
                 "oracle_fallback_rate": math.nan,
+                "kernel_output": "",
             }
         )
     return out

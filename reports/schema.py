@@ -42,7 +42,10 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: the implementation on this case; ``counterexample`` the path, relative to the report
 #: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found);
 #: ``oracle_fallback_rate`` the fraction of the case's oracle element-steps the fast oracle
-#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran).
+#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran);
+#: ``kernel_output`` the first lines the implementation printed to its stdout or stderr
+#: during the case, joined with " | " ("" when it printed nothing or runs in the harness's
+#: own process, where its output is not captured).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",
@@ -61,6 +64,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "detail",
     "counterexample",
     "oracle_fallback_rate",
+    "kernel_output",
 )
 
 #: One row per implementation x catalog variant: lock-step error of the implementation

@@ -123,6 +123,7 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "detail": "",
         "counterexample": "",
         "oracle_fallback_rate": 0.0,
+        "kernel_output": "",
     }
     row.update(kw)
     return row
