@@ -134,8 +134,8 @@ def check(
     if variant is None:  # no claim: the reference is what the kernel looks like
         try:
             rows, sentence = fingerprint_rows(name, config)
-        except RunUsageError as exc:  # it ran no step: the run below reports why
-            sentence = f"no fingerprint: {exc}"
+        except RunUsageError:  # it ran no step: no fingerprint; the run below reports why
+            pass
         else:
             claimed = rows[0]["variant"]
             REGISTRY[name] = replace(REGISTRY[name], documented=claimed)
@@ -192,9 +192,12 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
     """What ``adamspec check`` prints: the verdict, the failing cases, the counterexample."""
     rows = result.tables.summary
     lines = []
-    reference = result.variant if result.claimed else f"{result.variant} (closest; none claimed)"
+    reference = result.variant
     if not result.claimed and result.fingerprint:
+        reference = f"{result.variant} (closest; none claimed)"
         lines.append(f"fingerprint: {result.fingerprint}")
+    elif not result.claimed:  # no step ran: no fingerprint, the variant is a placeholder
+        reference = "any variant (none claimed, and no step ran to fingerprint it)"
     passed = sum(r["verdict"] == "pass" for r in rows)
     ranged = [r for r in rows if r["verdict"] == RANGE]
     within = f"{passed}/{len(rows)} cases within budget"
@@ -212,12 +215,14 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
         lines.append(f"DOES NOT CONFORM to {reference}{strict}: {within}")
     for r in ranged:  # what overflowed or flushed, in full: it is the whole finding
         lines.append(f"  range: {r['case']}: {r['detail']}")
+    shortened = False
     for r in rows:
         if r["verdict"] in ("pass", RANGE):
             continue
         ulp = "NaN/inf" if r["max_ulp"] == -1 else f"{r['max_ulp']} ULP"
         what = r["category"] or ""
-        detail = r["detail"][:160]
+        detail = r["detail"] if len(r["detail"]) <= _SHOWN else r["detail"][: _SHOWN - 1] + "…"
+        shortened |= detail != r["detail"]
         lines.append(
             f"  {r['case']:<24} {r['verdict']:<11} {ulp:>12} {r['worst_component']:<6} "
             f"{what}{' — ' if what and detail else ''}{detail}"
@@ -226,6 +231,10 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
             lines.append(f"  {'':<24} where: {r['localization'][:200]}")
         if r.get("kernel_output"):  # what the kernel printed (issue 15 item 6)
             lines.append(f"  {'':<24} the kernel printed: {r['kernel_output'][:200]}")
+    if shortened:
+        lines.append(
+            f"  (… shortened: the full text is the detail column of {Path(out)}/summary.csv)"
+        )
     for path, text in sorted(result.tables.counterexamples.items()):
         lines.append(f"minimal counterexample ({Path(out) / path}):")
         lines += ["  " + line for line in _comment_head(text)]
@@ -239,6 +248,10 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
         )
     lines.append(f"reports: {Path(out)}/ (report.md, report.html, junit.xml, summary.csv, ...)")
     return "\n".join(lines)
+
+
+#: Characters of a case's detail the console shows (summary.csv has all of it).
+_SHOWN = 160
 
 
 def _comment_head(script: str) -> list[str]:

@@ -31,7 +31,14 @@ import numpy as np
 
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.problems import Problem
-from adamspec.impl.adapters import REGISTRY, State, Unsupported, load_registry, make_adapter
+from adamspec.impl.adapters import (
+    REGISTRY,
+    KernelLoadError,
+    State,
+    Unsupported,
+    load_registry,
+    make_adapter,
+)
 from adamspec.impl.frameworks import FrameworkMissing
 from adamspec.oracles import OracleState
 from adamspec.oracles import adam as mpmath_oracle
@@ -82,8 +89,10 @@ class Trace:
 
     ``status`` is "ok", "skipped" (the adapter cannot run this configuration or its
     framework is missing; ``detail`` says why) or "error" (it raised or crashed after
-    ``len(steps)`` good steps; ``detail`` has the message). Steps recorded before an
-    error are kept and measured.
+    ``len(steps)`` good steps, or could not be loaded at all; ``detail`` has the message).
+    Steps recorded before an error are kept and measured. ``kernel_output`` holds the first
+    lines the implementation printed (:meth:`~adamspec.impl.adapters.Adapter.output_tail`;
+    "" when nothing was printed or its output is not captured).
     """
 
     implementation: str
@@ -98,6 +107,7 @@ class Trace:
     status: str = "ok"
     detail: str = ""
     seconds: float = 0.0
+    kernel_output: str = ""
     #: steps the implementation took (``len(steps)`` unless a sink kept fewer records)
     steps_run: int = 0
     #: seconds inside the adapter (its state in and out, its steps, a worker's transfers)
@@ -205,23 +215,33 @@ def record_trace(
                 trace.steps.append(record)
     except _SinkFailed as failed:
         raise failed.__cause__ from None
-    except (Unsupported, FrameworkMissing) as exc:
-        trace.status, trace.detail = "skipped", _one_line(exc)
-    except Exception as exc:  # an implementation's crash is a finding
-        trace.status = "error"
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        trace.detail = (
-            f"step {trace.steps_run + 1}: {type(exc).__name__}: {_one_line(exc)} "
-            f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
-        )
+    except Exception as exc:  # a decline is a skip; anything else is a finding
+        trace.status, trace.detail = _failure(exc, trace.steps_run)
+        trace.kernel_output = getattr(exc, "kernel_output", "")  # printed while building
     finally:
         if adapter is not None:
             try:
+                trace.kernel_output = adapter.output_tail()
                 adapter.close()
             except Exception:  # closing must not hide the run's result
                 pass
         trace.seconds = time.perf_counter() - started
     return trace
+
+
+def _failure(exc: Exception, steps: int) -> tuple[str, str]:
+    """A failed run's status and detail: "skipped" with the reason when the adapter declined
+    the configuration (or its framework is missing), else "error" (a kernel that could not be
+    loaded, with the full reason; a raise or crash at step ``steps + 1``, with where)."""
+    if isinstance(exc, Unsupported | FrameworkMissing):
+        return "skipped", _one_line(exc)
+    if isinstance(exc, KernelLoadError):
+        return "error", str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return "error", (
+        f"step {steps + 1}: {type(exc).__name__}: {_one_line(exc)} "
+        f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -238,6 +238,7 @@ def _summary(
         "verdict": verdict,
         "detail": detail,
         "counterexample": "",
+        "kernel_output": " | ".join(trace.kernel_output.splitlines()),
     }
 
 
@@ -504,6 +505,7 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "first_failing_index": -1,
                 "failing_coordinates": 0,
                 "localization": "",
+                "kernel_output": "",
             }
         )
     return out

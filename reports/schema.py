@@ -48,7 +48,10 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: ``failing_coordinates`` how many coordinates were over budget at some step (distinct, over
 #: every tensor), ``first_failing_index`` the first one's flat index in the first tensor
 #: with any (-1: none), ``localization`` the sentence saying where they are (an index
-#: range or pattern when one is clear; see harness.localize).
+#: range or pattern when one is clear; see harness.localize);
+#: ``kernel_output`` the first lines the implementation printed to its stdout or stderr
+#: during the case, joined with " | " ("" when it printed nothing or runs in the harness's
+#: own process, where its output is not captured).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",
@@ -70,6 +73,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "first_failing_index",
     "failing_coordinates",
     "localization",
+    "kernel_output",
 )
 
 #: One row per failing case x tensor x index bin (the error-vs-index plot of report.html):

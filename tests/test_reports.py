@@ -127,6 +127,7 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "first_failing_index": -1,
         "failing_coordinates": 0,
         "localization": "",
+        "kernel_output": "",
     }
     row.update(kw)
     return row
