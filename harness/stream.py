@@ -19,8 +19,8 @@ depends on the problem's size:
   binary64 rounding of the last (2^-53 relative per anchor, far below the measure's 1-ULP
   resolution; a closed loop's reference is the correctly rounded run, one step at a time).
 
-So memory stays near the implementation's own state (the step's before- and after-state the
-adapter hands over) plus a few chunk buffers, whatever the number of steps.
+So the harness holds one step's before- and after-state (what the adapter hands over: twice
+the implementation's own state) plus a few chunk buffers, whatever the number of steps.
 """
 
 from __future__ import annotations
