@@ -34,16 +34,18 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
+from adamspec.harness.cluster import Executor, Failed, Task, executor
 from adamspec.oracles import OracleState, StepResult, fast
 from adamspec.oracles import adam as mpmath_oracle
 from adamspec.oracles.rounding import numpy_dtype, round_exact
@@ -443,10 +445,13 @@ class _Tally:
         }
 
 
-def _cross_check(cases: Sequence[Case], pool: ProcessPoolExecutor | None) -> _Tally:
+def _cross_check(cases: Sequence[Case], ex: Executor) -> _Tally:
     tally = _Tally()
-    references = pool.map(_run_mpmath, cases) if pool is not None else map(_run_mpmath, cases)
-    for case, ref in zip(cases, references, strict=True):
+    done = dict(ex.run([Task(i, _run_mpmath, (case,)) for i, case in enumerate(cases)]))
+    for i, case in enumerate(cases):
+        ref = done[i]
+        if isinstance(ref, Failed):
+            raise RuntimeError(f"mpmath on {case.variant} {case.dtype} {case.kind}: {ref}")
         with fast.counting() as s:
             started = time.perf_counter()
             got = _run_fast(case)
@@ -477,6 +482,7 @@ def bench_oracle(
     families: Sequence[str] | None = None,
     repeats: int = 5,
     jobs: int | None = None,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Speed, agreement and fallback rate of the fast oracle against mpmath, one run.
 
@@ -484,7 +490,8 @@ def bench_oracle(
     warm-up) for each variant of :data:`TIMED`; the mpmath oracle is timed on the
     first ``mpmath_size`` of the same coordinates and both results compared.
     ``check_size`` coordinates per family (``families``: keys of :data:`FAMILIES`,
-    default all) are cross-checked, mpmath in ``jobs`` processes (default: one per CPU).
+    default all) are cross-checked, mpmath in ``jobs`` processes (default: one per CPU) or
+    on the Dask cluster ``scheduler`` names (:func:`adamspec.harness.cluster.executor`).
     Returns a JSON-ready dict; :func:`format_table` renders it.
     """
     rng = np.random.default_rng(seed)
@@ -492,7 +499,9 @@ def bench_oracle(
         name: _time_variant(name, size, dtype, rng, min(mpmath_size, size), repeats)
         for name in TIMED
     }
-    fams = _cross_check_families(families or list(FAMILIES), dtype, rng, check_size, jobs)
+    fams, where = _cross_check_families(
+        families or list(FAMILIES), dtype, rng, check_size, jobs, scheduler
+    )
     fast_rate = min(t["fast_steps_per_s"] for t in timed.values())
     mp_rate = float(np.median([t["mpmath_steps_per_s"] for t in timed.values()]))
     checked_x = sum(f["checked"] for f in fams.values())
@@ -513,6 +522,7 @@ def bench_oracle(
         "check_size": check_size,
         "cross_check_fallback_rate": fallback_x / checked_x if checked_x else 0.0,
         "threads": fast_threads(),
+        "mpmath_ran_on": where,
         "machine": {
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -558,20 +568,18 @@ def _cross_check_families(
     rng: np.random.Generator,
     check_size: int,
     jobs: int | None,
-) -> dict[str, Any]:
-    """Every family's cross-check (:func:`family_cases`), mpmath in ``jobs`` processes."""
-    fams: dict[str, Any] = {}
+    scheduler: str | None,
+) -> tuple[dict[str, Any], str]:
+    """Every family's cross-check (:func:`family_cases`), mpmath in ``jobs`` processes or on
+    ``scheduler``'s cluster; and where mpmath ran."""
     workers = jobs or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        for family in families:
-            fams[family] = _cross_check(
-                family_cases(family, dtype, rng, check_size), pool
-            ).as_dict()
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return fams
+    log = partial(print, "adamspec:", file=sys.stderr)
+    with executor(scheduler, workers, log=log) as ex:
+        fams = {
+            family: _cross_check(family_cases(family, dtype, rng, check_size), ex).as_dict()
+            for family in families
+        }
+        return fams, ex.description
 
 
 def fast_threads() -> int:
@@ -603,7 +611,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"fast oracle vs mpmath, {result['dtype']}, {result['size']:,} coordinates, "
         f"seed {result['seed']}, {result['threads']} thread(s), "
-        f"{result['machine']['cpus']} CPUs",
+        f"{result['machine']['cpus']} CPUs; the cross-check's mpmath ran on "
+        f"{result.get('mpmath_ran_on', 'this process')}",
         "",
         "| measure | value |",
         "| --- | --- |",

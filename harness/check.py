@@ -98,6 +98,8 @@ def check(
     size: int | None = None,
     steps: int | None = None,
     counterexample_examples: int = 100,
+    scheduler: str | None = None,
+    jobs: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
@@ -122,7 +124,8 @@ def check(
         suite=suite,
         dtype=dtype,
         seed=seed,
-        jobs=1,  # the kernel runs in its own worker process already
+        jobs=jobs,  # the kernel steps here (its worker process); its chunks verify there
+        scheduler=scheduler,
         budget=budget,
         separation=False,
         oracle=oracle,

@@ -98,6 +98,7 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
         dtype=args.dtype,
         seed=args.seed,
         jobs=args.jobs,
+        scheduler=args.scheduler,
         oracle=args.oracle,
         **_sizes(args),
     )
@@ -234,6 +235,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             resume=args.resume,
             oracle=args.oracle,
             strict_range=args.strict_range,
+            scheduler=args.scheduler,
+            jobs=args.jobs,
             **_sizes(args),
         )
     except TargetError as exc:
@@ -249,7 +252,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     try:
         return run_gate(
             args.config, out=args.out, junit=args.junit, resume=args.resume, jobs=args.jobs,
-            **_sizes(args),
+            scheduler=args.scheduler, **_sizes(args),
         )  # fmt: skip
     except GateConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -344,7 +347,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 pass
         except OSError as exc:
             raise UsageError(f"cannot write --json {args.json!r}: {exc.strerror}") from None
-    if args.what == "oracle":
+    if args.what == "cluster":
+        from adamspec.harness.bench_cluster import bench_cluster
+        from adamspec.harness.bench_cluster import format_table as cluster_table
+
+        report = bench_cluster(
+            args.size or 1 << 26,
+            range(1, (args.jobs or 2) + 1),
+            dtype=args.dtype,
+            seed=args.seed,
+            repeats=args.repeats,
+            scheduler=args.scheduler,
+        )
+        print(cluster_table(report))
+    elif args.what == "oracle":
         from adamspec.harness.bench_oracle import bench_oracle
         from adamspec.harness.bench_oracle import format_table as oracle_table
 
@@ -354,6 +370,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             check_size=args.check_size,
             repeats=args.repeats,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
         )
         print(oracle_table(report))
     else:
@@ -425,14 +443,16 @@ def _add_oracle(sub: Any) -> None:
 def _add_bench(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks measured side by side (impl: ours vs torch; oracle: fast vs mpmath)",
+        help="benchmarks measured side by side (impl: ours vs torch; oracle: fast vs mpmath; "
+        "cluster: a full-tensor check's verification on 1 and 2 Dask workers)",
     )
-    p.add_argument("what", choices=["impl", "oracle"], help="what to benchmark")
+    p.add_argument("what", choices=["impl", "oracle", "cluster"], help="what to benchmark")
     p.add_argument(
         "--size",
         type=_positive_int("--size"),
         default=None,
-        help="parameters (impl, default 16M) or coordinates timed (oracle, default 2^20)",
+        help="parameters (impl, default 16M) or coordinates timed (oracle, default 2^20; "
+        "cluster, default 2^26)",
     )
     p.add_argument(
         "--check-size",
@@ -460,6 +480,7 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument("--repeats", type=_positive_int("--repeats"), default=7)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    _where_options(p, jobs_default=None)  # oracle: where the mpmath cross-check runs
     p.set_defaults(handler=_cmd_bench)
 
 
@@ -553,9 +574,7 @@ def _add_gate(sub: Any) -> None:
     p.add_argument("--out", default="out-gate", help="report folder (default: out-gate/)")
     p.add_argument("--resume", action="store_true", help="keep an interrupted gate's results")
     _size_options(p)
-    p.add_argument(
-        "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
-    )
+    _where_options(p)
     p.set_defaults(handler=_cmd_gate)
 
 
@@ -619,10 +638,38 @@ def _size_options(p: argparse.ArgumentParser) -> None:
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
-    )
+    _where_options(p)
     _measure_options(p)
+
+
+def _where_options(p: argparse.ArgumentParser, jobs_default: int | None = 1) -> None:
+    """--jobs and --scheduler: where tasks run (harness/cluster.py, docs/cluster.md)."""
+    shown = "one per CPU" if jobs_default is None else str(jobs_default)
+    p.add_argument(
+        "--jobs",
+        type=_positive_int("--jobs"),
+        default=jobs_default,
+        help=f"worker processes of a local Dask cluster (default {shown}; 1: this process)",
+    )
+    p.add_argument(
+        "--scheduler",
+        type=_scheduler,
+        default=None,
+        help="local (a local Dask cluster of --jobs workers) or tcp://HOST:PORT (a running "
+        "dask scheduler and its workers; see docs/cluster.md)",
+    )
+
+
+def _scheduler(text: str) -> str:
+    from adamspec.harness.cluster import SchedulerError, check_address
+
+    if text == "local":
+        return text
+    try:
+        check_address(text)
+    except SchedulerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _measure_options(p: argparse.ArgumentParser) -> None:
@@ -698,6 +745,7 @@ _digits = _bounded_int("--digits", 1, 1000, "1-1000")
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from adamspec.harness.case import CaseError
+    from adamspec.harness.cluster import SchedulerError
     from adamspec.harness.run import RunUsageError
     from adamspec.oracles import OracleInputError, RoundingUndecided
     from adamspec.spec import FormatError, HyperparameterError, UnknownVariantError, VariantError
@@ -705,6 +753,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         UsageError,
         RunUsageError,
+        SchedulerError,
         CaseError,
         HyperparameterError,
         VariantError,

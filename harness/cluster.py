@@ -25,15 +25,18 @@ Nothing here knows what a task computes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
+import os
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-#: How long to wait for a ``tcp://`` scheduler to answer before calling it unreachable.
-CONNECT_TIMEOUT_S = 10
+#: How long to wait for a ``tcp://`` scheduler to answer before calling it unreachable
+#: (``ADAMSPEC_CONNECT_TIMEOUT_S`` overrides it: a slow network, or a test).
+CONNECT_TIMEOUT_S = float(os.environ.get("ADAMSPEC_CONNECT_TIMEOUT_S", 10))
 #: How long a reachable scheduler may take to have its first worker (workers started with
 #: it need some seconds to import and register on a loaded machine).
 WORKER_WAIT_S = 60
@@ -43,8 +46,26 @@ WORKER_WAIT_S = 60
 RETRIES = 1
 
 
+#: Tasks of a mapping (:meth:`Executor.map_ordered`) in flight at once per worker: enough
+#: to keep every worker busy while results come back, few enough that the caller holds only
+#: a few tasks' arguments at a time (a big tensor's chunks are made as they are sent).
+IN_FLIGHT_PER_WORKER = 2
+
+
 class SchedulerError(ValueError):
     """A ``--scheduler`` that cannot be used; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The result of a task that raised (or whose worker kept dying, or that waited for a
+    failed task): ``error`` says why. :meth:`Executor.run` yields it in place of a result, so
+    one failed task never loses the others."""
+
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
 
 
 @dataclass(frozen=True)
@@ -53,13 +74,44 @@ class Task:
 
     ``key`` names it in the graph and in the results; ``after`` lists the keys whose
     results are appended to ``args``, in that order. ``function`` must be importable by
-    name on a worker (a module-level function of an installed package).
+    name on a worker (a module-level function of an installed package). A task with
+    ``here`` runs in this process even on a cluster (a user's kernel runs where it was
+    loaded: its host, its GPU); it may wait only for tasks that run here too, and what it
+    maps with :func:`map_ordered` runs on the cluster.
     """
 
     key: Hashable
     function: Callable[..., Any]
     args: tuple[Any, ...] = ()
     after: tuple[Hashable, ...] = ()
+    here: bool = False
+
+
+#: The executor that :func:`map_ordered` uses: set while an :class:`Executor` runs tasks in
+#: this process (on a cluster: its ``here`` tasks), unset elsewhere (on a Dask worker).
+_MAPPER: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("mapper", default=None)
+
+
+@contextlib.contextmanager
+def mapping_on(ex: Executor) -> Iterator[None]:
+    """In this block, :func:`map_ordered` sends its calls to ``ex``."""
+    token = _MAPPER.set(ex)
+    try:
+        yield
+    finally:
+        _MAPPER.reset(token)
+
+
+def map_ordered(function: Callable[..., Any], argses: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+    """``function(*args)`` for each of ``argses``, in order: on the cluster when called from
+    a task this process runs for a cluster executor, else right here, one after another.
+    ``argses`` is consumed lazily, at most :data:`IN_FLIGHT_PER_WORKER` per worker ahead."""
+    ex = _MAPPER.get()
+    if ex is None or ex.client is None:
+        for args in argses:
+            yield function(*args)
+        return
+    yield from ex.map_ordered(function, argses)
 
 
 @dataclass
@@ -71,51 +123,123 @@ class Executor:
     workers: int
     client: Any = None  # a distributed.Client, or None for this process
     dashboard: str | None = None
-    _prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
-    def run(self, tasks: Sequence[Task]) -> Iterator[tuple[Hashable, Any]]:
-        """Yield ``(key, result)`` for every task as it finishes (dependencies first).
+    def run(
+        self, tasks: Sequence[Task], done: Mapping[Hashable, Any] | None = None
+    ) -> Iterator[tuple[Hashable, Any]]:
+        """Yield ``(key, result)`` for every task as it finishes (dependencies first); a
+        task that raised (after :data:`RETRIES`) yields :class:`Failed`, and so do the tasks
+        that wait for it.
 
-        Raises :class:`ValueError` for an unknown dependency or a cycle, and whatever a
-        task raised (after :data:`RETRIES`)."""
-        order = _topological(tasks)
-        if self.client is None:
-            yield from self._run_here(order)
-        else:
-            yield from self._run_on_cluster(order)
+        ``done`` holds results of tasks finished earlier (a resumed run's checkpoint): tasks
+        may wait for them, and they are not run or yielded again.
 
-    def _run_here(self, order: list[Task]) -> Iterator[tuple[Hashable, Any]]:
-        done: dict[Hashable, Any] = {}
-        for task in order:
-            done[task.key] = task.function(*task.args, *(done[k] for k in task.after))
-            yield task.key, done[task.key]
+        Raises :class:`ValueError` for an unknown dependency or a cycle."""
+        known = dict(done or {})
+        order = _topological(tasks, set(known))
+        here = [t for t in order if t.here or self.client is None]
+        there = [t for t in order if not (t.here or self.client is None)]
+        remote = {t.key for t in there}
+        for task in here:
+            if remote.intersection(task.after):
+                raise ValueError(f"task {task.key!r} runs here but waits for a cluster task")
+        pending = self._submit(there, known)
+        try:
+            results = dict(known)
+            for task in here:
+                with mapping_on(self):  # what the task maps runs on the cluster
+                    results[task.key] = _call(task, [results[k] for k in task.after])
+                yield task.key, results[task.key]
+                yield from _collect(pending, block=False)
+            yield from _collect(pending, block=True)
+        finally:
+            for future in pending.values():
+                future.release()
 
-    def _run_on_cluster(self, order: list[Task]) -> Iterator[tuple[Hashable, Any]]:
-        from distributed import as_completed
-
+    def _submit(self, order: list[Task], known: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         futures: dict[Hashable, Any] = {}
-        keys: dict[str, Hashable] = {}
+        prefix = uuid.uuid4().hex[:8]  # keys of one graph: never those of an earlier one
         for n, task in enumerate(order):
-            name = f"adamspec-{self._prefix}-{n}"
-            keys[name] = task.key
             futures[task.key] = self.client.submit(
                 task.function,
                 *task.args,
-                *(futures[k] for k in task.after),
-                key=name,
+                *(futures[k] if k in futures else known[k] for k in task.after),
+                key=f"adamspec-{prefix}-{n}",
                 pure=False,
                 retries=RETRIES,
             )
-        try:
-            for future in as_completed(list(futures.values())):
-                yield keys[future.key], future.result()
-        finally:
-            for future in futures.values():
+        return futures
+
+    def map_ordered(
+        self, function: Callable[..., Any], argses: Iterable[tuple[Any, ...]]
+    ) -> Iterator[Any]:
+        """``function(*args)`` on the cluster for each of ``argses``, results in order,
+        with at most :data:`IN_FLIGHT_PER_WORKER` tasks per worker in flight."""
+        from collections import deque
+
+        window = max(1, IN_FLIGHT_PER_WORKER * self.workers)
+        in_flight: deque[Any] = deque()
+        for args in argses:
+            # the arguments go straight to a worker (a chunk is megabytes: through the
+            # scheduler, inside the task, they would cross the network twice)
+            (sent,) = self.client.scatter([args], direct=True, hash=False)
+            in_flight.append(self.client.submit(_apply, function, sent, pure=False,
+                                                retries=RETRIES))  # fmt: skip
+            if len(in_flight) >= window:
+                yield _result(in_flight.popleft())
+        while in_flight:
+            yield _result(in_flight.popleft())
+
+
+def _collect(pending: dict[Hashable, Any], block: bool) -> Iterator[tuple[Hashable, Any]]:
+    """Finished cluster tasks, each yielded once and removed from ``pending`` (all of them,
+    waiting, when ``block``)."""
+    from distributed import wait
+
+    while pending:
+        ready = [k for k, f in pending.items() if f.done()]
+        if not ready:
+            if not block:
+                return
+            wait(list(pending.values()), return_when="FIRST_COMPLETED")
+            continue
+        for key in ready:
+            future = pending.pop(key)
+            try:
+                result = future.result()
+            except Exception as exc:  # the task raised, or its worker kept dying
+                result = Failed(exc)
+            finally:
                 future.release()
+            yield key, result
 
 
-def _topological(tasks: Sequence[Task]) -> list[Task]:
-    """``tasks`` in an order where every task follows its dependencies (stable otherwise)."""
+def _call(task: Task, inputs: list[Any]) -> Any:
+    """A task's result in this process; :class:`Failed` if it or a task it waits for failed."""
+    failed = next((x for x in inputs if isinstance(x, Failed)), None)
+    if failed is not None:
+        return failed
+    try:
+        return task.function(*task.args, *inputs)
+    except Exception as exc:
+        return Failed(exc)
+
+
+def _apply(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    return function(*args)
+
+
+def _result(future: Any) -> Any:
+    try:
+        return future.result()
+    finally:
+        future.release()
+
+
+def _topological(tasks: Sequence[Task], finished: set[Hashable] | None = None) -> list[Task]:
+    """``tasks`` in an order where every task follows its dependencies (stable otherwise);
+    dependencies in ``finished`` are already met."""
+    finished = finished or set()
     by_key = {t.key: t for t in tasks}
     if len(by_key) != len(tasks):
         raise ValueError("two tasks share a key")
@@ -129,6 +253,8 @@ def _topological(tasks: Sequence[Task]) -> list[Task]:
             raise ValueError(f"task {task.key!r} depends on itself")
         visiting.add(task.key)
         for dep in task.after:
+            if dep in finished:
+                continue
             if dep not in by_key:
                 raise ValueError(f"task {task.key!r} waits for an unknown task {dep!r}")
             place(by_key[dep])
@@ -141,12 +267,25 @@ def _topological(tasks: Sequence[Task]) -> list[Task]:
 
 
 def _quiet_dask() -> None:
-    """Dask logs worker start-up and shutdown at INFO on stderr: not for the terminal."""
+    """Dask logs start-up at INFO and a closing cluster's broken connections at ERROR, with
+    tracebacks: not for the terminal (a task that fails reaches the caller as :class:`Failed`)."""
     for name in ("distributed", "distributed.nanny", "distributed.scheduler", "tornado"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _check_address(scheduler: str) -> None:
+def _dashboard(client: Any) -> str:
+    """Where the Dask dashboard is, or why there is none (it needs bokeh, which adamspec
+    does not pull in: the dashboard is for watching a cluster, not for its results)."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        if client.cluster is not None:  # a local cluster: its dashboard is ours to serve
+            return "no Dask dashboard (pip install 'bokeh>=3.1' for one)"
+    return f"Dask dashboard {client.dashboard_link}"
+
+
+def check_address(scheduler: str) -> None:
+    """Raise :class:`SchedulerError` unless ``scheduler`` is ``tcp://HOST:PORT``."""
     if not scheduler.startswith("tcp://") or ":" not in scheduler[len("tcp://") :]:
         raise SchedulerError(
             f"--scheduler {scheduler!r} is not supported; allowed: local, tcp://HOST:PORT"
@@ -184,18 +323,18 @@ def executor(
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,  # a closing cluster's comm errors
                 env=dict(worker_env or {}),
             ) as cluster,
             Client(cluster) as client,
         ):
             client.wait_for_workers(max(jobs, 1), timeout=120)
             found = Executor(f"a local Dask cluster of {jobs} worker processes", jobs, client)
-            found.dashboard = client.dashboard_link
-            log(f"tasks run on {found.description}; Dask dashboard {found.dashboard}")
+            found.dashboard = _dashboard(client)
+            log(f"tasks run on {found.description}; {found.dashboard}")
             yield found
         return
-    _check_address(scheduler)
+    check_address(scheduler)
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
@@ -215,9 +354,19 @@ def executor(
                 f"--scheduler {scheduler}: the scheduler has no workers after {WORKER_WAIT_S} s"
             )
         found = Executor(f"the Dask cluster at {scheduler} ({workers} workers)", workers, client)
-        found.dashboard = client.dashboard_link
-        log(f"tasks run on {found.description}; Dask dashboard {found.dashboard}")
+        found.dashboard = _dashboard(client)
+        log(f"tasks run on {found.description}; {found.dashboard}")
         yield found
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "Executor", "SchedulerError", "Task", "executor"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "Executor",
+    "Failed",
+    "SchedulerError",
+    "Task",
+    "check_address",
+    "executor",
+    "map_ordered",
+    "mapping_on",
+]

@@ -145,6 +145,10 @@ class Progress:
     def done(self, line: str) -> None:
         raise NotImplementedError
 
+    def tick(self) -> None:
+        """A finished task not worth a line of its own (the bar counts it)."""
+        raise NotImplementedError
+
     def note(self, line: str) -> None:
         raise NotImplementedError
 
@@ -163,6 +167,9 @@ class LineProgress(Progress):
 
     def done(self, line: str) -> None:
         self.write(line)
+
+    def tick(self) -> None:
+        pass
 
     def note(self, line: str) -> None:
         self.write(line)
@@ -208,6 +215,9 @@ class BarProgress(Progress):
 
     def done(self, line: str) -> None:
         self.note(line)
+        self.tick()
+
+    def tick(self) -> None:
         if self._bar is not None:
             self._bar.advance(self._task)
 

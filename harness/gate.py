@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adamspec.harness.cluster import Executor, executor
 from adamspec.harness.gate_config import (
     BaselineEntry,
     GateConfig,
@@ -381,11 +382,12 @@ def compute(
     config: RunConfig,
     progress: Callable[[str], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    executor: Executor | None = None,
 ) -> Tables:
     """One engine run (a seam: tests may memoize it)."""
     from adamspec.harness.run import run
 
-    return run(config, progress=progress, checkpoint=checkpoint)
+    return run(config, progress=progress, checkpoint=checkpoint, executor=executor)
 
 
 def _stderr(line: str) -> None:
@@ -437,20 +439,21 @@ def run_gate(
     junit: str | os.PathLike[str] | None = None,
     resume: bool = False,
     jobs: int = 1,
+    scheduler: str | None = None,
     size: int | None = None,
     steps: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """Run the gate; write its reports; return 0 (passed) or 1 (failed).
+    """Run the gate; write its reports; return 0 (passed) or 1 (failed). Its runs' tasks
+    share one executor (``jobs``, ``scheduler``: :func:`adamspec.harness.cluster.executor`).
 
-    Raises :class:`GateConfigError` for a bad config."""
+    Raises :class:`GateConfigError` for a bad config and
+    :class:`~adamspec.harness.cluster.SchedulerError` for a scheduler it cannot use."""
     config = load_config(config_path)
     if size is not None or steps is not None:  # --size, --steps on the command line
         config = replace(config, size=size, steps=steps)
     progress = progress or _stderr
     out_dir = Path(out)
-    if jobs > 1 and config.in_process_only:
-        progress("adamspec gate: user kernels / register hooks run in this process: --jobs 1")
     checkpoints = {
         run_key: Checkpoint(out_dir / CHECKPOINT_FOLDER, config.run_config(*run_key, jobs=jobs))
         for run_key in config.runs
@@ -459,15 +462,17 @@ def run_gate(
         for cp in checkpoints.values():
             cp.clear()
     tables: dict[tuple[str, str], Tables] = {}
-    for suite, dtype in config.runs:
-        progress(f"adamspec gate: suite {suite}, {dtype}")
-        run_config = config.run_config(suite, dtype, jobs=jobs)
-        try:
-            tables[(suite, dtype)] = compute(
-                run_config, progress=progress, checkpoint=checkpoints[(suite, dtype)]
-            )
-        except RunUsageError as exc:  # the config was checked: this is a changed registry
-            raise GateConfigError(f"{config.path}: {exc}") from None
+    with executor(scheduler, jobs, log=_stderr) as ex:
+        for suite, dtype in config.runs:
+            progress(f"adamspec gate: suite {suite}, {dtype}")
+            run_config = config.run_config(suite, dtype, jobs=jobs)
+            try:
+                tables[(suite, dtype)] = compute(
+                    run_config, progress=progress, checkpoint=checkpoints[(suite, dtype)],
+                    executor=ex,
+                )  # fmt: skip
+            except RunUsageError as exc:  # the config was checked: this is a changed registry
+                raise GateConfigError(f"{config.path}: {exc}") from None
     result = judge(config, tables)
     write_reports(result, tables, out_dir, junit=junit)
     for cp in checkpoints.values():

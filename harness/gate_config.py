@@ -123,7 +123,6 @@ class GateConfig:
     range_fails: bool = False  # [gate] range = "fail": range cases fail like discrepancies
     size: int | None = None  # --size and --steps of `adamspec gate` (the run's problems)
     steps: int | None = None
-    in_process_only: bool = False  # user kernels or register hooks: workers would not see them
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def run_config(
@@ -137,7 +136,7 @@ class GateConfig:
             fingerprint_suite=self.fingerprint_suite,
             dtype=dtype,
             seed=self.seed,
-            jobs=1 if self.in_process_only else jobs,
+            jobs=jobs,  # a user kernel's or a hook's cases run here anyway (run.py)
             budget=self.budget,
             counterexample_examples=self.counterexample_examples,
             separation=False,
@@ -361,6 +360,5 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
         counterexample_examples=gate.counterexample_examples,
         fail_on_skipped=gate.fail_on_skipped,
         range_fails=gate.range == "fail",
-        in_process_only=bool(aliases or gate.hooks),
         aliases=aliases,
     )

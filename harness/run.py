@@ -1,16 +1,16 @@
 """The main job: every selected implementation on a problem suite, fingerprinted and classified.
 
-One task per implementation (its traces, lock-step and free-running errors,
-fingerprint, classification), plus one task for the separation matrix; tasks
-run in worker processes (``jobs``) and their rows are merged in a fixed order,
-so the tables depend only on the seed and the configuration.
+Per implementation, a fingerprint task, one task per problem (its trace, lock-step and
+free-running errors, classification) and a counterexample search, plus one task for the
+separation matrix; tasks run in this process, local worker processes (``jobs``) or a Dask
+cluster (``scheduler``, :mod:`adamspec.harness.cluster`), and their rows are merged in a
+fixed order, so the tables depend only on the seed and the configuration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing
 import os
 import pickle
 import re
@@ -18,9 +18,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from adamspec.harness.classify import (
     UNEXPLAINED,
     classify,
 )
+from adamspec.harness.cluster import Executor, Failed, Task
+from adamspec.harness.cluster import executor as cluster_executor
 from adamspec.harness.console import Progress, as_progress
 from adamspec.harness.engine import (
     StepErrors,
@@ -50,13 +52,14 @@ from adamspec.harness.localize import localize
 from adamspec.harness.power import Candidates, merge_candidates
 from adamspec.harness.problems import Problem, resized, suite
 from adamspec.harness.stream import CaseRecord, verify_case
-from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.impl.adapters import REGISTRY, AdapterInfo, load_registry, static_names
 from adamspec.impl.adapters.worker import quiet_framework_logs
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
 from adamspec.oracles.metrics import bits_error
 from adamspec.reports.tiers import RANGE, tier_text
 from adamspec.spec.catalog import entry
+from adamspec.spec.hyper import Hyper
 
 #: How many of an implementation's best fingerprint matches are tried as each case's match.
 MATCH_CANDIDATES = 5
@@ -74,6 +77,8 @@ class RunConfig:
     dtype: str = "float32"
     seed: int = 0
     jobs: int = 1
+    #: None (this process, or ``jobs`` local Dask workers), "local" or "tcp://HOST:PORT"
+    scheduler: str | None = None
     budget: Budget = DEFAULT
     separation_dtypes: tuple[str, ...] = ("float32", "bfloat16")
     #: hypothesis examples per stage of each minimal-counterexample search (0: no search)
@@ -91,10 +96,11 @@ class RunConfig:
         return tuple(resized(p, self.size, self.steps) for p in suite(self.suite))
 
     def key(self) -> str:
-        """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
+        """What the tables depend on (not where tasks run): checkpoints of another key are
+        stale."""
         import hashlib
 
-        text = repr(replace(self, jobs=1))
+        text = repr(replace(self, jobs=1, scheduler=None))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -247,109 +253,152 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: RunConfig) -> dict:
-    """One minimal counterexample per distinct configuration (hyperparameters, sparse or not)
-    among the discrepant cases, linked from their summary rows; path -> script text."""
-    from adamspec.harness.counterexample import minimal_counterexample, snippet
-
-    scripts: dict[str, str] = {}
-    searched: dict[tuple, str] = {}
-    for trace, row in zip(traces, rows, strict=True):
-        if row["verdict"] != "discrepancy" or trace.hyper is None:
-            continue
-        if row["category"] == INDEX_DEPENDENT:  # a small random state never reaches the index
-            continue
-        key = (trace.hyper, trace.problem.sparse)
-        if key not in searched:
-            searched[key] = ""
-            try:
-                ce = minimal_counterexample(
-                    name,
-                    trace.hyper,
-                    trace.documented,
-                    config.dtype,
-                    config.budget,
-                    max_examples=config.counterexample_examples,
-                    seed=config.seed,
-                    sparse=trace.problem.sparse,
-                )
-            except Exception as exc:  # a failed search must not lose the measured tables
-                row["detail"] = "; ".join(
-                    filter(None, [row["detail"], f"no counterexample: {type(exc).__name__}: {exc}"])
-                )
-                continue
-            if ce is not None:
-                n = sum(1 for v in searched.values() if v) + 1
-                path = f"counterexamples/{_slug(name)}{'' if n == 1 else f'-{n}'}{ce.suffix}"
-                scripts[path] = snippet(ce)
-                searched[key] = path
-        row["counterexample"] = searched[key]
-    return scripts
+# ------------------------------------------------------------------------ the tasks
+# A run is a graph of tasks (harness/cluster.py): per implementation one fingerprint task,
+# one task per problem (waiting for the fingerprint: its best matches are each case's
+# candidates) and one counterexample search (waiting for the cases); plus the separation
+# matrix. Each is a pure function of its arguments, so it may run in any process of any
+# host; what it returns is merged by :func:`run` in a fixed order.
 
 
-def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documented: str) -> str:
-    best = rank_variants([trace], candidates, budget, documented)[0]
-    return best.variant if best.score < math.inf else ""
+@dataclass
+class Fingerprinted:
+    """An implementation's fingerprint task: its ranked rows and each case's candidates."""
+
+    tables: Tables
+    candidates: tuple[str, ...]
 
 
-def evaluate(name: str, config: RunConfig) -> Tables:
-    """Everything the report says about one implementation (and where its time went:
-    ``seconds["kernel"]`` in the implementation, ``seconds["oracle"]`` in the oracle)."""
-    with oracle_clock() as oracle_seconds:
-        out = _evaluate(name, config)
-    out.seconds["oracle"] = oracle_seconds[0]
-    return out
+@dataclass
+class CaseOutcome:
+    """One case task: its rows (one summary row) and what a counterexample search needs."""
+
+    tables: Tables
+    hyper: Hyper | None
+    sparse: bool
 
 
-def _evaluate(name: str, config: RunConfig) -> Tables:
-    out = Tables()
+def _prepare(info: AdapterInfo, config: RunConfig) -> None:
+    """A task's process as the run's: the oracle chosen, framework logs quiet, and the
+    implementation registered as this run registered it (a fresh worker knows only the
+    static registry)."""
+    use_oracle(config.oracle)  # a spawned worker starts with the default
+    quiet_framework_logs()  # before the first framework import of this worker
     load_registry()
-    documented = REGISTRY[name].documented
-    fp_traces = [
-        record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
-    ]
-    out.seconds["kernel"] = sum(t.kernel_seconds for t in fp_traces)
-    matches: list[Match] = []
-    if any(t.steps for t in fp_traces):
-        matches = rank_variants(fp_traces, budget=config.budget, documented=documented)
+    REGISTRY[info.name] = info
+
+
+def fingerprint_task(info: AdapterInfo, config: RunConfig) -> Fingerprinted:
+    """The implementation on the fingerprint suite, ranked against the catalog."""
+    _prepare(info, config)
+    out = Tables()
+    with oracle_clock() as oracle_seconds:
+        traces = [record_trace(info.name, p, config.dtype, config.seed)
+                  for p in suite(config.fingerprint_suite)]  # fmt: skip
+        matches: list[Match] = []
+        if any(t.steps for t in traces):
+            matches = rank_variants(traces, budget=config.budget, documented=info.documented)
+    out.seconds = {"kernel": sum(t.kernel_seconds for t in traces), "oracle": oracle_seconds[0]}
     for rank, m in enumerate(matches, start=1):
         out.fingerprints.append(
             {
-                "implementation": name,
+                "implementation": info.name,
                 "variant": m.variant,
                 "rank": rank,
                 "max_ulp": m.max_ulp,
                 "param_max_ulp": m.param_ulp,
                 "cases": m.cases,
-                "documented": m.variant == documented,
+                "documented": m.variant == info.documented,
                 "within_budget": m.score <= 1,
             }
         )
-    candidates = list(dict.fromkeys([documented] + [m.variant for m in matches[:MATCH_CANDIDATES]]))
-    variant = entry(documented).variant
-    traces = []
-    for problem in config.problems():
-        with counting() as oracle_work:
-            case = verify_case(name, problem, config.dtype, config.seed, variant, config.budget)
-        trace = case.trace
-        traces.append(trace)
-        out.seconds["kernel"] += trace.kernel_seconds
-        row = _case_row(case, documented, candidates, config)
-        row["oracle_fallback_rate"] = (
-            oracle_work.fallback_rate if config.oracle == "fast" and case.lockstep else math.nan
-        )
+    best = [m.variant for m in matches[:MATCH_CANDIDATES]]
+    return Fingerprinted(out, tuple(dict.fromkeys([info.documented, *best])))
+
+
+def case_task(
+    info: AdapterInfo, index: int, config: RunConfig, fingerprinted: Fingerprinted
+) -> CaseOutcome:
+    """The implementation on the suite's ``index``-th problem, verified and classified."""
+    _prepare(info, config)
+    out, problem = Tables(), config.problems()[index]
+    with oracle_clock() as oracle_seconds:
+        variant = entry(info.documented).variant
+        with counting() as oracle_work:  # the case's own verification, not classification's
+            case = verify_case(info.name, problem, config.dtype, config.seed, variant,
+                               config.budget)  # fmt: skip
+        row = _case_row(case, info.documented, fingerprinted.candidates, config)
+    trace = case.trace
+    out.seconds = {"kernel": trace.kernel_seconds, "oracle": oracle_seconds[0]}
+    row["oracle_fallback_rate"] = (
+        oracle_work.fallback_rate if config.oracle == "fast" and case.lockstep else math.nan
+    )
+    out.summary.append(row)
+    for errors, step in zip(case.lockstep, case.steps, strict=True):
+        out.results += _row(trace, info.documented, "lockstep", errors, step)
+    for errors, step in zip(case.free, case.steps, strict=False):
+        out.results += _row(trace, info.documented, "free", errors, step)
+    if row["failing_coordinates"]:
+        out.profiles += _profile_rows(case)
+    if row["verdict"] in ("pass", RANGE):
+        out.power = case.power
+    return CaseOutcome(out, trace.hyper, trace.problem.sparse)
+
+
+def counterexample_task(info: AdapterInfo, config: RunConfig, *cases: CaseOutcome) -> Tables:
+    """One minimal counterexample per distinct configuration (hyperparameters, sparse or
+    not) among the discrepant cases: the scripts, and the cases' summary rows linking them
+    (a failed search is said in the row's detail)."""
+    _prepare(info, config)
+    out = Tables()
+    searched: dict[tuple, str] = {}
+    for case in cases:
+        row = dict(case.tables.summary[0])
         out.summary.append(row)
-        for errors, step in zip(case.lockstep, case.steps, strict=True):
-            out.results += _row(trace, documented, "lockstep", errors, step)
-        for errors, step in zip(case.free, case.steps, strict=False):
-            out.results += _row(trace, documented, "free", errors, step)
-        if row["failing_coordinates"]:
-            out.profiles += _profile_rows(case)
-        if row["verdict"] in ("pass", RANGE):
-            out.power = merge_candidates(out.power, case.power)
-    if config.counterexample_examples > 0:
-        out.counterexamples = _counterexamples(name, traces, out.summary, config)
+        if row["verdict"] != "discrepancy" or case.hyper is None:
+            continue
+        if row["category"] == INDEX_DEPENDENT:  # a small random state never reaches the index
+            continue
+        key = (case.hyper, case.sparse)
+        if key not in searched:
+            searched[key] = ""
+            try:
+                path, script = _search(info, case, config, sum(1 for v in searched.values() if v))
+            except Exception as exc:  # a failed search must not lose the measured tables
+                reason = f"no counterexample: {type(exc).__name__}: {exc}"
+                row["detail"] = "; ".join(filter(None, [row["detail"], reason]))
+                continue
+            if path:
+                out.counterexamples[path] = script
+                searched[key] = path
+        row["counterexample"] = searched[key]
     return out
+
+
+def _search(info: AdapterInfo, case: CaseOutcome, config: RunConfig, found: int) -> tuple[str, str]:
+    """The minimal counterexample of one discrepant case: its path and script ("" if none)."""
+    from adamspec.harness.counterexample import minimal_counterexample, snippet
+
+    assert case.hyper is not None
+    ce = minimal_counterexample(
+        info.name,
+        case.hyper,
+        info.documented,
+        config.dtype,
+        config.budget,
+        max_examples=config.counterexample_examples,
+        seed=config.seed,
+        sparse=case.sparse,
+    )
+    if ce is None:
+        return "", ""
+    n = found + 1
+    return f"counterexamples/{_slug(info.name)}{'' if n == 1 else f'-{n}'}{ce.suffix}", snippet(ce)
+
+
+def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documented: str) -> str:
+    best = rank_variants([trace], candidates, budget, documented)[0]
+    return best.variant if best.score < math.inf else ""
 
 
 def _case_row(
@@ -425,64 +474,22 @@ def evaluate_separation(config: RunConfig) -> Tables:
     return out
 
 
-def _task(
-    kind: str, names: tuple[str, ...], config: RunConfig
-) -> list[tuple[str, str, Tables, float]]:
-    """Evaluate a group of implementations in one process (they share framework imports and,
-    for Keras, the backend's worker process)."""
-    use_oracle(config.oracle)  # a spawned worker starts with the default
-    quiet_framework_logs()  # before the first framework import of this worker
-    out = []
-    for name in names:
-        started = time.perf_counter()
-        try:
-            tables = evaluate_separation(config) if kind == "separation" else evaluate(name, config)
-        except Exception as exc:  # a harness bug on one implementation must not lose the others
-            tables = _failed(kind, name, exc, config)[2]
-        out.append((kind, name, tables, time.perf_counter() - started))
-    return out
-
-
-#: Slowest framework groups first, so two workers finish together (Keras workers import a
-#: backend for seconds; our NumPy implementation takes about one second per configuration).
-_GROUP_ORDER = ("keras", "tf_keras", "tensorflow", "torch", "optax", "tfjs", "onnx", "")
-_CHUNK_OF_LIGHT_GROUPS = 7
-
-
-def _groups(names: Sequence[str]) -> list[tuple[str, ...]]:
-    """Implementations grouped by framework and worker environment, heaviest first."""
-    by_key: dict[tuple, list[str]] = {}
-    for name in names:
-        info = REGISTRY[name]
-        key = (info.framework, tuple(sorted(info.options.get("env", {}).items())))
-        by_key.setdefault(key, []).append(name)
-    groups = []
-    for key, members in by_key.items():
-        size = len(members) if key[1] else _CHUNK_OF_LIGHT_GROUPS
-        groups += [(key, tuple(members[i : i + size])) for i in range(0, len(members), size)]
-
-    def rank(item: tuple) -> tuple:
-        framework = item[0][0]
-        order = _GROUP_ORDER.index(framework) if framework in _GROUP_ORDER else len(_GROUP_ORDER)
-        return (order, item[1])
-
-    return [members for _, members in sorted(groups, key=rank)]
-
-
-def _failed(kind: str, name: str, exc: BaseException, config: RunConfig) -> tuple[str, str, Tables]:
-    print(f"adamspec: {kind} {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    if kind != "impl":
-        return kind, name, Tables()
-    tables = _skipped(name, f"harness error: {type(exc).__name__}: {exc}", config)
+def _failed_rows(name: str, problems: Sequence[Problem], reason: str, config: RunConfig) -> Tables:
+    """Error rows for cases whose task failed (a harness bug or a worker that kept dying):
+    one failed task never loses the others."""
+    print(f"adamspec: {name}: {reason}", file=sys.stderr)
+    tables = _skipped(name, f"harness error: {reason}", config, problems)
     for row in tables.summary:
         row["verdict"] = "error"
-    return kind, name, tables
+    return tables
 
 
-def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
+def _skipped(
+    name: str, reason: str, config: RunConfig, problems: Sequence[Problem] | None = None
+) -> Tables:
     out = Tables()
     info = REGISTRY[name]
-    for problem in config.problems():
+    for problem in config.problems() if problems is None else problems:
         out.summary.append(
             {
                 "implementation": name,
@@ -524,26 +531,27 @@ class Checkpoint:
         self.folder = Path(folder)
         self.prefix = config.key()
 
-    def _path(self, kind: str, name: str) -> Path:
+    def _path(self, key: Hashable) -> Path:
         import hashlib
 
-        digest = hashlib.sha256(f"{kind}\0{name}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         return self.folder / f"{self.prefix}-{digest}.pickle"
 
-    def load(self, kind: str, name: str) -> Tables | None:
+    def load(self, key: Hashable) -> Any:
+        """The saved result of the task called ``key``, or None."""
         try:
-            with open(self._path(kind, name), "rb") as f:
+            with open(self._path(key), "rb") as f:
                 return pickle.load(f)
         except (OSError, EOFError, pickle.UnpicklingError):
             return None
 
-    def save(self, kind: str, name: str, tables: Tables) -> None:
+    def save(self, key: Hashable, result: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        target = self._path(kind, name)
+        target = self._path(key)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.folder)
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump(tables, f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -561,91 +569,149 @@ def run(
     config: RunConfig,
     progress: Callable[[str], None] | Progress | None = None,
     checkpoint: Checkpoint | None = None,
+    executor: Executor | None = None,
 ) -> Tables:
     """Run every selected implementation (and the separation matrix); rows in a fixed order.
 
-    ``progress`` gets one line per finished task (a line callable, or a
-    :class:`~adamspec.harness.console.Progress` such as a bar; default: lines on stderr).
-    With ``checkpoint``, tasks it holds are not recomputed and each finished task is saved
-    to it (``adamspec run --resume``)."""
+    ``progress`` gets one line per finished implementation with the run's task count and
+    ETA (a line callable, or a :class:`~adamspec.harness.console.Progress` such as a bar;
+    default: lines on stderr). With ``checkpoint``, tasks it holds are not recomputed and
+    each finished task is saved to it (``adamspec run --resume``). Tasks run on
+    ``executor``, else on the one ``config.scheduler`` and ``config.jobs`` name
+    (:func:`adamspec.harness.cluster.executor`); the tables do not depend on where."""
     sink = as_progress(progress)
     use_oracle(config.oracle)
     names = select(config.implementations)
-    config.problems(), suite(config.fingerprint_suite)  # unknown suite: fail before any work
-    runnable: list[str] = []
-    done: dict[tuple[str, str], Tables] = {}
-    resumed = 0
+    problems = config.problems()
+    suite(config.fingerprint_suite)  # unknown suite: fail before any work
+    skipped: dict[str, Tables] = {}
+    tasks: list[Task] = []
     for name in names:
         framework = REGISTRY[name].framework
         status = availability(framework) if framework else None
         if status is not None and not status.available:
-            done[("impl", name)] = _skipped(name, f"skipped: {status.reason}", config)
-        elif checkpoint is not None and (saved := checkpoint.load("impl", name)) is not None:
-            done[("impl", name)], resumed = saved, resumed + 1
+            skipped[name] = _skipped(name, f"skipped: {status.reason}", config)
         else:
-            runnable.append(name)
-    tasks = [("impl", group) for group in _groups(runnable)]
+            tasks += implementation_tasks(REGISTRY[name], config, len(problems))
     if config.separation:
-        saved = checkpoint.load("separation", "") if checkpoint is not None else None
-        if saved is not None:
-            done[("separation", "")], resumed = saved, resumed + 1
-        else:
-            tasks.append(("separation", ("",)))
-    total = len(runnable) + (1 if ("separation", ("",)) in tasks else 0)
-    started, finished = time.perf_counter(), [0]
-    if resumed:
-        sink.note(f"resumed {resumed} finished tasks from {checkpoint.folder}")
-    sink.start(total, "adamspec run")
-
-    def report(kind: str, name: str, tables: Tables, seconds: float) -> None:
-        done[(kind, name)] = tables
-        if checkpoint is not None:
-            checkpoint.save(kind, name, tables)
-        finished[0] += 1
-        verdicts = {}
-        for row in tables.summary:
-            verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
-        shown = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items())) or "done"
-        sink.done(
-            f"[{finished[0]:>3}/{total}] "
-            f"{name or 'separation matrix'}: {shown} ({seconds:.1f} s, "
-            f"{time.perf_counter() - started:.0f} s elapsed)"
-        )
-
+        tasks.append(Task(("separation",), evaluate_separation, (config,)))
+    done: dict[Hashable, Any] = {}
+    if checkpoint is not None:
+        for task in tasks:
+            if (saved := checkpoint.load(task.key)) is not None:
+                done[task.key] = saved
+        if done:
+            sink.note(f"resumed {len(done)} finished tasks from {checkpoint.folder}")
+    todo = [t for t in tasks if t.key not in done]
+    owners = _owners(todo)
+    left = {owner: sum(1 for o in owners.values() if o == owner) for owner in owners.values()}
+    clock = _Clock(len(todo))
+    sink.start(len(todo), "adamspec run")
     try:
-        _run_tasks(tasks, config, report)
+        with _executor_for(config, executor) as ex:
+            for key, result in ex.run(todo, done=dict(done)):
+                done[key] = result
+                if checkpoint is not None and not isinstance(result, Failed):
+                    checkpoint.save(key, result)
+                owner = owners[key]
+                left[owner] -= 1
+                clock.tick()
+                if left[owner]:
+                    sink.tick()
+                    continue
+                tables = _merged(owner, done, problems, config)
+                sink.done(f"{clock.text()} {owner or 'separation matrix'}: {_verdicts(tables)}")
     finally:
         sink.stop()
     merged = Tables()
-    merged.extend(done.pop(("separation", ""), Tables()))
+    if config.separation:
+        merged.extend(_merged("", done, problems, config))
     for name in names:
-        merged.extend(done[("impl", name)])
+        merged.extend(skipped[name] if name in skipped else _merged(name, done, problems, config))
     return merged
 
 
-def _run_tasks(
-    tasks: list[tuple[str, tuple[str, ...]]], config: RunConfig, report: Callable[..., None]
-) -> None:
-    """Every task, in this process (``jobs`` 1) or in spawned workers; ``report`` gets each
-    implementation's result as it finishes."""
-    if config.jobs <= 1:
-        for kind, group in tasks:
-            for result in _task(kind, group, config):
-                report(*result)
+def implementation_tasks(info: AdapterInfo, config: RunConfig, problems: int) -> list[Task]:
+    """One implementation's tasks: its fingerprint, its cases, its counterexample search. An
+    implementation registered only in this process (a user's kernel, a gate's hook) runs
+    here; its chunks still verify on the cluster."""
+    here = info.name not in static_names()
+    fingerprint = ("fingerprint", info.name)
+    cases = [("case", info.name, i) for i in range(problems)]
+    tasks = [Task(fingerprint, fingerprint_task, (info, config), here=here)]
+    tasks += [Task(k, case_task, (info, k[2], config), (fingerprint,), here) for k in cases]
+    if config.counterexample_examples > 0:
+        tasks.append(Task(("counterexamples", info.name), counterexample_task, (info, config),
+                          tuple(cases), here))  # fmt: skip
+    return tasks
+
+
+def _owners(tasks: Sequence[Task]) -> dict[Hashable, str]:
+    """Each task's implementation ("" for the separation matrix)."""
+    return {t.key: t.key[1] if len(t.key) > 1 else "" for t in tasks}
+
+
+def _merged(name: str, done: Mapping[Hashable, Any], problems: Sequence[Problem],
+            config: RunConfig) -> Tables:  # fmt: skip
+    """One implementation's tables from its tasks' results, in a fixed order (the
+    separation matrix's for ``name`` "")."""
+    if not name:
+        result = done.get(("separation",), Tables())
+        if isinstance(result, Failed):
+            print(f"adamspec: separation matrix: {result}", file=sys.stderr)
+            return Tables()
+        return result
+    out = Tables()
+    fingerprinted = done[("fingerprint", name)]
+    if isinstance(fingerprinted, Failed):
+        print(f"adamspec: {name}: fingerprint: {fingerprinted}", file=sys.stderr)
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
-            futures = {
-                pool.submit(_task, kind, group, config): (kind, group) for kind, group in tasks
-            }
-            for future in as_completed(futures):
-                kind, group = futures[future]
-                try:
-                    results = future.result()
-                except Exception as exc:  # a worker that died (segfault, OOM) loses its group
-                    results = [(*_failed(kind, name, exc, config), 0.0) for name in group]
-                for result in results:
-                    report(*result)
+        out.extend(fingerprinted.tables)
+    for i, problem in enumerate(problems):
+        case = done[("case", name, i)]
+        if isinstance(case, Failed):
+            out.extend(_failed_rows(name, [problem], str(case), config))
+        else:
+            out.extend(case.tables)
+    searched = done.get(("counterexamples", name))
+    if isinstance(searched, Tables):
+        out.summary = searched.summary
+        out.counterexamples.update(searched.counterexamples)
+    return out
+
+
+def _verdicts(tables: Tables) -> str:
+    """ "18 pass", "2 discrepancy, 16 pass": a finished implementation's verdict counts."""
+    counts: dict[str, int] = {}
+    for row in tables.summary:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "done"
+
+
+class _Clock:
+    """Finished and total tasks, the elapsed time and an ETA from the rate so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.finished, self.started = total, 0, time.perf_counter()
+
+    def tick(self) -> None:
+        self.finished += 1
+
+    def text(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.finished * (self.total - self.finished) if self.finished else 0.0
+        return (f"[tasks {self.finished:>{len(str(self.total))}}/{self.total}, "
+                f"{elapsed:.0f} s elapsed, ETA {left:.0f} s]")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _executor_for(config: RunConfig, executor: Executor | None) -> Iterator[Executor]:
+    if executor is not None:
+        yield executor
+        return
+    log = partial(print, "adamspec:", file=sys.stderr)  # the job's log (quiet console)
+    with cluster_executor(config.scheduler, config.jobs, log=log) as found:
+        yield found
 
 
 def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:

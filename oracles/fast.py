@@ -216,6 +216,13 @@ def _record(s: FastStats) -> None:
         c.add(s)
 
 
+def count_elsewhere(s: FastStats) -> None:
+    """Count ``s`` as if its calls were made here (calls another process made on this one's
+    behalf: a Dask worker verifying a chunk), in :data:`STATS` and every open
+    :func:`counting` block."""
+    _record(s)
+
+
 # ---------------------------------------------------------------- lazy exact values
 
 

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,7 @@ def dask_cluster() -> Iterator[tuple[str, list[subprocess.Popen]]]:
                 "1",
                 "--nworkers",
                 "1",
+                "--no-nanny",  # a killed worker stays dead (a nanny would restart it)
             ],
             **quiet,
         )
@@ -120,3 +123,108 @@ def test_a_running_scheduler_and_its_workers_give_the_same_results(dask_cluster)
         there = dict(ex.run(_graph()))
     with executor(None, 1) as ex:
         assert there == dict(ex.run(_graph()))
+
+
+def _raises(x: int) -> int:
+    raise RuntimeError(f"task {x} failed")
+
+
+def test_a_failed_task_fails_its_dependents_and_no_other_task():
+    graph = [Task("bad", _raises, (1,)), Task("after", max, (0,), ("bad",)),
+             Task("other", pow, (3, 2))]  # fmt: skip
+    with executor(None, 1) as ex:
+        done = dict(ex.run(graph))
+    assert isinstance(done["bad"], cluster.Failed) and "task 1 failed" in str(done["bad"])
+    assert done["after"] is done["bad"] and done["other"] == 9
+
+
+def test_finished_tasks_are_inputs_and_are_not_run_again():
+    graph = [Task("a", _raises, (1,)), Task("b", max, (0,), ("a",))]
+    with executor(None, 1) as ex:
+        assert dict(ex.run(graph[1:], done={"a": 7})) == {"b": 7}
+
+
+# ------------------------------------------------------------------ the main job on a cluster
+# Static implementations' tasks run on the workers; the toys are registered in this process
+# only (a hook), so their cases run here and their chunks are verified on the workers.
+
+CLUSTER_IMPLS = ("adamspec[paper.eps_hat]", "user.AdamOptim(tutorial)", "toy.eps_moved")
+REPORTS = ("summary.csv", "results.parquet", "junit.xml", "fingerprints.csv")
+
+
+def _run_bytes(tmp: Path, **where) -> dict[str, bytes]:
+    from toy_adapters import register_toys
+
+    from adamspec.harness.run import RunConfig, run
+
+    register_toys()
+    config = RunConfig(implementations=CLUSTER_IMPLS, suite="quick", seed=2, separation=False,
+                       counterexample_examples=5)  # fmt: skip
+    executor_ = where.pop("executor", None)
+    tables = run(replace(config, **where), progress=lambda line: None, executor=executor_)
+    out = tmp / "-".join(f"{k}{v}" for k, v in where.items()) if where else tmp / "here"
+    tables.write(out, {"command": "test"})
+    return {name: (out / name).read_bytes() for name in REPORTS}
+
+
+@pytest.fixture(scope="module")
+def here_bytes(tmp_path_factory) -> dict[str, bytes]:
+    """The reports of the run in this process, one task after another."""
+    return _run_bytes(tmp_path_factory.mktemp("here"))
+
+
+@pytest.mark.needs("dask")
+def test_a_local_cluster_of_two_processes_writes_the_same_reports(here_bytes, tmp_path):
+    there = _run_bytes(tmp_path, jobs=2)
+    for name in REPORTS:
+        assert there[name] == here_bytes[name], name
+    assert b"discrepancy" in here_bytes["summary.csv"]  # the toy and its counterexample ran
+
+
+@pytest.mark.needs("dask")
+def test_a_running_scheduler_writes_the_same_reports(here_bytes, dask_cluster, tmp_path):
+    address, _ = dask_cluster
+    there = _run_bytes(tmp_path, scheduler=address)
+    for name in REPORTS:
+        assert there[name] == here_bytes[name], name
+
+
+@pytest.mark.needs("dask")
+def test_a_worker_killed_mid_run_loses_nothing(here_bytes, dask_cluster, tmp_path):
+    import os
+    import threading
+
+    from distributed import Client
+
+    address, workers = dask_cluster
+    result: dict[str, dict[str, bytes]] = {}
+    job = threading.Thread(target=lambda: result.update(x=_run_bytes(tmp_path, scheduler=address)))
+    with Client(address, timeout=10) as watcher:
+        pids = watcher.run(os.getpid)  # worker address -> its process (no nanny)
+        job.start()
+        deadline = time.monotonic() + 120
+        busy: list[str] = []
+        while not busy:
+            assert time.monotonic() < deadline and job.is_alive(), "no task ever ran"
+            busy = [w for w, keys in watcher.processing().items() if keys]
+            time.sleep(0.05)
+        victim = pids[busy[0]]
+        os.kill(victim, signal.SIGKILL)
+    job.join(timeout=600)
+    assert not job.is_alive()
+    assert any(p.pid == victim and p.wait(timeout=30) == -signal.SIGKILL for p in workers)
+    for name in REPORTS:
+        assert result["x"][name] == here_bytes[name], name
+
+
+def test_an_unreachable_scheduler_exits_2_naming_it(tmp_path):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    done = subprocess.run(
+        [str(BIN / "adamspec"), "run", "--quick", "--impl", "adamspec[paper.eps_hat]",
+         "--scheduler", address, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "ADAMSPEC_CONNECT_TIMEOUT_S": "2"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and address in lines[0] and "cannot reach" in lines[0], done.stderr

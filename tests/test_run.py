@@ -137,27 +137,34 @@ def test_cli_fingerprint_json_ranks_variants():
     assert "documents paper.eps_hat" in answer["summary"]
 
 
-def test_a_resumed_run_reuses_finished_implementations(tmp_path, monkeypatch):
+def test_a_resumed_run_reuses_finished_tasks(tmp_path, monkeypatch):
     import adamspec.harness.run as run_module
 
     config = RunConfig(implementations=("toy.none",), suite="quick", seed=3, separation=False,
                        counterexample_examples=0)  # fmt: skip
     checkpoint = run_module.Checkpoint(tmp_path / "ckpt", config)
     first = run(config, progress=lambda line: None, checkpoint=checkpoint)
-    assert list((tmp_path / "ckpt").glob(f"{config.key()}-*.pickle"))
+    saved = list((tmp_path / "ckpt").glob(f"{config.key()}-*.pickle"))
+    assert len(saved) == 1 + len(config.problems())  # the fingerprint and every case
 
-    def must_not_run(name, config):
-        raise AssertionError(f"{name} recomputed")
+    def must_not_run(*args):
+        raise AssertionError(f"recomputed: {args[:2]}")
 
-    monkeypatch.setattr(run_module, "evaluate", must_not_run)
+    monkeypatch.setattr(run_module, "fingerprint_task", must_not_run)
+    monkeypatch.setattr(run_module, "case_task", must_not_run)
     lines: list[str] = []
     again = run(config, progress=lines.append, checkpoint=checkpoint)
     assert repr(again.summary) == repr(first.summary)  # NaN medians: compare as text
     assert repr(again.results) == repr(first.results)
-    assert any("resumed 1 finished tasks" in line for line in lines)
+    assert any(f"resumed {len(saved)} finished tasks" in line for line in lines)
+    # an interrupted run resumes where it stopped: one lost case is the only work left
+    saved[-1].unlink()
+    monkeypatch.undo()
+    again = run(config, progress=lines.append, checkpoint=checkpoint)
+    assert repr(again.summary) == repr(first.summary)
     # another configuration never reads these files
     other = run_module.Checkpoint(tmp_path / "ckpt", RunConfig(implementations=("toy.none",),
                                                                seed=4))  # fmt: skip
-    assert other.load("impl", "toy.none") is None
+    assert other.load(("fingerprint", "toy.none")) is None
     checkpoint.clear()
     assert not (tmp_path / "ckpt").exists()

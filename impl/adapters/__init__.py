@@ -34,6 +34,7 @@ MODULES = (
 )
 
 _loaded: set[str] = set()
+_static: set[str] = set()
 
 
 def load_registry() -> dict[str, AdapterInfo]:
@@ -48,8 +49,17 @@ def load_registry() -> dict[str, AdapterInfo]:
                 continue
             raise
         register(*module.INFOS)
+        _static.update(info.name for info in module.INFOS)
         _loaded.add(name)
     return REGISTRY
+
+
+def static_names() -> frozenset[str]:
+    """The configurations adamspec's own adapter modules register: those any fresh process
+    (a Dask worker on another host) has. Others were registered at run time (a user's
+    kernel, a gate's hook) and exist only in the process that registered them."""
+    load_registry()
+    return frozenset(_static)
 
 
 __all__ = [
@@ -63,4 +73,5 @@ __all__ = [
     "load_registry",
     "make_adapter",
     "register",
+    "static_names",
 ]
