@@ -54,11 +54,18 @@ from adamspec.spec.variant import Variant
 #: about 2 ms), and a few MiB of buffers per chunk.
 CHUNK = 1 << 16
 
-#: Chunks per task when a step is verified on a cluster: 2^20 coordinates, some 40 ms of
-#: oracle work against 28 MB of float32 arrays sent (before, gradient, after; about 25 ms on
-#: a 10 Gbit/s link), far above Dask's per-task overhead (about 1 ms). docs/cluster.md
-#: says how to size it.
+#: Chunks per task when a step is verified on a cluster: 2^20 coordinates, some 60 ms of
+#: oracle work on one core against 29 MB of float32 arrays sent (before, gradient, after;
+#: about 25 ms on a 10 Gbit/s link), far above Dask's per-task overhead (about 1 ms).
+#: ``ADAMSPEC_TASK_COORDINATES`` sets another size (docs/cluster.md says how to choose).
 CHUNKS_PER_TASK = 16
+
+
+def chunks_per_task() -> int:
+    """:data:`CHUNKS_PER_TASK`, or ``ADAMSPEC_TASK_COORDINATES`` / :data:`CHUNK` (at least 1).
+    The merge is associative: the size changes where work runs, never the results."""
+    text = os.environ.get("ADAMSPEC_TASK_COORDINATES", "")
+    return max(1, int(text) // CHUNK) if text.isdigit() else CHUNKS_PER_TASK
 
 #: Bins of a tensor's error-vs-index profile.
 PROFILE_BINS = 256
@@ -299,13 +306,13 @@ def verify_step(
     whole: bool = False,
     power: bool = True,
 ) -> ChunkResult:
-    """Every chunk of one step, merged in order: in batches of :data:`CHUNKS_PER_TASK`,
+    """Every chunk of one step, merged in order: in batches of :func:`chunks_per_task`,
     each verified where :func:`~adamspec.harness.cluster.map_ordered` sends it (a cluster's
     workers when this process runs a task for one: a user's kernel steps here, the oracle
     runs there; else right here). The merge is the same either way, and the oracle's work
     done elsewhere is counted here (the fallback rate, the oracle's share of the time)."""
     argses = ((oracle_name(), variant, hyper, budget, batch, power)
-              for batch in _batched(chunks(record, whole), CHUNKS_PER_TASK))  # fmt: skip
+              for batch in _batched(chunks(record, whole), chunks_per_task()))  # fmt: skip
     out = ChunkResult()
     for batch in map_ordered(verify_chunks, argses):
         if batch.pid != os.getpid():
