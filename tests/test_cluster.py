@@ -228,3 +228,26 @@ def test_an_unreachable_scheduler_exits_2_naming_it(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and address in lines[0] and "cannot reach" in lines[0], done.stderr
+
+
+@pytest.mark.needs("dask")
+def test_a_check_verifies_its_kernels_chunks_on_the_workers_with_the_same_verdicts(
+    tmp_path, monkeypatch
+):
+    """The kernel steps in this process; each step's chunks, two tasks per tensor here,
+    go to the workers. A bug past index 2^16 is found and localized as without them."""
+    from test_scale import KERNELS
+
+    from adamspec.harness.check import check
+
+    monkeypatch.setenv("ADAMSPEC_TASK_COORDINATES", str(1 << 16))
+    reports = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        result = check(f"{KERNELS}:index_wraps_at_2_16", "torch.Adam", out=out, suite="quick",
+                       size=70_000, steps=2, jobs=jobs, counterexample_examples=0,
+                       progress=lambda line: None)  # fmt: skip
+        assert result.tier == "does not conform"
+        reports[jobs] = {n: (out / n).read_bytes() for n in ("summary.csv", "index_profile.csv")}
+    assert reports[1] == reports[2]
+    assert b"from index 65536 (2^16) on" in reports[2]["summary.csv"]
