@@ -67,6 +67,7 @@ def chunks_per_task() -> int:
     text = os.environ.get("ADAMSPEC_TASK_COORDINATES", "")
     return max(1, int(text) // CHUNK) if text.isdigit() else CHUNKS_PER_TASK
 
+
 #: Bins of a tensor's error-vs-index profile.
 PROFILE_BINS = 256
 
