@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,8 +32,14 @@ IMPLEMENTATION = "adamspec[torch.Adam]"
 
 
 def _peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory: ``VmHWM``, of this process's own memory map
+    (``getrusage``'s ``ru_maxrss`` is not: Linux carries it over ``exec`` from the process
+    that forked this one, here the benchmark holding the whole tensor)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return -1
 
 
 def _payload_bytes(batch: Sequence[Any]) -> int:
