@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.budgets import DEFAULT, Budget, budget_for
 from adamspec.harness.classify import FORMAT_RANGE, ROUNDING_ONLY, classify
 from adamspec.harness.engine import (
     StepErrors,
@@ -211,7 +211,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: RunConfig) -> dict:
+def _counterexamples(
+    name: str, traces: list[Trace], rows: list[dict], config: RunConfig, budget: Budget
+) -> dict:
     """One minimal counterexample per distinct configuration (hyperparameters, sparse or not)
     among the discrepant cases, linked from their summary rows; path -> script text."""
     from adamspec.harness.counterexample import minimal_counterexample, snippet
@@ -230,7 +232,7 @@ def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: R
                     trace.hyper,
                     trace.documented,
                     config.dtype,
-                    config.budget,
+                    budget,
                     max_examples=config.counterexample_examples,
                     seed=config.seed,
                     sparse=trace.problem.sparse,
@@ -259,12 +261,13 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     out = Tables()
     load_registry()
     documented = REGISTRY[name].documented
+    budget = budget_for(name, config.budget)  # ours: 0 ULP, "correctly rounded by construction"
     fp_traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
     ]
     matches: list[Match] = []
     if any(t.steps for t in fp_traces):
-        matches = rank_variants(fp_traces, budget=config.budget, documented=documented)
+        matches = rank_variants(fp_traces, budget=budget, documented=documented)
     for rank, m in enumerate(matches, start=1):
         out.fingerprints.append(
             {
@@ -293,26 +296,26 @@ def evaluate(name: str, config: RunConfig) -> Tables:
             out.results += _row(trace, documented, "free", errors, rec.before.step + 1)
         matched, category, detail = "", "", trace.detail
         if trace.steps:
-            matched = _best_match(trace, candidates, config.budget, documented)
+            matched = _best_match(trace, candidates, budget, documented)
             # the lock-step errors are in hand: classify (which would recompute them) only
             # what is over budget
-            if budget_multiple(worst(per_step), config.budget) <= 1:
+            if budget_multiple(worst(per_step), budget) <= 1:
                 category = ROUNDING_ONLY
             else:
-                verdict = classify([trace], variant, config.budget)
+                verdict = classify([trace], variant, budget)
                 category = verdict.category
                 detail = "; ".join(filter(None, [verdict.explanation, trace.detail]))
                 if category == FORMAT_RANGE:
                     # the documented formula, off only where the dtype cannot hold it: a
                     # closest variant over the overflowed coordinates would be noise
                     matched = documented
-        row = _summary(trace, per_step, free, matched, category, detail, config.budget)
+        row = _summary(trace, per_step, free, matched, category, detail, budget)
         row["oracle_fallback_rate"] = (
             oracle_work.fallback_rate if config.oracle == "fast" and trace.steps else math.nan
         )
         out.summary.append(row)
     if config.counterexample_examples > 0:
-        out.counterexamples = _counterexamples(name, traces, out.summary, config)
+        out.counterexamples = _counterexamples(name, traces, out.summary, config, budget)
     return out
 
 
@@ -548,7 +551,7 @@ def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]]
         reasons = "; ".join(sorted({t.detail for t in traces if t.detail}))
         raise RunUsageError(f"{name} ran no step of the fingerprint problems: {reasons}")
     documented = REGISTRY[name].documented
-    matches = rank_variants(traces, budget=config.budget, documented=documented)
+    matches = rank_variants(traces, budget=budget_for(name, config.budget), documented=documented)
     rows = [
         {
             "rank": i,
