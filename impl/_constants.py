@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -140,17 +141,58 @@ def _upward(x: Fraction) -> float:
     return f if Fraction(f) >= x else math.nextafter(f, math.inf)
 
 
+@lru_cache(maxsize=256, typed=True)  # most constants repeat from step to step
 def double_double(x: Fraction | Surd | float) -> tuple[float, float, float]:
     """``(hi, lo, err)``: the double-double nearest a constant and a bound on ``|x - hi -
-    lo|`` (0 for a double; a special (inf) is itself, error 0)."""
+    lo|`` (0 for a double or any short rational; a special (inf) is itself, error 0)."""
     if isinstance(x, float):
         return x, 0.0, 0.0
     if isinstance(x, Surd):
         low, high = root_bounds(Fraction(x.r), _CONSTANT_BITS)
-        low, high = sorted((x.q * low, x.q * high))
-        mid, half = (low + high) / 2, (high - low) / 2
-    else:
-        mid, half = x, Fraction(0)
+        return _enclosed_double_double(*sorted((x.q * low, x.q * high)))
+    return _enclosed_double_double(*_short_bounds(x))
+
+
+def root_double_double(q: Fraction, r: Fraction) -> tuple[float, float, float]:
+    """:func:`double_double` of ``q sqrt(r)`` (``r >= 0``) without forming the surd when
+    ``q`` or ``r`` is long: from short bounds of both (``c2 = 1 - beta2**t`` has about
+    ``53 t`` bits, and the exact surd's integer square root would cost more than the
+    step late in training)."""
+    if not (_is_long(q) or _is_long(r)):
+        return double_double(surd(q, r))
+    (q_low, q_high), (r_low, r_high) = _short_bounds(q), _short_bounds(r)
+    roots = (root_bounds(r_low, _CONSTANT_BITS)[0], root_bounds(r_high, _CONSTANT_BITS)[1])
+    ends = [a * b for a in (q_low, q_high) for b in roots]
+    return _enclosed_double_double(min(ends), max(ends))
+
+
+def _is_long(x: Fraction) -> bool:
+    """More bits than the double-doubles need, by far (``beta**t`` as t grows)."""
+    return x.numerator.bit_length() + x.denominator.bit_length() > 4 * _CONSTANT_BITS
+
+
+def _short_bounds(x: Fraction) -> tuple[Fraction, Fraction]:
+    """``(x, x)`` for a short ``x``; else dyadic rationals of ``_CONSTANT_BITS``
+    significant bits around it: ``floor(x 2**s) / 2**s <= x < (that + 1) / 2**s``, one
+    integer division instead of Fraction arithmetic (gcds) on thousands of digits."""
+    if not _is_long(x):
+        return x, x
+    n, d = x.numerator, x.denominator
+    s = _CONSTANT_BITS - (abs(n).bit_length() - d.bit_length())
+    k = (n << s) // d if s >= 0 else n // (d << -s)
+    unit = Fraction(2) ** -s
+    return k * unit, (k + 1) * unit
+
+
+def _enclosed_double_double(low: Fraction, high: Fraction) -> tuple[float, float, float]:
+    """The double-double nearest the middle of ``[low, high]`` and a bound on its error
+    for any value in it."""
+    if low == high:  # a rational: exact, often a double (held in binary)
+        hi = float(low)
+        rest = low - Fraction(hi)
+        lo = float(rest)
+        return hi, lo, _upward(abs(rest - Fraction(lo))) if rest else 0.0
+    mid, half = (low + high) / 2, (high - low) / 2
     hi = float(mid)
     lo = float(mid - Fraction(hi))
     return hi, lo, _upward(abs(mid - Fraction(hi) - Fraction(lo)) + half)
@@ -219,6 +261,33 @@ class StepConstants:
         return value
 
 
+@lru_cache(maxsize=64)  # the same four constants every step of a run
+def _moment_forms(
+    d1: Fraction, k1: Fraction, d2: Fraction, k2: Fraction
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, Fraction], bool]:
+    """The kernels' own forms of the moment constants (``m' = d1 m + k1 g``): the
+    Veltkamp halves of their hi parts, their low parts with the bounds that go with
+    them, and their integer forms, as ``name: (value, 0, 0)`` and as exact values; and
+    whether any is not a binary64 number (``decimal_moments``)."""
+    table: dict[str, tuple[float, float, float]] = {}
+    for name, value in (("B1", d1), ("OB1", k1), ("B2", d2), ("OB2", k2)):
+        hi, lo, err = double_double(value)
+        high, low = _dd.split(np.float64(hi))
+        table[name + "H"], table[name + "L"] = (float(high), 0.0, 0.0), (float(low), 0.0, 0.0)
+        table[name + "X"] = (lo, 0.0, 0.0)
+        # what hi + lo misses, and the rounding of lo x, per unit |x|: float64 rounding of
+        # the bound itself is covered by the factor
+        table[name + "E"] = ((err + abs(lo) * 2.0**-52) * (1 + 2.0**-50), 0.0, 0.0)
+    for suffix, (d, k, y_bits) in {
+        "1": (d1, k1, _INPUT_BITS),
+        "2": (d2, k2, 2 * _INPUT_BITS),
+    }.items():
+        for letter, value in zip("PRQ", narrow_integer_forms(d, k, y_bits), strict=True):
+            table[letter + suffix] = (float(value), 0.0, 0.0)
+    exact = {name: Fraction(value[0]) for name, value in table.items()}
+    return table, exact, not all(is_double(x) for x in (d1, k1, d2, k2))
+
+
 def step_constants(
     variant: Variant,
     hyper: Hyper,
@@ -244,46 +313,35 @@ def step_constants(
     def inv(x: Fraction) -> Fraction | float:
         return 1 / x if x != 0 else math.inf  # a float: special to the exact tier
 
-    sc2 = surd(Fraction(1), c2)
-    rectify = None
+    rectify = None  # RAdam's ratio under its square root, when it rectifies
     if variant.family is Family.RADAM:
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * t * p2 / (1 - p2)
         if rho_t > 5:
-            ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-            rectify = surd(Fraction(1), ratio * c2)  # sqrt(ratio) sqrt(c2)
+            rectify = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
     decay_rate = lr * wd if variant.weight_decay.value.startswith("decoupled_lr") else wd
     exact: dict[str, Any] = {
         "B1": d1, "OB1": ob1, "B2": d2, "OB2": ob2,
-        "IC1": inv(c1), "IC1N": inv(c1n), "C2": c2, "IC2": inv(c2), "SC2": sc2,
-        "EPS": eps, "EPS_SC2": surd(eps, c2), "EPS_ROOT": eps_root, "LR": lr, "WD": wd,
-        "DECAY": 1 - decay_rate, "RS": rectify if rectify is not None else Fraction(1),
+        "IC1": inv(c1), "IC1N": inv(c1n), "C2": c2, "IC2": inv(c2),
+        "EPS": eps, "EPS_ROOT": eps_root, "LR": lr, "WD": wd,
+        "DECAY": 1 - decay_rate, "RS": Fraction(1),
         "MU": Fraction(0) if t == 1 else mu, "OMU": Fraction(1) if t == 1 else 1 - mu,
     }  # fmt: skip
-    table = {name: double_double(value) for name, value in exact.items()}
+    roots = {"SC2": (Fraction(1), c2), "EPS_SC2": (eps, c2)}
+    if rectify is not None:  # sqrt(ratio) sqrt(c2)
+        roots["RS"] = (Fraction(1), rectify * c2)
+    table = {name: double_double(value) for name, value in exact.items() if name not in roots}
+    for name, (q, r) in roots.items():  # the exact surds only if the exact tier asks
+        table[name] = root_double_double(q, r)
+        exact[name] = partial(surd, q, r)
     table["SCALE"] = (1.0, 0.0, 0.0)
     exact["SCALE"] = Fraction(1)
     if clip_scale is not None:
         table["SCALE"] = (clip_scale.hi, clip_scale.lo, clip_scale.err)
         exact["SCALE"] = clip_scale.exact
-    decimal = not all(is_double(x) for x in (d1, ob1, d2, ob2))
-    for name in ("B1", "OB1", "B2", "OB2"):
-        hi, lo, err = table[name]
-        high, low = _dd.split(np.float64(hi))
-        table[name + "H"], table[name + "L"] = (float(high), 0.0, 0.0), (float(low), 0.0, 0.0)
-        table[name + "X"] = (lo, 0.0, 0.0)
-        # what hi + lo misses, and the rounding of lo x, per unit |x|: float64 rounding of
-        # the bound itself is covered by the factor
-        table[name + "E"] = ((err + abs(lo) * 2.0**-52) * (1 + 2.0**-50), 0.0, 0.0)
-    for suffix, (d, k, y_bits) in {
-        "1": (d1, ob1, _INPUT_BITS),
-        "2": (d2, ob2, 2 * _INPUT_BITS),
-    }.items():
-        for letter, value in zip("PRQ", narrow_integer_forms(d, k, y_bits), strict=True):
-            table[letter + suffix] = (float(value), 0.0, 0.0)
-    for name in CONSTANT_NAMES:  # the kernels' own (split, low parts, integer forms)
-        if name not in exact:
-            exact[name] = Fraction(table[name][0])
+    own_table, own_exact, decimal = _moment_forms(d1, ob1, d2, ob2)
+    table.update(own_table)
+    exact.update(own_exact)
     values = np.array([table[n][:2] for n in CONSTANT_NAMES], dtype=np.float64)
     errors = np.array([table[n][2] for n in CONSTANT_NAMES], dtype=np.float64)
     decay = "none"
