@@ -18,6 +18,7 @@ import pytest
 
 from adamspec.harness.budgets import CORRECTLY_ROUNDED, DEFAULT, budget_for
 from adamspec.harness.check import uniform_budget
+from adamspec.harness.engine import CoordinateErrors
 from adamspec.harness.run import RunConfig, run
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.adapters.base import AdapterInfo
@@ -80,6 +81,9 @@ def test_one_ulp_is_a_discrepancy_for_ours_and_rounding_for_a_framework(one_ulp_
     assert verdicts["test.one_ulp_off[ours]"] == {"discrepancy"}
     assert verdicts["test.one_ulp_off"] == {"pass"}
     assert {r["max_ulp"] for r in rows} == {1}
+    # the localization counts by the same zero budget: the moved coordinate fails
+    ours = [r for r in rows if r["implementation"] == "test.one_ulp_off[ours]"]
+    assert all(r["failing_coordinates"] >= 1 for r in ours)
 
 
 def test_a_zero_budget_is_not_rescued_by_the_scaled_measure():
@@ -89,3 +93,7 @@ def test_a_zero_budget_is_not_rescued_by_the_scaled_measure():
     zero = budget_for("adamspec[torch.Adam]", DEFAULT)
     assert zero.multiple("param", 1, 0.25) == 2.0 and zero.multiple("param", 0, 0.0) == 0.0
     assert DEFAULT.multiple("param", 1, 0.25) <= 1
+    # per coordinate (the streamed verification's localization) alike
+    errors = CoordinateErrors(np.zeros(2, np.int8), np.array([1, 0]), np.array([0.25, 0.0]))
+    assert errors.multiples("param", zero).tolist() == [2.0, 0.0]
+    assert errors.multiples("param", DEFAULT)[0] <= 1
