@@ -46,12 +46,23 @@ class Budget:
         )
 
     def multiple(self, component: str, ulp_error: int, scaled_ulp: float) -> float:
-        """How many budgets the error spends (<= 1 is within); inf for NaN/inf mismatches."""
+        """How many budgets the error spends (<= 1 is within); inf for NaN/inf mismatches.
+
+        A component budgeted at 0 by both measures is correctly rounded: only 0 ULP is
+        within (1 ULP spends 2), however small the error is against the operands' scale.
+        """
         if ulp_error < 0:
             return math.inf
         by_ulp = ulp_error / max(self.ulp.get(component, 0), 0.5)
+        if self.correctly_rounded(component):
+            return by_ulp
         by_scale = scaled_ulp / max(self.scaled.get(component, 0.0), 0.5)
         return min(by_ulp, by_scale)
+
+    def correctly_rounded(self, component: str) -> bool:
+        """Budgeted 0 by both measures: only 0 ULP is within, the scaled measure never
+        rescues an error (:meth:`multiple`, and its vectorized form in the engine)."""
+        return self.ulp.get(component, 0) == 0 and self.scaled.get(component, 0.0) == 0
 
     def with_ulps(self, ulps: Mapping[str, int], reason: str) -> Budget:
         """A copy with these components at these ULPs, for ``reason``; the others unchanged.
@@ -101,6 +112,24 @@ DEFAULT = Budget(
         }
     ),
 )
+
+#: Why our own implementations (``adamspec[...]``) have no budget at all.
+CORRECTLY_ROUNDED = "correctly rounded by construction"
+
+
+def budget_for(implementation: str, budget: Budget = DEFAULT) -> Budget:
+    """The budget ``implementation`` is judged by in run, check and gate: ``budget``, or 0
+    ULP on every component for one registered as correctly rounded
+    (:attr:`adamspec.impl.adapters.base.AdapterInfo.correctly_rounded`: ours), whatever
+    ``--budget-ulp`` or a gate config says, so that any nonzero ULP is a discrepancy."""
+    from adamspec.impl.adapters import REGISTRY, load_registry
+
+    load_registry()
+    info = REGISTRY.get(implementation)
+    if info is None or not info.correctly_rounded:
+        return budget
+    return budget.with_ulps(dict.fromkeys(budget.ulp, 0), CORRECTLY_ROUNDED)
+
 
 #: Two catalog variants are "separated" on a problem set when their exact steps, rounded
 #: to the problem's dtype, differ somewhere by at least this many ULPs: 16x the largest

@@ -472,6 +472,8 @@ class CoordinateErrors:
     def multiples(self, component: str, budget: Budget) -> np.ndarray:
         """Each coordinate's budget multiple (:meth:`Budget.multiple`, vectorized)."""
         by_ulp = self.ulp / max(budget.ulp.get(component, 0), 0.5)
+        if budget.correctly_rounded(component):
+            return np.where(self.ulp < 0, math.inf, by_ulp)
         by_scale = self.scaled / max(budget.scaled.get(component, 0.0), 0.5)
         return np.where(self.ulp < 0, math.inf, np.minimum(by_ulp, by_scale))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.budgets import DEFAULT, Budget, budget_for
 from adamspec.harness.chunks import PROFILE_BINS
 from adamspec.harness.classify import (
     FORMAT_RANGE,
@@ -278,19 +278,21 @@ class CaseOutcome:
     sparse: bool
 
 
-def _prepare(info: AdapterInfo, config: RunConfig) -> None:
+def _prepare(info: AdapterInfo, config: RunConfig) -> RunConfig:
     """A task's process as the run's: the oracle chosen, framework logs quiet, and the
     implementation registered as this run registered it (a fresh worker knows only the
-    static registry)."""
+    static registry); the configuration with the implementation's own budget (ours: 0 ULP
+    on every component, "correctly rounded by construction")."""
     use_oracle(config.oracle)  # a spawned worker starts with the default
     quiet_framework_logs()  # before the first framework import of this worker
     load_registry()
     REGISTRY[info.name] = info
+    return replace(config, budget=budget_for(info.name, config.budget))
 
 
 def fingerprint_task(info: AdapterInfo, config: RunConfig) -> Fingerprinted:
     """The implementation on the fingerprint suite, ranked against the catalog."""
-    _prepare(info, config)
+    config = _prepare(info, config)
     out = Tables()
     with oracle_clock() as oracle_seconds:
         traces = [record_trace(info.name, p, config.dtype, config.seed)
@@ -320,7 +322,7 @@ def case_task(
     info: AdapterInfo, index: int, config: RunConfig, fingerprinted: Fingerprinted
 ) -> CaseOutcome:
     """The implementation on the suite's ``index``-th problem, verified and classified."""
-    _prepare(info, config)
+    config = _prepare(info, config)
     out, problem = Tables(), config.problems()[index]
     with oracle_clock() as oracle_seconds:
         variant = entry(info.documented).variant
@@ -349,7 +351,7 @@ def counterexample_task(info: AdapterInfo, config: RunConfig, *cases: CaseOutcom
     """One minimal counterexample per distinct configuration (hyperparameters, sparse or
     not) among the discrepant cases: the scripts, and the cases' summary rows linking them
     (a failed search is said in the row's detail)."""
-    _prepare(info, config)
+    config = _prepare(info, config)
     out = Tables()
     searched: dict[tuple, str] = {}
     for case in cases:
@@ -726,7 +728,7 @@ def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]]
         reasons = "; ".join(sorted({t.detail for t in traces if t.detail}))
         raise RunUsageError(f"{name} ran no step of the fingerprint problems: {reasons}")
     documented = REGISTRY[name].documented
-    matches = rank_variants(traces, budget=config.budget, documented=documented)
+    matches = rank_variants(traces, budget=budget_for(name, config.budget), documented=documented)
     rows = [
         {
             "rank": i,

@@ -1,5 +1,5 @@
-"""The elementwise Adam step, twice: a fast float64 pass with an error bound, and a
-double-double pass for the coordinates the bound cannot certify.
+"""The elementwise Adam step, twice: a fast float64 pass with an error bound, and the
+same formula over an exact-enough arithmetic for the coordinates the bound cannot certify.
 
 Both follow the same literal formula as the oracle (``spec/ADAM.md`` §2),
 branch for branch, with the step's scalars from :mod:`adamspec.impl._constants`:
@@ -11,12 +11,17 @@ branch for branch, with the step's scalars from :mod:`adamspec.impl._constants`:
   The kernel is plain arithmetic on ``np.maximum``/``np.abs``/``np.sqrt``, so the
   same function runs vectorized on NumPy/CuPy arrays and compiled by numba on
   scalars.
-* :func:`exact_kernel` evaluates in double-double (about 106 bits) on NumPy
-  arrays; its results round correctly except within ~2**-100 of a rounding tie.
+  With decimal moment constants (``ideal``) the kernels carry the constants' low
+  parts and representation error, and decide exact ties of m and v from the
+  constants' integer forms (:func:`_tie32`, :func:`decide_ties`).
+* :func:`exact_kernel` evaluates over an arithmetic: double-double with error bounds
+  (:class:`adamspec.impl._dd.Bounded`, on arrays) or exact numbers
+  (:class:`adamspec.impl._exact.ExactArithmetic`, one coordinate at a time); the tiers
+  that use them are in :mod:`adamspec.impl._tiers`.
 
 This module is long because it holds the one formula and every way it is run: the
 fast kernel's phases, the compiled parallel driver with its certification, the CUDA
-source traced from the same phases, and the double-double pass. Kept together, no
+source traced from the same phases, and the slower passes' formula. Kept together, no
 backend can drift from the formula the others evaluate.
 """
 
@@ -24,14 +29,15 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from adamspec.impl import _dd
 from adamspec.impl._constants import INDEX, KernelConfig, StepConstants
-from adamspec.impl._dd import two_sum
+from adamspec.impl._dd import exact_sum_sign, two_prod, two_sum
+from adamspec.spec.formats import FloatFormat
 
 #: Unit roundoff of float64, doubled: a margin over the first-order error bounds.
 _U = 2.0**-52
@@ -47,6 +53,13 @@ LR, WD, DECAY, RS = INDEX["LR"], INDEX["WD"], INDEX["DECAY"], INDEX["RS"]
 SCALE, MU, OMU = INDEX["SCALE"], INDEX["MU"], INDEX["OMU"]
 B1H, B1L, OB1H, OB1L = INDEX["B1H"], INDEX["B1L"], INDEX["OB1H"], INDEX["OB1L"]
 B2H, B2L, OB2H, OB2L = INDEX["B2H"], INDEX["B2L"], INDEX["OB2H"], INDEX["OB2L"]
+B1X, OB1X, B2X, OB2X = INDEX["B1X"], INDEX["OB1X"], INDEX["B2X"], INDEX["OB2X"]
+B1E, OB1E, B2E, OB2E = INDEX["B1E"], INDEX["OB1E"], INDEX["B2E"], INDEX["OB2E"]
+P1, R1, Q1, P2, R2, Q2 = (INDEX[name] for name in ("P1", "R1", "Q1", "P2", "R2", "Q2"))
+
+
+#: AMSGrad forms whose v_max is a maximum over raw v (so it is stored as v' where v' wins).
+RAW_AMSGRAD = ("max_raw_v_then_correct", "max_raw_v_uncorrected")
 
 
 class _Branches(NamedTuple):
@@ -58,6 +71,7 @@ class _Branches(NamedTuple):
     scaled: bool
     has_gsq: bool
     exact_g: bool  # the gradient is used as given: m and v are sums of exact products
+    decimal: bool  # exact_g with decimal moment constants: add their low parts and error
     lean: bool
     ams: int  # 0 off, 1 max over raw v, 2 max over v / c2
     nest: int  # 0 off, 1 tf_raw, 2 nadam
@@ -85,8 +99,9 @@ def _branches(cfg: KernelConfig, precise: bool, lean: bool) -> _Branches:
         scaled=cfg.scaled,
         has_gsq=cfg.has_gsq,
         exact_g=exact_g,
+        decimal=exact_g and cfg.decimal_moments,
         lean=lean and exact_g,
-        ams={"off": 0, "max_raw_v_then_correct": 1, "max_raw_v_uncorrected": 1}.get(cfg.amsgrad, 2),
+        ams=0 if cfg.amsgrad == "off" else 1 if cfg.amsgrad in RAW_AMSGRAD else 2,
         nest={"off": 0, "tf_raw": 1, "nadam": 2}[cfg.nesterov],
         radam=cfg.family == "radam",
         rectified=cfg.rectified,
@@ -185,21 +200,34 @@ def _gradient_phase(b: _Branches) -> Callable:
 
 def _moments_phase(b: _Branches) -> Callable:
     """m' and v' as double-doubles with bounds."""
-    LEAN, EXACT_G = b.lean, b.exact_g
+    LEAN, EXACT_G, DECIMAL = b.lean, b.exact_g, b.decimal
     U = _U
 
     def moments(k, m, v, gg, e_g, gs, e_gs):
         if LEAN:
-            mm, m_lo, e_m = _lean_products_sum(k[B1H], k[B1L], m, k[OB1H], k[OB1L], gg)
+            if DECIMAL:
+                mm, m_lo, e_m = _lean_decimal_products_sum(
+                    k[B1H], k[B1L], k[B1X], k[B1E], m, k[OB1H], k[OB1L], k[OB1X], k[OB1E], gg
+                )
+            else:
+                mm, m_lo, e_m = _lean_products_sum(k[B1H], k[B1L], m, k[OB1H], k[OB1L], gg)
             # gs = g*g is exact, so for v >= 0 this sums two non-negative terms: each
-            # rounding is relative to v' itself. A negative stored v (outside Adam's
-            # domain) gets an unbounded error: never certified here.
+            # rounding is relative to v' itself (and so is a decimal constant's, u each).
+            # A negative stored v (outside Adam's domain) gets an unbounded error: never
+            # certified here.
             vv = k[B2] * v + k[OB2] * gs
             v_lo = 0.0
             e_v = 4 * U * vv if v >= 0.0 else np.inf
+        elif DECIMAL:
+            mm, m_lo, e_m = _decimal_products_sum(
+                k[B1H], k[B1L], k[B1X], k[B1E], m, k[OB1], k[OB1X], k[OB1E], gg
+            )
+            vv, v_lo, e_v = _decimal_products_sum(
+                k[B2H], k[B2L], k[B2X], k[B2E], v, k[OB2], k[OB2X], k[OB2E], gs
+            )
         elif EXACT_G:
-            mm, m_lo, e_m = _exact_products_sum(k[B1H], k[B1L], m, k[OB1H], k[OB1L], gg)
-            vv, v_lo, e_v = _exact_products_sum(k[B2H], k[B2L], v, k[OB2H], k[OB2L], gs)
+            mm, m_lo, e_m = _exact_products_sum(k[B1H], k[B1L], m, k[OB1], gg)
+            vv, v_lo, e_v = _exact_products_sum(k[B2H], k[B2L], v, k[OB2], gs)
         else:
             t1 = k[B1] * m
             t2 = k[OB1] * gg
@@ -421,16 +449,19 @@ _PHASES = (
 )
 
 
-def _exact_products_sum(ah, al, x, bh, bl, y):
-    """``(a x + b y)`` as a double-double with an error bound, for split constants.
+def _exact_products_sum(ah, al, x, b, y):
+    """``(a x + b y)`` as a double-double with an error bound.
 
-    ``ah x``, ``al x``, ``bh y``, ``bl y`` are exact (26-bit halves times inputs of at
-    most 27 bits); the big pair is summed error-free and the small terms are
-    rounded twice, so the bound is about ``2**-78 |a x + b y|`` unless they cancel.
+    ``ah x`` and ``al x`` are exact (26-bit halves of ``a`` times an input of at most 27
+    bits: a stored m or v); ``b y`` is split exactly by Dekker's product, whatever ``y``
+    has (``g^2`` of a float32 ``g`` has 48 bits: the halves of ``b`` times it would not be
+    exact). The big pair is summed error-free and the small terms are rounded twice, so
+    the bound is about ``2**-78 |a x + b y|`` unless they cancel.
     """
-    s, e = two_sum(ah * x, bh * y)
-    small = (al * x + bl * y) + e
-    e_small = 2 * _U * (np.abs(al * x) + np.abs(bl * y) + np.abs(e))
+    p, q = two_prod(b, y)
+    s, e = two_sum(ah * x, p)
+    small = (al * x + q) + e
+    e_small = 2 * _U * (np.abs(al * x) + np.abs(q) + np.abs(e))
     hi, lo = two_sum(s, small)
     return hi, lo, e_small
 
@@ -457,77 +488,100 @@ def _lean_products_sum(ah, al, x, bh, bl, y):
     return hi, lo, _LEAN_C * (np.abs(ab) + np.abs(t))
 
 
-def exact_kernel(
-    cfg: KernelConfig, K: StepConstants, x: dict[str, Any], xp: Any = np, arithmetic: Any = _dd
-) -> dict:
-    """The double-double step on arrays ``x`` (theta, g, g_lo, gsq, gsq_lo, m, v, vmax, ema).
+def _decimal_products_sum(ah, al, ax, ae, x, b, bx, be, y):
+    """:func:`_exact_products_sum` for decimal constants ``a ~ ah + al + ax`` (``ae``
+    bounds, per unit ``|x|``, what that misses and the rounding of ``ax x``; ``b ~ b + bx``
+    likewise with ``be``): the low parts' products join the small terms, their misses
+    the bound."""
+    p, q = two_prod(b, y)
+    s, e = two_sum(ah * x, p)
+    small = ((al * x + q) + (ax * x + bx * y)) + e
+    e_small = 2 * _U * (
+        np.abs(al * x) + np.abs(q) + np.abs(ax * x) + np.abs(bx * y) + np.abs(e)
+    ) + (ae * np.abs(x) + be * np.abs(y))
+    hi, lo = two_sum(s, small)
+    return hi, lo, e_small
 
-    Returns double-double ``(hi, lo)`` pairs for theta, m, v, vmax and ema.
-    ``arithmetic`` may be :mod:`adamspec.impl._mp_pairs` (same formula in mpmath).
+
+def _lean_decimal_products_sum(ah, al, ax, ae, x, bh, bl, bx, be, y):
+    """:func:`_lean_products_sum` for decimal constants (see
+    :func:`_decimal_products_sum`): ``ab`` and ``xy = fl(fl(ax x) + fl(bx y))`` are
+    rounded once each, then ``fl(ab + xy)`` and ``fl(that + t)``: four roundings, at most
+    ``3.001 u (|ab| + |xy| + |t|)`` with the two products' roundings counted in ``ae``
+    and ``be`` (``2**-52 |ax|`` each), so ``_LEAN_C = 4 u`` bounds them with room for the
+    bound's own rounding. ``e > 0`` unless ``x = y = 0``: an exact tie is never certified
+    here, the precise retry decides it."""
+    s, t = two_sum(ah * x, bh * y)
+    ab = al * x + bl * y
+    xy = ax * x + bx * y
+    hi, lo = two_sum(s, (ab + xy) + t)
+    return (
+        hi,
+        lo,
+        _LEAN_C * (np.abs(ab) + np.abs(xy) + np.abs(t)) + (ae * np.abs(x) + be * np.abs(y)),
+    )
+
+
+def exact_kernel(cfg: KernelConfig, K: StepConstants, x: dict[str, Any], arithmetic: Any) -> dict:
+    """The step written once over ``arithmetic``: :class:`adamspec.impl._dd.Bounded`
+    (double-double values with error bounds, on arrays) or
+    :class:`adamspec.impl._exact.ExactArithmetic` (exact numbers, one coordinate).
+
+    ``x`` holds theta, g, gsq, m, v, vmax and ema (and, for the double-double pass, the
+    gradient's low parts and error bounds); returns theta, m, v, vmax and ema in the
+    arithmetic's representation.
     """
-    dd = arithmetic
-    zero = xp.zeros_like(x["theta"])
-
-    def c(name: str):
-        return K.dd(name)
-
-    def d(name: str):
-        return (x[name], zero)
-
-    def div(a, b):
-        return dd.div(a, b, xp)
-
-    def sqrt(a):
-        return dd.sqrt(a, xp)
-
+    A = arithmetic
+    c = partial(A.constant, K)
+    d = partial(A.input, x)
     theta = d("theta")
-    g = (x["g"], x.get("g_lo", zero))
+    g = d("g")
     if cfg.l2:
-        g = dd.add(g, dd.mul(c("WD"), theta))
+        g = A.add(g, A.mul(c("WD"), theta))
     if cfg.scaled:
-        g = dd.mul(g, c("SCALE"))
+        g = A.mul(g, c("SCALE"))
     if cfg.has_gsq:
-        gsq = (x["gsq"], x.get("gsq_lo", zero))
+        gsq = d("gsq")
         if cfg.scaled:
-            gsq = dd.mul(gsq, dd.mul(c("SCALE"), c("SCALE")))
+            gsq = A.mul(gsq, A.mul(c("SCALE"), c("SCALE")))
     else:
-        gsq = dd.mul(g, g)
-    m = dd.add(dd.mul(c("B1"), d("m")), dd.mul(c("OB1"), g))
-    v = dd.add(dd.mul(c("B2"), d("v")), dd.mul(c("OB2"), gsq))
+        gsq = A.mul(g, g)
+    m = A.add(A.mul(c("B1"), d("m")), A.mul(c("OB1"), g))
+    v = A.add(A.mul(c("B2"), d("v")), A.mul(c("OB2"), gsq))
     if cfg.amsgrad == "off":
         vmax, raw = d("vmax"), v
     elif cfg.amsgrad == "max_corrected_v":
-        vmax = dd.maximum(d("vmax"), dd.mul(v, c("IC2")), xp)
-        raw = dd.mul(c("C2"), vmax)
+        vmax = A.maximum(d("vmax"), A.mul(v, c("IC2")))
+        raw = A.mul(c("C2"), vmax)
     else:
-        vmax = dd.maximum(d("vmax"), v, xp)
+        vmax = A.maximum(d("vmax"), v)
         raw = vmax
     if cfg.nesterov == "tf_raw":
-        mh = dd.mul(dd.add(dd.mul(c("B1"), m), dd.mul(c("OB1"), g)), c("IC1"))
+        mh = A.mul(A.add(A.mul(c("B1"), m), A.mul(c("OB1"), g)), c("IC1"))
     elif cfg.nesterov == "nadam":
-        mh = dd.add(dd.mul(dd.mul(c("B1"), m), c("IC1N")), dd.mul(dd.mul(c("OB1"), g), c("IC1")))
+        mh = A.add(A.mul(A.mul(c("B1"), m), c("IC1N")), A.mul(A.mul(c("OB1"), g), c("IC1")))
     else:
-        mh = dd.mul(m, c("IC1"))
+        mh = A.mul(m, c("IC1"))
     if cfg.family == "radam":
-        u = div(dd.mul(mh, c("RS")), dd.add(sqrt(v), c("EPS"))) if cfg.rectified else mh
+        u = A.div(A.mul(mh, c("RS")), A.add(A.sqrt(v), c("EPS"))) if cfg.rectified else mh
     elif cfg.placement == "algorithm_1":
-        u = div(mh, dd.add(sqrt(dd.mul(raw, c("IC2"))), c("EPS")))
+        u = A.div(mh, A.add(A.sqrt(A.mul(raw, c("IC2"))), c("EPS")))
     elif cfg.placement == "eps_root":
-        u = div(mh, dd.add(sqrt(dd.add(dd.mul(raw, c("IC2")), c("EPS_ROOT"))), c("EPS")))
+        u = A.div(mh, A.add(A.sqrt(A.add(A.mul(raw, c("IC2")), c("EPS_ROOT"))), c("EPS")))
     elif cfg.placement == "eps_hat":
-        u = div(dd.mul(mh, c("SC2")), dd.add(sqrt(raw), c("EPS")))
+        u = A.div(A.mul(mh, c("SC2")), A.add(A.sqrt(raw), c("EPS")))
     else:
-        u = div(dd.mul(mh, c("SC2")), dd.add(sqrt(raw), c("EPS_SC2")))
-    step = dd.mul(c("LR"), u)
+        u = A.div(A.mul(mh, c("SC2")), A.add(A.sqrt(raw), c("EPS_SC2")))
+    step = A.mul(c("LR"), u)
     if cfg.decay == "before":
-        theta_new = dd.sub(dd.mul(theta, c("DECAY")), step)
+        theta_new = A.sub(A.mul(theta, c("DECAY")), step)
     elif cfg.decay == "after":
-        theta_new = dd.mul(dd.sub(theta, step), c("DECAY"))
+        theta_new = A.mul(A.sub(theta, step), c("DECAY"))
     else:
-        theta_new = dd.sub(theta, step)
+        theta_new = A.sub(theta, step)
     ema = d("ema")
     if cfg.use_ema:
-        ema = dd.add(dd.mul(c("MU"), ema), dd.mul(c("OMU"), theta_new))
+        ema = A.add(A.mul(c("MU"), ema), A.mul(c("OMU"), theta_new))
         if cfg.overwrite:
             theta_new = ema
     return {"theta": theta_new, "m": m, "v": v, "vmax": vmax, "ema": ema}
@@ -564,6 +618,43 @@ def _certify32(h, lo, e):
     split_sure = near & ((np.abs(side) > e * (1.0 + 2.0**-40)) | exact_tie)
     far = t == r
     return (r if far else split_value), (near if far else split_sure)
+
+
+def _tie32(h, lo, e, P, x, R, y, Q):
+    """``(rounded, decided)``: the float32 rounding of ``(P x + R y) / Q``, within ``e`` of
+    the double-double ``h + lo``, decided exactly where that interval reaches one float32
+    midpoint ``M`` (as in :func:`_certify32`: ``near`` and ``T != R``).
+
+    The side of ``M`` is the sign of ``P x + R y - Q M``, three products that are exact in
+    float64 (:func:`adamspec.impl._constants.integer_forms` sees to their sizes), summed
+    with an exact sign (:func:`adamspec.impl._dd.exact_sum_sign`); an exact tie rounds to
+    even. ``Q == 0``: no integer forms, nothing decided."""
+    r = np.float64(np.float32(h))
+    t = np.float64(np.float32(2.0 * h - r))
+    mid = 0.5 * (r + t)
+    near = (np.abs(lo) + e) <= np.abs(r) * 2.0**-26
+    side = exact_sum_sign(P * x, R * y, -Q * mid)
+    value = t if side * (t - r) > 0.0 else r
+    value = np.float64(np.float32(mid)) if side == 0.0 else value
+    return value, near and t != r and Q != 0.0 and np.isfinite(mid)
+
+
+def decide_ties(h, lo, e, P, x, R, y, Q, fmt: FloatFormat, xp: Any = np) -> tuple[Any, Any]:
+    """:func:`_tie32` on arrays, for any format narrower than binary64 (the NumPy path)."""
+    r = _dd.round_to_format(h, fmt, xp)
+    t = _dd.round_to_format(2.0 * h - r, fmt, xp)
+    mid = 0.5 * (r + t)
+    near = (xp.abs(lo) + e) <= xp.abs(r) * 2.0 ** -(fmt.precision + 2)
+    side = exact_sum_sign(P * x, R * y, -Q * mid)
+    value = xp.where(side * (t - r) > 0.0, t, r)
+    value = xp.where(side == 0.0, _dd.round_to_format(mid, fmt, xp), value)
+    return value, near & (t != r) & xp.isfinite(mid) & (Q != 0.0)
+
+
+def ties_decidable(cfg: KernelConfig) -> bool:
+    """Decimal moment constants with the gradient used as given: m' and v' are
+    ``(P x + R y) / Q`` of inputs and integer forms, their ties decided exactly."""
+    return cfg.decimal_moments and not (cfg.l2 or cfg.scaled or cfg.has_gsq)
 
 
 def _certify32_wide(h, lo, e):
@@ -670,11 +761,22 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
     import numba.extending
 
     jit = numba.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-    two_sum_nb = jit(_dd.two_sum)
-    helpers = {
-        "_exact_products_sum": jit(_rebind(_exact_products_sum, two_sum=two_sum_nb)),
-        "_lean_products_sum": jit(_rebind(_lean_products_sum, two_sum=two_sum_nb)),
+    eft = {
+        "two_sum": jit(_dd.two_sum),
+        "two_prod": jit(_rebind(_dd.two_prod, split=jit(_dd.split))),
     }
+    two_sum_nb = eft["two_sum"]
+    helpers = {
+        name: jit(_rebind(fn, **eft))
+        for name, fn in (
+            ("_exact_products_sum", _exact_products_sum),
+            ("_lean_products_sum", _lean_products_sum),
+            ("_decimal_products_sum", _decimal_products_sum),
+            ("_lean_decimal_products_sum", _lean_decimal_products_sum),
+        )
+    }
+
+    sign_nb = jit(_rebind(_dd.exact_sum_sign, two_sum=two_sum_nb))
 
     def phase(fn: Callable) -> Callable:
         return jit(_rebind(fn, **helpers))
@@ -685,6 +787,7 @@ def numba_float32_driver(cfg: KernelConfig) -> Callable[..., int] | None:
     compiled = {
         "_lean": kernel(True),
         "_precise": kernel(False),
+        "_tie": jit(_rebind(_tie32, exact_sum_sign=sign_nb)),
         "_certify": jit(_certify32),
         "_certify_dd": numba_certify32_dd(),
         "_certify_wide": jit(_certify32_wide),
@@ -721,7 +824,7 @@ def _cache_key(cfg: KernelConfig) -> str:
 
 
 # Names the driver's loop calls, bound to compiled functions by _make_pass.
-_lean = _precise = _certify = _certify_dd = _certify_wide = _certify_near = None
+_lean = _precise = _certify = _certify_dd = _certify_wide = _certify_near = _tie = None
 _load = _lane = _retry = None
 
 
@@ -753,7 +856,8 @@ def _make_pass(numba: Any, compiled: dict[str, Callable], cfg: KernelConfig) -> 
     )
     # Not inlined: a call per (rare) retry costs nothing, and compiling the precise
     # kernel once as scalar code, not inside the vectorized loop, saves seconds.
-    compiled["_retry"] = numba.njit(**options)(_rebind(_precise_retry(ams, ema_on), **compiled))
+    retry = _precise_retry(ams, ema_on, ties_decidable(cfg), cfg.amsgrad in RAW_AMSGRAD)
+    compiled["_retry"] = numba.njit(**options)(_rebind(retry, **compiled))
     run = _rebind(_block_loop(numba, ams, ema_on, _cache_key(cfg)), **compiled)
     try:
         return numba.njit(parallel=True, cache=True, **options)(run)
@@ -812,9 +916,11 @@ def _lean_lane(ams: bool, ema_on: bool) -> Callable:
     return lane
 
 
-def _precise_retry(ams: bool, ema_on: bool) -> Callable:
+def _precise_retry(ams: bool, ema_on: bool, ties: bool, ams_raw: bool) -> Callable:
     """The precise kernel on coordinate ``j`` of a block: stores and returns True if
-    certain."""
+    certain. With ``ties`` (decimal moment constants, gradient used as given), m and v
+    near a midpoint are decided exactly (:func:`_tie32`); with ``ams_raw`` as well, v_max
+    is v's rounding wherever v' is the maximum."""
 
     def retry(k, th_b, g_b, m_b, v_b, x_b, e_b, j):  # pragma: no cover - compiled
         theta, g, m, v, vmax, ema = _load(th_b, g_b, m_b, v_b, x_b, e_b, j)
@@ -822,11 +928,18 @@ def _precise_retry(ams: bool, ema_on: bool) -> Callable:
         r_th, ok = _certify_wide(out[0], out[1], out[2])
         r_m, ok_m = _certify(out[3], out[4], out[5])
         r_v, ok_v = _certify(out[6], out[7], out[8])
+        if ties:
+            if not ok_m:
+                r_m, ok_m = _tie(out[3], out[4], out[5], k[P1], m, k[R1], g, k[Q1])
+            if not ok_v:
+                r_v, ok_v = _tie(out[6], out[7], out[8], k[P2], v, k[R2], g * g, k[Q2])
         ok = ok & ok_m & ok_v
         r_x = 0.0
         r_e = 0.0
         if ams:
             r_x, ok_x = _certify(out[9], out[10], out[11])
+            if ties and ams_raw and not ok_x and ok_v and out[9] == out[6]:
+                r_x, ok_x = r_v, True  # v_max = v', stored as v' is
             ok = ok & ok_x
         if ema_on:
             r_e, ok_e = _certify(out[12], out[13], out[14])
@@ -1014,6 +1127,26 @@ ADAM_DEVICE void adam_certify32(double h, double lo, double e, double* value, bo
     *sure = far_ ? near_ : split_sure;
 }
 
+/* exact_sum_sign: a double with the sign of a + b + c, exactly. */
+ADAM_DEVICE double adam_sum_sign(double a, double b, double c) {
+    double s1 = a + b, b1 = s1 - a, e1 = (a - (s1 - b1)) + (b - b1);
+    double s2 = s1 + c, c2 = s2 - s1, e2 = (s1 - (s2 - c2)) + (c - c2);
+    return s2 + (e1 + e2);
+}
+
+/* _tie32: the float32 rounding of (P x + R y) / Q near one midpoint, decided exactly. */
+ADAM_DEVICE void adam_tie32(double h, double lo, double e, double P, double x, double R,
+                            double y, double Q, double* value, bool* sure) {
+    double r = (double)(float)h;
+    double t = (double)(float)(2.0 * h - r);
+    double mid = 0.5 * (r + t);
+    bool near_ = (fabs(lo) + e) <= fabs(r) * ADAM_F64(0x3e50000000000000ULL);
+    double side = adam_sum_sign(P * x, R * y, -Q * mid);
+    double chosen = (side * (t - r) > 0.0) ? t : r;
+    *value = (side == 0.0) ? (double)(float)mid : chosen;
+    *sure = near_ && t != r && Q != 0.0 && isfinite(mid);
+}
+
 /* _certify32_wide: both ends of h + lo +- e, widened by a float64 ulp, round alike. */
 ADAM_DEVICE void adam_certify32_wide(double h, double lo, double e, double* value, bool* sure) {
     double width = fabs(lo) + e + fabs(h) * ADAM_F64(0x3cb0000000000000ULL);
@@ -1048,13 +1181,14 @@ def cuda_float32_source(cfg: KernelConfig) -> dict[str, str]:
     def load(name: str) -> _Sym:
         return trace.emit("double", f"(double){name}")
 
+    inputs = {name: load(name) for name in ("theta", "g", "m", "v")}
     out = make_fast_kernel(cfg)(
         _TracedConstants(trace),
-        load("theta"),
-        load("g"),
+        inputs["theta"],
+        inputs["g"],
         0.0,
-        load("m"),
-        load("v"),
+        inputs["m"],
+        inputs["v"],
         load("vmax") if ams else 0.0,
         load("ema") if ema_on else 0.0,
     )
@@ -1069,6 +1203,20 @@ def cuda_float32_source(cfg: KernelConfig) -> dict[str, str]:
         args = ", ".join(_c_operand(x) for x in out[at : at + 3])
         lines.append(f"double _r_{name}; bool _ok_{name};")
         lines.append(f"{certify}({args}, &_r_{name}, &_ok_{name});")
+    if ties_decidable(cfg):  # as the compiled driver's retry: _tie32
+        g = inputs["g"].name
+        for name, at, x, y, suffix in (("m", 3, "m", g, "1"), ("v", 6, "v", f"{g} * {g}", "2")):
+            args = ", ".join(_c_operand(a) for a in out[at : at + 3])
+            forms = [f"k[{INDEX[letter + suffix]}]" for letter in "PRQ"]
+            lines.append(
+                f"if (!_ok_{name}) adam_tie32({args}, {forms[0]}, {inputs[x].name}, "
+                f"{forms[1]}, {y}, {forms[2]}, &_r_{name}, &_ok_{name});"
+            )
+        if ams and cfg.amsgrad in RAW_AMSGRAD:
+            same = f"{_c_operand(out[9])} == {_c_operand(out[6])}"
+            lines.append(
+                f"if (!_ok_vmax && _ok_v && {same}) {{ _r_vmax = _r_v; _ok_vmax = true; }}"
+            )
     lines.append("bool _ok = " + " && ".join(f"_ok_{name}" for name, _, _ in stores) + ";")
     lines.append("if (_ok) {")
     lines += [f"    {name} = (float)_r_{name};" for name, _, _ in stores]

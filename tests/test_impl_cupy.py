@@ -20,8 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_impl_numba import CONFIGS, N, adversarial
 from test_impl_numba import step_with as run
+from test_impl_ties import IDEAL, assert_bit_for_bit, ours_and_oracle, tie_inputs
 
 from adamspec.impl import _kernels, adam
 from adamspec.impl._constants import KernelConfig, step_constants
@@ -133,6 +136,27 @@ def test_fused_kernel_logic_matches_the_numpy_path_bit_for_bit(
         want = reference[key]
         same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
         assert same.all(), (key, np.flatnonzero(~same)[:5])
+
+
+@pytest.mark.parametrize("name", IDEAL)
+@given(data=st.data())
+def test_fused_kernel_decides_exact_ties_of_the_moments(name, data, c_driver):
+    """Inputs on float32 midpoints of (9 m + g) / 10 and (999 v + g^2) / 1000 (see
+    tests/test_impl_ties.py): the fused kernel decides them as the oracle does."""
+    calls = []
+
+    def counting_factory(cfg):
+        calls.append(cfg)
+        return c_driver(cfg)
+
+    x = data.draw(tie_inputs("float32"), label="inputs")
+    step = data.draw(st.integers(1, 6), label="step")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(adam, "array_namespace", lambda *arrays: StandInCupy())
+        patch.setattr(adam, "cupy_float32_driver", counting_factory)
+        ours, oracle = ours_and_oracle(name, x, step, "auto")
+    assert calls and all(cfg.decimal_moments for cfg in calls)
+    assert_bit_for_bit(ours, oracle)
 
 
 def test_uncertain_coordinates_are_left_untouched_and_flagged(c_driver):

@@ -404,18 +404,27 @@ def test_holding_format_per_documented_variant(name, dtype, held_in):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 def test_oracle_and_impl_hold_as_the_spec_says(dtype):
-    """Both sides read spec/holding.py; impl holds ``ideal`` (exact decimals) in binary64,
-    its own documented approximation."""
-    from adamspec.impl._constants import holding_format as impl_holding_format
+    """Both sides read spec/holding.py and hold the same exact values: the moment
+    constants included, and ``ideal`` as the exact decimals (9/10, not binary64's 0.9)."""
+    from fractions import Fraction
+
+    from adamspec.impl._constants import moment_constants
     from adamspec.oracles.hyperparams import resolve
-    from adamspec.spec.formats import FLOAT64, format_named
+    from adamspec.spec.formats import format_named
     from adamspec.spec.holding import holding_format
 
     fmt = format_named(dtype)
     for e in spec.entries():
-        want = holding_format(e.variant, fmt)
-        assert resolve(e.hyper(), e.variant, fmt).held_in == want, e.name
-        assert impl_holding_format(e.variant, fmt) == (want or FLOAT64), e.name
+        want = resolve(e.hyper(), e.variant, fmt)
+        assert want.held_in == holding_format(e.variant, fmt), e.name
+        b1, b2, d1, d2, k1, k2 = moment_constants(e.variant, e.hyper(), fmt)
+        expected = (want.beta1, want.beta2, want.moment_beta1, want.moment_beta2,
+                    want.one_minus_beta1, want.one_minus_beta2)  # fmt: skip
+        got = (b1, b2, d1, d2, k1, k2)
+        assert all(Fraction(int(x.numerator), int(x.denominator)) == y
+                   for x, y in zip(expected, got, strict=True)), e.name  # fmt: skip
+        if e.variant.hyper_precision.value == "ideal":
+            assert b1 == Fraction(9, 10) and b2 == Fraction(999, 1000), e.name
 
 
 # ---------------------------------------------------------------------------

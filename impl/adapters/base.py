@@ -163,6 +163,9 @@ class AdapterInfo:
     """A registered configuration: how to build it and which catalog variant its docs claim.
 
     ``factory`` is ``"module:Class"`` so frameworks are imported only when used.
+    ``correctly_rounded``: the implementation claims every stored value is the correctly
+    rounded result of the documented formula (ours, ``adamspec[...]``), so the harness
+    judges it with a zero budget (:func:`adamspec.harness.budgets.budget_for`).
     """
 
     name: str
@@ -170,6 +173,7 @@ class AdapterInfo:
     documented: str
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
+    correctly_rounded: bool = False
 
     def load(self) -> type[Adapter]:
         module, _, cls = self.factory.partition(":")

@@ -9,7 +9,6 @@ import numpy as np
 
 from adamspec.impl import adam
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State
-from adamspec.spec.axes import HyperPrecision
 from adamspec.spec.catalog import entries, entry
 
 
@@ -21,10 +20,7 @@ class Ours(Adapter):
     sparse = True
 
     def _build(self) -> None:
-        variant = entry(self.documented).variant
-        if variant.hyper_precision is HyperPrecision.IDEAL:  # we hold ideal values in float64
-            variant = variant.replace(hyper_precision=HyperPrecision.FLOAT64)
-        self.variant = variant
+        self.variant = entry(self.documented).variant  # ideal: the exact decimals
         self.version = "adamspec"
         self._params: list[np.ndarray] = []
         self._state: adam.AdamState | None = None
@@ -70,7 +66,8 @@ class Ours(Adapter):
         self._state = adam.step_(self._params, list(grads), self._state, self.hyper, self.variant)
 
 
+_FACTORY = "adamspec.impl.adapters.ours:Ours"
 INFOS = [
-    AdapterInfo(f"adamspec[{e.name}]", "", e.name, "adamspec.impl.adapters.ours:Ours")
+    AdapterInfo(f"adamspec[{e.name}]", "", e.name, _FACTORY, correctly_rounded=True)
     for e in entries()
 ]
