@@ -93,6 +93,7 @@ _TF_TRAINING_OPS = (
     "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/training_ops.cc"
 )
 _OPTAX_SRC = "https://github.com/google-deepmind/optax/blob/main/optax/_src/{}.py"
+_MLX_SRC = "https://github.com/ml-explore/mlx/blob/main/python/mlx/optimizers/optimizers.py"
 
 _PAPER_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-8"}
 _KERAS_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-7"}
@@ -116,6 +117,21 @@ TF_KERAS = EPS_HAT_PARAM_DTYPE.replace(
 # optax: ``(1 - decay) * g**order + decay * t`` with Python-float decay.
 OPTAX = Variant(
     eps_placement=EpsPlacement.EPS_ROOT, hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64
+)
+
+# MLX: ``b1 * m + (1 - b1) * gradient`` with Python-float betas (cast, and a binary64
+# complement), and by default no bias correction at all.
+MLX = Variant(
+    bias_correction_m=BiasCorrection.NONE,
+    bias_correction_v=BiasCorrection.NONE,
+    hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64,
+)
+_MLX_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-8"}
+_MLX_NOTES = (
+    "learning_rate has no default in MLX (the catalog uses the Adam paper's 0.001); it is "
+    "held as a float32 array and cast to the gradient's dtype. m = b1 * m + (1 - b1) * "
+    "gradient with Python-float betas: b1 is cast to the dtype, 1 - b1 is formed in "
+    "binary64 first. MLX 0.32 has no AMSGrad."
 )
 
 _ENTRIES: tuple[CatalogEntry, ...] = (
@@ -466,6 +482,51 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         options={"bias_correction_nu": False},
         notes="Added in google-deepmind/optax PR #1423; max over raw nu and no division "
         "by 1 - b2^t. Moments as optax.adam (binary64 1 - beta).",
+    ),
+    CatalogEntry(
+        name="mlx.Adam",
+        variant=MLX,
+        defaults=_MLX_DEFAULTS,
+        citation=Citation(
+            "mlx.optimizers.Adam source and docstring (mlx 0.32)",
+            _MLX_SRC,
+            "bias_correction (bool, optional): If set to ``True``, bias correction "
+            "is applied. Default: ``False``; "
+            "return parameter - lr * m / (mx.sqrt(v) + eps)",
+        ),
+        notes="No bias correction by default: from 10.0 with lr 0.2 and gradient 10.0 one "
+        "step gives 9.36754 (m = 1, v = 0.1), where bias-corrected Adam gives 9.8. "
+        + _MLX_NOTES,
+    ),
+    CatalogEntry(
+        name="mlx.Adam[bias_correction]",
+        variant=MLX.replace(
+            bias_correction_m=BiasCorrection.POWER, bias_correction_v=BiasCorrection.POWER
+        ),
+        defaults=_MLX_DEFAULTS,
+        citation=Citation(
+            "mlx.optimizers.Adam source (bias_correction=True, mlx 0.32)",
+            _MLX_SRC,
+            "c1 = (lr / (1 - b1**step)).astype(gradient.dtype); "
+            "c2 = mx.rsqrt(1 - b2**step).astype(gradient.dtype); "
+            "denominator = mx.sqrt(v) * c2 + eps",
+        ),
+        options={"bias_correction": True},
+        notes="sqrt(v) * rsqrt(1 - b2^t) + eps is Algorithm 1's denominator; b1**step is a "
+        "float32 power of the uint64 step. " + _MLX_NOTES,
+    ),
+    CatalogEntry(
+        name="mlx.AdamW",
+        variant=MLX.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE),
+        defaults={**_MLX_DEFAULTS, "weight_decay": "0.01"},
+        citation=Citation(
+            "mlx.optimizers.AdamW source (mlx 0.32)",
+            _MLX_SRC,
+            "return super().apply_single( gradient, parameter * (1 - lr * self.weight_decay), "
+            "state )",
+        ),
+        notes="The decay factor 1 - lr * weight_decay is float32 arithmetic on the held lr, "
+        "then the Adam step of mlx.Adam (no bias correction by default). " + _MLX_NOTES,
     ),
     CatalogEntry(
         name="tfjs.adam",

@@ -104,6 +104,11 @@ CASES = [
     Case("onnx.Adam", ("onnx",)),
     Case("onnx.Adam(norm_coefficient_post)", ("onnx",), "float64", hyper={"weight_decay": "0.01"}),
     Case("tfjs.adam", ("tfjs",)),
+    # MLX
+    Case("mlx.Adam", ("mlx",)),
+    Case("mlx.Adam(bias_correction=True)", ("mlx",), slow=True),
+    Case("mlx.AdamW", ("mlx",), slow=True),
+    Case("mlx.Adam", ("mlx",), dtype="bfloat16", slow=True),
     # driven through adamspec.impl.adapters: ours (with accumulated powers as extras) and
     # a user kernel (registered behind a worker process, reproduced in-process)
     Case("adamspec[paper.algorithm1]"),

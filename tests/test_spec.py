@@ -58,6 +58,9 @@ REQUIRED_NAMES = (
     "optax.amsgrad",
     "tfjs.adam",
     "onnx.Adam",
+    "mlx.Adam",
+    "mlx.Adam[bias_correction]",
+    "mlx.AdamW",
 )
 
 
@@ -202,6 +205,7 @@ EPS_BY_SOURCE = {
     "tf_keras.": Fraction(1, 10**7),
     "tfjs.": Fraction(1, 10**7),
     "onnx.": Fraction(1, 10**6),
+    "mlx.": Fraction(1, 10**8),
 }
 
 
@@ -228,6 +232,7 @@ def test_every_eps_source_has_entries():
         pytest.param("torch.AdamW", Fraction(1, 100), id="torch.AdamW:wd=0.01"),
         pytest.param("keras.AdamW", Fraction(4, 1000), id="keras.AdamW:wd=0.004"),
         pytest.param("optax.adamw", Fraction(1, 10000), id="optax.adamw:wd=0.0001"),
+        pytest.param("mlx.AdamW", Fraction(1, 100), id="mlx.AdamW:wd=0.01"),
     ],
 )
 def test_adamw_weight_decay_default(name, weight_decay):
@@ -443,6 +448,9 @@ QUOTE_SOURCES = {
     "optax.adam[nesterov]": ("optax", "_src/transform.py"),
     "optax.amsgrad": ("optax", "_src/transform.py"),
     "optax.amsgrad[bias_correction_nu=False]": ("optax", "_src/transform.py"),
+    "mlx.Adam": ("mlx", "optimizers/optimizers.py"),
+    "mlx.Adam[bias_correction]": ("mlx", "optimizers/optimizers.py"),
+    "mlx.AdamW": ("mlx", "optimizers/optimizers.py"),
 }
 
 

@@ -30,6 +30,7 @@ MODULES = (
     "adamspec.impl.adapters.onnx_ref",
     "adamspec.impl.adapters.tensorflow",
     "adamspec.impl.adapters.keras3",
+    "adamspec.impl.adapters.mlx_optim",
 )
 
 _loaded: set[str] = set()

@@ -289,6 +289,21 @@ def _make_hyper_literal(h: Hyper, lr: Fraction) -> tuple[str, bool]:
     return text, "Fraction(" in text
 
 
+def reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool = False) -> None:
+    """Unsupported for hyperparameters the wrapped API has no argument for: eps_root, the
+    EMA, weight decay (unless ``decay``) and gradient clipping (unless ``clip``)."""
+    if hyper.eps_root:
+        raise Unsupported(f"{name} has no eps_root")
+    if hyper.use_ema:
+        raise Unsupported(f"{name}: use_ema state is not exposed by this adapter")
+    if hyper.weight_decay and not decay:
+        raise Unsupported(f"{name} has no weight_decay argument")
+    if not clip and any(
+        x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
+    ):
+        raise Unsupported(f"{name} has no gradient clipping")
+
+
 def lr_schedule_factor(hyper: Hyper) -> Callable[[int], float] | None:
     """For frameworks that scale a base lr: ``t -> lr_t / lr_1`` (None for a constant lr)."""
     from adamspec.spec.hyper import Schedule

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, reject_unused
 from adamspec.impl.adapters.keras3 import constructor_kwargs, sparse_gradient_literal
 from adamspec.impl.adapters.repro import (
     Program,
@@ -62,20 +62,6 @@ def _tf() -> Any:
 def _f(x: Fraction) -> float:
     """A hyperparameter as the Python float a user would pass (correctly rounded binary64)."""
     return float(x)
-
-
-def _reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool = False) -> None:
-    """Unsupported for hyperparameters the wrapped API has no argument for."""
-    if hyper.eps_root:
-        raise Unsupported(f"{name} has no eps_root")
-    if hyper.use_ema:
-        raise Unsupported(f"{name}: use_ema state is not exposed by this adapter")
-    if hyper.weight_decay and not decay:
-        raise Unsupported(f"{name} has no weight_decay argument")
-    if not clip and any(
-        x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
-    ):
-        raise Unsupported(f"{name} has no gradient clipping")
 
 
 #: How every TensorFlow reproduction script starts (quiet C++ logs, as :func:`_tf` does).
@@ -221,7 +207,7 @@ class TfKerasAdam(_KerasApply):
         import tf_keras
 
         h = self.hyper
-        _reject_unused(h, self.name, decay=True, clip=True)
+        reject_unused(h, self.name, decay=True, clip=True)
         self._eager_setup()
         lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
         self.opt = tf_keras.optimizers.Adam(
@@ -280,7 +266,7 @@ class TfKerasLegacyAdam(_KerasApply):
         import tf_keras
 
         h = self.hyper
-        _reject_unused(h, self.name, clip=True)
+        reject_unused(h, self.name, clip=True)
         self._eager_setup()
         lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
         clips = {
@@ -338,7 +324,7 @@ class TfRawAdam(_Eager):
     """
 
     def _build(self) -> None:
-        _reject_unused(self.hyper, self.name)
+        reject_unused(self.hyper, self.name)
         self._eager_setup()
         tf = self.tf
         self.amsgrad = bool(self.options.get("amsgrad", False))
@@ -471,7 +457,7 @@ class TfV1Adam(Adapter):
     sparse = True
 
     def _build(self) -> None:
-        _reject_unused(self.hyper, self.name)
+        reject_unused(self.hyper, self.name)
         tf = self.tf = _tf()
         v1 = tf.compat.v1
         h = self.hyper
