@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from adamspec.harness.counterexample import Counterexample
-from adamspec.impl.adapters.tfjs import REPO as TFJS_ROOT
+from adamspec.impl import node_packages
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 #: Where the TF.js adapter's worker finds @tensorflow/* (it runs with cwd at the checkout).
-NODE_PATH = TFJS_ROOT / "node_modules"
 #: Seconds one script may take (a framework import is the slow part).
 SCRIPT_TIMEOUT_S = 180
 
@@ -34,7 +33,7 @@ def run_script(path: Path) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     if path.suffix == ".js":
         command = ["node", str(path)]
-        env["NODE_PATH"] = str(NODE_PATH)
+        env["NODE_PATH"] = str(node_packages.node_modules())
     else:
         command = [str(PYTHON) if PYTHON.exists() else sys.executable, str(path)]
     done = subprocess.run(
