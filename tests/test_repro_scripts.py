@@ -109,6 +109,12 @@ CASES = [
     Case("mlx.Adam(bias_correction=True)", ("mlx",), slow=True),
     Case("mlx.AdamW", ("mlx",), slow=True),
     Case("mlx.Adam", ("mlx",), dtype="bfloat16", slow=True),
+    # PaddlePaddle (the adapter in a worker process, the script in-process)
+    Case("paddle.Adam", ("paddle",)),
+    Case("paddle.Adam(amsgrad=True)", ("paddle",), slow=True),
+    Case("paddle.AdamW", ("paddle",), "float64", slow=True),
+    Case("paddle.Adam(lazy_mode=True)", ("paddle",), sparse=True, slow=True),
+    Case("paddle.Adam", ("paddle",), sparse=True, slow=True),
     # driven through adamspec.impl.adapters: ours (with accumulated powers as extras) and
     # a user kernel (registered behind a worker process, reproduced in-process)
     Case("adamspec[paper.algorithm1]"),

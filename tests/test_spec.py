@@ -61,6 +61,10 @@ REQUIRED_NAMES = (
     "mlx.Adam",
     "mlx.Adam[bias_correction]",
     "mlx.AdamW",
+    "paddle.Adam",
+    "paddle.Adam[amsgrad]",
+    "paddle.Adam[lazy_mode]",
+    "paddle.AdamW",
 )
 
 
@@ -206,6 +210,7 @@ EPS_BY_SOURCE = {
     "tfjs.": Fraction(1, 10**7),
     "onnx.": Fraction(1, 10**6),
     "mlx.": Fraction(1, 10**8),
+    "paddle.": Fraction(1, 10**8),
 }
 
 
@@ -233,6 +238,7 @@ def test_every_eps_source_has_entries():
         pytest.param("keras.AdamW", Fraction(4, 1000), id="keras.AdamW:wd=0.004"),
         pytest.param("optax.adamw", Fraction(1, 10000), id="optax.adamw:wd=0.0001"),
         pytest.param("mlx.AdamW", Fraction(1, 100), id="mlx.AdamW:wd=0.01"),
+        pytest.param("paddle.AdamW", Fraction(1, 100), id="paddle.AdamW:wd=0.01"),
     ],
 )
 def test_adamw_weight_decay_default(name, weight_decay):
@@ -451,6 +457,8 @@ QUOTE_SOURCES = {
     "mlx.Adam": ("mlx", "optimizers/optimizers.py"),
     "mlx.Adam[bias_correction]": ("mlx", "optimizers/optimizers.py"),
     "mlx.AdamW": ("mlx", "optimizers/optimizers.py"),
+    "paddle.Adam[amsgrad]": ("paddle", "optimizer/adam.py"),
+    "paddle.Adam[lazy_mode]": ("paddle", "optimizer/adam.py"),
 }
 
 
