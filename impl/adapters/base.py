@@ -152,6 +152,9 @@ class AdapterInfo:
     """A registered configuration: how to build it and which catalog variant its docs claim.
 
     ``factory`` is ``"module:Class"`` so frameworks are imported only when used.
+    ``eager_counterpart`` is set on compiled implementations (``torch.compile``, XLA,
+    ``jax.jit``): the registered name of the same optimizer run op by op, against which
+    the compiled one is compared (:mod:`adamspec.impl.adapters.compiled`).
     """
 
     name: str
@@ -159,6 +162,7 @@ class AdapterInfo:
     documented: str
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
+    eager_counterpart: str = ""
 
     def load(self) -> type[Adapter]:
         module, _, cls = self.factory.partition(":")

@@ -61,6 +61,8 @@ class OptaxAdam(Adapter):
         options = dict(self.options)
         fn_name = options.pop("fn")
         use_jit = options.pop("jit", True)
+        if use_jit and jax.config.jax_disable_jit:
+            raise Unsupported(f"{self.name}: jax_disable_jit is on: jax.jit would run eagerly")
         options.pop("eps_root", None)
         fn = getattr(optax, fn_name)
         import inspect
@@ -241,7 +243,19 @@ def _constructor_kwargs(
 _FACTORY = "adamspec.impl.adapters.optax_optim:OptaxAdam"
 
 INFOS = [
-    AdapterInfo("optax.adam", "optax", "optax.adam", _FACTORY, {"fn": "adam"}),
+    # the usual train step is jitted: optax.adam and optax.adamw are the compiled
+    # implementations, their op-by-op twins (jit=False) the eager counterparts
+    AdapterInfo(
+        "optax.adam",
+        "optax",
+        "optax.adam",
+        _FACTORY,
+        {"fn": "adam"},
+        eager_counterpart="optax.adam(jit=False)",
+    ),
+    AdapterInfo(
+        "optax.adam(jit=False)", "optax", "optax.adam", _FACTORY, {"fn": "adam", "jit": False}
+    ),
     AdapterInfo(
         "optax.adam(eps_root=1e-8)",
         "optax",
@@ -256,7 +270,17 @@ INFOS = [
         _FACTORY,
         {"fn": "adam", "nesterov": True},
     ),
-    AdapterInfo("optax.adamw", "optax", "optax.adamw", _FACTORY, {"fn": "adamw"}),
+    AdapterInfo(
+        "optax.adamw",
+        "optax",
+        "optax.adamw",
+        _FACTORY,
+        {"fn": "adamw"},
+        eager_counterpart="optax.adamw(jit=False)",
+    ),
+    AdapterInfo(
+        "optax.adamw(jit=False)", "optax", "optax.adamw", _FACTORY, {"fn": "adamw", "jit": False}
+    ),
     AdapterInfo("optax.amsgrad", "optax", "optax.amsgrad", _FACTORY, {"fn": "amsgrad"}),
     AdapterInfo(
         "optax.amsgrad(bias_correction_nu=False)",

@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, reject_unused
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, reject_unused
+from adamspec.impl.adapters.compiled import CACHE
 from adamspec.impl.adapters.keras3 import constructor_kwargs, sparse_gradient_literal
 from adamspec.impl.adapters.repro import (
     Program,
@@ -92,11 +93,18 @@ class _Eager(Adapter):
     dtypes = TF_DTYPES
 
     def _eager_setup(self) -> None:
+        self._eager_types()
+        self.vars = self._variables()
+
+    def _eager_types(self) -> None:
         tf = self.tf = _tf()
         self.tf_dtype = tf.as_dtype(self.dtype)
         self.np_dtype = np.dtype(self.tf_dtype.as_numpy_dtype)
-        self.vars = [tf.Variable(tf.zeros(s, self.tf_dtype), trainable=True) for s in self.shapes]
         self._step = 0
+
+    def _variables(self) -> list[Any]:
+        tf = self.tf
+        return [tf.Variable(tf.zeros(s, self.tf_dtype), trainable=True) for s in self.shapes]
 
     def _array(self, x: Any) -> np.ndarray:
         return np.asarray(x, dtype=self.np_dtype)
@@ -204,13 +212,18 @@ class TfKerasAdam(_KerasApply):
     script_constructor = "tf_keras.optimizers.Adam"
 
     def _build(self) -> None:
+        reject_unused(self.hyper, self.name, decay=True, clip=True)
+        self._eager_setup()
+        self.opt = self._optimizer(self.vars)
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+
+    def _optimizer(self, variables: list[Any]) -> Any:
+        """``tf_keras.optimizers.Adam`` as a user builds it, built over ``variables``."""
         import tf_keras
 
         h = self.hyper
-        reject_unused(h, self.name, decay=True, clip=True)
-        self._eager_setup()
         lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
-        self.opt = tf_keras.optimizers.Adam(
+        opt = tf_keras.optimizers.Adam(
             learning_rate=lr,
             beta_1=_f(h.beta1),
             beta_2=_f(h.beta2),
@@ -221,8 +234,8 @@ class TfKerasAdam(_KerasApply):
             global_clipnorm=None if h.global_clipnorm is None else _f(h.global_clipnorm),
             **self.options,
         )
-        self.amsgrad = bool(self.options.get("amsgrad", False))
-        self.opt.build(self.vars)
+        opt.build(variables)
+        return opt
 
     def _slots(self) -> tuple[list[Any], list[Any], list[Any] | None]:
         o = self.opt
@@ -247,6 +260,55 @@ class TfKerasAdam(_KerasApply):
             None if vhat is None else [self._read(x) for x in vhat],
             int(self.opt.iterations.numpy()),
         )
+
+
+class TfKerasCompiledAdam(TfKerasAdam):
+    """``tf_keras.optimizers.Adam`` stepped inside ``tf.function(jit_compile=True)``: XLA on
+    the CPU. (tf_keras's own ``jit_compile=True`` default applies only where a GPU is
+    found: on the CPU it is turned off, so the eager adapter is truly op by op.)
+
+    One compiled function per configuration, dtype, shapes and hyperparameters in the
+    process (:mod:`adamspec.impl.adapters.compiled`); XLA's acceptance is checked once by
+    lowering the function to HLO, so a graph XLA cannot compile is a skip, never an
+    eager run.
+    """
+
+    def _build(self) -> None:
+        reject_unused(self.hyper, self.name, decay=True, clip=True)
+        self._eager_types()
+        if self.tf.config.functions_run_eagerly():
+            raise Unsupported(f"{self.name}: tf.config.run_functions_eagerly is on")
+        key = (self.name, self.dtype, tuple(self.shapes), self.hyper)
+        self._entry = CACHE.take(key, self._make_compiled)
+        self.vars, self.opt = self._entry.objects["vars"], self._entry.objects["opt"]
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+
+    def _make_compiled(self) -> dict[str, Any]:
+        variables = self._variables()
+        opt = self._optimizer(variables)
+
+        def apply(grads: list[Any]) -> None:
+            opt.apply_gradients(zip(grads, variables, strict=True))
+
+        compiled = self.tf.function(apply, jit_compile=True, reduce_retracing=True)
+        return {"vars": variables, "opt": opt, "compiled_step": compiled}
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
+        entry, compiled = self._entry, self._entry.objects["compiled_step"]
+        try:
+            if not entry.compiled:
+                compiled.experimental_get_compiler_ir(tf_grads)(stage="hlo")
+            entry.timed(lambda: compiled(tf_grads))
+        except (self.tf.errors.InvalidArgumentError, self.tf.errors.UnimplementedError) as exc:
+            raise Unsupported(f"{self.name}: XLA: {str(exc).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        entry = getattr(self, "_entry", None)
+        if entry is not None:
+            CACHE.give_back(entry)
+            self._entry = None
 
 
 class TfKerasLegacyAdam(_KerasApply):
@@ -661,6 +723,13 @@ _RAW = "adamspec.impl.adapters.tensorflow:TfRawAdam"
 
 INFOS = [
     AdapterInfo("tf_keras.Adam", "tf_keras", "tf_keras.Adam", _TFK),
+    AdapterInfo(
+        "tf.function(jit_compile=True)(tf_keras.Adam)",
+        "tf_keras",
+        "tf_keras.Adam",
+        "adamspec.impl.adapters.tensorflow:TfKerasCompiledAdam",
+        eager_counterpart="tf_keras.Adam",
+    ),
     AdapterInfo(
         "tf_keras.Adam(adaptive_epsilon=True)",
         "tf_keras",
