@@ -14,7 +14,13 @@ import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
 from adamspec.impl.adapters.compiled import CACHE
-from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    keyword_literal,
+    value_literal,
+    with_compiled_step,
+)
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 
@@ -59,6 +65,18 @@ def sparse_gradient_literal(indices: str, values: str, shape: tuple[int, ...]) -
         f"tf.IndexedSlices({values}, tf.constant({indices}, dtype=tf.int64), "
         f"tf.constant({list(shape)!r}, dtype=tf.int64))"
     )
+
+
+def xla_apply_gradients(grad: str) -> list[str]:
+    """Script lines: ``opt.apply_gradients`` for ``var`` in a jit-compiled tf.function, called
+    with the gradient ``grad`` (shared by the tf_keras and Keras 3 compiled scripts)."""
+    return [
+        "apply = tf.function(",
+        "    lambda grad: opt.apply_gradients([(grad, var)]), jit_compile=True, "
+        "reduce_retracing=True",
+        ")",
+        f"apply({grad})",
+    ]
 
 
 class KerasOptimizer(Adapter):
@@ -285,6 +303,37 @@ class KerasCompiledOptimizer(KerasOptimizer):
         if entry is not None:
             CACHE.give_back(entry)
             self._entry = None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The eager program, its ``apply_gradients`` compiled as ``model.fit`` compiles it:
+        XLA on tensorflow, ``jax.jit`` of ``stateless_apply`` on jax (the gradient passed
+        as an argument: a captured constant could be folded)."""
+        program = super().reproduction_program(step)
+        grad = step.grad_literal(sparse_gradient_literal)
+        eager = f"opt.apply_gradients([({grad}, var)])"
+        if step.environment["KERAS_BACKEND"] == "tensorflow":
+            if "import tensorflow as tf" not in program.imports:
+                program.imports.append("import tensorflow as tf")
+            return with_compiled_step(program, eager, xla_apply_gradients(grad))
+        program.imports.append("import jax")
+        jitted = [
+            "",
+            "",
+            "def train_step(state, grads):  # as keras/src/backend/jax/trainer.py",
+            "    trainable, optimizer_variables = state",
+            "    return opt.stateless_apply(optimizer_variables, grads, trainable)",
+            "",
+            "",
+            "state = ([var.value], [v.value for v in opt.variables])",
+            "trainable, optimizer_variables = jax.jit(train_step, donate_argnums=0)(",
+            f"    state, [{grad}]",
+            ")",
+            "var.assign(trainable[0])",
+            "for v, x in zip(opt.variables, optimizer_variables):",
+            "    v.assign(x)",
+        ]
+        return with_compiled_step(program, eager, jitted)
 
 
 def _refuse_eager_configuration(name: str, backend: str) -> None:

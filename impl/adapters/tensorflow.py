@@ -35,7 +35,11 @@ import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, reject_unused
 from adamspec.impl.adapters.compiled import CACHE
-from adamspec.impl.adapters.keras3 import constructor_kwargs, sparse_gradient_literal
+from adamspec.impl.adapters.keras3 import (
+    constructor_kwargs,
+    sparse_gradient_literal,
+    xla_apply_gradients,
+)
 from adamspec.impl.adapters.repro import (
     Program,
     StepToReproduce,
@@ -44,6 +48,7 @@ from adamspec.impl.adapters.repro import (
     keyword_literal,
     python_float,
     value_literal,
+    with_compiled_step,
 )
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
@@ -309,6 +314,17 @@ class TfKerasCompiledAdam(TfKerasAdam):
         if entry is not None:
             CACHE.give_back(entry)
             self._entry = None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The eager program, its ``apply_gradients`` inside ``tf.function(jit_compile=True)``
+        with the gradient as the function's argument (a captured constant could be folded)."""
+        grad = step.grad_literal(sparse_gradient_literal)
+        return with_compiled_step(
+            super().reproduction_program(step),
+            f"opt.apply_gradients([({grad}, var)])",
+            xla_apply_gradients(grad),
+        )
 
 
 class TfKerasLegacyAdam(_KerasApply):

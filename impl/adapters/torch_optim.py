@@ -18,7 +18,13 @@ from adamspec.impl.adapters.base import (
     torch_to_numpy,
 )
 from adamspec.impl.adapters.compiled import CACHE
-from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    keyword_literal,
+    value_literal,
+    with_compiled_step,
+)
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
 
@@ -248,6 +254,15 @@ class TorchCompiledOptimizer(TorchOptimizer):
         if entry is not None:
             CACHE.give_back(entry)
             self._entry = None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The eager program, its ``opt.step()`` compiled as the adapter compiles it."""
+        compiled = [
+            "# inductor compiles the step on its first call (seconds), as in the adapter",
+            "torch.compile(opt.step, dynamic=False)()",
+        ]
+        return with_compiled_step(super().reproduction_program(step), "opt.step()", compiled)
 
 
 #: Dynamo's recompile limit while compiled adapters run: one compile per problem's shapes
