@@ -208,7 +208,7 @@ class TorchCompiledOptimizer(TorchOptimizer):
     is measured does not depend on which problems ran before (automatic dynamic shapes
     would switch to shape-generic kernels after the first recompile). Dynamo's recompile
     limit is raised and made an error, because at the limit torch.compile otherwise runs
-    the step eagerly without saying so; TORCHDYNAMO_DISABLE is refused for the same reason.
+    the step eagerly without saying so; TORCH_COMPILE_DISABLE is refused for the same reason.
     """
 
     def _build(self) -> None:
@@ -218,7 +218,7 @@ class TorchCompiledOptimizer(TorchOptimizer):
         self.torch = torch
         if torch._dynamo.config.disable:
             raise Unsupported(
-                f"{self.name}: TorchDynamo is disabled (TORCHDYNAMO_DISABLE): torch.compile "
+                f"{self.name}: TorchDynamo is disabled (TORCH_COMPILE_DISABLE): torch.compile "
                 "would run the step eagerly"
             )
         config = torch._dynamo.config
