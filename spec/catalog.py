@@ -604,7 +604,9 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "coeff * p (one fused multiply-add in the AVX-512 JIT kernel); the docstring writes "
         "the decay inside the bias-corrected learning_rate's product. The coefficient is "
         "held as float32 even for float64 parameters (measured: 2024 ULP after one float64 "
-        "step, 1 ULP once weight_decay is given as its float32 value). " + _PADDLE_NOTES,
+        "step, 1 ULP once weight_decay is given as its float32 value). A SelectedRows "
+        "gradient (a sparse embedding's) crashes Paddle 3.3.1's AdamW on the CPU ('Invalid "
+        "dimension to be accessed', a garbage dimension). " + _PADDLE_NOTES,
     ),
     CatalogEntry(
         name="tfjs.adam",

@@ -212,3 +212,36 @@ def pair_errors(
     finally:
         a.close()
         b.close()
+
+
+def assert_within(measured: dict[str, int], budget: dict[str, int], what: str) -> None:
+    """Every component measured (-1, a NaN/inf mismatch, fails) within its budget."""
+    for component, worst in measured.items():
+        assert 0 <= worst <= budget[component], (what, component, worst, budget)
+
+
+def assert_lockstep_within(
+    name: str, documented: str, budget: dict[str, int], steps: int, dtype: str = "float32"
+) -> None:
+    """:func:`lockstep_errors` of ``name`` with ``documented``'s defaults within ``budget``."""
+    errors = lockstep_errors(name, entry(documented).hyper(), dtype, steps=steps)
+    assert_within(errors.max_ulp, budget, f"{name}, {steps} steps")
+
+
+def keras_doc_step(name: str, documented: str) -> tuple[np.floating, np.floating]:
+    """The Keras documentation's example, one step from 10.0 with lr 0.2 and gradient 10.0
+    (d/dx of 10 x), float32: the implementation's parameter and the oracle's for the
+    documented variant (``documented``'s other defaults, weight decay included)."""
+    hyper = entry(documented).hyper(lr="0.2")
+    variant = entry(documented).variant
+    one = [np.float32([10.0])]
+    zeros = [np.float32([0.0])]
+    amsgrad = variant.amsgrad.value != "off"
+    start = State(list(one), list(zeros), list(zeros), list(zeros) if amsgrad else None, 0)
+    with make_adapter(name, hyper, "float32", [(1,)]) as adapter:
+        adapter.set_state(start.copy())
+        adapter.step([np.float32([10.0])])
+        got = adapter.get_state().params[0][0]
+    ref = oracle_step(variant, hyper, list(start.params), [np.float32([10.0])],
+                      _oracle_state(start))  # fmt: skip
+    return got, ref.value("param", 0)[0]

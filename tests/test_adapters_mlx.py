@@ -18,14 +18,17 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from adapter_helpers import assert_state_roundtrip, lockstep_errors
+from adapter_helpers import (
+    assert_lockstep_within,
+    assert_state_roundtrip,
+    keras_doc_step,
+    lockstep_errors,
+)
 
 from adamspec.harness.engine import record_trace
 from adamspec.harness.fingerprint import rank_variants
 from adamspec.harness.problems import suite
-from adamspec.impl.adapters import REGISTRY, State, load_registry, make_adapter
-from adamspec.oracles import OracleState
-from adamspec.oracles import step as oracle_step
+from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.oracles.metrics import ulp_distance
 from adamspec.spec import entry
 from adamspec.spec.formats import FLOAT32
@@ -60,10 +63,7 @@ def test_every_mlx_configuration_is_registered_and_amsgrad_is_absent():
 @pytest.mark.parametrize("steps", [1, 20], ids=["1-step", "20-steps"])
 def test_lockstep_float32_within_measured_ulp(name, steps):
     documented, first, twenty = BUDGETS[name]
-    budget = first if steps == 1 else twenty
-    errors = lockstep_errors(name, entry(documented).hyper(), "float32", steps=steps)
-    for component, worst in errors.max_ulp.items():
-        assert 0 <= worst <= budget[component], (name, component, worst, budget)
+    assert_lockstep_within(name, documented, first if steps == 1 else twenty, steps)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
@@ -72,23 +72,9 @@ def test_state_round_trip_is_bit_exact(name, dtype):
     assert_state_roundtrip(name, entry(BUDGETS[name][0]).hyper(), dtype)
 
 
-def _keras_doc_step(name: str, documented: str) -> tuple[np.float32, np.float32]:
-    """The Keras doc example: from 10.0, lr 0.2, gradient 10.0 (d/dx of 10 x): the adapter's
-    parameter after one step and the oracle's for the documented variant."""
-    hyper = entry(documented).hyper(lr="0.2")
-    start = State([np.float32([10.0])], [np.float32([0.0])], [np.float32([0.0])], None, 0)
-    with make_adapter(name, hyper, "float32", [(1,)]) as adapter:
-        adapter.set_state(start.copy())
-        adapter.step([np.float32([10.0])])
-        got = adapter.get_state().params[0]
-    ref = oracle_step(entry(documented).variant, hyper, start.params[0], np.float32([10.0]),
-                      OracleState(m=start.m[0], v=start.v[0], step=0))  # fmt: skip
-    return got[0], ref.value("param")[0]
-
-
 def test_keras_doc_example_without_bias_correction_gives_9_36754():
     """MLX's default: m = 1, v = 0.1, 10 - 0.2 / sqrt(0.1) = 9.36754..., not 9.8."""
-    got, oracle = _keras_doc_step("mlx.Adam", "mlx.Adam")
+    got, oracle = keras_doc_step("mlx.Adam", "mlx.Adam")
     assert ulp_distance(got, oracle, FLOAT32) == 0
     assert abs(float(got) - (10 - 0.2 / np.sqrt(0.1))) < 1e-5
     assert abs(float(got) - 9.8) > 0.4
@@ -98,7 +84,7 @@ def test_keras_doc_example_with_bias_correction_gives_9_8():
     """bias_correction=True: 9.800001 in float32, 1 ULP above float32(9.8), and exactly what
     the catalog variant gives: the complements held as MLX holds them (1 - 0.9 formed in
     binary64, then float32) move the exact result across the rounding boundary."""
-    got, oracle = _keras_doc_step("mlx.Adam(bias_correction=True)", "mlx.Adam[bias_correction]")
+    got, oracle = keras_doc_step("mlx.Adam(bias_correction=True)", "mlx.Adam[bias_correction]")
     assert ulp_distance(got, oracle, FLOAT32) == 0
     assert ulp_distance(got, np.float32(9.8), FLOAT32) == 1
 

@@ -37,7 +37,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from adapter_helpers import assert_state_roundtrip, lockstep_errors, pair_errors
+from adapter_helpers import (
+    assert_lockstep_within,
+    assert_state_roundtrip,
+    assert_within,
+    keras_doc_step,
+    pair_errors,
+)
 
 from adamspec.harness.budgets import DEFAULT
 from adamspec.harness.engine import record_trace
@@ -125,42 +131,25 @@ def test_every_compiled_registration_links_its_registered_eager_twin():
         assert not twin.eager_counterpart, f"{name}'s twin {twin.name} is itself compiled"
 
 
-def _within(measured: dict[str, int], budget: dict[str, int], what: str) -> None:
-    for component, worst in measured.items():
-        assert 0 <= worst <= budget[component], (what, component, worst, budget)
-
-
 @pytest.mark.parametrize("name", _params())
 def test_compiled_and_eager_differ_by_rounding_within_measured_ulp(name):
     info, (pair, _, _) = _compiled()[name], CASES[name]
     errors = pair_errors(info.eager_counterpart, name, entry(info.documented).hyper())
-    _within(errors.lockstep, pair["lock"], f"{name} lock-step")
-    _within(errors.first, pair["first"], f"{name} first step")
-    _within(errors.free, pair["free"], f"{name} free-running")
+    assert_within(errors.lockstep, pair["lock"], f"{name} lock-step")
+    assert_within(errors.first, pair["first"], f"{name} first step")
+    assert_within(errors.free, pair["free"], f"{name} free-running")
 
 
 @pytest.mark.parametrize("name", _params())
 @pytest.mark.parametrize("steps", [1, 20], ids=["1-step", "20-steps"])
 def test_compiled_lockstep_against_the_oracle_within_measured_ulp(name, steps):
-    info, (_, oracle, _) = _compiled()[name], CASES[name]
-    errors = lockstep_errors(name, entry(info.documented).hyper(), "float32", steps=steps)
-    _within(errors.max_ulp, oracle[0 if steps == 1 else 1], f"{name} {steps} steps")
+    oracle = CASES[name][1]
+    assert_lockstep_within(name, _compiled()[name].documented, oracle[steps != 1], steps)
 
 
 @pytest.mark.parametrize("name", _params())
 def test_compiled_state_round_trip_is_bit_exact(name):
     assert_state_roundtrip(name, entry(_compiled()[name].documented).hyper(), "float32")
-
-
-def _doc_example_step(name: str, documented: str) -> np.float32:
-    hyper = entry(documented).hyper(lr="0.2")
-    start = State([np.float32([10.0])], [np.float32([0.0])], [np.float32([0.0])], None, 0)
-    if entry(documented).variant.amsgrad.value != "off":
-        start.v_max = [np.float32([0.0])]
-    with make_adapter(name, hyper, "float32", [(1,)]) as adapter:
-        adapter.set_state(start)
-        adapter.step([np.float32([10.0])])
-        return adapter.get_state().params[0][0]
 
 
 def _ulps(a: np.float32, b: np.float32) -> int:
@@ -175,8 +164,8 @@ def test_keras_doc_example(name):
     corrections under compile. Compiled and eager differ by at most 1 ULP."""
     info = _compiled()[name]
     want = np.float32(9.8 - 2 * float(entry(info.documented).hyper().weight_decay))
-    compiled = _doc_example_step(name, info.documented)
-    eager = _doc_example_step(info.eager_counterpart, info.documented)
+    compiled, _ = keras_doc_step(name, info.documented)
+    eager, _ = keras_doc_step(info.eager_counterpart, info.documented)
     assert _ulps(compiled, want) <= (2 if name.startswith("torch.compile(torch.AdamW") else 1)
     assert _ulps(compiled, eager) <= 1, (compiled, eager)
 

@@ -95,3 +95,26 @@ class CompiledCache:
 
 #: The process's compiled entries (a worker process has its own).
 CACHE = CompiledCache()
+
+
+class HoldsCompiled:
+    """Mixin of compiled adapters: takes the entry of its configuration from :data:`CACHE`
+    (``_take_compiled``) and gives it back on ``close``. Put it before the adapter class
+    in the bases, so its ``close`` is the one called."""
+
+    _entry: Compiled | None = None
+    name: str
+    dtype: str
+    shapes: list[tuple[int, ...]]
+    hyper: Any
+
+    def _take_compiled(self, build: Callable[[], dict[str, Any]]) -> Compiled:
+        """This adapter's entry: what the compiled code depends on is the key."""
+        key = (self.name, self.dtype, tuple(self.shapes), self.hyper)
+        self._entry = CACHE.take(key, build)
+        return self._entry
+
+    def close(self) -> None:
+        if self._entry is not None:
+            CACHE.give_back(self._entry)
+            self._entry = None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
-from adamspec.impl.adapters.compiled import CACHE
+from adamspec.impl.adapters.compiled import HoldsCompiled
 from adamspec.impl.adapters.repro import (
     Program,
     StepToReproduce,
@@ -224,7 +224,7 @@ class KerasOptimizer(Adapter):
         return Program(imports, helpers, body, results)
 
 
-class KerasCompiledOptimizer(KerasOptimizer):
+class KerasCompiledOptimizer(HoldsCompiled, KerasOptimizer):
     """The optimizer step compiled as ``model.fit`` compiles its train step
     (keras/src/backend/*/trainer.py):
 
@@ -246,9 +246,7 @@ class KerasCompiledOptimizer(KerasOptimizer):
         self.backend = keras.backend.backend()
         self.sparse = self.backend == "tensorflow"
         _refuse_eager_configuration(self.name, self.backend)
-        key = (self.name, self.dtype, tuple(self.shapes), self.hyper)
-        self._entry = CACHE.take(key, self._make_compiled)
-        self._configure(**self._entry.objects)
+        self._configure(**self._take_compiled(self._make_compiled).objects)
         self.version = f"{keras.__version__} ({self.backend})"
 
     def _make_compiled(self) -> dict[str, Any]:
@@ -297,12 +295,6 @@ class KerasCompiledOptimizer(KerasOptimizer):
             if type(exc).__name__ not in ("InvalidArgumentError", "UnimplementedError"):
                 raise
             raise Unsupported(f"{self.name}: XLA: {str(exc).splitlines()[0]}") from None
-
-    def close(self) -> None:
-        entry = getattr(self, "_entry", None)
-        if entry is not None:
-            CACHE.give_back(entry)
-            self._entry = None
 
     @classmethod
     def reproduction_program(cls, step: StepToReproduce) -> Program:

@@ -242,20 +242,18 @@ def _constructor_kwargs(
 
 _FACTORY = "adamspec.impl.adapters.optax_optim:OptaxAdam"
 
+
+def _jitted_and_eager(name: str, documented: str, options: dict[str, Any]) -> list[AdapterInfo]:
+    """The usual train step is jitted: ``name`` is the compiled implementation, its
+    op-by-op twin ``name(jit=False)`` the eager counterpart."""
+    eager = AdapterInfo(f"{name}(jit=False)", "optax", documented, _FACTORY,
+                        {**options, "jit": False})  # fmt: skip
+    jitted = AdapterInfo(name, "optax", documented, _FACTORY, options, eager.name)
+    return [jitted, eager]
+
+
 INFOS = [
-    # the usual train step is jitted: optax.adam and optax.adamw are the compiled
-    # implementations, their op-by-op twins (jit=False) the eager counterparts
-    AdapterInfo(
-        "optax.adam",
-        "optax",
-        "optax.adam",
-        _FACTORY,
-        {"fn": "adam"},
-        eager_counterpart="optax.adam(jit=False)",
-    ),
-    AdapterInfo(
-        "optax.adam(jit=False)", "optax", "optax.adam", _FACTORY, {"fn": "adam", "jit": False}
-    ),
+    *_jitted_and_eager("optax.adam", "optax.adam", {"fn": "adam"}),
     AdapterInfo(
         "optax.adam(eps_root=1e-8)",
         "optax",
@@ -270,17 +268,7 @@ INFOS = [
         _FACTORY,
         {"fn": "adam", "nesterov": True},
     ),
-    AdapterInfo(
-        "optax.adamw",
-        "optax",
-        "optax.adamw",
-        _FACTORY,
-        {"fn": "adamw"},
-        eager_counterpart="optax.adamw(jit=False)",
-    ),
-    AdapterInfo(
-        "optax.adamw(jit=False)", "optax", "optax.adamw", _FACTORY, {"fn": "adamw", "jit": False}
-    ),
+    *_jitted_and_eager("optax.adamw", "optax.adamw", {"fn": "adamw"}),
     AdapterInfo("optax.amsgrad", "optax", "optax.amsgrad", _FACTORY, {"fn": "amsgrad"}),
     AdapterInfo(
         "optax.amsgrad(bias_correction_nu=False)",

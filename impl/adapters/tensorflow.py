@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, reject_unused
-from adamspec.impl.adapters.compiled import CACHE
+from adamspec.impl.adapters.compiled import HoldsCompiled
 from adamspec.impl.adapters.keras3 import (
     constructor_kwargs,
     sparse_gradient_literal,
@@ -267,7 +267,7 @@ class TfKerasAdam(_KerasApply):
         )
 
 
-class TfKerasCompiledAdam(TfKerasAdam):
+class TfKerasCompiledAdam(HoldsCompiled, TfKerasAdam):
     """``tf_keras.optimizers.Adam`` stepped inside ``tf.function(jit_compile=True)``: XLA on
     the CPU. (tf_keras's own ``jit_compile=True`` default applies only where a GPU is
     found: on the CPU it is turned off, so the eager adapter is truly op by op.)
@@ -283,9 +283,8 @@ class TfKerasCompiledAdam(TfKerasAdam):
         self._eager_types()
         if self.tf.config.functions_run_eagerly():
             raise Unsupported(f"{self.name}: tf.config.run_functions_eagerly is on")
-        key = (self.name, self.dtype, tuple(self.shapes), self.hyper)
-        self._entry = CACHE.take(key, self._make_compiled)
-        self.vars, self.opt = self._entry.objects["vars"], self._entry.objects["opt"]
+        objects = self._take_compiled(self._make_compiled).objects
+        self.vars, self.opt = objects["vars"], objects["opt"]
         self.amsgrad = bool(self.options.get("amsgrad", False))
 
     def _make_compiled(self) -> dict[str, Any]:
@@ -308,12 +307,6 @@ class TfKerasCompiledAdam(TfKerasAdam):
             entry.timed(lambda: compiled(tf_grads))
         except (self.tf.errors.InvalidArgumentError, self.tf.errors.UnimplementedError) as exc:
             raise Unsupported(f"{self.name}: XLA: {str(exc).splitlines()[0]}") from None
-
-    def close(self) -> None:
-        entry = getattr(self, "_entry", None)
-        if entry is not None:
-            CACHE.give_back(entry)
-            self._entry = None
 
     @classmethod
     def reproduction_program(cls, step: StepToReproduce) -> Program:

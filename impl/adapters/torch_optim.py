@@ -17,7 +17,7 @@ from adamspec.impl.adapters.base import (
     lr_schedule_factor,
     torch_to_numpy,
 )
-from adamspec.impl.adapters.compiled import CACHE
+from adamspec.impl.adapters.compiled import HoldsCompiled
 from adamspec.impl.adapters.repro import (
     Program,
     StepToReproduce,
@@ -197,7 +197,7 @@ class TorchOptimizer(Adapter):
         return Program(["import torch"], helpers, body, results)
 
 
-class TorchCompiledOptimizer(TorchOptimizer):
+class TorchCompiledOptimizer(HoldsCompiled, TorchOptimizer):
     """``torch.compile(optimizer.step)`` (inductor, C++ on the CPU), as PyTorch's recipe
     "Compiling the optimizer with torch.compile" runs it; state set and read as for eager.
 
@@ -224,9 +224,7 @@ class TorchCompiledOptimizer(TorchOptimizer):
         config = torch._dynamo.config
         config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
         config.fail_on_recompile_limit_hit = True
-        key = (self.name, self.dtype, tuple(self.shapes), self.hyper)
-        self._entry = CACHE.take(key, self._make_compiled)
-        self._configure(**self._entry.objects)
+        self._configure(**self._take_compiled(self._make_compiled).objects)
         self._step = 0
 
     def _make_compiled(self) -> dict[str, Any]:
@@ -244,16 +242,11 @@ class TorchCompiledOptimizer(TorchOptimizer):
         graphs = counters["stats"]["unique_graphs"]
         entry.timed(entry.objects["compiled_step"])
         if counters["stats"]["unique_graphs"] == graphs:
+            entry.first_step_s = None  # the next adapter of this key checks again
             raise Unsupported(
                 f"{self.name}: torch.compile captured no graph for the step (it ran "
                 "eagerly); not reported as compiled"
             )
-
-    def close(self) -> None:
-        entry = getattr(self, "_entry", None)
-        if entry is not None:
-            CACHE.give_back(entry)
-            self._entry = None
 
     @classmethod
     def reproduction_program(cls, step: StepToReproduce) -> Program:
