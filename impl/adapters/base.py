@@ -166,6 +166,9 @@ class AdapterInfo:
     ``correctly_rounded``: the implementation claims every stored value is the correctly
     rounded result of the documented formula (ours, ``adamspec[...]``), so the harness
     judges it with a zero budget (:func:`adamspec.harness.budgets.budget_for`).
+    ``eager_counterpart`` is set on compiled implementations (``torch.compile``, XLA,
+    ``jax.jit``): the registered name of the same optimizer run op by op, against which
+    the compiled one is compared (:mod:`adamspec.impl.adapters.compiled`).
     """
 
     name: str
@@ -174,6 +177,7 @@ class AdapterInfo:
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
     correctly_rounded: bool = False
+    eager_counterpart: str = ""
 
     def load(self) -> type[Adapter]:
         module, _, cls = self.factory.partition(":")
@@ -302,6 +306,21 @@ def _make_hyper_literal(h: Hyper, lr: Fraction) -> tuple[str, bool]:
         ]
     text = f"make_hyper({', '.join(parts)})"
     return text, "Fraction(" in text
+
+
+def reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool = False) -> None:
+    """Unsupported for hyperparameters the wrapped API has no argument for: eps_root, the
+    EMA, weight decay (unless ``decay``) and gradient clipping (unless ``clip``)."""
+    if hyper.eps_root:
+        raise Unsupported(f"{name} has no eps_root")
+    if hyper.use_ema:
+        raise Unsupported(f"{name}: use_ema state is not exposed by this adapter")
+    if hyper.weight_decay and not decay:
+        raise Unsupported(f"{name} has no weight_decay argument")
+    if not clip and any(
+        x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
+    ):
+        raise Unsupported(f"{name} has no gradient clipping")
 
 
 def lr_schedule_factor(hyper: Hyper) -> Callable[[int], float] | None:
