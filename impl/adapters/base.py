@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -176,6 +176,7 @@ class AdapterInfo:
     documented: str
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
+    _: KW_ONLY  # the flags below are named where set (two of them were once confused)
     correctly_rounded: bool = False
     eager_counterpart: str = ""
 

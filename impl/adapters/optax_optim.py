@@ -248,7 +248,8 @@ def _jitted_and_eager(name: str, documented: str, options: dict[str, Any]) -> li
     op-by-op twin ``name(jit=False)`` the eager counterpart."""
     eager = AdapterInfo(f"{name}(jit=False)", "optax", documented, _FACTORY,
                         {**options, "jit": False})  # fmt: skip
-    jitted = AdapterInfo(name, "optax", documented, _FACTORY, options, eager.name)
+    jitted = AdapterInfo(name, "optax", documented, _FACTORY, options,
+                         eager_counterpart=eager.name)  # fmt: skip
     return [jitted, eager]
 
 
