@@ -37,6 +37,8 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework("jax", "jax", "jax", "jax"),
         Framework("optax", "optax", "optax", "jax"),
         Framework("onnx", "onnx", "onnx", "onnx"),
+        Framework("mlx", "mlx", "mlx", "mlx"),
+        Framework("paddle", "paddle", "paddlepaddle", "paddle"),
         Framework("numba", "numba", "numba", "jit"),
         Framework("dask", "distributed", "distributed", "cluster"),
         Framework("cupy", "cupy", "cupy-cuda12x", "gpu"),

@@ -93,6 +93,9 @@ _TF_TRAINING_OPS = (
     "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/training_ops.cc"
 )
 _OPTAX_SRC = "https://github.com/google-deepmind/optax/blob/main/optax/_src/{}.py"
+_PADDLE_SRC = "https://github.com/PaddlePaddle/Paddle/blob/develop/paddle/phi/kernels/{}"
+_PADDLE_PY = "https://github.com/PaddlePaddle/Paddle/blob/develop/python/paddle/optimizer/{}.py"
+_MLX_SRC = "https://github.com/ml-explore/mlx/blob/main/python/mlx/optimizers/optimizers.py"
 
 _PAPER_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-8"}
 _KERAS_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-7"}
@@ -116,6 +119,38 @@ TF_KERAS = EPS_HAT_PARAM_DTYPE.replace(
 # optax: ``(1 - decay) * g**order + decay * t`` with Python-float decay.
 OPTAX = Variant(
     eps_placement=EpsPlacement.EPS_ROOT, hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64
+)
+
+# MLX: ``b1 * m + (1 - b1) * gradient`` with Python-float betas (cast, and a binary64
+# complement), and by default no bias correction at all.
+MLX = Variant(
+    bias_correction_m=BiasCorrection.NONE,
+    bias_correction_v=BiasCorrection.NONE,
+    hyper_precision=HyperPrecision.PARAM_DTYPE_VIA_FLOAT64,
+)
+_MLX_DEFAULTS = {"lr": "0.001", "beta1": "0.9", "beta2": "0.999", "eps": "1e-8"}
+_MLX_NOTES = (
+    "learning_rate has no default in MLX (the catalog uses the Adam paper's 0.001); it is "
+    "held as a float32 array and cast to the gradient's dtype. m = b1 * m + (1 - b1) * "
+    "gradient with Python-float betas: b1 is cast to the dtype, 1 - b1 is formed in "
+    "binary64 first. MLX 0.32 has no AMSGrad."
+)
+
+# PaddlePaddle's CPU kernels: betas and epsilon cast to the parameter dtype (1 - beta in
+# that dtype), powers accumulated in the parameter dtype, float weight_decay as L2.
+PADDLE = Variant(
+    bias_correction_m=BiasCorrection.ACCUMULATED,
+    bias_correction_v=BiasCorrection.ACCUMULATED,
+    weight_decay=WeightDecay.L2,
+    hyper_precision=HyperPrecision.PARAM_DTYPE,
+)
+
+_PADDLE_NOTES = (
+    "beta1_pow_acc/beta2_pow_acc start at beta and are multiplied by beta (in the "
+    "parameter dtype) after every step. The AVX-512 JIT kernel (phi/kernels/funcs/jit/gen) "
+    "fuses beta1 * m + (1 - beta1) g and p - lr_t * u into FMAs, so float32 results "
+    "depend on the CPU. A float weight_decay is L2 regularisation (g + coeff * p) added "
+    "before the kernel. CPU kernels exist for float32 and float64 only."
 )
 
 _ENTRIES: tuple[CatalogEntry, ...] = (
@@ -466,6 +501,112 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         options={"bias_correction_nu": False},
         notes="Added in google-deepmind/optax PR #1423; max over raw nu and no division "
         "by 1 - b2^t. Moments as optax.adam (binary64 1 - beta).",
+    ),
+    CatalogEntry(
+        name="mlx.Adam",
+        variant=MLX,
+        defaults=_MLX_DEFAULTS,
+        citation=Citation(
+            "mlx.optimizers.Adam source and docstring (mlx 0.32)",
+            _MLX_SRC,
+            "bias_correction (bool, optional): If set to ``True``, bias correction "
+            "is applied. Default: ``False``; "
+            "return parameter - lr * m / (mx.sqrt(v) + eps)",
+        ),
+        notes="No bias correction by default: from 10.0 with lr 0.2 and gradient 10.0 one "
+        "step gives 9.36754 (m = 1, v = 0.1), where bias-corrected Adam gives 9.8. " + _MLX_NOTES,
+    ),
+    CatalogEntry(
+        name="mlx.Adam[bias_correction]",
+        variant=MLX.replace(
+            bias_correction_m=BiasCorrection.POWER, bias_correction_v=BiasCorrection.POWER
+        ),
+        defaults=_MLX_DEFAULTS,
+        citation=Citation(
+            "mlx.optimizers.Adam source (bias_correction=True, mlx 0.32)",
+            _MLX_SRC,
+            "c1 = (lr / (1 - b1**step)).astype(gradient.dtype); "
+            "c2 = mx.rsqrt(1 - b2**step).astype(gradient.dtype); "
+            "denominator = mx.sqrt(v) * c2 + eps",
+        ),
+        options={"bias_correction": True},
+        notes="sqrt(v) * rsqrt(1 - b2^t) + eps is Algorithm 1's denominator; b1**step is a "
+        "float32 power of the uint64 step. " + _MLX_NOTES,
+    ),
+    CatalogEntry(
+        name="mlx.AdamW",
+        variant=MLX.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE),
+        defaults={**_MLX_DEFAULTS, "weight_decay": "0.01"},
+        citation=Citation(
+            "mlx.optimizers.AdamW source (mlx 0.32)",
+            _MLX_SRC,
+            "return super().apply_single( gradient, parameter * (1 - lr * self.weight_decay), "
+            "state )",
+        ),
+        notes="The decay factor 1 - lr * weight_decay is float32 arithmetic on the held lr, "
+        "then the Adam step of mlx.Adam (no bias correction by default). " + _MLX_NOTES,
+    ),
+    CatalogEntry(
+        name="paddle.Adam",
+        variant=PADDLE,
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "PaddlePaddle CPU adam kernel (paddle/phi/kernels/cpu/adam_kernel.cc, Paddle 3.3)",
+            _PADDLE_SRC.format("cpu/adam_kernel.cc"),
+            "T eps = epsilon_ * sqrt(1 - beta2_p);",
+        ),
+        notes="The docstring shows the eps-hat form (learning_rate scaled by "
+        "sqrt(1 - beta2^t) / (1 - beta1^t), then moment_1 / (sqrt(moment_2) + epsilon)); "
+        "the kernel multiplies epsilon by sqrt(1 - beta2_pow), which is Algorithm 1 "
+        "(measured on the disc-eps problem: algorithm_1 within 1 ULP, eps_hat 2086 ULP). "
+        + _PADDLE_NOTES,
+    ),
+    CatalogEntry(
+        name="paddle.Adam[amsgrad]",
+        variant=PADDLE.replace(amsgrad=AmsGrad.MAX_RAW_V_THEN_CORRECT),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "paddle.optimizer.Adam docstring (amsgrad=True, Paddle 3.3)",
+            _PADDLE_PY.format("adam"),
+            r"moment\_2\_max\_out = max(moment\_2\_out, moment\_2\_max)",
+        ),
+        options={"amsgrad": True},
+        notes="The maximum is over raw moment_2; the kernel's epsilon is Algorithm 1's, as "
+        "for paddle.Adam. " + _PADDLE_NOTES,
+    ),
+    CatalogEntry(
+        name="paddle.Adam[lazy_mode]",
+        variant=PADDLE.replace(sparse=SparseSemantics.LAZY),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0"},
+        citation=Citation(
+            "paddle.optimizer.Adam docstring (lazy_mode=True, Paddle 3.3)",
+            _PADDLE_PY.format("adam"),
+            "The lazy mode only update the element that has gradient in current mini-batch, "
+            "so it will be much more faster.",
+        ),
+        options={"lazy_mode": True},
+        notes="Applies to SelectedRows gradients (embedding(..., sparse=True)); duplicate "
+        "rows are summed first (MergeAdd). Measured: the CPU SelectedRows kernel "
+        "(selected_rows/cpu/adam_kernel.cc) bias-corrects with beta^(t+1), lazy or not: it "
+        "advances beta1_pow_out before the update loop reads beta1_pow, and adam_ runs in "
+        "place, so both are one buffer (PaddlePaddle/Paddle#53052, closed). " + _PADDLE_NOTES,
+    ),
+    CatalogEntry(
+        name="paddle.AdamW",
+        variant=PADDLE.replace(weight_decay=WeightDecay.DECOUPLED_LR_BEFORE),
+        defaults={**_PAPER_DEFAULTS, "weight_decay": "0.01"},
+        citation=Citation(
+            "PaddlePaddle CPU adamw kernel (paddle/phi/kernels/cpu/adamw_kernel.cc, Paddle 3.3)",
+            _PADDLE_SRC.format("cpu/adamw_kernel.cc"),
+            "T old_lr = static_cast<T>(learning_rate.data<double>()[0]);",
+        ),
+        notes="The parameter is first decayed by the uncorrected lr: p - lr * lr_ratio * "
+        "coeff * p (one fused multiply-add in the AVX-512 JIT kernel); the docstring writes "
+        "the decay inside the bias-corrected learning_rate's product. The coefficient is "
+        "held as float32 even for float64 parameters (measured: 2024 ULP after one float64 "
+        "step, 1 ULP once weight_decay is given as its float32 value). A SelectedRows "
+        "gradient (a sparse embedding's) crashes Paddle 3.3.1's AdamW on the CPU ('Invalid "
+        "dimension to be accessed', a garbage dimension). " + _PADDLE_NOTES,
     ),
     CatalogEntry(
         name="tfjs.adam",

@@ -8,7 +8,7 @@ silently lost TensorFlow must not be green.
 Use ``@pytest.mark.needs("torch", ...)`` (``pytestmark`` for a whole module) or, inside a
 test, :func:`need`. Names are those of :func:`adamspec.impl.frameworks.availability`
 (``torch``, ``tensorflow``, ``tf_keras``, ``keras``, ``jax``, ``optax``, ``onnx``,
-``numba``, ``tfjs``).
+``mlx``, ``paddle``, ``numba``, ``tfjs``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from adamspec.impl.frameworks import availability
 
 #: What `make test` installs (the `all` extra and the TF.js packages): required in CI.
 PINNED = (
-    "torch", "tensorflow", "tf_keras", "keras", "jax", "optax", "onnx", "numba", "dask", "tfjs",
+    "torch", "tensorflow", "tf_keras", "keras", "jax", "optax", "onnx", "mlx", "paddle", "numba",
+    "dask", "tfjs",
 )  # fmt: skip
 
 

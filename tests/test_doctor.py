@@ -43,7 +43,11 @@ def test_json_rows_say_how_to_enable_what_is_missing(capsys):
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["torch"]["enable"] == "pip install 'adamspec[torch]'"
     assert rows["tfjs"]["enable"] == "adamspec setup tfjs"
-    assert rows["keras"]["implementations"] == 9
+    assert rows["mlx"]["enable"] == "pip install 'adamspec[mlx]'"
+    assert rows["paddle"]["enable"] == "pip install 'adamspec[paddle]'"
+    # 3 configurations on 3 backends, and Adam and AdamW compiled on tensorflow and jax
+    assert rows["keras"]["implementations"] == 13
+    assert rows["paddle"]["implementations"] == 4
     for row in rows.values():
         assert row["available"] == bool(row["version"]) or row["name"] == "gpu"
 

@@ -81,19 +81,25 @@ CASES = [
     Case("torch.AdamW(foreach=False)", ("torch",), slow=True),
     Case("torch.SparseAdam", ("torch",), sparse=True, slow=True),
     Case("torch.Adam(foreach=False)", ("torch",), dtype="bfloat16", slow=True),
+    Case("torch.compile(torch.Adam(foreach=False))", ("torch",), slow=True),
+    Case("torch.compile(torch.AdamW(foreach=False))", ("torch",), slow=True),
     # optax
     Case("optax.adam", ("optax",)),
     Case("optax.amsgrad", ("optax",), slow=True),
     Case("optax.adamw", ("optax",), slow=True),
     Case("optax.adam(eps_root=1e-8)", ("optax",), hyper={"eps_root": "1e-8"}, slow=True),
+    Case("optax.adam(jit=False)", ("optax",), slow=True),
     # Keras 3, one backend per worker process
     Case("keras.Adam(amsgrad=True)[jax]", ("keras", "jax")),
     Case("keras.Adam[tensorflow]", ("keras", "tensorflow"), slow=True),
     Case("keras.Adam[tensorflow]", ("keras", "tensorflow"), sparse=True, slow=True),
     Case("keras.AdamW[torch]", ("keras", "torch"), slow=True),
+    Case("keras.Adam[jax,jit_compile=True]", ("keras", "jax"), slow=True),
+    Case("keras.AdamW[tensorflow,jit_compile=True]", ("keras", "tensorflow"), slow=True),
     # TensorFlow: tf_keras (new and legacy), tf.compat.v1, tf.raw_ops
     Case("tf_keras.Adam", ("tf_keras",), slow=True),
     Case("tf_keras.Adam", ("tf_keras",), sparse=True, slow=True),
+    Case("tf.function(jit_compile=True)(tf_keras.Adam)", ("tf_keras",), slow=True),
     Case("tf_keras.optimizers.legacy.Adam", ("tf_keras",), slow=True),
     Case("tf_keras.optimizers.legacy.Adam", ("tf_keras",), sparse=True, slow=True),
     Case("tf.v1.AdamOptimizer", ("tensorflow",)),
@@ -104,6 +110,17 @@ CASES = [
     Case("onnx.Adam", ("onnx",)),
     Case("onnx.Adam(norm_coefficient_post)", ("onnx",), "float64", hyper={"weight_decay": "0.01"}),
     Case("tfjs.adam", ("tfjs",)),
+    # MLX
+    Case("mlx.Adam", ("mlx",)),
+    Case("mlx.Adam(bias_correction=True)", ("mlx",), slow=True),
+    Case("mlx.AdamW", ("mlx",), slow=True),
+    Case("mlx.Adam", ("mlx",), dtype="bfloat16", slow=True),
+    # PaddlePaddle (the adapter in a worker process, the script in-process)
+    Case("paddle.Adam", ("paddle",)),
+    Case("paddle.Adam(amsgrad=True)", ("paddle",), slow=True),
+    Case("paddle.AdamW", ("paddle",), "float64", slow=True),
+    Case("paddle.Adam(lazy_mode=True)", ("paddle",), sparse=True, slow=True),
+    Case("paddle.Adam", ("paddle",), sparse=True, slow=True),
     # driven through adamspec.impl.adapters: ours (with accumulated powers as extras) and
     # a user kernel (registered behind a worker process, reproduced in-process)
     Case("adamspec[paper.algorithm1]"),

@@ -52,6 +52,9 @@ def test_constraints_pin_everything_exactly():
         "mpmath",
         "gmpy2",
         "onnx",
+        "mlx",
+        "mlx-cpu",
+        "paddlepaddle",
         "pytest",
         "ruff",
     ):

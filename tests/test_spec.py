@@ -58,6 +58,13 @@ REQUIRED_NAMES = (
     "optax.amsgrad",
     "tfjs.adam",
     "onnx.Adam",
+    "mlx.Adam",
+    "mlx.Adam[bias_correction]",
+    "mlx.AdamW",
+    "paddle.Adam",
+    "paddle.Adam[amsgrad]",
+    "paddle.Adam[lazy_mode]",
+    "paddle.AdamW",
 )
 
 
@@ -202,6 +209,8 @@ EPS_BY_SOURCE = {
     "tf_keras.": Fraction(1, 10**7),
     "tfjs.": Fraction(1, 10**7),
     "onnx.": Fraction(1, 10**6),
+    "mlx.": Fraction(1, 10**8),
+    "paddle.": Fraction(1, 10**8),
 }
 
 
@@ -228,6 +237,8 @@ def test_every_eps_source_has_entries():
         pytest.param("torch.AdamW", Fraction(1, 100), id="torch.AdamW:wd=0.01"),
         pytest.param("keras.AdamW", Fraction(4, 1000), id="keras.AdamW:wd=0.004"),
         pytest.param("optax.adamw", Fraction(1, 10000), id="optax.adamw:wd=0.0001"),
+        pytest.param("mlx.AdamW", Fraction(1, 100), id="mlx.AdamW:wd=0.01"),
+        pytest.param("paddle.AdamW", Fraction(1, 100), id="paddle.AdamW:wd=0.01"),
     ],
 )
 def test_adamw_weight_decay_default(name, weight_decay):
@@ -452,6 +463,11 @@ QUOTE_SOURCES = {
     "optax.adam[nesterov]": ("optax", "_src/transform.py"),
     "optax.amsgrad": ("optax", "_src/transform.py"),
     "optax.amsgrad[bias_correction_nu=False]": ("optax", "_src/transform.py"),
+    "mlx.Adam": ("mlx", "optimizers/optimizers.py"),
+    "mlx.Adam[bias_correction]": ("mlx", "optimizers/optimizers.py"),
+    "mlx.AdamW": ("mlx", "optimizers/optimizers.py"),
+    "paddle.Adam[amsgrad]": ("paddle", "optimizer/adam.py"),
+    "paddle.Adam[lazy_mode]": ("paddle", "optimizer/adam.py"),
 }
 
 

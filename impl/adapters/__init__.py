@@ -31,6 +31,8 @@ MODULES = (
     "adamspec.impl.adapters.onnx_ref",
     "adamspec.impl.adapters.tensorflow",
     "adamspec.impl.adapters.keras3",
+    "adamspec.impl.adapters.mlx_optim",
+    "adamspec.impl.adapters.paddle_optim",
 )
 
 _loaded: set[str] = set()

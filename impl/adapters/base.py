@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -166,6 +166,9 @@ class AdapterInfo:
     ``correctly_rounded``: the implementation claims every stored value is the correctly
     rounded result of the documented formula (ours, ``adamspec[...]``), so the harness
     judges it with a zero budget (:func:`adamspec.harness.budgets.budget_for`).
+    ``eager_counterpart`` is set on compiled implementations (``torch.compile``, XLA,
+    ``jax.jit``): the registered name of the same optimizer run op by op, against which
+    the compiled one is compared (:mod:`adamspec.impl.adapters.compiled`).
     """
 
     name: str
@@ -173,7 +176,9 @@ class AdapterInfo:
     documented: str
     factory: str
     options: dict[str, Any] = field(default_factory=dict)
+    _: KW_ONLY  # the flags below are named where set (two of them were once confused)
     correctly_rounded: bool = False
+    eager_counterpart: str = ""
 
     def load(self) -> type[Adapter]:
         module, _, cls = self.factory.partition(":")
@@ -302,6 +307,21 @@ def _make_hyper_literal(h: Hyper, lr: Fraction) -> tuple[str, bool]:
         ]
     text = f"make_hyper({', '.join(parts)})"
     return text, "Fraction(" in text
+
+
+def reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool = False) -> None:
+    """Unsupported for hyperparameters the wrapped API has no argument for: eps_root, the
+    EMA, weight decay (unless ``decay``) and gradient clipping (unless ``clip``)."""
+    if hyper.eps_root:
+        raise Unsupported(f"{name} has no eps_root")
+    if hyper.use_ema:
+        raise Unsupported(f"{name}: use_ema state is not exposed by this adapter")
+    if hyper.weight_decay and not decay:
+        raise Unsupported(f"{name} has no weight_decay argument")
+    if not clip and any(
+        x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
+    ):
+        raise Unsupported(f"{name} has no gradient clipping")
 
 
 def lr_schedule_factor(hyper: Hyper) -> Callable[[int], float] | None:

@@ -13,11 +13,21 @@ from typing import Any
 import numpy as np
 
 from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, numpy_dtype
-from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
+from adamspec.impl.adapters.compiled import HoldsCompiled
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    keyword_literal,
+    value_literal,
+    with_compiled_step,
+)
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 
 BACKENDS = ("tensorflow", "jax", "torch")
+#: Backends whose compiled train step is registered (XLA, jax.jit); Keras's torch backend
+#: compiles with torch.compile only when asked to, and is not registered compiled.
+COMPILED_BACKENDS = ("tensorflow", "jax")
 
 
 def constructor_kwargs(h: Hyper, learning_rate: Any) -> dict[str, Any]:
@@ -57,6 +67,18 @@ def sparse_gradient_literal(indices: str, values: str, shape: tuple[int, ...]) -
     )
 
 
+def xla_apply_gradients(grad: str) -> list[str]:
+    """Script lines: ``opt.apply_gradients`` for ``var`` in a jit-compiled tf.function, called
+    with the gradient ``grad`` (shared by the tf_keras and Keras 3 compiled scripts)."""
+    return [
+        "apply = tf.function(",
+        "    lambda grad: opt.apply_gradients([(grad, var)]), jit_compile=True, "
+        "reduce_retracing=True",
+        ")",
+        f"apply({grad})",
+    ]
+
+
 class KerasOptimizer(Adapter):
     """One keras.optimizers optimizer over one ``keras.Variable`` per tensor.
 
@@ -73,18 +95,27 @@ class KerasOptimizer(Adapter):
         self.keras = keras
         self.backend = keras.backend.backend()
         self.sparse = self.backend == "tensorflow"
+        self._configure(**self._make_objects())
+        self.version = f"{keras.__version__} ({self.backend})"
+
+    def _make_objects(self) -> dict[str, Any]:
+        """The variables and the optimizer, built over them."""
+        keras = self.keras
         options = dict(self.options)
         cls = getattr(keras.optimizers, options.pop("cls", "Adam"))
         h = self.hyper
         kwargs = _optimizer_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)), options)
-        self.amsgrad = bool(kwargs.get("amsgrad"))
-        self.variables = [
+        variables = [
             keras.Variable(np.zeros(shape), dtype=self.dtype, name=f"p{k}")
             for k, shape in enumerate(self.shapes)
         ]
-        self.optimizer = cls(**kwargs)
-        self.optimizer.build(self.variables)
-        self.version = f"{keras.__version__} ({self.backend})"
+        optimizer = cls(**kwargs)
+        optimizer.build(variables)
+        return {"variables": variables, "optimizer": optimizer}
+
+    def _configure(self, variables: list[Any], optimizer: Any, **_: Any) -> None:
+        self.variables, self.optimizer = variables, optimizer
+        self.amsgrad = bool(optimizer.amsgrad) if hasattr(optimizer, "amsgrad") else False
 
     def _assign(self, variable: Any, value: np.ndarray) -> None:
         variable.assign(self.keras.ops.convert_to_tensor(np.asarray(value), dtype=self.dtype))
@@ -121,6 +152,14 @@ class KerasOptimizer(Adapter):
 
     def step(self, grads: Sequence[Any]) -> None:
         self.check_grads(grads)
+        tensors = self._tensors(grads)
+        try:
+            self.optimizer.apply_gradients(zip(tensors, self.variables, strict=True))
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+
+    def _tensors(self, grads: Sequence[Any]) -> list[Any]:
+        """The gradients as the backend's tensors (tf.IndexedSlices for sparse rows)."""
         ops = self.keras.ops
         tensors = []
         for g, var in zip(grads, self.variables, strict=True):
@@ -134,10 +173,7 @@ class KerasOptimizer(Adapter):
                 ))  # fmt: skip
             else:
                 tensors.append(ops.convert_to_tensor(np.asarray(g), dtype=self.dtype))
-        try:
-            self.optimizer.apply_gradients(zip(tensors, self.variables, strict=True))
-        except (TypeError, ValueError, NotImplementedError) as exc:
-            raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+        return tensors
 
     @classmethod
     def reproduction_program(cls, step: StepToReproduce) -> Program:
@@ -188,6 +224,126 @@ class KerasOptimizer(Adapter):
         return Program(imports, helpers, body, results)
 
 
+class KerasCompiledOptimizer(HoldsCompiled, KerasOptimizer):
+    """The optimizer step compiled as ``model.fit`` compiles its train step
+    (keras/src/backend/*/trainer.py):
+
+    * tensorflow: ``tf.function(step, jit_compile=True, reduce_retracing=True)`` around
+      ``optimizer.apply_gradients`` (XLA; checked by lowering the function to HLO once);
+    * jax: ``jax.jit(step, donate_argnums=0)`` around
+      ``optimizer.stateless_apply(optimizer_variables, grads, trainable_variables)``, the
+      new values assigned back to the variables after each step (as ``jax_state_sync``).
+
+    One compiled step per configuration, dtype, shapes and hyperparameters in the worker
+    process (:mod:`adamspec.impl.adapters.compiled`); ``set_state`` assigns into the cached
+    variables, so nothing retraces.
+    """
+
+    def _build(self) -> None:
+        import keras
+
+        self.keras = keras
+        self.backend = keras.backend.backend()
+        self.sparse = self.backend == "tensorflow"
+        _refuse_eager_configuration(self.name, self.backend)
+        self._configure(**self._take_compiled(self._make_compiled).objects)
+        self.version = f"{keras.__version__} ({self.backend})"
+
+    def _make_compiled(self) -> dict[str, Any]:
+        objects = self._make_objects()
+        variables, optimizer = objects["variables"], objects["optimizer"]
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            def apply(grads: list[Any]) -> None:
+                optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+            compiled = tf.function(apply, jit_compile=True, reduce_retracing=True)
+        else:
+            import jax
+
+            def train_step(state: tuple, grads: list[Any]) -> tuple:
+                trainable, optimizer_variables = state
+                trainable, optimizer_variables = optimizer.stateless_apply(
+                    optimizer_variables, grads, trainable
+                )
+                return trainable, optimizer_variables
+
+            compiled = jax.jit(train_step, donate_argnums=0)
+        return {**objects, "compiled_step": compiled}
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tensors = self._tensors(grads)
+        entry, compiled = self._entry, self._entry.objects["compiled_step"]
+        try:
+            if self.backend == "tensorflow":
+                if not entry.compiled:  # XLA must accept the function, or it is not run
+                    compiled.experimental_get_compiler_ir(tensors)(stage="hlo")
+                entry.timed(lambda: compiled(tensors))
+            else:
+                state = ([v.value for v in self.variables],
+                         [v.value for v in self.optimizer.variables])  # fmt: skip
+                trainable, optimizer_variables = entry.timed(lambda: compiled(state, tensors))
+                for var, value in zip(self.variables, trainable, strict=True):
+                    var.assign(value)
+                for var, value in zip(self.optimizer.variables, optimizer_variables, strict=True):
+                    var.assign(value)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # an XLA compile error is a skip with its reason
+            if type(exc).__name__ not in ("InvalidArgumentError", "UnimplementedError"):
+                raise
+            raise Unsupported(f"{self.name}: XLA: {str(exc).splitlines()[0]}") from None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The eager program, its ``apply_gradients`` compiled as ``model.fit`` compiles it:
+        XLA on tensorflow, ``jax.jit`` of ``stateless_apply`` on jax (the gradient passed
+        as an argument: a captured constant could be folded)."""
+        program = super().reproduction_program(step)
+        grad = step.grad_literal(sparse_gradient_literal)
+        eager = f"opt.apply_gradients([({grad}, var)])"
+        if step.environment["KERAS_BACKEND"] == "tensorflow":
+            if "import tensorflow as tf" not in program.imports:
+                program.imports.append("import tensorflow as tf")
+            return with_compiled_step(program, eager, xla_apply_gradients(grad))
+        program.imports.append("import jax")
+        jitted = [
+            "",
+            "",
+            "def train_step(state, grads):  # as keras/src/backend/jax/trainer.py",
+            "    trainable, optimizer_variables = state",
+            "    return opt.stateless_apply(optimizer_variables, grads, trainable)",
+            "",
+            "",
+            "state = ([var.value], [v.value for v in opt.variables])",
+            "trainable, optimizer_variables = jax.jit(train_step, donate_argnums=0)(",
+            f"    state, [{grad}]",
+            ")",
+            "var.assign(trainable[0])",
+            "for v, x in zip(opt.variables, optimizer_variables):",
+            "    v.assign(x)",
+        ]
+        return with_compiled_step(program, eager, jitted)
+
+
+def _refuse_eager_configuration(name: str, backend: str) -> None:
+    """Unsupported where the compiled step would silently run eagerly (or not exist)."""
+    if backend == "jax":
+        import jax
+
+        if jax.config.jax_disable_jit:
+            raise Unsupported(f"{name}: jax_disable_jit is on: jax.jit would run eagerly")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.functions_run_eagerly():
+            raise Unsupported(f"{name}: tf.config.run_functions_eagerly is on")
+    else:
+        raise Unsupported(f"{name}: compiled steps are registered for tensorflow and jax")
+
+
 def _schedule(keras: Any, hyper: Any) -> Any:
     """A keras LearningRateSchedule for a spec Schedule: step (iterations) -> lr_at(step + 1)."""
     from adamspec.spec.hyper import Schedule
@@ -204,17 +360,25 @@ def _schedule(keras: Any, hyper: Any) -> Any:
     return Table()
 
 
-def _info(name: str, documented: str, backend: str, **inner: Any) -> AdapterInfo:
+def _info(
+    name: str, documented: str, backend: str, *, compiled: bool = False, **inner: Any
+) -> AdapterInfo:
+    """``name[backend]``, or with ``compiled`` ``name[backend,jit_compile=True]`` (what
+    ``model.compile(jit_compile=True)`` runs: XLA on tensorflow, jax.jit on jax), whose
+    eager counterpart is ``name[backend]``."""
+    eager = f"{name}[{backend}]"
+    target = "KerasCompiledOptimizer" if compiled else "KerasOptimizer"
     return AdapterInfo(
-        f"{name}[{backend}]",
+        f"{name}[{backend},jit_compile=True]" if compiled else eager,
         "keras",
         documented,
         "adamspec.impl.adapters.worker:ProcessAdapter",
         {
-            "target": "adamspec.impl.adapters.keras3:KerasOptimizer",
+            "target": f"adamspec.impl.adapters.keras3:{target}",
             "env": {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
             "inner": inner,
         },
+        eager_counterpart=eager if compiled else "",
     )
 
 
@@ -225,5 +389,12 @@ INFOS = [
         _info("keras.Adam", "keras.Adam", backend),
         _info("keras.Adam(amsgrad=True)", "keras.Adam[amsgrad]", backend, amsgrad=True),
         _info("keras.AdamW", "keras.AdamW", backend, cls="AdamW"),
+    )
+] + [
+    info
+    for backend in COMPILED_BACKENDS
+    for info in (
+        _info("keras.Adam", "keras.Adam", backend, compiled=True),
+        _info("keras.AdamW", "keras.AdamW", backend, compiled=True, cls="AdamW"),
     )
 ]

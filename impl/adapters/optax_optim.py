@@ -61,6 +61,8 @@ class OptaxAdam(Adapter):
         options = dict(self.options)
         fn_name = options.pop("fn")
         use_jit = options.pop("jit", True)
+        if use_jit and jax.config.jax_disable_jit:
+            raise Unsupported(f"{self.name}: jax_disable_jit is on: jax.jit would run eagerly")
         options.pop("eps_root", None)
         fn = getattr(optax, fn_name)
         import inspect
@@ -240,8 +242,19 @@ def _constructor_kwargs(
 
 _FACTORY = "adamspec.impl.adapters.optax_optim:OptaxAdam"
 
+
+def _jitted_and_eager(name: str, documented: str, options: dict[str, Any]) -> list[AdapterInfo]:
+    """The usual train step is jitted: ``name`` is the compiled implementation, its
+    op-by-op twin ``name(jit=False)`` the eager counterpart."""
+    eager = AdapterInfo(f"{name}(jit=False)", "optax", documented, _FACTORY,
+                        {**options, "jit": False})  # fmt: skip
+    jitted = AdapterInfo(name, "optax", documented, _FACTORY, options,
+                         eager_counterpart=eager.name)  # fmt: skip
+    return [jitted, eager]
+
+
 INFOS = [
-    AdapterInfo("optax.adam", "optax", "optax.adam", _FACTORY, {"fn": "adam"}),
+    *_jitted_and_eager("optax.adam", "optax.adam", {"fn": "adam"}),
     AdapterInfo(
         "optax.adam(eps_root=1e-8)",
         "optax",
@@ -256,7 +269,7 @@ INFOS = [
         _FACTORY,
         {"fn": "adam", "nesterov": True},
     ),
-    AdapterInfo("optax.adamw", "optax", "optax.adamw", _FACTORY, {"fn": "adamw"}),
+    *_jitted_and_eager("optax.adamw", "optax.adamw", {"fn": "adamw"}),
     AdapterInfo("optax.amsgrad", "optax", "optax.amsgrad", _FACTORY, {"fn": "amsgrad"}),
     AdapterInfo(
         "optax.amsgrad(bias_correction_nu=False)",

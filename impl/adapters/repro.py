@@ -114,6 +114,15 @@ class Program:
     usage: list[str] = field(default_factory=list)
 
 
+def with_compiled_step(program: Program, eager_step: str, compiled: list[str]) -> Program:
+    """``program`` (an eager adapter's) with its last body line, the eager step call
+    ``eager_step``, replaced by ``compiled``: the lines a compiled twin runs instead."""
+    if not program.body or program.body[-1] != eager_step:
+        raise ValueError(f"the eager program does not end with {eager_step!r}")
+    program.body[-1:] = compiled
+    return program
+
+
 # ------------------------------------------------------------------------- literal writers
 
 
@@ -182,4 +191,5 @@ __all__ = [
     "keyword_literal",
     "python_float",
     "value_literal",
+    "with_compiled_step",
 ]

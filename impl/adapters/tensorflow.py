@@ -33,8 +33,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported
-from adamspec.impl.adapters.keras3 import constructor_kwargs, sparse_gradient_literal
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, Unsupported, reject_unused
+from adamspec.impl.adapters.compiled import HoldsCompiled
+from adamspec.impl.adapters.keras3 import (
+    constructor_kwargs,
+    sparse_gradient_literal,
+    xla_apply_gradients,
+)
 from adamspec.impl.adapters.repro import (
     Program,
     StepToReproduce,
@@ -43,6 +48,7 @@ from adamspec.impl.adapters.repro import (
     keyword_literal,
     python_float,
     value_literal,
+    with_compiled_step,
 )
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
@@ -62,20 +68,6 @@ def _tf() -> Any:
 def _f(x: Fraction) -> float:
     """A hyperparameter as the Python float a user would pass (correctly rounded binary64)."""
     return float(x)
-
-
-def _reject_unused(hyper: Hyper, name: str, *, decay: bool = False, clip: bool = False) -> None:
-    """Unsupported for hyperparameters the wrapped API has no argument for."""
-    if hyper.eps_root:
-        raise Unsupported(f"{name} has no eps_root")
-    if hyper.use_ema:
-        raise Unsupported(f"{name}: use_ema state is not exposed by this adapter")
-    if hyper.weight_decay and not decay:
-        raise Unsupported(f"{name} has no weight_decay argument")
-    if not clip and any(
-        x is not None for x in (hyper.clipnorm, hyper.clipvalue, hyper.global_clipnorm)
-    ):
-        raise Unsupported(f"{name} has no gradient clipping")
 
 
 #: How every TensorFlow reproduction script starts (quiet C++ logs, as :func:`_tf` does).
@@ -106,11 +98,18 @@ class _Eager(Adapter):
     dtypes = TF_DTYPES
 
     def _eager_setup(self) -> None:
+        self._eager_types()
+        self.vars = self._variables()
+
+    def _eager_types(self) -> None:
         tf = self.tf = _tf()
         self.tf_dtype = tf.as_dtype(self.dtype)
         self.np_dtype = np.dtype(self.tf_dtype.as_numpy_dtype)
-        self.vars = [tf.Variable(tf.zeros(s, self.tf_dtype), trainable=True) for s in self.shapes]
         self._step = 0
+
+    def _variables(self) -> list[Any]:
+        tf = self.tf
+        return [tf.Variable(tf.zeros(s, self.tf_dtype), trainable=True) for s in self.shapes]
 
     def _array(self, x: Any) -> np.ndarray:
         return np.asarray(x, dtype=self.np_dtype)
@@ -218,13 +217,18 @@ class TfKerasAdam(_KerasApply):
     script_constructor = "tf_keras.optimizers.Adam"
 
     def _build(self) -> None:
+        reject_unused(self.hyper, self.name, decay=True, clip=True)
+        self._eager_setup()
+        self.opt = self._optimizer(self.vars)
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+
+    def _optimizer(self, variables: list[Any]) -> Any:
+        """``tf_keras.optimizers.Adam`` as a user builds it, built over ``variables``."""
         import tf_keras
 
         h = self.hyper
-        _reject_unused(h, self.name, decay=True, clip=True)
-        self._eager_setup()
         lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
-        self.opt = tf_keras.optimizers.Adam(
+        opt = tf_keras.optimizers.Adam(
             learning_rate=lr,
             beta_1=_f(h.beta1),
             beta_2=_f(h.beta2),
@@ -235,8 +239,8 @@ class TfKerasAdam(_KerasApply):
             global_clipnorm=None if h.global_clipnorm is None else _f(h.global_clipnorm),
             **self.options,
         )
-        self.amsgrad = bool(self.options.get("amsgrad", False))
-        self.opt.build(self.vars)
+        opt.build(variables)
+        return opt
 
     def _slots(self) -> tuple[list[Any], list[Any], list[Any] | None]:
         o = self.opt
@@ -263,6 +267,59 @@ class TfKerasAdam(_KerasApply):
         )
 
 
+class TfKerasCompiledAdam(HoldsCompiled, TfKerasAdam):
+    """``tf_keras.optimizers.Adam`` stepped inside ``tf.function(jit_compile=True)``: XLA on
+    the CPU. (tf_keras's own ``jit_compile=True`` default applies only where a GPU is
+    found: on the CPU it is turned off, so the eager adapter is truly op by op.)
+
+    One compiled function per configuration, dtype, shapes and hyperparameters in the
+    process (:mod:`adamspec.impl.adapters.compiled`); XLA's acceptance is checked once by
+    lowering the function to HLO, so a graph XLA cannot compile is a skip, never an
+    eager run.
+    """
+
+    def _build(self) -> None:
+        reject_unused(self.hyper, self.name, decay=True, clip=True)
+        self._eager_types()
+        if self.tf.config.functions_run_eagerly():
+            raise Unsupported(f"{self.name}: tf.config.run_functions_eagerly is on")
+        objects = self._take_compiled(self._make_compiled).objects
+        self.vars, self.opt = objects["vars"], objects["opt"]
+        self.amsgrad = bool(self.options.get("amsgrad", False))
+
+    def _make_compiled(self) -> dict[str, Any]:
+        variables = self._variables()
+        opt = self._optimizer(variables)
+
+        def apply(grads: list[Any]) -> None:
+            opt.apply_gradients(zip(grads, variables, strict=True))
+
+        compiled = self.tf.function(apply, jit_compile=True, reduce_retracing=True)
+        return {"vars": variables, "opt": opt, "compiled_step": compiled}
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tf_grads = [self._tf_grad(g, s) for g, s in zip(grads, self.shapes, strict=True)]
+        entry, compiled = self._entry, self._entry.objects["compiled_step"]
+        try:
+            if not entry.compiled:
+                compiled.experimental_get_compiler_ir(tf_grads)(stage="hlo")
+            entry.timed(lambda: compiled(tf_grads))
+        except (self.tf.errors.InvalidArgumentError, self.tf.errors.UnimplementedError) as exc:
+            raise Unsupported(f"{self.name}: XLA: {str(exc).splitlines()[0]}") from None
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The eager program, its ``apply_gradients`` inside ``tf.function(jit_compile=True)``
+        with the gradient as the function's argument (a captured constant could be folded)."""
+        grad = step.grad_literal(sparse_gradient_literal)
+        return with_compiled_step(
+            super().reproduction_program(step),
+            f"opt.apply_gradients([({grad}, var)])",
+            xla_apply_gradients(grad),
+        )
+
+
 class TfKerasLegacyAdam(_KerasApply):
     """``tf_keras.optimizers.legacy.Adam`` (OptimizerV2 calling ResourceApplyAdam)."""
 
@@ -280,7 +337,7 @@ class TfKerasLegacyAdam(_KerasApply):
         import tf_keras
 
         h = self.hyper
-        _reject_unused(h, self.name, clip=True)
+        reject_unused(h, self.name, clip=True)
         self._eager_setup()
         lr = _keras_schedule(h) if isinstance(h.lr, Schedule) else _f(h.lr)
         clips = {
@@ -338,7 +395,7 @@ class TfRawAdam(_Eager):
     """
 
     def _build(self) -> None:
-        _reject_unused(self.hyper, self.name)
+        reject_unused(self.hyper, self.name)
         self._eager_setup()
         tf = self.tf
         self.amsgrad = bool(self.options.get("amsgrad", False))
@@ -471,7 +528,7 @@ class TfV1Adam(Adapter):
     sparse = True
 
     def _build(self) -> None:
-        _reject_unused(self.hyper, self.name)
+        reject_unused(self.hyper, self.name)
         tf = self.tf = _tf()
         v1 = tf.compat.v1
         h = self.hyper
@@ -675,6 +732,13 @@ _RAW = "adamspec.impl.adapters.tensorflow:TfRawAdam"
 
 INFOS = [
     AdapterInfo("tf_keras.Adam", "tf_keras", "tf_keras.Adam", _TFK),
+    AdapterInfo(
+        "tf.function(jit_compile=True)(tf_keras.Adam)",
+        "tf_keras",
+        "tf_keras.Adam",
+        "adamspec.impl.adapters.tensorflow:TfKerasCompiledAdam",
+        eager_counterpart="tf_keras.Adam",
+    ),
     AdapterInfo(
         "tf_keras.Adam(adaptive_epsilon=True)",
         "tf_keras",

@@ -4,6 +4,7 @@ decoupled weight decay), AdamW, SparseAdam with sparse COO gradients, RAdam."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,14 @@ from adamspec.impl.adapters.base import (
     lr_schedule_factor,
     torch_to_numpy,
 )
-from adamspec.impl.adapters.repro import Program, StepToReproduce, keyword_literal, value_literal
+from adamspec.impl.adapters.compiled import HoldsCompiled
+from adamspec.impl.adapters.repro import (
+    Program,
+    StepToReproduce,
+    keyword_literal,
+    value_literal,
+    with_compiled_step,
+)
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
 
@@ -37,28 +45,36 @@ class TorchOptimizer(Adapter):
         import torch
 
         self.torch = torch
+        self._configure(**self._make_objects())
+        self._step = 0
+
+    def _make_objects(self) -> dict[str, Any]:
+        """The parameters, the optimizer and its LambdaLR scheduler (None for a constant lr)."""
+        torch = self.torch
         options = dict(self.options)
         name = options.pop("cls")
-        cls = getattr(torch.optim, name)
-        self.sparse = cls is torch.optim.SparseAdam
-        self.amsgrad = bool(options.get("amsgrad"))
-        self.torch_dtype = {"bfloat16": torch.bfloat16}.get(self.dtype) or getattr(
-            torch, self.dtype
-        )
-        self.params = [
-            torch.nn.Parameter(torch.zeros(shape, dtype=self.torch_dtype)) for shape in self.shapes
-        ]
+        dtype = {"bfloat16": torch.bfloat16}.get(self.dtype) or getattr(torch, self.dtype)
+        params = [torch.nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape in self.shapes]
         h = self.hyper
-        self.optimizer = cls(
-            self.params, **_constructor_kwargs(h, name, float(h.lr_at(1)), options)
+        optimizer = getattr(torch.optim, name)(
+            params, **_constructor_kwargs(h, name, float(h.lr_at(1)), options)
         )
         factor = lr_schedule_factor(h)
-        self.scheduler = (
+        scheduler = (
             None
             if factor is None
-            else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: factor(epoch + 1))
+            else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factor(epoch + 1))
         )
-        self._step = 0
+        return {"params": params, "optimizer": optimizer, "scheduler": scheduler}
+
+    def _configure(self, params: list[Any], optimizer: Any, scheduler: Any, **_: Any) -> None:
+        self.params, self.optimizer, self.scheduler = params, optimizer, scheduler
+        self.torch_dtype = params[0].dtype
+        self.sparse = isinstance(optimizer, self.torch.optim.SparseAdam)
+        self.amsgrad = bool(self.options.get("amsgrad"))
+
+    def _run_step(self) -> None:
+        self.optimizer.step()
 
     def _tensor(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array).astype(np.float64)).to(
@@ -67,19 +83,28 @@ class TorchOptimizer(Adapter):
 
     def set_state(self, state: State) -> None:
         torch = self.torch
+        if self.amsgrad and state.v_max is None:
+            raise ValueError(f"{self.name} uses AMSGrad: the state needs v_max")
         with torch.no_grad():
             for k, p in enumerate(self.params):
                 p.copy_(self._tensor(state.params[k]))
                 slots = self.optimizer.state[p]
-                slots.clear()
                 # the step is a float32 (default scalar dtype) tensor, as torch creates it
-                slots["step"] = torch.tensor(float(state.step), dtype=torch.float32)
-                slots["exp_avg"] = self._tensor(state.m[k])
-                slots["exp_avg_sq"] = self._tensor(state.v[k])
+                values = {
+                    "step": torch.tensor(float(state.step), dtype=torch.float32),
+                    "exp_avg": self._tensor(state.m[k]),
+                    "exp_avg_sq": self._tensor(state.v[k]),
+                }
                 if self.amsgrad:
-                    if state.v_max is None:
-                        raise ValueError(f"{self.name} uses AMSGrad: the state needs v_max")
-                    slots["max_exp_avg_sq"] = self._tensor(state.v_max[k])
+                    values["max_exp_avg_sq"] = self._tensor(state.v_max[k])
+                if set(slots) == set(values):
+                    # into the tensors the optimizer holds: a compiled step's guards and
+                    # static buffers stay valid
+                    for key, value in values.items():
+                        slots[key].copy_(value)
+                else:
+                    slots.clear()
+                    slots.update(values)
         self._step = state.step
         if self.scheduler is not None:
             self.scheduler.last_epoch = state.step
@@ -119,7 +144,7 @@ class TorchOptimizer(Adapter):
             else:
                 p.grad = self._tensor(g)
         try:
-            self.optimizer.step()
+            self._run_step()
         except (RuntimeError, AssertionError) as exc:  # no kernel for this dtype or device
             raise Unsupported(f"{self.name} in {self.dtype}: {str(exc).splitlines()[0]}") from None
         if self.scheduler is not None:
@@ -172,6 +197,72 @@ class TorchOptimizer(Adapter):
         return Program(["import torch"], helpers, body, results)
 
 
+class TorchCompiledOptimizer(HoldsCompiled, TorchOptimizer):
+    """``torch.compile(optimizer.step)`` (inductor, C++ on the CPU), as PyTorch's recipe
+    "Compiling the optimizer with torch.compile" runs it; state set and read as for eager.
+
+    One compiled step per configuration, dtype, shapes and hyperparameters in the process
+    (:mod:`adamspec.impl.adapters.compiled`): the first step of an entry traces and
+    compiles (seconds), later adapters of that key reuse its parameters, optimizer and
+    compiled step. ``dynamic=False``: every key gets kernels for its own shapes, so what
+    is measured does not depend on which problems ran before (automatic dynamic shapes
+    would switch to shape-generic kernels after the first recompile). Dynamo's recompile
+    limit is raised and made an error, because at the limit torch.compile otherwise runs
+    the step eagerly without saying so; TORCH_COMPILE_DISABLE is refused for the same reason.
+    """
+
+    def _build(self) -> None:
+        import torch
+        import torch._dynamo
+
+        self.torch = torch
+        if torch._dynamo.config.disable:
+            raise Unsupported(
+                f"{self.name}: TorchDynamo is disabled (TORCH_COMPILE_DISABLE): torch.compile "
+                "would run the step eagerly"
+            )
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+        config.fail_on_recompile_limit_hit = True
+        self._configure(**self._take_compiled(self._make_compiled).objects)
+        self._step = 0
+
+    def _make_compiled(self) -> dict[str, Any]:
+        objects = self._make_objects()
+        objects["compiled_step"] = self.torch.compile(objects["optimizer"].step, dynamic=False)
+        return objects
+
+    def _run_step(self) -> None:
+        entry = self._entry
+        if entry.compiled:
+            entry.timed(entry.objects["compiled_step"])
+            return
+        from torch._dynamo.utils import counters
+
+        graphs = counters["stats"]["unique_graphs"]
+        entry.timed(entry.objects["compiled_step"])
+        if counters["stats"]["unique_graphs"] == graphs:
+            entry.first_step_s = None  # the next adapter of this key checks again
+            raise Unsupported(
+                f"{self.name}: torch.compile captured no graph for the step (it ran "
+                "eagerly); not reported as compiled"
+            )
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The eager program, its ``opt.step()`` compiled as the adapter compiles it."""
+        compiled = [
+            "# inductor compiles the step on its first call (seconds), as in the adapter",
+            "torch.compile(opt.step, dynamic=False)()",
+        ]
+        return with_compiled_step(super().reproduction_program(step), "opt.step()", compiled)
+
+
+#: Dynamo's recompile limit while compiled adapters run: one compile per problem's shapes
+#: of each configuration (the default, 8, would send later problems to eager execution).
+RECOMPILE_LIMIT = 512
+
+
 def _constructor_kwargs(h: Hyper, name: str, lr: float, options: dict[str, Any]) -> dict[str, Any]:
     """``torch.optim.<name>``'s keywords as the adapter and its scripts pass them
     (SparseAdam has no weight_decay); ``options`` last, without ``cls``."""
@@ -196,7 +287,17 @@ def _info(name: str, documented: str, cls: str = "Adam", **options: Any) -> Adap
     )
 
 
-INFOS = [
+def _compiled(eager: AdapterInfo) -> AdapterInfo:
+    """``torch.compile`` of ``eager``'s ``optimizer.step``: same options, its own entry."""
+    return replace(
+        eager,
+        name=f"torch.compile({eager.name})",
+        factory="adamspec.impl.adapters.torch_optim:TorchCompiledOptimizer",
+        eager_counterpart=eager.name,
+    )
+
+
+EAGER = [
     _info("torch.Adam(foreach=False)", "torch.Adam", foreach=False),
     _info("torch.Adam(foreach=True)", "torch.Adam", foreach=True),
     _info("torch.Adam(fused=True)", "torch.Adam", fused=True),
@@ -214,3 +315,12 @@ INFOS = [
     _info("torch.SparseAdam", "torch.SparseAdam", cls="SparseAdam"),
     _info("torch.RAdam(foreach=False)", "torch.RAdam", cls="RAdam", foreach=False),
 ]
+#: Compiled twins of the for-loop Adam, AMSGrad and AdamW: the CPU default (foreach=None and
+#: fused=None choose the for-loop when the parameters are on the CPU).
+COMPILED = [
+    _compiled(info)
+    for info in EAGER
+    if info.name
+    in ("torch.Adam(foreach=False)", "torch.Adam(amsgrad=True)", "torch.AdamW(foreach=False)")
+]
+INFOS = EAGER + COMPILED
