@@ -214,9 +214,7 @@ def test_lockstep_matches_mpmath_with_a_hyperparameter_held_in_its_own_format(
         ),
         label="variant",
     )  # fmt: skip
-    hyper = make_hyper(
-        weight_decay="0.01", eps_root="1e-12", eps="1e-3", held_formats={name: fmt}
-    )
+    hyper = make_hyper(weight_decay="0.01", eps_root="1e-12", eps="1e-3", held_formats={name: fmt})
     params, grads, state = draw_case(data, dtype)
     assert_same(*both(variant, hyper, params, grads, state))
 

@@ -56,7 +56,9 @@ def jax_example_adam(param, grad, state, h):
         raise NotImplementedError("jax runs float32 here (x64 is off)")
     _, update, _ = optimizers.adam.__wrapped__(h.lr, h.beta1, h.beta2, h.eps)
     x, m, v = update(
-        state.step, jnp.asarray(grad), (jnp.asarray(param), jnp.asarray(state.m), jnp.asarray(state.v))
+        state.step,
+        jnp.asarray(grad),
+        (jnp.asarray(param), jnp.asarray(state.m), jnp.asarray(state.v)),
     )
     return np.asarray(x), KernelState(np.asarray(m), np.asarray(v), None, state.step + 1)
 
