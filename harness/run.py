@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from adamspec.harness.budgets import DEFAULT, Budget
-from adamspec.harness.classify import FORMAT_RANGE, ROUNDING_ONLY, classify
+from adamspec.harness.classify import (
+    FORMAT_RANGE,
+    ROUNDING_ONLY,
+    Classification,
+    classify,
+    seen_by,
+)
 from adamspec.harness.engine import (
     StepErrors,
     Trace,
@@ -36,16 +42,28 @@ from adamspec.harness.engine import (
     use_oracle,
     worst,
 )
-from adamspec.harness.fingerprint import Match, rank_variants, separation
-from adamspec.harness.problems import suite
+from adamspec.harness.fingerprint import (
+    Fingerprint,
+    Formula,
+    Match,
+    describe,
+    fingerprint,
+    score_cases,
+    separating_problem,
+    separation,
+)
+from adamspec.harness.problems import PROBLEMS, suite
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
 from adamspec.oracles.metrics import bits_error
-from adamspec.spec.catalog import entry
+from adamspec.spec.catalog import entry, formula_name, same_formula
+from adamspec.spec.variant import Variant
 
 #: How many of an implementation's best fingerprint matches are tried as each case's match.
 MATCH_CANDIDATES = 5
+#: How many of the formulas tied with the fingerprint's best get a separating problem named.
+SEPARATED_TIES = 3
 
 
 class RunUsageError(ValueError):
@@ -66,6 +84,10 @@ class RunConfig:
     counterexample_examples: int = 100
     separation: bool = True  # compute the separation matrix (the engine's self-check)
     oracle: str = "fast"  # "fast" (certified, identical answers) or "mpmath"
+    #: implementations that claim nothing (``adamspec check`` without --variant): their
+    #: registered variant only supplies default hyperparameters, the fingerprint's best
+    #: formula is the reference, and no table records a claim
+    unclaimed: tuple[str, ...] = ()
 
     def key(self) -> str:
         """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
@@ -85,11 +107,14 @@ class Tables:
     fingerprints: list[dict[str, Any]] = field(default_factory=list)
     separation: list[dict[str, Any]] = field(default_factory=list)
     counterexamples: dict[str, str] = field(default_factory=dict)
+    #: implementation -> its fingerprint in one sentence (fingerprint.describe)
+    fingerprint_text: dict[str, str] = field(default_factory=dict)
 
     def extend(self, other: Tables) -> None:
         for name in ("results", "summary", "fingerprints", "separation"):
             getattr(self, name).extend(getattr(other, name))
         self.counterexamples.update(other.counterexamples)
+        self.fingerprint_text.update(other.fingerprint_text)
 
     def write(self, out: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Path]:
         """Every report of :func:`adamspec.reports.write_reports` and the counterexample scripts."""
@@ -172,10 +197,11 @@ def _summary(
     trace: Trace,
     per_step: list[StepErrors],
     free: list[StepErrors],
-    matched: str,
+    matched: tuple[str, list[str]],
     category: str,
     detail: str,
     budget: Budget,
+    claimed: str,
 ) -> dict:
     total: StepErrors = worst(per_step)
     per_step_max = [_max_ulp(e) for e in per_step]
@@ -198,11 +224,13 @@ def _summary(
         "max_free_ulp": _max_ulp(worst(free)) if free else 0,
         "worst_component": _worst_component(total, budget),
         "documented_variant": trace.documented,
-        "matched_variant": matched,
+        "matched_variant": matched[0],
         "category": category,
         "verdict": verdict,
         "detail": detail,
         "counterexample": "",
+        "claimed": claimed,
+        "tied_with": "; ".join(matched[1]),
     }
 
 
@@ -241,6 +269,8 @@ def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: R
                 )
                 continue
             if ce is not None:
+                if name in config.unclaimed:  # the registered variant only gave defaults
+                    ce = replace(ce, info=replace(ce.info, documented=""))
                 n = sum(1 for v in searched.values() if v) + 1
                 path = f"counterexamples/{_slug(name)}{'' if n == 1 else f'-{n}'}{ce.suffix}"
                 scripts[path] = snippet(ce)
@@ -249,51 +279,151 @@ def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: R
     return scripts
 
 
-def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documented: str) -> str:
-    best = rank_variants([trace], candidates, budget, documented)[0]
-    return best.variant if best.score < math.inf else ""
+def reference_name(variant: Variant) -> str:
+    """How a formula is named in the tables: its first catalog name, else its axes."""
+    names = same_formula(variant)
+    return names[0] if names else formula_name(variant)
+
+
+def _case_candidates(fp: Fingerprint, claimed: str) -> list[tuple[str, Formula]]:
+    """The formulas each case is matched against: the claim, then the fingerprint's best
+    :data:`MATCH_CANDIDATES` (each by its name in the tables)."""
+    out: dict[str, Formula] = {}
+    if claimed:
+        out[claimed] = Formula(entry(claimed).variant)
+    for m in fp.matches[:MATCH_CANDIDATES]:
+        out.setdefault(m.variant, m.formula)
+    return list(out.items())
+
+
+def match_case(
+    trace: Trace,
+    candidates: Sequence[tuple[str, Formula]],
+    budget: Budget,
+    preferred: str,
+    verdict: Classification | None = None,
+) -> tuple[str, list[str]]:
+    """The candidate measured within budget on this case, and the others also within budget
+    (the case cannot tell them apart): ``preferred`` (the claim; without one, the
+    fingerprint's best over every fingerprint case) when it is within budget, else the best.
+    A "format range" case is measured under its own exclusion; a case no candidate explains
+    is matched to the formula its classification found, if any."""
+    exclude, seen = None, trace
+    if verdict is not None and verdict.hypothesis is not None:
+        if verdict.category == FORMAT_RANGE:
+            exclude, seen = verdict.hypothesis.exclude, seen_by(trace, verdict.hypothesis)
+    ranked = []
+    for name, formula in candidates:
+        scores = score_cases([seen], formula, budget, exclude=exclude)
+        match = Match(formula, scores, 1, (name,))
+        if match.complete and match.within:
+            ranked.append(match)
+    ranked.sort(key=lambda m: m.key(preferred))
+    names = [m.variant for m in ranked]
+    if names:
+        return names[0], names[1:]
+    h = verdict.hypothesis if verdict is not None else None
+    if h is not None and verdict.category != FORMAT_RANGE and not h.hyper_changes:
+        return reference_name(h.variant), []
+    return "", []
+
+
+def _fingerprint_rows(name: str, fp: Fingerprint, claimed: str) -> list[dict[str, Any]]:
+    """One row per catalog name (names of one formula share a rank), and the best formula's
+    own row when no catalog name has it."""
+    rows = []
+    for rank, m in enumerate(fp.matches, start=1):
+        if not m.names and rank > 1:
+            continue  # the search's by-products: only its best formula is a finding
+        for variant in m.names or (m.formula.name,):
+            rows.append(
+                {
+                    "implementation": name,
+                    "variant": variant,
+                    "rank": rank,
+                    "max_ulp": m.max_ulp,
+                    "param_max_ulp": m.param_ulp,
+                    "cases": m.cases,
+                    "documented": bool(claimed) and variant == claimed,
+                    "within_budget": m.within == m.cases,
+                    "formula": m.formula.name,
+                    "within_cases": m.within,
+                    "failing_cases": "; ".join(m.failing),
+                }
+            )
+    return rows
+
+
+#: Where a tie is looked for a separating problem: the discriminating problems, then the
+#: cheap default ones (3 steps each); in float32, bfloat16 and float16.
+SEPARATING_PROBLEMS = ("disc-eps", "disc-amsgrad", "disc-weight-decay", "disc-sparse",
+                       "typical", "tiny-near-eps", "sign-flips-decreasing", "exact-zeros",
+                       "weight-decay", "late-steps")  # fmt: skip
+
+
+def separated_ties(fp: Fingerprint, seed: int = 0) -> dict[str, str]:
+    """For up to :data:`SEPARATED_TIES` catalog variants tied with the best: a problem that
+    tells their documented formulas apart ("" when none of :data:`SEPARATING_PROBLEMS`
+    does)."""
+    best = fp.best
+    problems = [PROBLEMS[n].with_(steps=min(PROBLEMS[n].steps, 3)) for n in SEPARATING_PROBLEMS
+                if n in PROBLEMS]  # fmt: skip
+    return {
+        tie.variant: separating_problem(
+            best.formula,
+            Formula(entry(tie.variant).variant, tie.formula.facts),
+            problems,
+            seed=seed,
+        )
+        for tie in fp.ties[:SEPARATED_TIES]
+    }
+
+
+def _fingerprint_sentence(fp: Fingerprint, claimed: str, seed: int) -> str:
+    text = describe(fp, claimed)
+    separated = separated_ties(fp, seed) if fp.ties else {}
+    if separated:
+        parts = [f"{n}: {where or 'no problem here separates them'}"
+                 for n, where in separated.items()]  # fmt: skip
+        text += f"; separated by: {'; '.join(parts)}"
+    return text
 
 
 def evaluate(name: str, config: RunConfig) -> Tables:
     """Everything the report says about one implementation."""
     out = Tables()
     load_registry()
-    documented = REGISTRY[name].documented
+    registered = REGISTRY[name].documented
+    claimed = "" if name in config.unclaimed else registered
     fp_traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
     ]
-    matches: list[Match] = []
-    if any(t.steps for t in fp_traces):
-        matches = rank_variants(fp_traces, budget=config.budget, documented=documented)
-    for rank, m in enumerate(matches, start=1):
-        out.fingerprints.append(
-            {
-                "implementation": name,
-                "variant": m.variant,
-                "rank": rank,
-                "max_ulp": m.max_ulp,
-                "param_max_ulp": m.param_ulp,
-                "cases": m.cases,
-                "documented": m.variant == documented,
-                "within_budget": m.score <= 1,
-            }
-        )
-    candidates = list(dict.fromkeys([documented] + [m.variant for m in matches[:MATCH_CANDIDATES]]))
-    variant = entry(documented).variant
+    fp = fingerprint(fp_traces, config.budget, documented=claimed)
+    out.fingerprints += _fingerprint_rows(name, fp, claimed)
+    if fp.best is not None:
+        out.fingerprint_text[name] = _fingerprint_sentence(fp, claimed, config.seed)
+    if claimed or fp.best is None:
+        variant, reference = entry(registered).variant, registered
+    else:  # no claim: the reference is what the kernel looks like
+        variant = fp.best.formula.variant
+        reference = reference_name(variant)
+    candidates = _case_candidates(fp, claimed)
+    preferred = claimed or (fp.best.variant if fp.best is not None else "")
     traces = []
     for problem in suite(config.suite):
         trace = record_trace(name, problem, config.dtype, config.seed)
+        trace.documented = reference
         traces.append(trace)
         with counting() as oracle_work:
             per_step = lockstep(trace, variant) if trace.steps else []
             free = free_running(trace, variant) if trace.steps else []
         for errors, rec in zip(per_step, trace.steps, strict=True):
-            out.results += _row(trace, documented, "lockstep", errors, rec.before.step + 1)
+            out.results += _row(trace, reference, "lockstep", errors, rec.before.step + 1)
         for errors, rec in zip(free, trace.steps, strict=True):
-            out.results += _row(trace, documented, "free", errors, rec.before.step + 1)
-        matched, category, detail = "", "", trace.detail
+            out.results += _row(trace, reference, "free", errors, rec.before.step + 1)
+        matched, category, detail = ("", []), "", trace.detail
         if trace.steps:
-            matched = _best_match(trace, candidates, config.budget, documented)
+            verdict = None
             # the lock-step errors are in hand: classify (which would recompute them) only
             # what is over budget
             if budget_multiple(worst(per_step), config.budget) <= 1:
@@ -302,11 +432,8 @@ def evaluate(name: str, config: RunConfig) -> Tables:
                 verdict = classify([trace], variant, config.budget)
                 category = verdict.category
                 detail = "; ".join(filter(None, [verdict.explanation, trace.detail]))
-                if category == FORMAT_RANGE:
-                    # the documented formula, off only where the dtype cannot hold it: a
-                    # closest variant over the overflowed coordinates would be noise
-                    matched = documented
-        row = _summary(trace, per_step, free, matched, category, detail, config.budget)
+            matched = match_case(trace, candidates, config.budget, preferred, verdict)
+        row = _summary(trace, per_step, free, matched, category, detail, config.budget, claimed)
         row["oracle_fallback_rate"] = (
             oracle_work.fallback_rate if config.oracle == "fast" and trace.steps else math.nan
         )
@@ -408,6 +535,8 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "detail": reason,
                 "counterexample": "",
                 "oracle_fallback_rate": math.nan,
+                "claimed": "" if name in config.unclaimed else info.documented,
+                "tied_with": "",
             }
         )
     return out
@@ -537,9 +666,8 @@ def run(
 
 
 def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:
-    """The ranked catalog variants for one implementation, and the one-line verdict."""
-    from adamspec.harness.fingerprint import describe
-
+    """The ranked formulas for one implementation (a row per catalog name, and the best
+    formula when it has none), and the one-line verdict."""
     use_oracle(config.oracle)
     traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
@@ -547,20 +675,12 @@ def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]]
     if not any(t.steps for t in traces):
         reasons = "; ".join(sorted({t.detail for t in traces if t.detail}))
         raise RunUsageError(f"{name} ran no step of the fingerprint problems: {reasons}")
-    documented = REGISTRY[name].documented
-    matches = rank_variants(traces, budget=config.budget, documented=documented)
-    rows = [
-        {
-            "rank": i,
-            "variant": m.variant,
-            "max_ulp": m.max_ulp,
-            "param_max_ulp": m.param_ulp,
-            "within_budget": m.score <= 1,
-            "documented": m.variant == documented,
-        }
-        for i, m in enumerate(matches, start=1)
-    ]
-    return rows, describe(matches, documented)
+    claimed = "" if name in config.unclaimed else REGISTRY[name].documented
+    fp = fingerprint(traces, config.budget, documented=claimed)
+    rows = _fingerprint_rows(name, fp, claimed)
+    for row in rows:
+        del row["implementation"]
+    return rows, _fingerprint_sentence(fp, claimed, config.seed)
 
 
 def summary_table(tables: Tables) -> str:

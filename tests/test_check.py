@@ -94,7 +94,21 @@ def test_a_target_that_cannot_be_loaded_is_one_line_exit_2(tmp_path, target, nee
     assert "Traceback" not in done.stderr
 
 
-def test_an_unknown_variant_is_exit_2_naming_it(tmp_path):
-    done = _cli(f"{KERNELS}:adam", "--variant", "adam.nope", "--out", str(tmp_path))
+@pytest.mark.parametrize(
+    ("variant", "needle"),
+    [
+        ("adam.nope", "variant='adam.nope' is not in the catalog"),
+        (
+            "eps_placement=eps_hatt",
+            "eps_placement='eps_hatt' is not a EpsPlacement; allowed: "
+            "algorithm_1, eps_hat, eps_hat_adaptive, eps_root",
+        ),
+        ("weight_decays=l2", "unknown variant axis 'weight_decays'; allowed: family, "),
+        ("maximize=yes", "maximize='yes' is not allowed; allowed: true, false"),
+    ],
+)
+def test_an_unknown_variant_or_axis_value_is_one_line_exit_2(tmp_path, variant, needle):
+    done = _cli(f"{KERNELS}:adam", "--variant", variant, "--out", str(tmp_path))
     assert done.returncode == 2
-    assert "'adam.nope' is not a catalog variant" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], done.stderr

@@ -134,7 +134,12 @@ def test_cli_fingerprint_json_ranks_variants():
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["variants"][0]["variant"] == "paper.eps_hat"
-    assert "documents paper.eps_hat" in answer["summary"]
+    assert answer["variants"][0]["documented"] and answer["variants"][0]["within_budget"]
+    assert answer["summary"].startswith("computes eps_placement=eps_hat (= paper.eps_hat")
+    assert (
+        answer["summary"].endswith("claimed paper.eps_hat")
+        or "claimed paper.eps_hat;" in (answer["summary"])
+    )
 
 
 def test_a_resumed_run_reuses_finished_implementations(tmp_path, monkeypatch):
