@@ -340,13 +340,21 @@ def _stage(traces: Sequence[Trace], hs: Iterable[Hypothesis], budget: Budget) ->
 
 def _pairs(singles: Sequence[Scored], documented: Variant) -> Iterator[Hypothesis]:
     """Pairs among the :data:`PAIRED` closest single changes by worst component and the
-    :data:`PAIRED` closest by the parameters."""
+    :data:`PAIRED` closest by the parameters; and each of the latter (a change that puts
+    the parameters right) completed by each stored-state transform."""
     finite = [x for x in singles if not math.isinf(x[0]) or not math.isinf(x[1])]
-    by_worst = finite[:PAIRED]
-    by_param = sorted(finite, key=lambda x: (x[1], x[0], x[2]))[:PAIRED]
+    by_worst = sorted(finite, key=lambda x: (x[0], x[1]))[:PAIRED]
+    by_param = sorted(finite, key=lambda x: (x[1], x[0]))[:PAIRED]
     chosen = list({id(x[3]): x[3] for x in (*by_worst, *by_param)}.values())
-    for a, b in itertools.combinations(chosen, 2):
-        pair = combine(a, b, documented)
+    transforms = [Hypothesis(STORED_STATE, t.description, documented, stored=(t,))
+                  for t in TRANSFORMS]  # fmt: skip
+    seen: set[tuple[str, str]] = set()
+    candidates = [*itertools.combinations(chosen, 2),
+                  *itertools.product([x[3] for x in by_param], transforms)]  # fmt: skip
+    for a, b in candidates:
+        key = tuple(sorted((a.description, b.description)))
+        pair = combine(a, b, documented) if key not in seen else None
+        seen.add(key)
         if pair is not None:
             yield pair
 

@@ -224,15 +224,21 @@ def score_cases(
     mask); stops early once ``give_up`` says the cases scored so far settle it."""
     out: list[CaseScore] = []
     for trace in _measured(traces):
-        errors = worst(
-            lockstep(
-                with_facts(trace, formula.facts),
-                formula.variant,
-                step_offset=step_offset,
-                exclude=exclude,
+        try:
+            errors = worst(
+                lockstep(
+                    with_facts(trace, formula.facts),
+                    formula.variant,
+                    step_offset=step_offset,
+                    exclude=exclude,
+                )
             )
-        )
-        out.append(CaseScore(trace.problem.name, errors, budget_multiple(errors, budget)))
+        except (ValueError, ArithmeticError):
+            # a candidate the oracle cannot evaluate here (RAdam with a beta2 held as 1:
+            # rho_inf is not a number) explains nothing
+            out.append(CaseScore(trace.problem.name, {}, math.inf))
+        else:
+            out.append(CaseScore(trace.problem.name, errors, budget_multiple(errors, budget)))
         if give_up is not None and give_up(out):
             break
     return tuple(out)
@@ -377,6 +383,9 @@ def fingerprint(
     if search:
         starts = sorted(scored.values(), key=lambda m: m.key(documented))[:BEAM]
         for start in starts:
+            found = min(scored.values(), key=lambda m: m.key(documented))
+            if not found.failing and found.complete:
+                break  # within budget everywhere: nothing left to explain
             _descend(start, measured, budget, documented, scored, by_formula)
     complete = sorted((m for m in scored.values() if m.complete),
                       key=lambda m: m.key(documented))  # fmt: skip
@@ -400,14 +409,14 @@ def _descend(
         if not current.failing:
             return
         best = current
-        # the cases current fails first: a neighbour that does no better there cannot win
-        failing = set(current.failing)
-        ordered = sorted(traces, key=lambda t: t.problem.name not in failing)
-        give_up = _cannot_beat(current)
         for formula in neighbours(current.formula, traces):
             match = scored.get(formula)
             if match is None:
-                scores = score_cases(ordered, formula, budget, give_up=give_up)
+                # the cases the best so far fails first: a neighbour that does no better
+                # there cannot win, and is scored no further
+                failing = set(best.failing)
+                ordered = sorted(traces, key=lambda t: t.problem.name not in failing)
+                scores = score_cases(ordered, formula, budget, give_up=_cannot_beat(best))
                 match = Match(formula, scores, len(traces), tuple(by_formula.get(formula, ())))
                 scored[formula] = match
             if match.key(documented) < best.key(documented):

@@ -32,7 +32,7 @@ from adamspec.spec.catalog import entries
 from adamspec.spec.formats import format_named
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.holding import HOLDABLE, HOLDING_FORMATS
-from adamspec.spec.hyper import Hyper
+from adamspec.spec.hyper import RANGES, Hyper
 from adamspec.spec.variant import Variant
 
 REPRESENTATION = "hyperparameter representation"
@@ -248,7 +248,7 @@ _CANNOT = {
     "eps": "no step where eps is comparable to sqrt(v_hat) and the step is resolved",
     "beta1": "no step where g - m is far above the rounding of m",
     "beta2": "no step where g^2 - v is far above the rounding of v",
-}
+}  # (or every estimate lies outside the hyperparameter's range)
 
 
 def fit(traces: Sequence[Trace], variant: Variant) -> dict[str, HyperFact | str]:
@@ -270,6 +270,7 @@ def fit(traces: Sequence[Trace], variant: Variant) -> dict[str, HyperFact | str]
                     else _short_decimal(x)
                 )
                 found.setdefault(value, []).append(getattr(trace.hyper, name))
+        found = {v: g for v, g in found.items() if RANGES[name].contains(Fraction(v))}
         if not found:
             out[name] = f"{name} cannot be estimated: {_CANNOT[name]}"
         elif all(Fraction(v) == g for v, given in found.items() for g in given):
