@@ -162,7 +162,10 @@ def test_a_hard_coded_eps_is_fitted_from_the_traces():
 
 
 def test_the_quick_suite_separates_every_pair_of_catalog_variants_or_says_they_are_the_same():
-    pairs = separation(suite("quick"), ("float32", "bfloat16"))
+    # its discriminating problems alone do (the other quick problems can only add to it)
+    disc = [p for p in suite("quick") if p.name.startswith("disc-")]
+    assert len(disc) == 5
+    pairs = separation(disc, ("float32", "bfloat16"))
     undecided = [p for p in pairs if p.relation not in (SEPARATED, IDENTICAL, EQUAL,
                                                         WITHIN_ROUNDING)]  # fmt: skip
     assert not undecided, undecided[:3]
@@ -173,14 +176,13 @@ def test_the_quick_suite_separates_every_pair_of_catalog_variants_or_says_they_a
 
 #: A subset of the planted kernels, one per kind of diagnosis (the whole table is the
 #: benchmark `adamspec bench verdicts`, not a test).
-SUBSET = ("control_paper", "control_tf_raw", "eps_hat_claims_algorithm1", "beta1_in_bfloat16",
-          "eps_hard_coded_1e-7", "m_stored_bias_corrected", "eps_hat_and_unscaled_decay",
-          "v_unsquared")  # fmt: skip
+SUBSET = ("control_paper", "lr_in_float16", "eps_hard_coded_1e-7", "maximize_m_stored_unnegated",
+          "eps_hat_and_unscaled_decay")  # fmt: skip
 
 
 def test_the_verdict_benchmark_diagnoses_a_subset_of_planted_bugs_right():
     report = bench_verdicts("quick", PLANTED, only=SUBSET, progress=lambda line: None)
     wrong = [(k["name"], k["diagnosis"], k["cases"]) for k in report["kernels"] if not k["right"]]
     assert not wrong, wrong
-    assert report["false_alarms"] == 0 and report["controls"] == 2
-    assert report["detected"] == report["bugs"] == len(SUBSET) - 2
+    assert report["false_alarms"] == 0 and report["controls"] == 1
+    assert report["detected"] == report["bugs"] == len(SUBSET) - 1
