@@ -45,11 +45,14 @@ def test_each_discrepancy_links_a_minimal_counterexample_script_that_runs(toy_ru
     eps = [r for r in toy_run.summary if r["implementation"] == "toy.eps_moved"
            and r["verdict"] == "discrepancy"]  # fmt: skip
     links = {r["counterexample"] for r in eps}
-    assert len(links) == 1 and links != {""}, links  # one search per configuration
+    # one search per configuration: tiny-near-eps (eps 1e-8) and disc-eps (eps 1e-3)
+    assert {r["case"] for r in eps} == {"tiny-near-eps", "disc-eps"}
+    assert len(links) == 2 and "" not in links, links
     assert all(r["counterexample"] == "" for r in toy_run.summary if r["verdict"] == "pass")
     paths = write_reports(tmp_path, toy_run.results, toy_run.summary, toy_run.fingerprints,
                           toy_run.separation, {"seed": 3}, toy_run.counterexamples)  # fmt: skip
-    script = tmp_path / links.pop()
+    # report.md links the worst case's script (tiny-near-eps)
+    script = tmp_path / next(r["counterexample"] for r in eps if r["case"] == "tiny-near-eps")
     assert script.exists() and f"]({script.relative_to(tmp_path)})" in paths["markdown"].read_text()
     # the script drives the toy through the adapter registry: the checkout and tests/ importable
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
