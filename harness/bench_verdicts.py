@@ -5,11 +5,14 @@ bug planted in each, two in some, none in the correct controls) is run through t
 job's own evaluation (:func:`adamspec.harness.run.evaluate`, as ``adamspec check`` does),
 each kernel against the variant it claims, and scored:
 
-* **detected**: a planted bug makes at least one case a discrepancy (or an error);
+* **detected**: a planted bug makes at least one case a discrepancy, an error or a
+  ``range`` case (off only where the dtype cannot hold the exact values: a finding the
+  check prints, which is how a kernel squaring in float32 or flushing subnormals shows);
 * **right category**: the kernel's diagnosis is the planted category. The diagnosis is
   "two changes" when any case needs two, else the category most of its discrepant cases
   get ("format range" only when nothing else is named);
-* **false alarm**: a correct control with any discrepancy.
+* **false alarm**: a correct control with any discrepancy or error (a ``range`` case of a
+  control is the dtype's own limit, counted apart as ``controls_range``).
 
 A kernel whose bug needs a problem the suite lacks (``needs``: an overflowing gradient, a
 subnormal one) is reported as not applicable, not as missed.
@@ -35,8 +38,12 @@ from adamspec.harness.problems import suite as problems_of
 from adamspec.harness.run import RunConfig, RunUsageError, evaluate
 from adamspec.impl.adapters import load_registry
 from adamspec.impl.adapters.kernel_protocol import register_target
+from adamspec.reports.tiers import RANGE
 from adamspec.spec.axes import AmsGrad
 from adamspec.spec.catalog import entry
+
+#: The verdicts of a case with a finding.
+FOUND = ("discrepancy", "error", RANGE)
 
 #: Where the planted kernels live in a checkout (relative to its root).
 DEFAULT_KERNELS = Path("tests") / "kernels" / "planted.py"
@@ -62,7 +69,7 @@ def load_table(path: str | Path) -> tuple[Path, ModuleType]:
 
 def diagnosis(rows: Sequence[dict[str, Any]]) -> str:
     """A kernel's category from its cases' rows (see the module docstring)."""
-    found = [r["category"] for r in rows if r["verdict"] in ("discrepancy", "error")]
+    found = [r["category"] for r in rows if r["verdict"] in FOUND]
     if not found:
         return ROUNDING_ONLY if any(r["verdict"] == "pass" for r in rows) else "not run"
     if TWO_CHANGES in found:
@@ -80,7 +87,7 @@ def _one(path: Path, planted: Any, suite: str, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     rows = evaluate(name, config).summary
     found = diagnosis(rows)
-    discrepant = [r for r in rows if r["verdict"] in ("discrepancy", "error")]
+    discrepant = [r for r in rows if r["verdict"] in FOUND]
     return {
         "name": planted.name,
         "claim": planted.claim,
@@ -89,6 +96,7 @@ def _one(path: Path, planted: Any, suite: str, seed: int) -> dict[str, Any]:
         "control": planted.control,
         "diagnosis": found,
         "detected": bool(discrepant),
+        "alarm": any(r["verdict"] in ("discrepancy", "error") for r in discrepant),
         "right": found == planted.category,
         "cases": {r["case"]: r["category"] or r["verdict"] for r in discrepant},
         "explanations": sorted({r["detail"] for r in discrepant if r["detail"]})[:3],
@@ -151,7 +159,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "detected": sum(r["detected"] for r in bugs),
         "right_category": sum(r["right"] for r in bugs),
         "controls": len(controls),
-        "false_alarms": sum(r["detected"] for r in controls),
+        "false_alarms": sum(r["alarm"] for r in controls),
+        "controls_range": sum(r["detected"] and not r["alarm"] for r in controls),
         "detection_rate": _rate(sum(r["detected"] for r in bugs), len(bugs)),
         "right_category_rate": _rate(sum(r["right"] for r in bugs), len(bugs)),
         "per_category": dict(sorted(per.items())),
@@ -172,7 +181,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"({report['detection_rate']:.1%})   goal 100%",
         f"right category:  {report['right_category']}/{report['bugs']} "
         f"({report['right_category_rate']:.1%})   goal >= 95%",
-        f"false alarms:    {report['false_alarms']}/{report['controls']} controls   goal 0",
+        f"false alarms:    {report['false_alarms']}/{report['controls']} controls   goal 0"
+        + (
+            f" ({report['controls_range']} with range cases only)"
+            if report["controls_range"]
+            else ""
+        ),
         "",
         f"{'planted category':<34} {'kernels':>7} {'detected':>9} {'right':>6}",
     ]

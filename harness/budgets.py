@@ -8,11 +8,13 @@ are used, and a component is within budget when either holds:
 * ``ulp``: ordinal ULP distance to the correctly rounded exact result;
 * ``scaled``: the error in ULPs of the *operands'* magnitude (for ``m``:
   ``max(beta1 |m_prev|, (1 - beta1) |g|)``; for the parameter, ``max(|theta|,
-  (1 + kappa_t) |step|)`` where ``kappa_t`` is the conditioning of ``1 - beta^t``,
-  see :func:`adamspec.harness.engine.bias_correction_condition`). ``m + (g - m)(1 - beta1)``
-  loses hundreds of ULPs of a result that cancels to nearly zero, yet stays within one
-  ULP of the terms: that is rounding, not a wrong formula, and only the scaled measure
-  can say so.
+  (4 + kappa_t + c_m) |step|)`` where 4 counts the roundings of the step itself
+  (:data:`adamspec.harness.engine.UPDATE_ROUNDINGS`), ``kappa_t`` is the conditioning of
+  ``1 - beta^t`` (:func:`adamspec.harness.engine.bias_correction_condition`) and ``c_m``
+  m's cancellation, see :func:`adamspec.harness.engine.component_scales`).
+  ``m + (g - m)(1 - beta1)`` loses hundreds of ULPs of a result that cancels to nearly
+  zero, yet stays within one ULP of the terms: that is rounding, not a wrong formula, and
+  only the scaled measure can say so.
 
 Wrong formulas (eps moved, a bias correction missing, v unsquared) miss by
 thousands to millions of ULPs on the problems of :mod:`adamspec.harness.problems`

@@ -8,10 +8,11 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 EXIT_OK = 0
@@ -98,6 +99,7 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
         seed=args.seed,
         jobs=args.jobs,
         oracle=args.oracle,
+        **_sizes(args),
     )
 
 
@@ -118,11 +120,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     checkpoint = Checkpoint(os.path.join(args.out, CHECKPOINT_FOLDER), config)
     if not args.resume:
         checkpoint.clear()
-    tables = run(config, checkpoint=checkpoint)
+    with _quiet_job(args.out, args.progress, args.resume) as progress:
+        tables = run(config, progress=progress, checkpoint=checkpoint)
+    log = _log_count(args.out)
+    from adamspec.harness.check import time_split
+    from adamspec.harness.power import power_sentence, suite_power
+
+    power = suite_power(tables.power, config.budget)
     meta = {
+        "power": power,
+        "wall_s": time_split(time.time() - started, tables.seconds),
         "command": "adamspec run",
         "suite": config.suite,
         "fingerprint_suite": config.fingerprint_suite,
+        "size": config.size,
+        "steps": config.steps,
         "dtype": config.dtype,
         "seed": config.seed,
         "jobs": config.jobs,
@@ -131,18 +143,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "implementations": sorted({r["implementation"] for r in tables.summary}),
         "duration_s": round(time.time() - started, 1),
         "adamspec_version": _version(),
+        "framework_log": str(log.path),
+        "framework_warnings": log.warnings,
     }
     paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
     print(summary_table(tables))
     if config.oracle == "fast":
         print(f"oracle: fast, {meta['oracle_fallback_rate']:.3%} of element-steps left to mpmath")
+    print(f"power of the passing cases: {power_sentence(power)}")
     shown = [str(p) for name, p in paths.items() if name not in tables.counterexamples]
     print(f"reports: {', '.join(shown)}")
     if tables.counterexamples:
         print(
             f"minimal counterexamples: {len(tables.counterexamples)} in {args.out}/counterexamples/"
         )
+    print(log.sentence())
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _quiet_job(out: str, mode: str, append: bool = False) -> Iterator[Any]:
+    """A long job writing to ``out``: framework output goes to its log file, the progress
+    (``--progress`` ``mode``) to the terminal; yields the progress."""
+    from adamspec.harness.console import LOG_NAME, make_progress, quiet_console
+
+    with quiet_console(os.path.join(out, LOG_NAME), append=append) as terminal:
+        yield make_progress(mode, terminal)
+
+
+def _log_count(out: str) -> Any:
+    from adamspec.harness.console import LOG_NAME, count_log
+
+    return count_log(os.path.join(out, LOG_NAME))
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    """Two implementations side by side: divergence, and what it comes from."""
+    import time
+
+    from adamspec.harness.diff import DiffUsageError, diff, problems_named, resolve
+    from adamspec.reports.diff import diff_frame, findings, formulas_sentence, write_diff
+
+    args.problem = args.problem or _DIFF_DEFAULTS[0].split()
+    try:  # every bad argument before any work
+        problems_named(args.problem, args.steps)
+        resolve(args.a, "A"), resolve(args.b, "B")
+    except DiffUsageError as exc:
+        raise UsageError(str(exc)) from None
+    _writable_dir(args.out)
+    started = time.time()
+    with _quiet_job(args.out, args.progress) as progress:
+        result = diff(args.a, args.b, args.problem, args.steps, args.dtype, args.seed,
+                      args.oracle, progress)  # fmt: skip
+    log = _log_count(args.out)
+    meta = {
+        **result.meta(),
+        "oracle": args.oracle,
+        "duration_s": round(time.time() - started, 1),
+        "adamspec_version": _version(),
+        "framework_log": str(log.path),
+        "framework_warnings": log.warnings,
+    }
+    paths = write_diff(args.out, result.rows, meta)
+    print(formulas_sentence(meta))
+    for f in findings(diff_frame(result.rows), meta):
+        print(f"  {f.problem}: {f.sentence(meta)}")
+    print(f"reports: {', '.join(str(p) for p in paths.values())}")
+    print(log.sentence())
     return EXIT_OK
 
 
@@ -165,6 +233,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             resume=args.resume,
             oracle=args.oracle,
+            strict_range=args.strict_range,
+            **_sizes(args),
         )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
@@ -178,8 +248,9 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     _writable_dir(args.out)
     try:
         return run_gate(
-            args.config, out=args.out, junit=args.junit, resume=args.resume, jobs=args.jobs
-        )
+            args.config, out=args.out, junit=args.junit, resume=args.resume, jobs=args.jobs,
+            **_sizes(args),
+        )  # fmt: skip
     except GateConfigError as exc:
         raise UsageError(str(exc)) from None
 
@@ -340,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_run,
         _add_check,
+        _add_diff,
         _add_gate,
         _add_fingerprint,
         _add_doctor,
@@ -427,7 +499,7 @@ def _add_run(sub: Any) -> None:
         "--suite",
         type=_suite,
         default="default",
-        help="problem suite: quick, default, discriminating, long (default: default)",
+        help="problem suite: quick, default, discriminating, long, scale (default: default)",
     )
     p.add_argument("--out", default="out", help="report folder (default: out/)")
     p.add_argument(
@@ -437,12 +509,14 @@ def _add_run(sub: Any) -> None:
         help="implementations to run (glob, repeatable; default: all; see --list)",
     )
     p.add_argument("--list", action="store_true", help="list the implementations and exit")
+    _size_options(p)
     p.add_argument(
         "--resume",
         action="store_true",
         help="keep the implementations an interrupted run of this configuration finished",
     )
     _common_run_options(p)
+    _progress_option(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -465,8 +539,40 @@ def _add_check(sub: Any) -> None:
         help="seconds one kernel call may take before it counts as hung (default 60)",
     )
     p.add_argument("--resume", action="store_true", help="keep an interrupted check's results")
+    _size_options(p)
+    p.add_argument(
+        "--strict-range",
+        action="store_true",
+        help="range cases (off only where the dtype cannot hold the exact values) fail the "
+        "check (default: they pass, tier 'conforms except the dtype's range')",
+    )
     _common_run_options(p)
     p.set_defaults(handler=_cmd_check)
+
+
+#: What ``adamspec diff`` runs without --problem/--steps (those of harness.diff, named here so
+#: that building the parser imports no harness module; tests/test_diff.py checks they agree).
+_DIFF_DEFAULTS = ("typical tiny-near-eps quadratic mlp", 100)
+
+
+def _add_diff(sub: Any) -> None:
+    p = sub.add_parser(
+        "diff", help="two implementations side by side: how far apart, and why (attribution)"
+    )
+    p.add_argument("a", metavar="A", help="an implementation (adamspec run --list) or a TARGET")
+    p.add_argument("b", metavar="B", help="the implementation to compare it with")
+    problems = f"problems to run (repeatable; default: {_DIFF_DEFAULTS[0]})"
+    p.add_argument("--problem", action="extend", nargs="+", metavar="P", help=problems)
+    p.add_argument(
+        "--steps",
+        type=_positive_int("--steps"),
+        default=_DIFF_DEFAULTS[1],
+        help=f"steps of each problem (default {_DIFF_DEFAULTS[1]})",
+    )
+    p.add_argument("--out", default="out-diff", help="report folder (default: out-diff/)")
+    _measure_options(p)
+    _progress_option(p)
+    p.set_defaults(handler=_cmd_diff, problem=None)
 
 
 def _add_gate(sub: Any) -> None:
@@ -475,6 +581,7 @@ def _add_gate(sub: Any) -> None:
     p.add_argument("--junit", help="also write the JUnit XML here")
     p.add_argument("--out", default="out-gate", help="report folder (default: out-gate/)")
     p.add_argument("--resume", action="store_true", help="keep an interrupted gate's results")
+    _size_options(p)
     p.add_argument(
         "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
     )
@@ -516,10 +623,39 @@ def _add_setup(sub: Any) -> None:
     p.set_defaults(handler=_cmd_setup)
 
 
+def _sizes(args: argparse.Namespace) -> dict[str, int | None]:
+    """``--size`` and ``--steps`` as keyword arguments (None: each problem's own)."""
+    return {"size": getattr(args, "size", None), "steps": getattr(args, "steps", None)}
+
+
+def _size_options(p: argparse.ArgumentParser) -> None:
+    from adamspec.harness.problems import MAX_SIZE
+
+    allowed = f"1..{MAX_SIZE}"
+    p.add_argument(
+        "--size",
+        type=_bounded_int("--size", 1, MAX_SIZE, allowed),
+        default=None,
+        help="coordinates per tensor of the suite's open-loop problems (closed-loop "
+        "objectives keep their shapes; sparse tables keep their row width)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_bounded_int("--steps", 1, MAX_SIZE, allowed),
+        default=None,
+        help="steps of every problem of the suite (default: each problem's own)",
+    )
+
+
 def _common_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs", type=_positive_int("--jobs"), default=1, help="worker processes (default 1)"
     )
+    _measure_options(p)
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    """--seed, --oracle and --dtype: what a measurement depends on."""
     p.add_argument("--seed", type=_seed, default=0, help="seed of the generated problems")
     p.add_argument(
         "--oracle",
@@ -532,6 +668,16 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         choices=["float32", "float64", "float16", "bfloat16"],
         default="float32",
         help="parameter dtype (default float32)",
+    )
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=["auto", "bar", "plain"],
+        default="auto",
+        help="a bar with the count, elapsed time and ETA on a terminal (auto), always (bar), "
+        "or one plain line per finished task (plain; the default off a terminal)",
     )
 
 

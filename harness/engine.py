@@ -18,10 +18,12 @@ time only, never another framework run.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,14 +31,21 @@ import numpy as np
 
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.problems import Problem
-from adamspec.impl.adapters import REGISTRY, State, Unsupported, load_registry, make_adapter
+from adamspec.impl.adapters import (
+    REGISTRY,
+    KernelLoadError,
+    State,
+    Unsupported,
+    load_registry,
+    make_adapter,
+)
 from adamspec.impl.frameworks import FrameworkMissing
 from adamspec.oracles import OracleState
 from adamspec.oracles import adam as mpmath_oracle
 from adamspec.oracles import fast as fast_oracle
 from adamspec.oracles.metrics import Outcome, classify_array, ulp_distance
 from adamspec.oracles.rounding import numpy_dtype
-from adamspec.spec.axes import AmsGrad, BiasCorrection
+from adamspec.spec.axes import AmsGrad, BiasCorrection, WeightDecay
 from adamspec.spec.catalog import entry
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
@@ -48,7 +57,8 @@ STATE_COMPONENTS = ("param", "m", "v", "v_max")
 #: Largest ULP distance reported; beyond it the value is "astronomically wrong" anyway.
 ULP_CAP = 2**62
 
-#: Worst first: the outcome reported for a component is the most severe over its coordinates.
+#: Least severe first: the outcome reported for a component is the most severe over its
+#: coordinates.
 _SEVERITY = [
     o.value
     for o in (
@@ -61,6 +71,7 @@ _SEVERITY = [
         Outcome.MISSED_NAN,
     )
 ]
+_EXACT, _ULP = _SEVERITY.index(Outcome.EXACT.value), _SEVERITY.index(Outcome.ULP.value)
 
 
 @dataclass
@@ -78,8 +89,10 @@ class Trace:
 
     ``status`` is "ok", "skipped" (the adapter cannot run this configuration or its
     framework is missing; ``detail`` says why) or "error" (it raised or crashed after
-    ``len(steps)`` good steps; ``detail`` has the message). Steps recorded before an
-    error are kept and measured.
+    ``len(steps)`` good steps, or could not be loaded at all; ``detail`` has the message).
+    Steps recorded before an error are kept and measured. ``kernel_output`` holds the first
+    lines the implementation printed (:meth:`~adamspec.impl.adapters.Adapter.output_tail`;
+    "" when nothing was printed or its output is not captured).
     """
 
     implementation: str
@@ -94,6 +107,11 @@ class Trace:
     status: str = "ok"
     detail: str = ""
     seconds: float = 0.0
+    kernel_output: str = ""
+    #: steps the implementation took (``len(steps)`` unless a sink kept fewer records)
+    steps_run: int = 0
+    #: seconds inside the adapter (its state in and out, its steps, a worker's transfers)
+    kernel_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,8 +155,20 @@ def initial_state(problem: Problem, dtype: str, seed: int, amsgrad: bool) -> Sta
     )
 
 
-def record_trace(implementation: str, problem: Problem, dtype: str, seed: int) -> Trace:
-    """Run ``implementation`` through ``problem`` once, keeping every step (see :class:`Trace`)."""
+#: ``sink(trace, t, record)`` sees each step as it is taken and returns what the trace keeps
+#: of it (the record, a smaller one, or None): see :mod:`adamspec.harness.stream`.
+StepSink = Callable[[Trace, int, StepRecord], StepRecord | None]
+
+
+class _SinkFailed(Exception):
+    """A sink's own exception: a harness failure, not the implementation's."""
+
+
+def record_trace(
+    implementation: str, problem: Problem, dtype: str, seed: int, sink: StepSink | None = None
+) -> Trace:
+    """Run ``implementation`` through ``problem`` once, keeping every step (see :class:`Trace`),
+    or what ``sink`` returns of each (an exception of the sink propagates)."""
     load_registry()
     info = REGISTRY[implementation]
     trace = Trace(
@@ -153,34 +183,65 @@ def record_trace(implementation: str, problem: Problem, dtype: str, seed: int) -
     )
     started = time.perf_counter()
     adapter = None
+
+    def kernel(call: Callable[..., Any], *args: Any) -> Any:
+        at = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            trace.kernel_seconds += time.perf_counter() - at
+
     try:
         trace.hyper = hyper_for(implementation, problem)
-        adapter = make_adapter(implementation, trace.hyper, dtype, problem.shapes)
+        adapter = kernel(make_adapter, implementation, trace.hyper, dtype, problem.shapes)
         trace.framework_version = adapter.version
         amsgrad = entry(info.documented).variant.amsgrad is not AmsGrad.OFF
-        adapter.set_state(initial_state(problem, dtype, seed, amsgrad))
+        kernel(adapter.set_state, initial_state(problem, dtype, seed, amsgrad))
+        after = None
         for t in range(problem.steps):
-            before = adapter.get_state()
+            # the state a step ends in is the state the next one starts from
+            before = after if after is not None else kernel(adapter.get_state)
             grads = problem.gradients(t, before.params, dtype, seed)
-            adapter.step(grads)
-            trace.steps.append(StepRecord(before, list(grads), adapter.get_state()))
-    except (Unsupported, FrameworkMissing) as exc:
-        trace.status, trace.detail = "skipped", _one_line(exc)
-    except Exception as exc:  # an implementation's crash is a finding
-        trace.status = "error"
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        trace.detail = (
-            f"step {len(trace.steps) + 1}: {type(exc).__name__}: {_one_line(exc)} "
-            f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
-        )
+            kernel(adapter.step, grads)
+            after = kernel(adapter.get_state)
+            record = StepRecord(before, list(grads), after)
+            trace.steps_run += 1
+            if sink is not None:
+                try:
+                    record = sink(trace, t, record)
+                except Exception as exc:
+                    raise _SinkFailed() from exc
+            if record is not None:
+                trace.steps.append(record)
+    except _SinkFailed as failed:
+        raise failed.__cause__ from None
+    except Exception as exc:  # a decline is a skip; anything else is a finding
+        trace.status, trace.detail = _failure(exc, trace.steps_run)
+        trace.kernel_output = getattr(exc, "kernel_output", "")  # printed while building
     finally:
         if adapter is not None:
             try:
+                trace.kernel_output = adapter.output_tail()
                 adapter.close()
             except Exception:  # closing must not hide the run's result
                 pass
         trace.seconds = time.perf_counter() - started
     return trace
+
+
+def _failure(exc: Exception, steps: int) -> tuple[str, str]:
+    """A failed run's status and detail: "skipped" with the reason when the adapter declined
+    the configuration (or its framework is missing), else "error" (a kernel that could not be
+    loaded, with the full reason; a raise or crash at step ``steps + 1``, with where)."""
+    if isinstance(exc, Unsupported | FrameworkMissing):
+        return "skipped", _one_line(exc)
+    if isinstance(exc, KernelLoadError):
+        return "error", str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return "error", (
+        f"step {steps + 1}: {type(exc).__name__}: {_one_line(exc)} "
+        f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -207,15 +268,39 @@ def oracle_name() -> str:
     return _oracle["name"]
 
 
+_clocks: list[list[float]] = []
+
+
+@contextmanager
+def oracle_clock() -> Iterator[list[float]]:
+    """``with oracle_clock() as seconds:`` -- ``seconds[0]`` is the time the oracle took in
+    the block (meta.json's split of a run's wall time)."""
+    box = [0.0]
+    _clocks.append(box)
+    try:
+        yield box
+    finally:
+        _clocks.remove(box)
+
+
+def _timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    at = time.perf_counter()
+    try:
+        return call(*args, **kwargs)
+    finally:
+        for box in _clocks:
+            box[0] += time.perf_counter() - at
+
+
 def oracle_step(*args: Any, **kwargs: Any) -> Any:
     """One exact step from the selected oracle (arguments of :func:`adamspec.oracles.step`)."""
-    return ORACLES[_oracle["name"]].step(*args, **kwargs)
+    return _timed(ORACLES[_oracle["name"]].step, *args, **kwargs)
 
 
 def oracle_trajectory(*args: Any, **kwargs: Any) -> Any:
     """An exact trajectory from the selected oracle (arguments of
     :func:`adamspec.oracles.trajectory`)."""
-    return ORACLES[_oracle["name"]].trajectory(*args, **kwargs)
+    return _timed(ORACLES[_oracle["name"]].trajectory, *args, **kwargs)
 
 
 # ----------------------------------------------------------------------- measuring
@@ -248,11 +333,22 @@ def _state_arrays(state: State, component: str) -> list[np.ndarray]:
 
 
 def ulp_at(scale: np.ndarray, fmt: FloatFormat) -> np.ndarray:
-    """The spacing of ``fmt`` at magnitude ``scale`` (the subnormal quantum below 2**emin)."""
-    with np.errstate(divide="ignore"):
-        exponent = np.floor(np.log2(np.where(scale > 0, scale, 1.0)))
-    exponent = np.maximum(np.where(scale > 0, exponent, fmt.emin), fmt.emin)
-    return np.ldexp(1.0, (exponent - (fmt.precision - 1)).astype(np.int64))
+    """The spacing of ``fmt`` at magnitude ``scale`` (the subnormal quantum below 2**emin;
+    the spacing at the largest finite binade for infinite or NaN scales)."""
+    scale = np.asarray(scale, np.float64)
+    if fmt.emin - (fmt.precision - 1) > -1022:
+        # the spacing is a normal binary64 number: build it from the exponent bits (the
+        # fast path: a scale's binade is its biased exponent field, inf and NaN share the top)
+        top = np.int64(2047)
+        field = (np.abs(scale).view(np.int64) >> np.int64(52)) - np.int64(1023)
+        exponent = np.where(field == top - 1023, fmt.emax, field)
+        exponent = np.maximum(exponent, fmt.emin) - (fmt.precision - 1)
+        return ((exponent + 1023) << 52).view(np.float64)
+    finite = np.isfinite(scale) & (scale > 0)
+    _, e = np.frexp(np.where(finite, scale, 1.0))  # scale = f 2^e, f in [0.5, 1)
+    exponent = np.where(finite, e - 1, np.where(scale > 0, fmt.emax, fmt.emin))
+    exponent = np.maximum(exponent, fmt.emin)
+    return np.ldexp(1.0, (exponent - (fmt.precision - 1)).astype(np.int32))
 
 
 def gradient_magnitude(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -284,24 +380,57 @@ def bias_correction_condition(variant: Variant, hyper: Hyper, t: int) -> float:
     return kappa
 
 
-def _scales(
+#: The step ``lr m_hat / (sqrt(v_hat) + eps)`` is formed in working precision with about
+#: eight roundings (the square root, a division or two, eps's addition, the step size, the
+#: product, m's and v's own errors): up to ~8 half-ULPs of the step, where a parameter's own
+#: subtraction adds one. Where the step is as large as the parameter (a small theta, a
+#: zero crossing) that is the parameter's error: torch.Adam's float32 arithmetic measured
+#: 3 ULPs (3.0 scaled against the step alone) at 1 of 5,133 coordinates over 1,000 steps
+#: of the scale suite. So the step's term of the parameter's scale counts 4 steps.
+UPDATE_ROUNDINGS = 4.0
+
+
+def component_scales(
     before: State, grads: Sequence[Any], k: int, hyper: Hyper, reference: Any, variant: Variant
 ) -> dict[str, np.ndarray]:
     """Magnitude of each component's largest term, for the scaled measure of
     :mod:`adamspec.harness.budgets`: ``beta1 m`` or ``(1 - beta1) g`` for m, ``beta2 v`` or
     ``(1 - beta2) g^2`` for v, and for the parameter ``theta`` or the step taken,
-    magnified by the bias corrections' conditioning (:func:`bias_correction_condition`)."""
+    times :data:`UPDATE_ROUNDINGS`, magnified by the bias corrections' conditioning
+    (:func:`bias_correction_condition`) and by m's cancellation (``2 (|terms of m| / |m'| -
+    1)`` where that exceeds 0: m's budget, in ULPs of its terms, as a relative error of
+    the step).
+
+    ``g`` counts ``weight_decay |theta|`` only where the decay enters the moments (L2
+    coupling, where the decayed gradient's own rounding counts its term twice): decoupled
+    decay never reaches m or v, and counting it there would widen their scale by orders of
+    magnitude on tiny gradients (a 215-ULP error in v passed under torch.AdamW while it
+    failed under torch.Adam)."""
     b1, b2 = float(hyper.beta1), float(hyper.beta2)
     theta = before.params[k].astype(np.float64)
-    g = gradient_magnitude(grads[k], before.params[k].shape) + float(hyper.weight_decay) * np.abs(
-        theta
-    )
+    g = gradient_magnitude(grads[k], before.params[k].shape)
+    g_m = g
+    if variant.weight_decay is WeightDecay.L2 and float(hyper.weight_decay):
+        g = g + float(hyper.weight_decay) * np.abs(theta)
+        # the decayed gradient is one more rounded term of m's: counted twice (torch.Adam's
+        # float32 arithmetic measured 2.5 ULPs of m's terms at 25 of 70,000 coordinates with
+        # weight_decay 0.01: the lerp form's roundings and two more)
+        g_m = 2.0 * g
     kappa = bias_correction_condition(variant, hyper, before.step + 1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        step = np.abs(reference.value("param", k).astype(np.float64) - theta) * (1.0 + kappa)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        m_scale = np.maximum(b1 * np.abs(before.m[k].astype(np.float64)), (1 - b1) * g_m)
+        # m's cancellation: where m' is much smaller than its terms, its rounding (within
+        # m's budget, in ULPs of the terms) is a large relative error of m', which the step
+        # lr m_hat / (sqrt(v_hat) + eps) carries whole (seen at 2^24 coordinates: 5e-5 of
+        # the step from 0.9 m + 0.1 g = -1.5e-4 with terms of 0.109)
+        m_new = np.abs(reference.value("m", k).astype(np.float64))
+        cancelled = np.where(m_new > 0, m_scale / m_new, 0.0)
+        m_condition = 2.0 * np.maximum(np.where(np.isfinite(cancelled), cancelled, 0.0) - 1, 0)
+        step = np.abs(reference.value("param", k).astype(np.float64) - theta)
+        step = step * (UPDATE_ROUNDINGS + kappa + m_condition)
         scales = {
             "param": np.maximum(np.abs(theta), np.where(np.isfinite(step), step, 0.0)),
-            "m": np.maximum(b1 * np.abs(before.m[k].astype(np.float64)), (1 - b1) * g),
+            "m": m_scale,
             "v": np.maximum(b2 * before.v[k].astype(np.float64), (1 - b2) * g * g),
         }
     if before.v_max is not None:
@@ -318,32 +447,92 @@ def _scales(
     return scales
 
 
+@dataclass(frozen=True)
+class CoordinateErrors:
+    """Each coordinate's error in one component (flat arrays): its outcome (an index into
+    :data:`_SEVERITY`), its ULP distance (-1: not measurable, a NaN or infinity involved)
+    and its error in ULPs of the scale (infinite where not measurable)."""
+
+    outcomes: np.ndarray
+    ulp: np.ndarray
+    scaled: np.ndarray
+
+    def restricted(self, keep: np.ndarray) -> CoordinateErrors:
+        """The coordinates ``keep`` (a flat boolean mask) selects."""
+        return CoordinateErrors(self.outcomes[keep], self.ulp[keep], self.scaled[keep])
+
+    def multiples(self, component: str, budget: Budget) -> np.ndarray:
+        """Each coordinate's budget multiple (:meth:`Budget.multiple`, vectorized)."""
+        by_ulp = self.ulp / max(budget.ulp.get(component, 0), 0.5)
+        by_scale = self.scaled / max(budget.scaled.get(component, 0.0), 0.5)
+        return np.where(self.ulp < 0, math.inf, np.minimum(by_ulp, by_scale))
+
+
+def coordinate_errors(
+    got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
+) -> CoordinateErrors:
+    """``got`` against the oracle's correctly rounded ``ref`` (same dtype), coordinate by
+    coordinate, with ``scale`` the magnitude of each coordinate's largest term for the scaled
+    measure (see :func:`component_scales`). NaN where the exact result is NaN counts as exact.
+
+    The outcomes and ULP distances are those of :func:`~adamspec.oracles.metrics.classify_array`
+    and :func:`~adamspec.oracles.metrics.ulp_distance`; both are asked only about the few
+    coordinates where a special value or a signed zero is involved, the others (two finite
+    values) are read from their bit patterns here, the fast path for big tensors."""
+    g, r = np.asarray(got).ravel(), np.asarray(ref).ravel()
+    uint = _UINT[g.dtype.itemsize]
+    gb, rb = g.view(uint), r.view(uint)
+    g64, r64 = g.astype(np.float64), r.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        odd = ~(np.isfinite(g64) & np.isfinite(r64)) | ((g64 == 0) & (r64 == 0))
+        codes = np.where(gb == rb, _EXACT, _ULP).astype(np.int8)
+        dist = np.abs(_ordinal(gb, g.dtype.itemsize) - _ordinal(rb, g.dtype.itemsize))
+        if odd.any():
+            where = np.flatnonzero(odd)
+            outcomes = classify_array(g[where], r[where], fmt)
+            codes[where] = [_SEVERITY.index(o) for o in outcomes]
+            dist[where] = ulp_distance(g[where], r[where], fmt)
+        # NaN where the exact result is NaN (0/0 with eps = 0) is right, not unmeasurable
+        dist = np.where(codes == _EXACT, 0, dist)
+        diff = np.abs(g64 - r64)
+        spacing = ulp_at(np.maximum(np.asarray(scale, np.float64).ravel(), np.abs(r64)), fmt)
+        scaled = np.where(diff == 0, 0.0, diff / spacing)
+    return CoordinateErrors(codes, dist, np.where(dist < 0, math.inf, scaled))
+
+
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+_INT = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def _ordinal(bits: np.ndarray, width: int) -> np.ndarray:
+    """The ordinal map of :mod:`adamspec.oracles.metrics` (monotone in value, +-0 at 0) of
+    bit patterns, as int64."""
+    signed = bits.view(_INT[width])
+    magnitude = (signed & np.iinfo(_INT[width]).max).astype(np.int64)
+    return np.where(signed < 0, -magnitude, magnitude)
+
+
 def measure(
     got: np.ndarray, ref: np.ndarray, scale: np.ndarray, fmt: FloatFormat
 ) -> ComponentError:
-    """The worst coordinate of one component: ``got`` against the oracle's correctly
-    rounded ``ref`` (same dtype), with ``scale`` the magnitude of each coordinate's largest
-    term for the scaled measure (see :func:`_scales`).
+    """The worst coordinate of one component (see :func:`coordinate_errors`).
 
-    The ULP distance is -1 when any coordinate is not measurable in ULPs (a NaN or infinity
-    involved; NaN where the exact result is NaN counts as exact); the outcome is the most
-    severe over the coordinates (:data:`_SEVERITY`)."""
-    outcomes = classify_array(got, ref, fmt).ravel()
-    # NaN where the exact result is NaN (0/0 with eps = 0) is right, not unmeasurable
-    dist = np.where(outcomes == "exact", 0, np.asarray(ulp_distance(got, ref, fmt)).ravel())
-    worst_outcome = max(outcomes, key=_SEVERITY.index) if outcomes.size else "exact"
+    The ULP distance is -1 when any coordinate is not measurable in ULPs; the outcome is the
+    most severe over the coordinates (:data:`_SEVERITY`)."""
+    return worst_of(coordinate_errors(got, ref, scale, fmt))
+
+
+def worst_of(errors: CoordinateErrors) -> ComponentError:
+    """The worst coordinate of one component's :class:`CoordinateErrors`."""
+    outcomes, dist = errors.outcomes, errors.ulp
     if dist.size == 0:
         return ComponentError(0, 0.0, "exact", 0)
+    worst_outcome = _SEVERITY[int(outcomes.max())]
     # capped: a float64 distance across the whole line can exceed what a report column holds
     ulp = -1 if np.any(dist < 0) else min(int(dist.max()), ULP_CAP)
-    if ulp < 0:
-        scaled = math.inf
-    else:
-        g64, r64 = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-        with np.errstate(over="ignore", invalid="ignore"):
-            diff = np.abs(g64 - r64)
-            spacing = ulp_at(np.maximum(scale.ravel(), np.abs(r64)), fmt)
-            scaled = float(np.max(np.where(diff == 0, 0.0, diff / spacing)))
+    scaled = math.inf if ulp < 0 else float(np.max(errors.scaled))
     return ComponentError(ulp, scaled, str(worst_outcome), int(dist.size))
 
 
@@ -374,16 +563,34 @@ def compare(
     fmt = format_named(str(after.params[0].dtype))
     errors: StepErrors = {}
     for k in range(len(after.params)):
-        scales = _scales(before, grads, k, hyper, reference, variant)
         keep = None if exclude is None else ~exclude(before, grads, k, reference, fmt)
-        for name in _components(after, variant):
-            got = _state_arrays(after, name)[k]
-            ref = reference.value(name, k)
-            scale = scales[name]
-            if keep is not None:
-                got, ref, scale = got[keep], ref[keep], scale[keep]
-            errors[name] = _merge(errors.get(name), measure(got, ref, scale, fmt))
+        for name, e in tensor_errors(before, grads, after, reference, variant, hyper, k).items():
+            found = worst_of(e if keep is None else e.restricted(np.ravel(keep)))
+            errors[name] = _merge(errors.get(name), found)
     return errors
+
+
+def tensor_errors(
+    before: State,
+    grads: Sequence[Any],
+    after: State,
+    reference: Any,
+    variant: Variant,
+    hyper: Hyper,
+    k: int,
+    scales: dict[str, np.ndarray] | None = None,
+) -> dict[str, CoordinateErrors]:
+    """Tensor ``k``'s errors coordinate by coordinate, per component (what :func:`compare`
+    reduces to its worst coordinate); ``scales`` of :func:`component_scales` if computed."""
+    fmt = format_named(str(after.params[0].dtype))
+    if scales is None:
+        scales = component_scales(before, grads, k, hyper, reference, variant)
+    return {
+        name: coordinate_errors(
+            _state_arrays(after, name)[k], reference.value(name, k), scales[name], fmt
+        )
+        for name in _components(after, variant)
+    }
 
 
 def lockstep(
@@ -431,25 +638,37 @@ def free_running(trace: Trace, variant: Variant, hyper: Hyper | None = None) -> 
     if trace.problem.regime == "open":
         results = _anchored_trajectory(trace, variant, hyper)
     else:
-        results, state = [], first
-        for t in range(len(trace.steps)):
-            grads = trace.problem.gradients(t, state.params, trace.dtype, trace.seed)
-            ref = oracle_step(
-                variant, hyper, list(state.params), list(grads), oracle_state(state, variant)
-            )
-            results.append(ref)
-            amsgrad = variant.amsgrad is not AmsGrad.OFF
-            state = State(
-                params=ref.rounded["param"],
-                m=ref.rounded["m"],
-                v=ref.rounded["v"],
-                v_max=ref.rounded["v_max"] if amsgrad else None,
-                step=state.step + 1,
-            )
+        run = rounded_run(trace.problem, first, variant, hyper, trace.dtype, trace.seed)
+        results = [ref for ref, _ in itertools.islice(run, len(trace.steps))]
     return [
         compare(rec.before, rec.grads, rec.after, ref, variant, hyper)
         for rec, ref in zip(trace.steps, results, strict=True)
     ]
+
+
+def rounded_run(
+    problem: Problem, start: State, variant: Variant, hyper: Hyper, dtype: str, seed: int
+) -> Iterator[tuple[Any, State]]:
+    """The correctly rounded implementation of ``variant`` on ``problem`` from ``start``:
+    each step exact from the rounded state, then rounded to ``dtype``; a closed loop's
+    gradient comes from its own params. Yields each step's oracle result and the state
+    after it, without end."""
+    amsgrad = variant.amsgrad is not AmsGrad.OFF
+    state, t = start, 0
+    while True:
+        grads = problem.gradients(t, state.params, dtype, seed)
+        ref = oracle_step(
+            variant, hyper, list(state.params), list(grads), oracle_state(state, variant)
+        )
+        state = State(
+            params=ref.rounded["param"],
+            m=ref.rounded["m"],
+            v=ref.rounded["v"],
+            v_max=ref.rounded["v_max"] if amsgrad else None,
+            step=state.step + 1,
+        )
+        t += 1
+        yield ref, state
 
 
 #: Free-running references of more steps than this are computed in segments (see below).

@@ -6,7 +6,9 @@ dtypes, ULP budgets per state component, and a baseline of known discrepancies, 
 a reason (like array-api-tests' xfails file). The gate runs the engine
 (:func:`adamspec.harness.run.run`) once per suite x dtype and judges every summary row:
 
-* ``pass`` / ``skipped``: within budget, or the case could not run (a missing framework);
+* ``pass`` / ``skipped``: within budget (or a range case, off only where the dtype cannot
+  hold the exact values, unless ``[gate] range = "fail"``), or the case could not run (a
+  missing framework);
 * ``baselined``: a discrepancy or error that a baseline entry names (not a failure);
 * ``new``: a discrepancy or error that no entry names: the gate fails (exit 1).
 
@@ -38,7 +40,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +156,7 @@ def _short(text: Any, limit: int = 200) -> str:
 
 def shown_category(row: Mapping[str, Any]) -> str:
     """A crashed case's category describes the steps before the crash: not shown."""
-    return (str(row["category"]) if row["verdict"] == "discrepancy" else "") or "—"
+    return (str(row["category"]) if row["verdict"] in ("discrepancy", "range") else "") or "—"
 
 
 def gate_junit(result: GateResult) -> str:
@@ -177,7 +179,7 @@ def gate_junit(result: GateResult) -> str:
 
 
 def _junit_case(o: Outcome, config: GateConfig) -> JUnitCase:
-    from adamspec.reports.junit import JUnitCase, failed_row_case, xfail_case
+    from adamspec.reports.junit import JUnitCase, failed_row_case, row_case, xfail_case
 
     name = f"{config.case_id(o.suite, str(o.row['case']))}[{o.row['dtype']}]"
     if o.status == "baselined":
@@ -187,7 +189,7 @@ def _junit_case(o: Outcome, config: GateConfig) -> JUnitCase:
         return failed_row_case(_linked(o), name)
     if o.status == "skipped":  # the writer escapes the detail (and makes None "")
         return JUnitCase(o.row["implementation"], name, "skipped", o.row["detail"])
-    return JUnitCase(o.row["implementation"], name)
+    return row_case(o.row, name)  # a pass, or a range case passing (range = "pass")
 
 
 def _linked(o: Outcome) -> dict[str, Any]:
@@ -360,7 +362,9 @@ def verdict_text(result: GateResult) -> str:
     ]
     for o in result.new:
         r = o.row
-        what = (r["category"] if r["verdict"] == "discrepancy" else "") or _short(r["detail"], 100)
+        what = (r["category"] if r["verdict"] in ("discrepancy", "range") else "") or _short(
+            r["detail"], 100
+        )
         lines.append(
             f"  new {r['verdict']}: {r['implementation']} "
             f"{result.config.case_id(o.suite, str(r['case']))} [{r['dtype']}]: {what}"
@@ -408,6 +412,8 @@ def write_reports(
             "config": config.path.name,
             "gate": config.name,
             "suite": suite,
+            "size": config.size,
+            "steps": config.steps,
             "fingerprint_suite": config.fingerprint_suite,
             "dtype": dtype,
             "seed": config.seed,
@@ -431,12 +437,16 @@ def run_gate(
     junit: str | os.PathLike[str] | None = None,
     resume: bool = False,
     jobs: int = 1,
+    size: int | None = None,
+    steps: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
     """Run the gate; write its reports; return 0 (passed) or 1 (failed).
 
     Raises :class:`GateConfigError` for a bad config."""
     config = load_config(config_path)
+    if size is not None or steps is not None:  # --size, --steps on the command line
+        config = replace(config, size=size, steps=steps)
     progress = progress or _stderr
     out_dir = Path(out)
     if jobs > 1 and config.in_process_only:

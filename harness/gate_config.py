@@ -34,6 +34,7 @@ from adamspec.harness.gate_schema import (
 )
 from adamspec.harness.problems import SUITES
 from adamspec.harness.run import RunConfig
+from adamspec.reports.tiers import RANGE
 
 #: Summary verdicts that fail the gate unless baselined.
 FAILING = ("discrepancy", "error")
@@ -119,6 +120,9 @@ class GateConfig:
     fingerprint_suite: str = "discriminating"
     counterexample_examples: int = GATE_COUNTEREXAMPLE_EXAMPLES
     fail_on_skipped: bool = False
+    range_fails: bool = False  # [gate] range = "fail": range cases fail like discrepancies
+    size: int | None = None  # --size and --steps of `adamspec gate` (the run's problems)
+    steps: int | None = None
     in_process_only: bool = False  # user kernels or register hooks: workers would not see them
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -137,6 +141,8 @@ class GateConfig:
             budget=self.budget,
             counterexample_examples=self.counterexample_examples,
             separation=False,
+            size=self.size,
+            steps=self.steps,
         )
 
     @property
@@ -152,13 +158,17 @@ class GateConfig:
         return f"{suite}/{case}" if len(self.suites) > 1 else case
 
     def failing(self, verdict: str) -> bool:
-        return verdict in FAILING or (self.fail_on_skipped and verdict == "skipped")
+        return (
+            verdict in FAILING
+            or (self.fail_on_skipped and verdict == "skipped")
+            or (self.range_fails and verdict == RANGE)
+        )
 
     def judge_row(self, suite: str, row: Mapping[str, Any]) -> tuple[str, BaselineEntry | None]:
         """``("pass" | "skipped" | "baselined" | "new", the first baseline entry naming it)``."""
         verdict = row["verdict"]
         if not self.failing(verdict):
-            return ("pass" if verdict == "pass" else "skipped"), None
+            return ("pass" if verdict in ("pass", RANGE) else "skipped"), None
         aliases = self.aliases.get(str(row["implementation"]), ())
         for entry in self.baseline:
             if entry.matches(suite, row, aliases):
@@ -300,6 +310,12 @@ def _baseline_entry(
             "'skipped' only fails the gate (and so only needs a baseline) with "
             "gate.fail_on_skipped = true; allowed: discrepancy, error",
         )
+    if entry.verdict == RANGE and gate.range != "fail":
+        raise error(
+            "verdict",
+            "'range' only fails the gate (and so only needs a baseline) with "
+            'gate.range = "fail"; allowed: discrepancy, error',
+        )
     if not any(entry.covers(n, aliases.get(n, ())) for n in names):
         raise error(
             "implementation",
@@ -344,6 +360,7 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
         fingerprint_suite=gate.fingerprint_suite,
         counterexample_examples=gate.counterexample_examples,
         fail_on_skipped=gate.fail_on_skipped,
+        range_fails=gate.range == "fail",
         in_process_only=bool(aliases or gate.hooks),
         aliases=aliases,
     )

@@ -44,7 +44,7 @@ from adamspec.spec.catalog import entries
 GATE_COUNTEREXAMPLE_EXAMPLES = 30
 
 #: The verdicts a baseline entry may name.
-VERDICTS = ("discrepancy", "error", "skipped")
+VERDICTS = ("discrepancy", "range", "error", "skipped")
 _CATALOG = tuple(e.name for e in entries())
 
 
@@ -131,6 +131,9 @@ class GateTable(_Table):
     fingerprint_suite: _one_of(tuple(SUITES)) = "discriminating"
     counterexample_examples: _integer(0, 10_000) = GATE_COUNTEREXAMPLE_EXAMPLES
     fail_on_skipped: Flag = False
+    # range cases (over budget only where the dtype cannot hold the exact values): the
+    # second tier, "conforms except the dtype's range", passes unless this says "fail"
+    range: _one_of(("pass", "fail")) = "pass"
     # "register" itself would shadow BaseModel.register (an ABC's classmethod)
     hooks: Annotated[list[Text], Says("a list of 'module:callable' strings")] = Field(
         default=[], alias="register"

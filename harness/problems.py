@@ -14,9 +14,14 @@ never from Python's salted ``hash``. Fixed data of closed-loop objectives
 (regression samples, the quadratic's matrix) does not depend on ``seed``:
 the seed draws the starting point (and minibatches), not the objective.
 
-Sizes are small on purpose (at most ~32 coordinates, ~10 steps): the exact
-oracle runs about 8k element-steps per second. :data:`SUITES` groups them:
-``quick``, ``default``, ``discriminating`` and ``long``.
+Sizes of the first four suites are small on purpose (at most ~32 coordinates, ~10
+steps), sized for the exact mpmath oracle (about 8k element-steps per second).
+:data:`SUITES` groups them: ``quick``, ``default``, ``discriminating``, ``long``, and
+``scale``: tensor sizes that straddle a real kernel's vector, block and index boundaries
+(13 coordinates to 2^24 + 4099), a transposed tensor and a 1,000-step run, for the fast
+oracle (tens of millions of element-steps per second) and the engine's streaming
+verification (:mod:`adamspec.harness.stream`). :func:`resized` gives any problem another
+size or number of steps (``--size``, ``--steps``).
 
 This module is long because it is the catalogue itself: each open-loop regime, each
 closed-loop objective and each named problem is a few lines of data or one small pure
@@ -43,6 +48,10 @@ from adamspec.spec.hyper import HyperparameterError, make_hyper
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 REGIMES: tuple[str, ...] = ("open", "closed")
+LAYOUTS: tuple[str, ...] = ("contiguous", "transposed")
+
+#: The most coordinates per tensor ``--size`` accepts (float32 state: 4 GiB per array).
+MAX_SIZE = 2**30
 
 Gradient = np.ndarray | SparseRows
 
@@ -580,7 +589,10 @@ class Problem:
     steps; ``sparse`` problems give tensor 0's gradient as
     :class:`adamspec.spec.SparseRows`; ``description`` says which failure mode it
     exposes. ``kind`` names the generator (open-loop regime or closed-loop objective);
-    it defaults to ``name`` and survives resizing with :meth:`with_`.
+    it defaults to ``name`` and survives resizing with :meth:`with_`. ``layout`` is how
+    its arrays are laid out in memory (:data:`LAYOUTS`): ``"transposed"`` hands 2-D
+    params, state and gradients over as the transpose of a contiguous array (Fortran
+    order: the same values, a non-contiguous view for kernels that accept one).
     ``step`` arguments count from 0 within a run: the optimizer's own step
     counter at ``gradients(k, ...)`` is ``start_step + k + 1``.
     """
@@ -594,6 +606,7 @@ class Problem:
     sparse: bool = False
     description: str = ""
     kind: str = ""
+    layout: str = "contiguous"
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -610,6 +623,10 @@ class Problem:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{what}={value!r} must be an integer >= {low}")
         set_("shapes", _normalise_shapes(self.shapes))
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout={self.layout!r} is unknown; allowed: {', '.join(LAYOUTS)}")
+        if self.layout == "transposed" and (self.sparse or any(len(s) != 2 for s in self.shapes)):
+            raise ValueError(f"{self.name}: a transposed layout needs dense 2-D tensors")
         problem = _shape_error(kind, self.shapes)
         if problem:
             raise ValueError(f"{self.name}: shapes={self.shapes} are invalid: {problem}")
@@ -655,7 +672,11 @@ class Problem:
 
     def initial_params(self, dtype: str, seed: int) -> list[np.ndarray]:
         """The starting params in ``dtype``: documented starts are fixed, others follow ``seed``."""
-        return [round_to_dtype(p, dtype) for p in self._params64(seed)]
+        return [self._laid_out(round_to_dtype(p, dtype)) for p in self._params64(seed)]
+
+    def _laid_out(self, a: np.ndarray) -> np.ndarray:
+        """``a`` in this problem's memory layout (same values)."""
+        return np.asfortranarray(a) if self.layout == "transposed" else a
 
     def _params64(self, seed: int) -> list[np.ndarray]:
         rng = rng_for(self.name, seed, 0, _PARAMS)
@@ -677,8 +698,9 @@ class Problem:
         """
         fmt = _fmt(dtype)
         if self.start_step == 0:
-            zeros = [np.zeros(s, dtype=numpy_dtype(fmt)) for s in self.shapes]
-            return zeros, [z.copy() for z in zeros], [z.copy() for z in zeros] if amsgrad else None
+            zeros = [self._laid_out(np.zeros(s, dtype=numpy_dtype(fmt))) for s in self.shapes]
+            copies = lambda: [z.copy(order="K") for z in zeros]  # noqa: E731
+            return zeros, copies(), copies() if amsgrad else None
         hyper = make_hyper(**self.hyper)
         b1, b2 = float(hyper.beta1), float(hyper.beta2)
         m = [np.zeros(s) for s in self.shapes]
@@ -691,7 +713,7 @@ class Problem:
                 v_max[i] = np.maximum(v_max[i], v[i])
 
         def rounded(arrays: list[np.ndarray]) -> list[np.ndarray]:
-            return [round_to_dtype(a, dtype) for a in arrays]
+            return [self._laid_out(round_to_dtype(a, dtype)) for a in arrays]
 
         return rounded(m), rounded(v), rounded(v_max) if amsgrad else None
 
@@ -744,7 +766,7 @@ class Problem:
                 idx, values = g
                 out.append(SparseRows(idx, round_to_dtype(values, dtype), s[0]))
             else:
-                out.append(round_to_dtype(g, dtype))
+                out.append(self._laid_out(round_to_dtype(g, dtype)))
         return out
 
     def _check_params(self, params: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -862,6 +884,38 @@ _DISCRIMINATING_ONLY: tuple[Problem, ...] = (
           steps=3, start_step=5, sparse=True, kind="sparse-rows"),
 )  # fmt: skip
 
+#: Sizes that straddle the boundaries a real kernel has: a 512-bit vector holds 16 float32,
+#: GPU blocks and unrolled SIMD loops take 1024 or 4096 elements, int16/uint16 indices end
+#: at 2^16 and float32 indices (and 24-bit address arithmetic) at 2^24.
+_VECTOR, _BLOCK, _BIG_BLOCK = 16, 1024, 4096
+
+_SCALE: tuple[Problem, ...] = (
+    _open("scale-under-a-vector", ((13,),),
+          "13 coordinates: less than one 512-bit vector of float32, only a scalar tail runs.",
+          kind="typical"),
+    _open("scale-vector-and-tail", ((_VECTOR + 5,),),
+          "one full 16-lane vector and a 5-coordinate tail.", kind="typical"),
+    _open("scale-blocks", ((15 * _BIG_BLOCK + 3 * _BLOCK + 29,),),
+          "64,541 coordinates: 15 full 4096-element blocks, 63 full 1024-element blocks, a "
+          "29-coordinate tail, all below 2^16.", steps=5, kind="typical"),
+    _open("scale-past-2^16", ((2**16 + _BLOCK + 7,),),
+          "66,567 coordinates: indices past 2^16 (int16/uint16 index arithmetic wraps there).",
+          steps=5, kind="typical"),
+    _open("scale-past-2^24", ((2**24 + _BIG_BLOCK + 3,),),
+          "16,781,315 coordinates: indices past 2^24 (float32 index arithmetic rounds there).",
+          steps=3, kind="typical"),
+    _open("scale-transposed", ((257, 129),),
+          "a 257 x 129 tensor handed over transposed (Fortran order): a non-contiguous view "
+          "for kernels that accept one, a contiguous copy for the others.",
+          steps=5, kind="typical", layout="transposed"),
+    _open("scale-long", ((_BIG_BLOCK + _BLOCK + 13,),),
+          "5,133 coordinates free-running for 1,000 steps: divergence from the oracle's own "
+          "trajectory, bias corrections near 1.", steps=1000, kind="typical"),
+    _open("scale-sparse-rows", ((4099, 16),),
+          "SparseRows on a 4099 x 16 table, repeated indices: lazy vs dense at size.",
+          steps=5, sparse=True, kind="sparse-rows"),
+)  # fmt: skip
+
 _BY_NAME: dict[str, Problem] = {p.name: p for p in (*_DEFAULT, *_DISCRIMINATING_ONLY)}
 
 
@@ -889,23 +943,49 @@ SUITES: Mapping[str, tuple[Problem, ...]] = MappingProxyType(
             _BY_NAME["typical"].with_(steps=10_000, shapes=((3,),)),
             _BY_NAME["quadratic"].with_(steps=10_000, shapes=((3,),)),
         ),
+        "scale": _SCALE,
     }
 )
 
-#: Every named problem at its default size (the ``default`` suite and the discriminating ones).
+
+def resized(p: Problem, size: int | None = None, steps: int | None = None) -> Problem:
+    """``p`` with ``size`` coordinates per tensor and/or ``steps`` steps (``--size``,
+    ``--steps``); None keeps what it has.
+
+    Only open-loop problems change size: a closed-loop objective's data fix its shapes (and
+    the quadratic's matrix costs n^3). Dense tensors become ``(size,)``; a sparse table or a
+    transposed 2-D tensor keeps its row width and takes ``ceil(size / width)`` rows.
+    """
+    for flag, value in (("--size", size), ("--steps", steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_SIZE):  # fmt: skip
+            raise ValueError(f"{flag} {value!r} must be an integer in [1, {MAX_SIZE}]")
+    shapes = None
+    if size is not None and p.regime == "open":
+        keeps_rows = p.sparse or p.layout == "transposed"
+        shapes = tuple(
+            (-(-size // s[-1]), *s[1:]) if keeps_rows and len(s) == 2 else (size,) for s in p.shapes
+        )
+    return p.with_(steps=steps, shapes=shapes)
+
+
+#: Every named problem at its default size (the ``default`` suite and the discriminating ones;
+#: the ``scale`` suite's are not: at up to 2^24 coordinates they are no strategy's draw).
 PROBLEMS: Mapping[str, Problem] = MappingProxyType(_BY_NAME)
 
 
 def problem(name: str) -> Problem:
     """The problem called ``name`` at its default size."""
+    named = {**_BY_NAME, **{p.name: p for p in _SCALE}}
     try:
-        return _BY_NAME[name]
+        return named[name]
     except (KeyError, TypeError):
-        raise ValueError(f"problem={name!r} is unknown; allowed: {', '.join(_BY_NAME)}") from None
+        raise ValueError(f"problem={name!r} is unknown; allowed: {', '.join(named)}") from None
 
 
 def suite(name: str) -> tuple[Problem, ...]:
-    """The problems of suite ``name`` (``quick``, ``default``, ``discriminating``, ``long``)."""
+    """The problems of suite ``name`` (``quick``, ``default``, ``discriminating``, ``long``,
+    ``scale``)."""
     try:
         return SUITES[name]
     except (KeyError, TypeError):
@@ -914,6 +994,8 @@ def suite(name: str) -> tuple[Problem, ...]:
 
 __all__ = [
     "DTYPES",
+    "LAYOUTS",
+    "MAX_SIZE",
     "PROBLEMS",
     "REGIMES",
     "SUITES",
@@ -921,6 +1003,7 @@ __all__ = [
     "Problem",
     "largest_finite",
     "problem",
+    "resized",
     "rng_for",
     "round_to_dtype",
     "smallest_normal",

@@ -24,20 +24,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adamspec.harness.budgets import DEFAULT, Budget
+from adamspec.harness.chunks import PROFILE_BINS
 from adamspec.harness.classify import (
     FORMAT_RANGE,
+    INDEX_DEPENDENT,
     ROUNDING_ONLY,
+    UNEXPLAINED,
     Classification,
     classify,
     seen_by,
 )
+from adamspec.harness.console import Progress, as_progress
 from adamspec.harness.engine import (
     StepErrors,
     Trace,
     budget_multiple,
-    free_running,
-    lockstep,
+    oracle_clock,
     record_trace,
     use_oracle,
     worst,
@@ -52,11 +57,16 @@ from adamspec.harness.fingerprint import (
     separating_problem,
     separation,
 )
-from adamspec.harness.problems import PROBLEMS, suite
+from adamspec.harness.localize import localize
+from adamspec.harness.power import Candidates, merge_candidates
+from adamspec.harness.problems import PROBLEMS, Problem, resized, suite
+from adamspec.harness.stream import CaseRecord, verify_case
 from adamspec.impl.adapters import REGISTRY, load_registry
+from adamspec.impl.adapters.worker import quiet_framework_logs
 from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
 from adamspec.oracles.metrics import bits_error
+from adamspec.reports.tiers import RANGE, tier_text
 from adamspec.spec.catalog import entry, formula_name, same_formula
 from adamspec.spec.variant import Variant
 
@@ -88,6 +98,15 @@ class RunConfig:
     #: registered variant only supplies default hyperparameters, the fingerprint's best
     #: formula is the reference, and no table records a claim
     unclaimed: tuple[str, ...] = ()
+    size: int | None = None  # --size: coordinates per tensor of the suite's open-loop problems
+    steps: int | None = None  # --steps: steps of every problem of the suite
+
+    def problems(self) -> tuple[Problem, ...]:
+        """The suite's problems at ``size`` and ``steps`` (:func:`resized`; the fingerprint
+        suite keeps its own, which are chosen to separate the catalog's variants)."""
+        if self.size is None and self.steps is None:
+            return suite(self.suite)
+        return tuple(resized(p, self.size, self.steps) for p in suite(self.suite))
 
     def key(self) -> str:
         """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
@@ -109,12 +128,21 @@ class Tables:
     counterexamples: dict[str, str] = field(default_factory=dict)
     #: implementation -> its fingerprint in one sentence (fingerprint.describe)
     fingerprint_text: dict[str, str] = field(default_factory=dict)
+    #: error-vs-index profile rows of the failing cases (:data:`PROFILE_COLUMNS`)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    #: the passing cases' most sensitive coordinates (:mod:`adamspec.harness.power`)
+    power: Candidates = field(default_factory=dict)
+    #: seconds spent in the implementations ("kernel") and in the oracle ("oracle")
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def extend(self, other: Tables) -> None:
-        for name in ("results", "summary", "fingerprints", "separation"):
+        for name in ("results", "summary", "fingerprints", "separation", "profiles"):
             getattr(self, name).extend(getattr(other, name))
         self.counterexamples.update(other.counterexamples)
         self.fingerprint_text.update(other.fingerprint_text)
+        self.power = merge_candidates(self.power, other.power)
+        for what, value in other.seconds.items():
+            self.seconds[what] = self.seconds.get(what, 0.0) + value
 
     def write(self, out: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Path]:
         """Every report of :func:`adamspec.reports.write_reports` and the counterexample scripts."""
@@ -128,6 +156,7 @@ class Tables:
             self.separation,
             meta,
             self.counterexamples,
+            profiles=self.profiles,
         )
 
 
@@ -210,15 +239,17 @@ def _summary(
         verdict = "skipped"
     elif trace.status == "error":
         verdict = "error"
-    else:
-        verdict = "pass" if budget_multiple(total, budget) <= 1 else "discrepancy"
+    elif budget_multiple(total, budget) <= 1:
+        verdict = "pass"
+    else:  # off only where the dtype cannot hold the exact values: not a discrepancy
+        verdict = RANGE if category == FORMAT_RANGE else "discrepancy"
     return {
         "implementation": trace.implementation,
         "framework": trace.framework,
         "framework_version": trace.framework_version,
         "case": trace.problem.name,
         "dtype": trace.dtype,
-        "steps": len(trace.steps),
+        "steps": trace.steps_run,
         "max_ulp": _max_ulp(total) if per_step else 0,
         "median_ulp": float(statistics.median(measurable)) if measurable else math.nan,
         "max_free_ulp": _max_ulp(worst(free)) if free else 0,
@@ -231,6 +262,7 @@ def _summary(
         "counterexample": "",
         "claimed": claimed,
         "tied_with": "; ".join(matched[1]),
+        "kernel_output": " | ".join(trace.kernel_output.splitlines()),
     }
 
 
@@ -248,6 +280,8 @@ def _counterexamples(name: str, traces: list[Trace], rows: list[dict], config: R
     searched: dict[tuple, str] = {}
     for trace, row in zip(traces, rows, strict=True):
         if row["verdict"] != "discrepancy" or trace.hyper is None:
+            continue
+        if row["category"] == INDEX_DEPENDENT:  # a small random state never reaches the index
             continue
         key = (trace.hyper, trace.problem.sparse)
         if key not in searched:
@@ -390,7 +424,15 @@ def _fingerprint_sentence(fp: Fingerprint, claimed: str, seed: int) -> str:
 
 
 def evaluate(name: str, config: RunConfig) -> Tables:
-    """Everything the report says about one implementation."""
+    """Everything the report says about one implementation (and where its time went:
+    ``seconds["kernel"]`` in the implementation, ``seconds["oracle"]`` in the oracle)."""
+    with oracle_clock() as oracle_seconds:
+        out = _evaluate(name, config)
+    out.seconds["oracle"] = oracle_seconds[0]
+    return out
+
+
+def _evaluate(name: str, config: RunConfig) -> Tables:
     out = Tables()
     load_registry()
     registered = REGISTRY[name].documented
@@ -398,6 +440,7 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     fp_traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
     ]
+    out.seconds["kernel"] = sum(t.kernel_seconds for t in fp_traces)
     fp = fingerprint(fp_traces, config.budget, documented=claimed)
     out.fingerprints += _fingerprint_rows(name, fp, claimed)
     if fp.best is not None:
@@ -410,37 +453,94 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     candidates = _case_candidates(fp, claimed)
     preferred = claimed or (fp.best.variant if fp.best is not None else "")
     traces = []
-    for problem in suite(config.suite):
-        trace = record_trace(name, problem, config.dtype, config.seed)
+    for problem in config.problems():
+        with counting() as oracle_work:
+            case = verify_case(name, problem, config.dtype, config.seed, variant, config.budget)
+        trace = case.trace
         trace.documented = reference
         traces.append(trace)
-        with counting() as oracle_work:
-            per_step = lockstep(trace, variant) if trace.steps else []
-            free = free_running(trace, variant) if trace.steps else []
-        for errors, rec in zip(per_step, trace.steps, strict=True):
-            out.results += _row(trace, reference, "lockstep", errors, rec.before.step + 1)
-        for errors, rec in zip(free, trace.steps, strict=True):
-            out.results += _row(trace, reference, "free", errors, rec.before.step + 1)
-        matched, category, detail = ("", []), "", trace.detail
-        if trace.steps:
-            verdict = None
-            # the lock-step errors are in hand: classify (which would recompute them) only
-            # what is over budget
-            if budget_multiple(worst(per_step), config.budget) <= 1:
-                category = ROUNDING_ONLY
-            else:
-                verdict = classify([trace], variant, config.budget)
-                category = verdict.category
-                detail = "; ".join(filter(None, [verdict.explanation, trace.detail]))
-            matched = match_case(trace, candidates, config.budget, preferred, verdict)
-        row = _summary(trace, per_step, free, matched, category, detail, config.budget, claimed)
+        out.seconds["kernel"] += trace.kernel_seconds
+        row = _case_row(case, variant, candidates, preferred, claimed, config)
         row["oracle_fallback_rate"] = (
-            oracle_work.fallback_rate if config.oracle == "fast" and trace.steps else math.nan
+            oracle_work.fallback_rate if config.oracle == "fast" and case.lockstep else math.nan
         )
         out.summary.append(row)
+        for errors, step in zip(case.lockstep, case.steps, strict=True):
+            out.results += _row(trace, reference, "lockstep", errors, step)
+        for errors, step in zip(case.free, case.steps, strict=False):
+            out.results += _row(trace, reference, "free", errors, step)
+        if row["failing_coordinates"]:
+            out.profiles += _profile_rows(case)
+        if row["verdict"] in ("pass", RANGE):
+            out.power = merge_candidates(out.power, case.power)
     if config.counterexample_examples > 0:
         out.counterexamples = _counterexamples(name, traces, out.summary, config)
     return out
+
+
+def _case_row(
+    case: CaseRecord,
+    variant: Variant,
+    candidates: Sequence[tuple[str, Formula]],
+    preferred: str,
+    claimed: str,
+    config: RunConfig,
+) -> dict[str, Any]:
+    """A case's summary row: its verdict against ``variant`` (the reference), the candidate
+    it matches (:func:`match_case`), and for a discrepancy the category that explains it and
+    where in the tensor it is (:mod:`adamspec.harness.localize`)."""
+    trace, per_step = case.trace, case.lockstep
+    where = localize(case.findings, trace.problem.shapes)
+    matched, category, detail = ("", []), "", trace.detail
+    if per_step and trace.steps:
+        verdict = None
+        # the lock-step errors are in hand: classify (which would recompute them) only
+        # what is over budget
+        if budget_multiple(worst(per_step), config.budget) <= 1:
+            category = ROUNDING_ONLY
+        else:
+            verdict = classify([trace], variant, config.budget)
+            category, explanation = verdict.category, verdict.explanation
+            if category == UNEXPLAINED and where.index_dependent:
+                category = INDEX_DEPENDENT
+                explanation = (
+                    f"failing {where.pattern}; the documented formula holds on the rest of "
+                    "the tensor and no single change of it explains the error"
+                )
+            detail = "; ".join(filter(None, [explanation, trace.detail]))
+        if category == INDEX_DEPENDENT:
+            # the reference, off only at some indices: a closest formula over those
+            # coordinates would be noise
+            matched = (trace.documented, [])
+        else:
+            matched = match_case(trace, candidates, config.budget, preferred, verdict)
+    row = _summary(trace, per_step, case.free, matched, category, detail, config.budget, claimed)
+    row["first_failing_index"] = where.first_index
+    row["failing_coordinates"] = where.count
+    row["localization"] = where.text
+    return row
+
+
+def _profile_rows(case: CaseRecord) -> list[dict[str, Any]]:
+    """A failing case's error-vs-index profile: per tensor and bin, the worst budget
+    multiple (a NaN/inf mismatch: inf) over its coordinates and steps."""
+    trace, rows = case.trace, []
+    for k, found in sorted(case.findings.items()):
+        edges = (np.arange(PROFILE_BINS + 1, dtype=np.int64) * found.size) // PROFILE_BINS
+        for b, value in enumerate(found.profile):
+            if edges[b + 1] <= edges[b]:
+                continue  # a bin of no coordinate (tensors smaller than the bins)
+            rows.append(
+                {
+                    "implementation": trace.implementation,
+                    "case": trace.problem.name,
+                    "tensor": k,
+                    "first_index": int(edges[b]),
+                    "last_index": int(edges[b + 1] - 1),
+                    "max_multiple": float(value),
+                }
+            )
+    return rows
 
 
 def evaluate_separation(config: RunConfig) -> Tables:
@@ -465,6 +565,7 @@ def _task(
     """Evaluate a group of implementations in one process (they share framework imports and,
     for Keras, the backend's worker process)."""
     use_oracle(config.oracle)  # a spawned worker starts with the default
+    quiet_framework_logs()  # before the first framework import of this worker
     out = []
     for name in names:
         started = time.perf_counter()
@@ -515,7 +616,7 @@ def _failed(kind: str, name: str, exc: BaseException, config: RunConfig) -> tupl
 def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
     out = Tables()
     info = REGISTRY[name]
-    for problem in suite(config.suite):
+    for problem in config.problems():
         out.summary.append(
             {
                 "implementation": name,
@@ -537,6 +638,10 @@ def _skipped(name: str, reason: str, config: RunConfig) -> Tables:
                 "oracle_fallback_rate": math.nan,
                 "claimed": "" if name in config.unclaimed else info.documented,
                 "tied_with": "",
+                "first_failing_index": -1,
+                "failing_coordinates": 0,
+                "localization": "",
+                "kernel_output": "",
             }
         )
     return out
@@ -590,17 +695,19 @@ class Checkpoint:
 
 def run(
     config: RunConfig,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | Progress | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> Tables:
     """Run every selected implementation (and the separation matrix); rows in a fixed order.
 
+    ``progress`` gets one line per finished task (a line callable, or a
+    :class:`~adamspec.harness.console.Progress` such as a bar; default: lines on stderr).
     With ``checkpoint``, tasks it holds are not recomputed and each finished task is saved
     to it (``adamspec run --resume``)."""
-    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    sink = as_progress(progress)
     use_oracle(config.oracle)
     names = select(config.implementations)
-    suite(config.suite), suite(config.fingerprint_suite)  # unknown suite: fail before any work
+    config.problems(), suite(config.fingerprint_suite)  # unknown suite: fail before any work
     runnable: list[str] = []
     done: dict[tuple[str, str], Tables] = {}
     resumed = 0
@@ -623,7 +730,8 @@ def run(
     total = len(runnable) + (1 if ("separation", ("",)) in tasks else 0)
     started, finished = time.perf_counter(), [0]
     if resumed:
-        progress(f"resumed {resumed} finished tasks from {checkpoint.folder}")
+        sink.note(f"resumed {resumed} finished tasks from {checkpoint.folder}")
+    sink.start(total, "adamspec run")
 
     def report(kind: str, name: str, tables: Tables, seconds: float) -> None:
         done[(kind, name)] = tables
@@ -634,12 +742,28 @@ def run(
         for row in tables.summary:
             verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
         shown = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items())) or "done"
-        progress(
+        sink.done(
             f"[{finished[0]:>3}/{total}] "
             f"{name or 'separation matrix'}: {shown} ({seconds:.1f} s, "
             f"{time.perf_counter() - started:.0f} s elapsed)"
         )
 
+    try:
+        _run_tasks(tasks, config, report)
+    finally:
+        sink.stop()
+    merged = Tables()
+    merged.extend(done.pop(("separation", ""), Tables()))
+    for name in names:
+        merged.extend(done[("impl", name)])
+    return merged
+
+
+def _run_tasks(
+    tasks: list[tuple[str, tuple[str, ...]]], config: RunConfig, report: Callable[..., None]
+) -> None:
+    """Every task, in this process (``jobs`` 1) or in spawned workers; ``report`` gets each
+    implementation's result as it finishes."""
     if config.jobs <= 1:
         for kind, group in tasks:
             for result in _task(kind, group, config):
@@ -658,11 +782,6 @@ def run(
                     results = [(*_failed(kind, name, exc, config), 0.0) for name in group]
                 for result in results:
                     report(*result)
-    merged = Tables()
-    merged.extend(done.pop(("separation", ""), Tables()))
-    for name in names:
-        merged.extend(done[("impl", name)])
-    return merged
 
 
 def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:
@@ -688,24 +807,25 @@ def summary_table(tables: Tables) -> str:
     by_impl: dict[str, list[dict[str, Any]]] = {}
     for row in tables.summary:
         by_impl.setdefault(row["implementation"], []).append(row)
-    order = {"error": 0, "discrepancy": 1, "pass": 2, "skipped": 3}
+    order = {"error": 0, "discrepancy": 1, RANGE: 2, "pass": 3, "skipped": 4}
     lines = []
     width = max((len(n) for n in by_impl), default=14)
     lines.append(
-        f"{'implementation':<{width}}  {'verdict':<11}  {'max ULP':>8}  "
+        f"{'implementation':<{width}}  {'verdict':<22}  {'max ULP':>8}  "
         f"{'matched variant':<32}  category"
     )
     for name, rows in by_impl.items():
         worst_row = min(rows, key=lambda r: (order[r["verdict"]], -(r["max_ulp"] % 2**62)))
         counts = {v: sum(r["verdict"] == v for r in rows) for v in order}
         verdict = worst_row["verdict"]
-        if verdict == "pass" or counts["pass"] == len(rows):
-            shown = f"pass {counts['pass']}/{len(rows)}"
+        if verdict in ("pass", RANGE) or counts["pass"] == len(rows):
+            shown = tier_text(rows)  # "pass" or "pass (range: 2 cases)"
+            shown += f" {counts['pass']}/{len(rows)}" if shown == "pass" else ""
         else:
             shown = f"{verdict} {counts[verdict]}/{len(rows)}"
         category = worst_row["category"] or worst_row["detail"][:60]
         lines.append(
-            f"{name:<{width}}  {shown:<11}  {worst_row['max_ulp']:>8}  "
+            f"{name:<{width}}  {shown:<22}  {worst_row['max_ulp']:>8}  "
             f"{worst_row['matched_variant']:<32}  {category}"
         )
     return "\n".join(lines)

@@ -95,6 +95,12 @@ class Inputs:
     v: Array
     vmax: Array | None
     ema: Array | None
+    #: v's gradient term when it is not ``g * g``: duplicates of a sparse row squared one by
+    #: one (``sum c_i^2``, a binary64 sum of exact squares), its error bound, and the mask
+    #: of those coordinates (whose v no exact form decides: see :meth:`Plan._chunk`)
+    gsq: Array | None = None
+    gsq_err: Array | None = None
+    own_square: Array | None = None
 
 
 @dataclass
@@ -176,6 +182,11 @@ class Plan(StepPlan):
         )
         self.form_m, self.form_v = exact_forms(variant, consts, self)
 
+    def widen_gradient(self) -> None:
+        """The gradient is an exact double of up to 53 significant bits (a sum of a sparse
+        row's duplicates), not a narrow input: ``g * g`` is then rounded, and bounded so."""
+        self.gsq_exact = False
+
     # ------------------------------------------------------------------ the kernel
 
     def kernel(self, x: Inputs) -> dict[str, tuple[Array, Array]]:
@@ -248,6 +259,9 @@ class Plan(StepPlan):
             egsq = gsq * U
             if not self.g_exact:
                 egsq = egsq + np.abs(g) * eg * 2.0 + eg * eg
+        if x.gsq is not None:  # the sum of the contributions' squares, with its own bound
+            gsq = np.where(x.own_square, x.gsq, gsq)
+            egsq = np.where(x.own_square, x.gsq_err, egsq)
         vn = d2.hi * x.v + k2.hi * gsq
         cv = (max(d2.rel, k2.rel) + 2 * U + W) * F
         ev = vn * cv
@@ -452,6 +466,9 @@ class Plan(StepPlan):
             _f64(x.v[sl]),
             _f64(x.vmax[sl]) if ams else None,
             None if x.ema is None else _f64(x.ema[sl]),
+            None if x.gsq is None else x.gsq[sl],
+            None if x.gsq_err is None else x.gsq_err[sl],
+            None if x.own_square is None else x.own_square[sl],
         )
         with np.errstate(all="ignore"):
             res = self.kernel(chunk)
@@ -470,6 +487,9 @@ class Plan(StepPlan):
                 ok = certify_into(*res[name], sfmt, out[name][sl])
                 if not ok.all():
                     soft[name] = ~ok
+                    if name != "m" and chunk.own_square is not None:
+                        # v's exact form squares g: not these coordinates' v
+                        hard |= soft[name] & chunk.own_square
         if "vmax" in soft:
             # the exact decision is about V itself (round(max(a, V)) = max(round(a), round(V)))
             res["vmax"] = res["vc"] if "vc" in res else res["v"]

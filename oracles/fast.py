@@ -42,9 +42,14 @@ at step ``k`` is recomputed exactly over steps ``1..k`` and its double-double
 state reseeded from the exact state (a coordinate whose exact state is NaN or
 infinite is recomputed exactly to the end).
 
-Routed to mpmath whole (and counted as fallback): row-sparse gradients
-(:class:`adamspec.spec.SparseRows`: ``torch.SparseAdam`` and the ``sparse``/``duplicates``
-axes), ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``, ``hyper_dtype=``,
+**Row-sparse gradients** (:class:`adamspec.spec.SparseRows`: ``torch.SparseAdam`` and the
+``sparse``/``duplicates`` axes) of a lock-step run in the tiers as the dense gradient of
+each coordinate's contributions (:mod:`adamspec.oracles._fast_sparse`: lazy rows left
+as they are, duplicates summed first when that sum is exact in binary64); duplicates
+squared first, clipped one by one or not summing exactly go to mpmath row by row.
+
+Routed to mpmath whole (and counted as fallback): row-sparse gradients of a free-running
+trajectory, or clipped by a norm, ``digits=`` (exact decimals are asked for), ``grad_sq_norms=``,
 degenerate steps (a beta held as 1 so that ``1 - beta^t = 0``, as Keras's
 0.999 in bfloat16; RAdam's ``rho_t`` undecided; any nonzero constant or clipping
 scale outside ``[2**-200, 2**200]``), clipping by norm with a non-finite
@@ -105,7 +110,8 @@ from adamspec.oracles._fast_consts import (
     step_consts,
 )
 from adamspec.oracles._fast_dd import DDPlan, DDState
-from adamspec.oracles._fast_eft import DDV, two_prod
+from adamspec.oracles._fast_eft import DDV, round_to, two_prod
+from adamspec.oracles._fast_sparse import SparseStep, densify, restrict, rows_of
 from adamspec.oracles._fast_tier1 import Inputs, Outcome, Plan, applies
 from adamspec.oracles.adam import OracleState, StepResult
 from adamspec.oracles.exact import Ival, Rat, Special, Surd
@@ -199,7 +205,9 @@ def counting() -> Iterator[FastStats]:
     try:
         yield s
     finally:
-        _collectors.remove(s)
+        # by identity: two collectors that counted the same are equal dataclasses, and
+        # list.remove would take the outer one of two nested blocks
+        _collectors[:] = [c for c in _collectors if c is not s]
 
 
 def _record(s: FastStats) -> None:
@@ -284,18 +292,19 @@ def trajectory(
         "state_dtype": state_dtype,
         "hyper_mode": hyper_mode,
         "precision": precision,
+        "hyper_dtype": hyper_dtype,
     }
 
     def exact_call() -> list[StepResult]:
         return mpmath_oracle.trajectory(
             variant, hyper, params, grads, state, digits=digits, grad_sq_norms=grad_sq_norms,
-            hyper_dtype=hyper_dtype, **options,
+            **options,
         )  # fmt: skip
 
     call = _Call.parse(variant, hyper, params, grads, state, options)
-    exact_only = digits is not None or grad_sq_norms is not None or hyper_dtype is not None
+    exact_only = digits is not None or grad_sq_norms is not None
     if isinstance(call, str) or exact_only:
-        reason = call if isinstance(call, str) else "digits/grad_sq_norms/hyper_dtype requested"
+        reason = call if isinstance(call, str) else "digits/grad_sq_norms requested"
         results = exact_call()  # raises the mpmath oracle's own errors for bad input
         size = sum(int(np.size(a)) for a in _tensors(params))
         _record(FastStats(size * len(results), whole=size * len(results), calls=1,
@@ -348,6 +357,9 @@ class _Call:
     ema: list[np.ndarray | None]
     beta1_power: Fraction | None
     beta2_power: Fraction | None
+    #: per tensor, its row-sparse gradient as the tiers take it (None: dense); only in a
+    #: lock-step (:mod:`adamspec.oracles._fast_sparse`)
+    sparse: list[SparseStep | None] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -372,7 +384,9 @@ class _Call:
             dtype, state_dtype = options["dtype"], options["state_dtype"]
             fmt = mpmath_oracle.target_format(dtype if dtype is not None else arrays[0].dtype)
             state_fmt = mpmath_oracle.target_format(state_dtype) if state_dtype is not None else fmt
-            hp = resolve(hyper, variant, fmt, options["hyper_mode"])
+            hyper_dtype = options["hyper_dtype"]
+            hyper_fmt = mpmath_oracle.target_format(hyper_dtype) if hyper_dtype is not None else fmt
+            hp = resolve(hyper, variant, hyper_fmt, options["hyper_mode"])
         except Exception:
             return "input the mpmath oracle validates"
         if not grads:
@@ -381,12 +395,21 @@ class _Call:
         if not isinstance(state.step, int) or isinstance(state.step, bool) or state.step < 0:
             return "invalid state step"
         per_step = []
+        sparse: list[SparseStep | None] = [None] * len(arrays)
         for gs in grads:
             gs = [gs] if single else list(gs)
             if len(gs) != len(arrays):
                 return "gradient count mismatch"
             if any(isinstance(g, SparseRows) for g in gs):
-                return "row-sparse gradients"
+                if len(grads) > 1:
+                    return "row-sparse gradients in a trajectory"
+                for k, g in enumerate(gs):
+                    if isinstance(g, SparseRows):
+                        found = densify(g, arrays[k].shape, variant, hp)
+                        if isinstance(found, str):
+                            return found
+                        sparse[k] = found
+                        gs[k] = found.dense.reshape(arrays[k].shape)
             gs = [np.asarray(g) for g in gs]
             if any(g.shape != a.shape for g, a in zip(gs, arrays, strict=True)):
                 return "gradient shape mismatch"
@@ -431,6 +454,7 @@ class _Call:
         return _Call(
             variant, hyper, hp, arrays, single, per_step, state, fmt, state_fmt, options,
             names, comps["m"], comps["v"], comps["v_max"], comps["ema"], powers[0], powers[1],
+            sparse,
         )  # fmt: skip
 
 
@@ -563,7 +587,11 @@ def _clip_info(call: _Call, gs: list[np.ndarray]) -> tuple[list[Const | None], l
 def _narrow(call: _Call) -> bool:
     if call.fmt not in NARROW or call.state_fmt not in NARROW:
         return False
-    arrays = [*call.arrays, *call.grads[0]]
+    if any(s is not None and not s.narrow for s in call.sparse):
+        return False
+    dense = [g for g, s in zip(call.grads[0], call.sparse or [None] * len(call.arrays),
+                               strict=True) if s is None]  # fmt: skip
+    arrays = [*call.arrays, *dense]
     for comp in (call.m, call.v, call.v_max, call.ema):
         arrays += [a for a in comp if a is not None]
     return all(np.dtype(a.dtype) in _NARROW_DTYPES for a in arrays)
@@ -610,9 +638,13 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
     hp = call.hp
     overwrite = _overwrites(hp, t)
     outcomes = []
+    sparse = call.sparse or [None] * len(call.arrays)
     for k, a in enumerate(call.arrays):
         cls = Plan if narrow else DDPlan
         plan = cls(call.variant, consts, call.fmt, call.state_fmt, hp.use_ema, overwrite, scales[k])
+        if sparse[k] is not None and sparse[k].wide and isinstance(plan, Plan):
+            plan.widen_gradient()  # a sum of contributions: up to 53 bits, g^2 rounded
+        own = sparse[k] if sparse[k] is not None and isinstance(plan, Plan) else None
         x = Inputs(
             a.ravel(),
             gs[k].ravel(),
@@ -620,16 +652,25 @@ def _lockstep(call: _Call, source: _Exact, stats: FastStats) -> list[StepResult]
             _zeros_like(call.v[k], a),
             _zeros_like(call.v_max[k], a),
             _zeros_like(call.ema[k], a) if hp.use_ema else None,
+            None if own is None else own.gsq,
+            None if own is None else own.gsq_err,
+            None if own is None else own.own_square,
         )
         outcomes.append(plan.run(x, a.size, _inject_error))
     precision = 0
     for k, (a, outcome) in enumerate(zip(call.arrays, outcomes, strict=True)):
+        if sparse[k] is not None:
+            _sparse_outcome(call, k, sparse[k], outcome)
         idx = outcome.fallback
+        if sparse[k] is not None and idx.size:  # mpmath takes whole rows
+            width = sparse[k].width
+            idx = (rows_of(idx, width)[:, None] * width + np.arange(width)).ravel()
         stats.exact_sign += outcome.resolved_exactly
         stats.fallback += int(idx.size)
         stats.tier1 += a.size - int(idx.size) - outcome.resolved_exactly
         if idx.size:
-            precision = max(precision, _fallback_lockstep(call, k, idx, norms[k], outcome))
+            fallback = _fallback_rows if sparse[k] is not None else _fallback_lockstep
+            precision = max(precision, fallback(call, k, idx, norms[k], outcome))
     rounded = _assemble(call, [_outcome_values(o) for o in outcomes], consts)
     return [
         StepResult(
@@ -678,6 +719,52 @@ def _fallback_lockstep(call: _Call, k: int, idx: np.ndarray, norm: Any, o: Outco
     )[0]
     for name, target in _outcome_values(o).items():
         target[idx] = res.rounded[name][0]
+    return res.precision
+
+
+def _sparse_outcome(call: _Call, k: int, step: SparseStep, o: Outcome) -> None:
+    """A row-sparse tensor's tier answers completed: under lazy semantics an untouched
+    coordinate keeps its values (rounded to the targets, as the mpmath oracle rounds them,
+    and whatever the tiers computed for it), and the coordinates the tiers must leave to
+    mpmath (:mod:`adamspec.oracles._fast_sparse`) join the fallback."""
+    fallback = np.union1d(o.fallback, np.flatnonzero(step.leave))
+    if step.lazy:
+        kept = ~step.touched
+        a = call.arrays[k]
+        o.param[kept] = round_to(a.ravel()[kept].astype(np.float64), call.fmt)
+        for name, target in (("m", o.m), ("v", o.v), ("v_max", o.vmax)):
+            given = getattr(call, name)[k]
+            held = np.zeros(a.size) if given is None else given.ravel().astype(np.float64)
+            target[kept] = round_to(held[kept], call.state_fmt)
+        fallback = fallback[step.touched[fallback]]
+    o.fallback = fallback.astype(np.intp)
+
+
+def _fallback_rows(call: _Call, k: int, idx: np.ndarray, norm: Any, o: Outcome) -> int:
+    """The mpmath oracle on the rows of a row-sparse tensor holding ``idx`` (every
+    coordinate of each, flat); fills ``o`` in place."""
+    step = call.sparse[k]
+    assert step is not None
+    rows = rows_of(idx, step.width)
+
+    def take(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a.reshape(a.shape[0], -1)[rows].reshape(-1, *a.shape[1:])
+
+    state = OracleState(
+        m=take(call.m[k]),
+        v=take(call.v[k]),
+        v_max=take(call.v_max[k]),
+        ema=take(call.ema[k]),
+        step=call.state.step,
+        beta1_power=call.state.beta1_power,
+        beta2_power=call.state.beta2_power,
+    )
+    res = mpmath_oracle.trajectory(
+        call.variant, call.hyper, take(call.arrays[k]), [restrict(step, rows)], state,
+        **call.options,
+    )[0]  # fmt: skip
+    for name, target in _outcome_values(o).items():
+        target[idx] = np.asarray(res.rounded[name][0]).ravel()
     return res.precision
 
 

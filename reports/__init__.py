@@ -3,7 +3,7 @@
 Reports never recompute Adam: every number comes from the four record tables of
 :mod:`adamspec.reports.schema`. :func:`write_reports` writes the whole set into one directory::
 
-    results.parquet  summary.csv  fingerprints.csv  separation.csv
+    results.parquet  summary.csv  fingerprints.csv  separation.csv  index_profile.csv
     report.md        report.html  junit.xml         meta.json
 
 Every file is written atomically (temporary file in the same directory, then
@@ -91,10 +91,12 @@ def write_reports(
     separation: TableLike,
     meta: Mapping[str, Any],
     counterexamples: Mapping[str, str] | None = None,
+    profiles: TableLike = (),
 ) -> dict[str, Path]:
     """Write every report into ``out_dir`` (created if needed); returns name -> path.
 
-    Names: "results", "summary", "fingerprints", "separation" (the tables), "markdown"
+    Names: "results", "summary", "fingerprints", "separation", "profiles" (the tables;
+    ``profiles``, the failing cases' error-vs-index profile, may be omitted), "markdown"
     (report.md), "html" (report.html), "junit" (junit.xml), "meta" (meta.json) and each
     of ``counterexamples`` (a path relative to ``out_dir`` -> script text, the scripts the
     summary's ``counterexample`` column links to; the key is the path). The
@@ -112,6 +114,7 @@ def write_reports(
         "summary": summary,
         "fingerprints": fingerprints,
         "separation": separation,
+        "profiles": profiles,
     }
     tables = {
         name: conform(data, SCHEMAS[name], name)
@@ -122,7 +125,7 @@ def write_reports(
     # Render everything before the first write, for the same reason.
     markdown = summary_markdown(tables["summary"], tables["fingerprints"], meta)
     page = render_html(tables, meta)
-    junit = junit_xml(tables["summary"])
+    junit = junit_xml(tables["summary"], range_fails=bool(meta.get("strict_range", False)))
     meta_text = meta_json(meta)
     paths = write_tables(out, **tables)
     paths["markdown"] = atomic_write(out / "report.md", markdown)

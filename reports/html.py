@@ -28,37 +28,57 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullLocator
 
+from adamspec.reports.findings import (
+    MAX_FINDINGS,
+    case_anchor,
+    formula_groups,
+    key_findings,
+    tier_counts,
+    tiers_of,
+)
 from adamspec.reports.markdown import (
     NONFINITE_ULP,
     VERDICT_SEVERITY,
     format_ulp,
     overview,
+    shown_verdict,
     verdict_counts,
 )
 from adamspec.reports.tables import SCHEMAS, atomic_write, conform, frame
+from adamspec.reports.tiers import (
+    CONFORMS,
+    CONFORMS_EXCEPT_RANGE,
+    DOES_NOT_CONFORM,
+    ERROR,
+    RANGE,
+    SKIPPED,
+    TIER_MARK,
+    is_range,
+)
 
-__all__ = ["PLOTS", "render_html", "write_html"]
+__all__ = ["CSS", "NODATA", "PLOTS", "cell", "esc", "grid", "label", "meta_html", "png",
+           "render_html", "table", "write_html"]  # fmt: skip
 
 # More panels than this and one axes with a legend becomes unreadable: use small multiples.
 _MAX_LINES_ONE_AXES = 8
 _DPI = 80
-_NODATA = '<p class="nodata">no data</p>'
+NODATA = '<p class="nodata">no data</p>'
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _esc(text: Any) -> str:
+def esc(text: Any) -> str:
     s = "" if text is None or text is pd.NA else str(text)
     return html.escape(s, quote=True)
 
 
-def _label(text: Any) -> str:
+def label(text: Any) -> str:
     """Text for a matplotlib label: ``$`` would otherwise switch on mathtext."""
     return str(text).replace("$", r"\$")
 
 
-def _png(fig: Figure, tight: bool = True) -> str:
+def png(fig: Figure, tight: bool = True) -> str:
     """``fig`` as an ``<img>`` with an inline base64 PNG.
 
     ``tight=False`` for small-multiple grids, whose margins :func:`_grid` already sets:
@@ -78,13 +98,16 @@ def _png(fig: Figure, tight: bool = True) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
 
 
-def _grid(
+def grid(
     n: int,
     max_cols: int = 6,
     panel: tuple[float, float] = (3.2, 2.4),
     legend_width: float = 0.0,
+    sharex: bool = True,
+    sharey: bool = True,
 ) -> tuple[Figure, list[Any]]:
-    """A figure with ``n`` small-multiple panels sharing both axes; spare panels hidden.
+    """A figure with ``n`` small-multiple panels (sharing both axes unless told otherwise);
+    spare panels hidden.
 
     Margins are fixed in inches (``legend_width`` more on the right) rather than found by
     constrained layout, which measures every tick label of every panel: with 60
@@ -100,10 +123,11 @@ def _grid(
         right=1 - right / width,
         bottom=bottom / height,
         top=1 - top / height,
-        wspace=0.12,
-        hspace=0.35,
+        wspace=0.12 if sharey else 0.3,
+        hspace=0.35 if sharex else 0.5,
     )
-    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel().tolist()
+    axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False)
+    axes = axes.ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -171,7 +195,7 @@ def plot_lockstep(results: pd.DataFrame) -> str:
     (small multiples when there are too many for one legend)."""
     df = results[(results["mode"] == "lockstep") & (results["component"] == "param")]
     if df.empty:
-        return _NODATA
+        return NODATA
     agg = _max_finite_and_nonfinite(df, ["implementation", "step"])
     impls = sorted(agg["implementation"].unique())
     groups = dict(list(agg.groupby("implementation", sort=True)))
@@ -182,7 +206,7 @@ def plot_lockstep(results: pd.DataFrame) -> str:
         for i, impl in enumerate(impls):
             part = groups[impl]
             color = f"C{i}"
-            ax.plot(part["step"], part["finite"] + 1, marker=".", color=color, label=_label(impl))
+            ax.plot(part["step"], part["finite"] + 1, marker=".", color=color, label=label(impl))
             _mark_nonfinite(ax, part.loc[part["nonfinite"], "step"], color)
         _default_limits_if_empty([ax], x_log=False)
         ax.set_yscale("log")
@@ -190,31 +214,31 @@ def plot_lockstep(results: pd.DataFrame) -> str:
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-        return _png(fig)
-    fig, axes = _grid(len(impls))
+        return png(fig)
+    fig, axes = grid(len(impls))
     for impl, ax in zip(impls, axes, strict=True):
         part = groups[impl]
         ax.plot(part["step"], part["finite"] + 1, marker=".", color="C0")
         _mark_nonfinite(ax, part.loc[part["nonfinite"], "step"], "C3")
-        ax.set_title(_label(impl), fontsize=8)
+        ax.set_title(label(impl), fontsize=8)
     _loglog_panels(axes, x_log=False)
     fig.supxlabel("step")
     fig.supylabel(ylabel)
-    return _png(fig, tight=False)
+    return png(fig, tight=False)
 
 
 def plot_histograms(results: pd.DataFrame) -> str:
     """Distribution of lock-step ``ulp_error`` per component, logarithmic bins."""
     df = results[results["mode"] == "lockstep"]
     if df.empty:
-        return _NODATA
+        return NODATA
     components = sorted(df["component"].unique())
-    fig, axes = _grid(len(components), max_cols=4, panel=(3.6, 2.6))
+    fig, axes = grid(len(components), max_cols=4, panel=(3.6, 2.6))
     for comp, ax in zip(components, axes, strict=True):
         ulps = df.loc[df["component"] == comp, "ulp_error"].to_numpy()
         nonfinite = int((ulps == NONFINITE_ULP).sum())
         values = ulps[ulps >= 0].astype("float64") + 1.0
-        title = _label(comp) + (f" ({nonfinite} NaN/inf not shown)" if nonfinite else "")
+        title = label(comp) + (f" ({nonfinite} NaN/inf not shown)" if nonfinite else "")
         ax.set_title(title, fontsize=9)
         if values.size:
             top = max(2.0, float(values.max()) + 1.0)
@@ -225,7 +249,7 @@ def plot_histograms(results: pd.DataFrame) -> str:
     _loglog_panels(axes, x_log=True)
     fig.supxlabel("ULP error + 1 (lock-step)")
     fig.supylabel("rows")
-    return _png(fig, tight=False)
+    return png(fig, tight=False)
 
 
 def _log2_ulp(values: pd.Series) -> np.ndarray:
@@ -289,7 +313,7 @@ def _keep_worst(
 def plot_fingerprints(fingerprints: pd.DataFrame) -> str:
     """Implementations x variants of log2(1 + max ULP); rank-1 cells and documented marked."""
     if fingerprints.empty:
-        return _NODATA
+        return NODATA
     impls = sorted(fingerprints["implementation"].unique())
     variants = sorted(fingerprints["variant"].unique())
     row = {v: i for i, v in enumerate(impls)}
@@ -326,13 +350,13 @@ def plot_fingerprints(fingerprints: pd.DataFrame) -> str:
                     (j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#ff7f0e", lw=2, clip_on=False
                 )
             )
-    ax.set_xticks(range(len(variants)), [_label(v) for v in variants], rotation=90, fontsize=7)
-    ax.set_yticks(range(len(impls)), [_label(v) for v in impls], fontsize=7)
+    ax.set_xticks(range(len(variants)), [label(v) for v in variants], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(impls)), [label(v) for v in impls], fontsize=7)
     ax.set_xlabel(
         "catalog variant\norange box: documented; 1: best match; red: NaN/inf", fontsize=8
     )
     fig.colorbar(image, ax=ax, label="log2(1 + max ULP)", shrink=0.8)
-    return _png(fig)
+    return png(fig)
 
 
 _RELATION_MARK = {
@@ -346,7 +370,7 @@ _RELATION_MARK = {
 def plot_separation(separation: pd.DataFrame) -> str:
     """Variants x variants of log2(1 + max ULP) between their exact steps (symmetric)."""
     if separation.empty:
-        return _NODATA
+        return NODATA
     variants = sorted(set(separation["variant_a"]) | set(separation["variant_b"]))
     index = {v: i for i, v in enumerate(variants)}
     n = len(variants)
@@ -371,14 +395,14 @@ def plot_separation(separation: pd.DataFrame) -> str:
     for (a, b), mark in sorted(marks.items()):
         if mark:
             ax.text(b, a, mark, ha="center", va="center", fontsize=7, color=_ink(image, z[a, b]))
-    labels = [_label(v) for v in variants]
+    labels = [label(v) for v in variants]
     ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel(
         "≡ identical formula, = equal for this configuration,\nw weak; red: NaN/inf", fontsize=8
     )
     fig.colorbar(image, ax=ax, label="log2(1 + max ULP)", shrink=0.8)
-    return _png(fig)
+    return png(fig)
 
 
 def plot_free(results: pd.DataFrame) -> str:
@@ -388,32 +412,64 @@ def plot_free(results: pd.DataFrame) -> str:
     # A log axis cannot show step 0 (the shared initial state, which is exact anyway).
     df = df[df["step"] > 0]
     if df.empty:
-        return _NODATA
+        return NODATA
     agg = _max_finite_and_nonfinite(df, ["implementation", "case", "step"])
     impls = sorted(agg["implementation"].unique())
     cases = sorted(agg["case"].unique())
     color_of = {c: f"C{i % 10}" for i, c in enumerate(cases)}
     # A legend only while it can be read: past 10 cases the colours repeat anyway.
     legend = len(cases) <= 10
-    fig, axes = _grid(len(impls), max_cols=4, panel=(3.6, 2.8), legend_width=2.2 if legend else 0)
+    fig, axes = grid(len(impls), max_cols=4, panel=(3.6, 2.8), legend_width=2.2 if legend else 0)
     for (impl, part), ax in zip(agg.groupby("implementation", sort=True), axes, strict=True):
         for case, lines in part.groupby("case", sort=True):
             ax.plot(lines["step"], lines["finite"] + 1, color=color_of[case])
             _mark_nonfinite(ax, lines.loc[lines["nonfinite"], "step"], color_of[case])
-        ax.set_title(_label(impl), fontsize=8)
+        ax.set_title(label(impl), fontsize=8)
     _loglog_panels(axes, x_log=True)
     if legend:
-        handles = [Line2D([], [], color=color_of[c], label=_label(c)) for c in cases]
+        handles = [Line2D([], [], color=color_of[c], label=label(c)) for c in cases]
         fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False)
     fig.supxlabel("step")
     fig.supylabel("ULP error + 1 vs the oracle's trajectory (param)")
-    return _png(fig, tight=False)
+    return png(fig, tight=False)
+
+
+#: Failing cases shown in the error-vs-index plot (the worst first).
+_MAX_INDEX_PANELS = 12
+
+
+def plot_index(profiles: pd.DataFrame) -> str:
+    """Error vs index for the failing cases: a panel per implementation and case, the worst
+    budget multiple of each bin of a tensor's coordinates (over every step) against the
+    bin's first index, a line per tensor; the budget (1) as a dashed line, NaN/inf
+    mismatches as crosses at the top."""
+    if profiles.empty:
+        return NODATA
+    keys = profiles.groupby(["implementation", "case"], sort=True)["max_multiple"].max()
+    shown = keys.sort_values(ascending=False, kind="mergesort").index[:_MAX_INDEX_PANELS]
+    fig, axes = grid(len(shown), max_cols=3, panel=(4.2, 2.6))
+    for (impl, case), ax in zip(sorted(shown), axes, strict=True):
+        part = profiles[(profiles["implementation"] == impl) & (profiles["case"] == case)]
+        for k, lines in part.groupby("tensor", sort=True):
+            values = lines["max_multiple"].to_numpy()
+            finite = np.isfinite(values)
+            color = f"C{int(k) % 10}"
+            ax.step(lines["first_index"][finite], values[finite] + 1e-3, where="post", color=color)
+            top = max(float(np.max(values[finite], initial=1.0)), 1.0) * 10
+            ax.plot(lines["first_index"][~finite], np.full((~finite).sum(), top), "x", color=color)
+        ax.axhline(1.0, color="#888", linestyle="--", linewidth=0.8)
+        ax.set_title(label(f"{impl}: {case}"), fontsize=8)
+    axes[0].set_yscale("log")
+    fig.supxlabel("index (first coordinate of each bin)")
+    fig.supylabel("worst budget multiple (log)")
+    return png(fig, tight=False)
 
 
 #: (section id, heading, table it reads, plot function), in report order.
 PLOTS: tuple[tuple[str, str, str, Callable[[pd.DataFrame], str]], ...] = (
     ("lockstep", "Lock-step error vs step per implementation", "results", plot_lockstep),
     ("histograms", "ULP histograms (lock-step)", "results", plot_histograms),
+    ("index", "Error vs index of the failing cases", "profiles", plot_index),
     ("fingerprints", "Fingerprint matrix", "fingerprints", plot_fingerprints),
     ("separation", "Separation matrix", "separation", plot_separation),
     ("free", "Divergence growth on long runs", "results", plot_free),
@@ -422,19 +478,54 @@ PLOTS: tuple[tuple[str, str, str, Callable[[pd.DataFrame], str]], ...] = (
 
 # --------------------------------------------------------------------------- page
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
+#: The page fits 1400 px: tables take the page's width with fixed column widths; a cell
+#: too long for its column is cut with an ellipsis and shows its full text on hover.
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1em auto; max-width: 1360px;
+       padding: 0 1em; color: #222; }
+h1 { margin: 0.2em 0 0.3em; }
+h2 { margin: 1.3em 0 0.4em; }
+p.lead { font-size: 1.1em; margin: 0.3em 0 0.8em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.4em 0 1em; width: 100%;
+        table-layout: fixed; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top;
+         overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+th { background: #f3f3f3; white-space: normal; overflow-wrap: anywhere; }
+td.wrap { white-space: normal; overflow-wrap: anywhere; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.v-pass td.verdict { color: #1a7f37; }
+tr.v-range td.verdict { color: #5a7f1a; }
 tr.v-discrepancy td.verdict { color: #b35900; font-weight: bold; }
 tr.v-error td.verdict { color: #c00; font-weight: bold; }
 tr.v-skipped td.verdict { color: #777; }
 img { max-width: 100%; }
 p.nodata { color: #777; font-style: italic; }
+.tier { display: inline-block; padding: 0 0.35em; margin: 0.1em 0.1em; border-radius: 3px;
+        white-space: nowrap; }
+.t-conforms { background: #dafbe1; }
+.t-range { background: #fff1c2; }
+.t-not { background: #ffc9c5; font-weight: bold; }
+.t-error { background: #ffc9c5; }
+.t-skipped { background: #eee; color: #666; }
+ul.findings { margin: 0.3em 0; padding-left: 1.3em; }
+div.columns { display: flex; gap: 1em; align-items: flex-start; }
+div.columns > div { flex: 1 1 0; min-width: 0; }
+div.columns table { font-size: 0.8em; margin-top: 0; }
+ul.findings li { margin: 0.25em 0; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 0.15em 1em;
+          font-size: 0.85em; }
+dl.meta dt { font-weight: bold; }
+dl.meta dd { margin: 0; overflow-wrap: anywhere; }
 """
+
+#: Tier -> CSS class of its chip.
+_TIER_CLASS = {
+    DOES_NOT_CONFORM: "t-not",
+    ERROR: "t-error",
+    CONFORMS_EXCEPT_RANGE: "t-range",
+    CONFORMS: "t-conforms",
+    SKIPPED: "t-skipped",
+}
 
 
 def _row_class(verdict: Any) -> str:
@@ -442,54 +533,206 @@ def _row_class(verdict: Any) -> str:
     return f"v-{verdict}" if verdict in VERDICT_SEVERITY else "v-other"
 
 
-def _table(headers: list[str], rows: list[list[tuple[str, str]]], classes: list[str]) -> str:
-    """An HTML table; each cell is (css class, already-escaped html)."""
-    out = ["<table>", "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in headers) + "</tr>"]
-    for cells, cls in zip(rows, classes, strict=True):
-        tds = "".join(
-            f'<td class="{c}">{body}</td>' if c else f"<td>{body}</td>" for c, body in cells
+Cell = tuple[str, str] | tuple[str, str, str]
+
+
+def cell(text: Any, css: str = "") -> tuple[str, str, str]:
+    """A cell of plain text: escaped, and its full text on hover when it may be cut."""
+    s = (
+        ""
+        if text is None or text is pd.NA or (isinstance(text, float) and text != text)
+        else str(text)
+    )
+    return css, esc(s), s if len(s) > 16 else ""
+
+
+def table(
+    headers: list[str],
+    rows: list[list[Cell]],
+    classes: list[str],
+    widths: tuple[float, ...] | None = None,
+    ids: list[str] | None = None,
+) -> str:
+    """An HTML table of ``rows`` of cells ``(css class, escaped html[, hover text])``;
+    ``widths`` are the columns' percentages of the page, ``ids`` the rows' ids."""
+    out = ["<table>"]
+    if widths:
+        out.append(
+            "<colgroup>" + "".join(f'<col style="width:{w}%">' for w in widths) + "</colgroup>"
         )
-        out.append(f'<tr class="{cls}">{tds}</tr>')
+    out.append("<tr>" + "".join(f'<th title="{esc(h)}">{esc(h)}</th>' for h in headers) + "</tr>")
+    for i, (cells, cls) in enumerate(zip(rows, classes, strict=True)):
+        tds = []
+        for c in cells:
+            css, body, title = (*c, "")[:3]
+            attrs = (f' class="{css}"' if css else "") + (f' title="{esc(title)}"' if title else "")
+            tds.append(f"<td{attrs}>{body}</td>")
+        row_id = f' id="{esc(ids[i])}"' if ids else ""
+        out.append(f'<tr class="{cls}"{row_id}>{"".join(tds)}</tr>')
     out.append("</table>")
     return "\n".join(out)
 
 
-def _overview_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
-    table = overview(summary, fingerprints)
-    if table.empty:
-        return _NODATA
-    rows, classes = [], []
-    for r in table.itertuples(index=False):
-        verdict = r.verdict if r.n_worst == r.n_cases else f"{r.verdict} ({r.n_worst}/{r.n_cases})"
+def _chip(name: str, impl_tier: str, note: str = "") -> str:
+    hover = f"{name}: {impl_tier}" + (f" ({note})" if note else "")
+    text = f"{name} {TIER_MARK[impl_tier]}" + (" *" if note else "")
+    return f'<span class="tier {_TIER_CLASS[impl_tier]}" title="{esc(hover)}">{esc(text)}</span>'
+
+
+def _lead(summary: pd.DataFrame, tiers: Mapping[str, str]) -> str:
+    if summary.empty:
+        return '<p class="lead">No implementation produced a result.</p>'
+    dtypes = ", ".join(sorted(set(summary["dtype"]) - {""}))
+    problems = summary["case"].nunique()
+    chips = " ".join(
+        f'<span class="tier {_TIER_CLASS[t]}">{n} {esc(t)} {TIER_MARK[t]}</span>'
+        for t, n in tier_counts(tiers).items()
+    )
+    return (
+        f'<p class="lead">{len(tiers)} implementations on {problems} problems '
+        f"({esc(dtypes)}): {chips}</p>"
+    )
+
+
+def _groups_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
+    """The groups in two side-by-side tables (balanced by length), so that with 60
+    implementations they still fit the first screen."""
+    groups = formula_groups(summary, fingerprints)
+    if not groups:
+        return ""
+    sizes = [len(g.formula) + sum(len(m[0]) + 4 for m in g.members) for g in groups]
+    half, total, split = sum(sizes) / 2, 0, len(groups)
+    for i, size in enumerate(sizes):
+        if total >= half:
+            split = i
+            break
+        total += size
+    columns = [groups[:split], groups[split:]] if len(groups) > 6 else [groups]
+    tables = []
+    for part in filter(None, columns):
+        rows = [[cell(g.formula), ("wrap", " ".join(_chip(*m) for m in g.members))] for g in part]
+        head = ["formula (fingerprint)", "implementations"]
+        tables.append(table(head, rows, [""] * len(rows), widths=(34, 66)))
+    note = (
+        "<p>Each implementation is listed under the catalog formula its fingerprint ranks "
+        "first; ✓ conforms, ≈ conforms except the dtype's range, ✗ does not conform, "
+        "! crashed, – skipped; * see the note on hover.</p>"
+    )
+    return note + '<div class="columns">' + "".join(f"<div>{t}</div>" for t in tables) + "</div>"
+
+
+def _findings_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
+    lines = key_findings(summary, fingerprints)
+    if not lines:
+        return (
+            "<p>No finding: every implementation that ran conforms to its documented variant.</p>"
+        )
+    items = []
+    for f in lines[:MAX_FINDINGS]:
+        links = []
+        if f.counterexample:
+            links.append(f'<a href="{esc(f.counterexample)}">counterexample</a>')
+        if f.cases:
+            impl, case = f.cases[0]
+            links.append(f'<a href="#{esc(case_anchor(impl, case))}">case</a>')
+        title = f' title="{esc(f.title)}"' if f.title else ""
+        items.append(f"<li{title}>{esc(f.text)} {' · '.join(links)}</li>")
+    more = len(lines) - MAX_FINDINGS
+    tail = f"<p>… and {more} more findings in the tables below.</p>" if more > 0 else ""
+    return f'<ul class="findings">{"".join(items)}</ul>{tail}'
+
+
+def _cases_table(cases: pd.DataFrame) -> str:
+    """Cases with an anchor each (the findings link to them) and their counterexample."""
+    rows, classes, ids = [], [], []
+    for r in cases.sort_values(["implementation", "case"], kind="mergesort").to_dict("records"):
+        script = r["counterexample"]
+        link = f'<a href="{esc(script)}">{esc(script.rsplit("/", 1)[-1])}</a>' if script else ""
+        printed = r.get("kernel_output", "")  # what the kernel printed, when it did
+        detail = r["detail"] + (f" · the kernel printed: {printed}" if printed else "")
         rows.append(
             [
-                ("", _esc(r.implementation)),
-                ("", _esc(r.documented_variant)),
-                ("", _esc(r.matched_variant)),
-                ("num", _esc(format_ulp(r.max_ulp))),
-                ("", _esc(r.category)),
-                ("verdict", _esc(verdict)),
-                ("", _esc(r.detail)),
+                cell(r["implementation"]),
+                cell(r["case"]),
+                cell(r["verdict"], "verdict"),
+                cell(r["category"]),
+                cell(format_ulp(r["max_ulp"]), "num"),
+                cell(r["worst_component"]),
+                cell(detail),
+                cell(r["localization"]),
+                ("", link, script),
+            ]
+        )
+        classes.append(_row_class(r["verdict"]))
+        ids.append(case_anchor(r["implementation"], r["case"]))
+    headers = ["implementation", "case", "verdict", "category", "max ULP", "component",
+               "detail", "where (failing coordinates)", "counterexample"]  # fmt: skip
+    return table(headers, rows, classes, widths=(16, 9, 7, 10, 6, 7, 20, 14, 11), ids=ids)
+
+
+def _off_budget_html(summary: pd.DataFrame) -> str:
+    """The cases not within budget, or crashed; those confined to the dtype's range
+    (often most of them) folded below the others."""
+    off = summary[summary["verdict"].isin(("discrepancy", "error", RANGE))]
+    in_range = pd.Series([is_range(r) for r in off.to_dict("records")], index=off.index, dtype=bool)
+    parts = [_cases_table(off[~in_range]) if (~in_range).any() else "<p>None.</p>"]
+    if in_range.any():
+        parts += [
+            f"<details><summary>{int(in_range.sum())} cases off budget only where the dtype "
+            "cannot hold the exact values (format range)</summary>",
+            _cases_table(off[in_range]),
+            "</details>",
+        ]
+    return "\n".join(parts)
+
+
+def _overview_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
+    rows_of = overview(summary, fingerprints)
+    if rows_of.empty:
+        return NODATA
+    tiers = tiers_of(summary)
+    rows, classes = [], []
+    for r in rows_of.itertuples(index=False):
+        verdict = shown_verdict(r)
+        rows.append(
+            [
+                cell(r.implementation),
+                cell(tiers.get(r.implementation, "")),
+                cell(r.documented_variant),
+                cell(r.matched_variant),
+                cell(format_ulp(r.max_ulp), "num"),
+                cell(r.category),
+                cell(verdict, "verdict"),
+                cell(r.detail),
             ]
         )
         classes.append(_row_class(r.verdict))
-    headers = [
-        "implementation",
-        "documented variant",
-        "matched variant",
-        "max ULP",
-        "category",
-        "verdict",
-        "detail",
-    ]
-    return _table(headers, rows, classes)
+    headers = ["implementation", "tier", "documented variant", "matched variant", "max ULP",
+               "worst case's category", "worst verdict", "detail"]  # fmt: skip
+    return table(headers, rows, classes, widths=(17, 15, 13, 13, 6, 10, 12, 14))
+
+
+#: The columns of the every-case table, and their widths (% of the page).
+_CASE_COLUMNS = {
+    "implementation": 15,
+    "case": 11,
+    "verdict": 7,
+    "steps": 4,
+    "max_ulp": 6,
+    "median_ulp": 6,
+    "max_free_ulp": 6,
+    "worst_component": 6,
+    "matched_variant": 12,
+    "category": 10,
+    "detail": 17,
+}
 
 
 def _summary_rows_html(summary: pd.DataFrame) -> str:
     if summary.empty:
-        return _NODATA
+        return NODATA
     numeric = {"steps", "max_ulp", "median_ulp", "max_free_ulp"}
-    headers = list(summary.columns)
+    headers = list(_CASE_COLUMNS)
     rows, classes = [], []
     for rec in summary.to_dict("records"):
         cells = []
@@ -498,29 +741,46 @@ def _summary_rows_html(summary: pd.DataFrame) -> str:
             text = format_ulp(value) if c in ("max_ulp", "max_free_ulp") else value
             if c == "median_ulp" and not pd.isna(value):
                 text = f"{value:g}"
-            cells.append(
-                (
-                    "num" if c in numeric else ("verdict" if c == "verdict" else ""),
-                    _esc("" if pd.isna(text) else text),
-                )
-            )
+            css = "num" if c in numeric else ("verdict" if c == "verdict" else "")
+            cells.append(cell(text, css))
         rows.append(cells)
         classes.append(_row_class(rec["verdict"]))
-    return _table(headers, rows, classes)
+    names = [h.replace("_", " ") for h in headers]
+    return table(names, rows, classes, widths=tuple(_CASE_COLUMNS.values()))
 
 
-def _meta_html(meta: Mapping[str, Any]) -> str:
+def _meta_text(value: Any) -> str:
+    """A metadata value as a person reads it: lists joined, mappings as key=value."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_meta_text(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        items = [_meta_text(v) for v in value]
+        return f"{len(items)}: {', '.join(items)}" if len(items) > 8 else ", ".join(items)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def meta_html(meta: Mapping[str, Any]) -> str:
+    """The run's metadata as a definition list of plain text (never Python reprs)."""
     if not meta:
-        return ""
+        return "<p>—</p>"
     items = "".join(
-        f"<tr><th>{_esc(k)}</th><td>{_esc(meta[k])}</td></tr>" for k in sorted(meta, key=str)
+        f"<dt>{esc(str(k).replace('_', ' '))}</dt><dd>{esc(_meta_text(meta[k]))}</dd>"
+        for k in sorted(meta, key=str)
     )
-    return f"<table>{items}</table>"
+    return f'<dl class="meta">{items}</dl>'
 
 
 def render_html(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> str:
     """The report page as a string. ``frames`` maps "results", "summary", "fingerprints"
-    and "separation" to their tables; a missing table is treated as empty."""
+    and "separation" to their tables; a missing table is treated as empty.
+
+    It opens with the answer: tiers, implementations grouped by formula, the findings that
+    matter with links; then the cases off budget, every implementation, every case, the
+    plots; the run's metadata last."""
     tables = {
         name: conform(frames[name], cols, name) if name in frames else frame([], cols)
         for name, cols in SCHEMAS.items()
@@ -535,22 +795,28 @@ def render_html(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> 
         "<head>",
         '<meta charset="utf-8">',
         "<title>adamspec report</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{CSS}</style>",
         "</head>",
         "<body>",
         "<h1>adamspec report</h1>",
-        _meta_html(meta),
-        '<h2 id="summary">Summary</h2>',
-        f"<p>{_esc(sum(counts.values()))} cases: {_esc(count_text)}.</p>",
+        _lead(summary, tiers_of(summary)),
+        '<h2 id="findings">Findings</h2>',
+        _findings_html(summary, fingerprints),
+        '<h2 id="formulas">Implementations by the formula they compute</h2>',
+        _groups_html(summary, fingerprints),
+        '<h2 id="off-budget">Cases off budget, and crashes</h2>',
+        _off_budget_html(summary),
+        '<h2 id="summary">Every implementation (its worst case)</h2>',
+        f"<p>{esc(sum(counts.values()))} cases: {esc(count_text)}.</p>",
         _overview_html(summary, fingerprints),
         "<details><summary>Every implementation &times; case</summary>",
         _summary_rows_html(sorted_summary),
         "</details>",
     ]
-    for section, heading, table, plot in PLOTS:
-        parts.append(f'<h2 id="{section}">{_esc(heading)}</h2>')
-        parts.append(plot(tables[table]))
-    parts += ["</body>", "</html>", ""]
+    for section, heading, name, plot in PLOTS:
+        parts.append(f'<h2 id="{section}">{esc(heading)}</h2>')
+        parts.append(plot(tables[name]))
+    parts += ['<h2 id="run">Run</h2>', meta_html(meta), "</body>", "</html>", ""]
     return "\n".join(parts)
 
 

@@ -6,9 +6,11 @@ A document is one ``<testsuites>`` holding one ``<testsuite>``; both carry ``tes
 ``<skipped>`` child. The builders below make the cases every caller needs:
 
 * :func:`row_case`: a summary row as ``adamspec run`` and ``check`` report it: "pass"
-  passes, "skipped" is skipped with its detail, "discrepancy" and "error" fail
-  (:func:`failed_row_case`), and any other verdict is an ``<error>`` (an unknown verdict is
-  a harness bug, and CI must not show it green);
+  passes, "range" passes (the tier "conforms except the dtype's range") with a
+  ``<system-out>`` saying what overflowed or flushed, "skipped" is skipped with its
+  detail, "discrepancy" and "error" fail (:func:`failed_row_case`), and any other
+  verdict is an ``<error>`` (an unknown verdict is a harness bug, and CI must not show it
+  green);
 * :func:`failed_row_case`: a row that fails the build: an error is an ``<error>``, any
   other verdict a ``<failure>`` of that type naming category, ULPs and matched variant;
   the text lists every summary field, for the CI log;
@@ -75,6 +77,7 @@ class JUnitCase:
     message: str = ""
     type: str | None = None  # the child's type attribute; None: not written
     text: str | None = None  # the child's text (what CI shows of a non-passing case)
+    out: str | None = None  # <system-out>: a passing case's note (a range case's overflow)
 
     def __post_init__(self) -> None:
         if self.outcome != "passed" and self.outcome not in _COUNTED:
@@ -103,6 +106,8 @@ def junit_document(cases: Iterable[JUnitCase], suite_name: str, *, type_first: b
             if case.text is not None:
                 child.text = _text(case.text)
             counts[_COUNTED[case.outcome]] += 1
+        if case.out is not None:
+            ET.SubElement(element, "system-out").text = _text(case.out)
         elements.append(element)
     attrs = {"name": _text(suite_name), "tests": str(len(elements))}
     attrs.update({k: str(v) for k, v in counts.items()})
@@ -153,27 +158,35 @@ def failed_row_case(row: Mapping[str, Any], name: str | None = None) -> JUnitCas
     )
 
 
-def row_case(row: Mapping[str, Any], name: str | None = None) -> JUnitCase:
-    """A summary row as run and check report it (``name`` defaults to the row's case)."""
+def row_case(
+    row: Mapping[str, Any], name: str | None = None, *, range_fails: bool = False
+) -> JUnitCase:
+    """A summary row as run and check report it (``name`` defaults to the row's case); a
+    range case fails with ``range_fails`` (``adamspec check --strict-range``)."""
     classname, name = _text(row["implementation"]), _text(row["case"] if name is None else name)
     verdict = row["verdict"]
     if verdict == "pass":
         return JUnitCase(classname, name)
+    if verdict == "range" and not range_fails:  # the second tier passes, saying what overflowed
+        return JUnitCase(classname, name, out=f"range: {_text(row['detail'])}")
     if verdict == "skipped":
         return JUnitCase(classname, name, "skipped", _text(row["detail"]))
-    if verdict in ("discrepancy", "error"):
+    if verdict in ("discrepancy", "error", "range"):
         return failed_row_case(row, name)
     kind = f"unknown verdict {verdict!r}"
     return JUnitCase(classname, name, "error", _text(row["detail"]) or kind, kind, _body(row))
 
 
-def junit_xml(summary: pd.DataFrame, suite_name: str = "adamspec") -> str:
+def junit_xml(
+    summary: pd.DataFrame, suite_name: str = "adamspec", *, range_fails: bool = False
+) -> str:
     """The JUnit XML of ``summary`` (a DataFrame with the summary columns): one
     ``<testcase classname=implementation name=case>`` per row (:func:`row_case`), sorted
     by (implementation, case)."""
     table = conform(summary, SUMMARY_COLUMNS, "summary")
     table = table.sort_values(["implementation", "case"], kind="mergesort")
-    return junit_document((row_case(row) for row in table.to_dict("records")), suite_name)
+    cases = (row_case(row, range_fails=range_fails) for row in table.to_dict("records"))
+    return junit_document(cases, suite_name)
 
 
 def write_junit(

@@ -12,15 +12,25 @@ from typing import Any
 
 import pandas as pd
 
+from adamspec.reports.findings import (
+    MAX_FINDINGS,
+    formula_groups,
+    key_findings,
+    tier_counts,
+    tiers_of,
+)
 from adamspec.reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
 from adamspec.reports.tables import conform
+from adamspec.reports.tiers import TIER_MARK, tier_text
 
 __all__ = [
     "NONFINITE_ULP",
     "VERDICT_SEVERITY",
+    "first_section",
     "format_ulp",
     "md_escape",
     "overview",
+    "shown_verdict",
     "summary_markdown",
     "verdict_counts",
 ]
@@ -28,7 +38,8 @@ __all__ = [
 #: Worse verdicts rank higher. A crash hides every number, so it outranks a measured
 #: discrepancy; a skipped case (no sparse path, no weight decay) says nothing about the
 #: cases that did run, so an implementation is "skipped" only when every case was.
-VERDICT_SEVERITY: dict[str, int] = {"skipped": 0, "pass": 1, "discrepancy": 2, "error": 3}
+VERDICT_SEVERITY: dict[str, int] = {"skipped": 0, "pass": 1, "range": 2, "discrepancy": 3,
+                                    "error": 4}  # fmt: skip
 
 #: ``ulp_error``/``max_ulp`` value for a NaN/inf mismatch (see reports.schema).
 NONFINITE_ULP = -1
@@ -80,8 +91,9 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
     error; a NaN/inf mismatch, ``-1``, dominates; NA if none), ``category`` and ``detail``
     of the worst case, ``counterexample`` (the first case's script path, "" if none),
     ``verdict`` (the worst),
-    ``n_worst`` (cases with that verdict) and ``n_cases``. Order: most severe verdict,
-    then largest ``max_ulp``, then name.
+    ``n_worst`` (cases with that verdict), ``n_cases`` and ``tier`` (its tier as the
+    main job's table shows it, :func:`adamspec.reports.tiers.tier_text`). Order: most
+    severe verdict, then largest ``max_ulp``, then name.
     """
     summary = conform(summary, SUMMARY_COLUMNS, "summary")
     fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
@@ -121,6 +133,7 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
                 ),
                 "n_worst": sum(r["verdict"] == worst["verdict"] for r in records),
                 "n_cases": len(records),
+                "tier": tier_text(records),
             }
         )
     columns = [
@@ -134,6 +147,7 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
         "counterexample",
         "n_worst",
         "n_cases",
+        "tier",
     ]
     out = pd.DataFrame(rows, columns=columns)
     if out.empty:
@@ -147,6 +161,18 @@ def overview(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> pd.DataFrame:
         ),
     )
     return out.iloc[order].reset_index(drop=True)
+
+
+def shown_verdict(row: Any) -> str:
+    """An overview row's verdict cell: the tier when it passes (``pass``, ``pass (range: 2
+    cases)``), else the worst verdict and how many cases have it (``discrepancy (2/18)``)."""
+    if row.tier.startswith("pass"):
+        return row.tier
+    return (
+        row.verdict
+        if row.n_worst == row.n_cases
+        else f"{row.verdict} ({row.n_worst}/{row.n_cases})"
+    )
 
 
 def verdict_counts(summary: pd.DataFrame) -> dict[str, int]:
@@ -172,6 +198,32 @@ def _meta_line(meta: Mapping[str, Any]) -> str:
     )
 
 
+def first_section(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[str]:
+    """The answer before any table: tiers, implementations by formula, the findings."""
+    tiers = tiers_of(summary)
+    if not tiers:
+        return []
+    counts = " · ".join(f"{n} {t} {TIER_MARK[t]}" for t, n in tier_counts(tiers).items())
+    lines = [f"**{len(tiers)} implementations:** {counts}", "", "**By formula** (fingerprint):"]
+    for group in formula_groups(summary, fingerprints):
+        members = ", ".join(
+            f"{name} {TIER_MARK[t]}" + (f" ({note})" if note else "")
+            for name, t, note in group.members
+        )
+        lines.append(f"- **{md_escape(group.formula)}**: {md_escape(members)}")
+    found = key_findings(summary, fingerprints)
+    lines += ["", "**Findings:**" if found else "**Findings:** none."]
+    for f in found[:MAX_FINDINGS]:
+        links = [f"[counterexample]({f.counterexample})"] if f.counterexample else []
+        links += [f"case {md_escape(case)}" for _, case in f.cases[:1]]
+        lines.append(
+            f"- {md_escape(f.title or f.text)}" + (f" ({', '.join(links)})" if links else "")
+        )
+    if len(found) > MAX_FINDINGS:
+        lines.append(f"- … and {len(found) - MAX_FINDINGS} more in the table below.")
+    return [*lines, ""]
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     fingerprints: pd.DataFrame,
@@ -185,9 +237,11 @@ def summary_markdown(
     ``max_rows`` implementations are listed (worst first); the rest are counted in one line,
     so the comment stays short however many implementations ran.
     """
+    summary = conform(summary, SUMMARY_COLUMNS, "summary")
+    fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
     table = overview(summary, fingerprints)
-    counts = verdict_counts(conform(summary, SUMMARY_COLUMNS, "summary"))
-    lines = ["## adamspec", ""]
+    counts = verdict_counts(summary)
+    lines = ["## adamspec", "", *first_section(summary, fingerprints)]
     if table.empty:
         lines.append("No implementation produced a result.")
     else:
@@ -197,9 +251,7 @@ def summary_markdown(
             "| --- | --- | --- | ---: | --- | --- |",
         ]
         for row in table.head(max_rows).itertuples(index=False):
-            verdict = row.verdict
-            if row.n_worst != row.n_cases:
-                verdict = f"{verdict} ({row.n_worst}/{row.n_cases})"
+            verdict = shown_verdict(row)
             cells = [
                 md_escape(row.implementation),
                 md_escape(row.documented_variant),
@@ -207,7 +259,7 @@ def summary_markdown(
                 format_ulp(row.max_ulp),
                 md_escape(row.category)
                 + (f" ([counterexample]({row.counterexample}))" if row.counterexample else ""),
-                f"**{md_escape(verdict)}**" if row.verdict != "pass" else md_escape(verdict),
+                md_escape(verdict) if row.tier.startswith("pass") else f"**{md_escape(verdict)}**",
             ]
             lines.append("| " + " | ".join(cells) + " |")
         if len(table) > max_rows:

@@ -35,8 +35,10 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 )
 
 #: One row per implementation x case: the lock-step verdict against the documented variant.
-#: ``verdict`` is "pass" (every component within its budget), "discrepancy", "skipped"
-#: (the adapter cannot run this case: ``detail`` says why) or "error" (it raised/crashed).
+#: ``verdict`` is "pass" (every component within its budget), "range" (over budget only
+#: where the dtype cannot hold the exact values: category "format range", ``detail`` says
+#: what overflowed or flushed), "discrepancy", "skipped" (the adapter cannot run this case:
+#: ``detail`` says why) or "error" (it raised/crashed).
 #: ``category`` is the spec axis that explains a discrepancy (see harness.classify), or
 #: "rounding only", or "unexplained"; ``documented_variant`` the variant the case was
 #: measured against: the claim, or without one the fingerprint's best formula;
@@ -49,7 +51,14 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: them apart; "; "-separated); ``counterexample`` the path, relative to the report
 #: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found);
 #: ``oracle_fallback_rate`` the fraction of the case's oracle element-steps the fast oracle
-#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran).
+#: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran);
+#: ``failing_coordinates`` how many coordinates were over budget at some step (distinct, over
+#: every tensor), ``first_failing_index`` the first one's flat index in the first tensor
+#: with any (-1: none), ``localization`` the sentence saying where they are (an index
+#: range or pattern when one is clear; see harness.localize);
+#: ``kernel_output`` the first lines the implementation printed to its stdout or stderr
+#: during the case, joined with " | " ("" when it printed nothing or runs in the harness's
+#: own process, where its output is not captured).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "implementation",
     "framework",
@@ -70,6 +79,22 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "oracle_fallback_rate",
     "claimed",
     "tied_with",
+    "first_failing_index",
+    "failing_coordinates",
+    "localization",
+    "kernel_output",
+)
+
+#: One row per failing case x tensor x index bin (the error-vs-index plot of report.html):
+#: the worst budget multiple (``inf``: a NaN/inf mismatch) over the coordinates
+#: ``first_index .. last_index`` of tensor ``tensor`` and every step.
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "implementation",
+    "case",
+    "tensor",
+    "first_index",
+    "last_index",
+    "max_multiple",
 )
 
 #: One row per implementation x catalog variant (plus the fingerprint's best formula when it
@@ -110,6 +135,6 @@ SEPARATION_COLUMNS: tuple[str, ...] = (
     "relation",
 )
 
-VERDICTS: tuple[str, ...] = ("pass", "discrepancy", "skipped", "error")
+VERDICTS: tuple[str, ...] = ("pass", "range", "discrepancy", "skipped", "error")
 RELATIONS: tuple[str, ...] = ("separated", "weak", "within rounding",
                               "equal for this configuration", "identical formula")  # fmt: skip

@@ -31,6 +31,7 @@ import pandas as pd
 
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
+    PROFILE_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,
     SUMMARY_COLUMNS,
@@ -55,6 +56,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "summary": SUMMARY_COLUMNS,
     "fingerprints": FINGERPRINT_COLUMNS,
     "separation": SEPARATION_COLUMNS,
+    "profiles": PROFILE_COLUMNS,
 }
 
 #: Table name -> file name inside the output directory.
@@ -63,6 +65,7 @@ FILES: dict[str, str] = {
     "summary": "summary.csv",
     "fingerprints": "fingerprints.csv",
     "separation": "separation.csv",
+    "profiles": "index_profile.csv",
 }
 
 #: Table name -> the leading sort columns of its files (the remaining columns follow, in
@@ -72,6 +75,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "summary": ("implementation", "case"),
     "fingerprints": ("implementation", "rank", "variant"),
     "separation": ("variant_a", "variant_b", "case", "component"),
+    "profiles": ("implementation", "case", "tensor", "first_index"),
 }
 
 _STR = "str"
@@ -94,6 +98,8 @@ DTYPES: dict[str, dict[str, str]] = {
         "max_ulp": _NINT,
         "median_ulp": _FLOAT,
         "max_free_ulp": _NINT,
+        "first_failing_index": _INT,
+        "failing_coordinates": _INT,
     },
     "fingerprints": {
         "rank": _INT,
@@ -105,6 +111,12 @@ DTYPES: dict[str, dict[str, str]] = {
         "within_cases": _INT,
     },
     "separation": {"max_ulp": _INT},
+    "profiles": {
+        "tensor": _INT,
+        "first_index": _INT,
+        "last_index": _INT,
+        "max_multiple": _FLOAT,
+    },
 }
 
 
@@ -314,12 +326,13 @@ def write_tables(
     summary: TableLike,
     fingerprints: TableLike,
     separation: TableLike,
+    profiles: TableLike = (),
 ) -> dict[str, Path]:
-    """Validate, sort and write the four tables into ``out_dir`` (created if needed).
+    """Validate, sort and write the tables into ``out_dir`` (created if needed).
 
     Each argument is a DataFrame or a list of record dicts. Writes ``results.parquet``,
-    ``summary.csv``, ``fingerprints.csv`` and ``separation.csv`` atomically and returns
-    table name -> path.
+    ``summary.csv``, ``fingerprints.csv``, ``separation.csv`` and ``index_profile.csv``
+    atomically and returns table name -> path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +341,7 @@ def write_tables(
         "summary": summary,
         "fingerprints": fingerprints,
         "separation": separation,
+        "profiles": profiles,
     }
     # Validate everything before writing anything, so a bad table leaves no mixed set.
     tables = {name: sort_table(_as_table(data, name), name) for name, data in given.items()}
@@ -340,11 +354,15 @@ def write_tables(
 
 
 def read_tables(out_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
-    """The four tables written by :func:`write_tables`, with the same dtypes and order."""
+    """The tables written by :func:`write_tables`, with the same dtypes and order (an index
+    profile missing from an older report folder reads as empty)."""
     out = Path(out_dir)
     tables: dict[str, pd.DataFrame] = {}
     for name, file in FILES.items():
         path = out / file
+        if name == "profiles" and not path.exists():
+            tables[name] = frame([], SCHEMAS[name])
+            continue
         if path.suffix == ".parquet":
             df = pd.read_parquet(path, engine="pyarrow")
         else:

@@ -197,3 +197,33 @@ def test_bench_oracle_writes_the_documented_json(tmp_path, capsys):
             "checked"}  # fmt: skip
     assert keys <= set(report)
     assert report["mismatches"] == 0 and report["checked"] > 0
+
+
+@pytest.mark.parametrize("command", ["run", "check", "gate"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "0"], "--size=0 is out of range: allowed 1..1073741824"),
+        (["--steps", "-3"], "--steps=-3 is out of range: allowed 1..1073741824"),
+        (["--steps", "2.5"], "--steps='2.5' is not an integer (1..1073741824)"),
+        (["--size", str(2**31)], f"--size={2**31} is out of range: allowed 1..1073741824"),
+    ],
+    ids=["size=0", "steps<0", "steps=2.5", "size=2^31"],
+)
+def test_size_and_steps_are_checked_before_any_work(command, args, message, capsys, tmp_path):
+    target = {"run": [], "check": ["tests/kernels/user_kernels.py:adam"], "gate": ["gate.toml"]}
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *target[command], *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_an_unknown_suite_is_one_line_listing_the_suites(command, capsys, tmp_path):
+    target = ["tests/kernels/user_kernels.py:adam"] if command == "check" else []
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *target, "--suite", "huge", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--suite='huge' is unknown; allowed: quick, default, discriminating, long, scale" in err

@@ -163,3 +163,56 @@ def test_measure_scales_by_the_largest_term():
     err = measure(got, ref, np.array([8.0, 0.0]), FLOAT32)
     assert (err.ulp, err.scaled) == (2, 0.25)
     assert measure(got[:0], ref[:0], np.zeros(0), FLOAT32) == ComponentError(0, 0.0, "exact", 0)
+
+
+@pytest.mark.parametrize("documented", ["torch.Adam", "torch.AdamW"])
+def test_a_215_ulp_error_in_v_on_tiny_gradients_fails_whatever_the_decay_coupling(documented):
+    """Decoupled decay never enters m or v, so it must not widen their scale: the same
+    error in v fails under torch.AdamW (weight_decay 0.01) as under torch.Adam (issue 15)."""
+    from adamspec.harness.engine import State, compare, oracle_state, oracle_step
+
+    e = entry(documented)
+    hyper = e.hyper(weight_decay="0.01")
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(6).astype(np.float32)
+    g = (rng.choice([-1, 1], 6) * 10 ** rng.uniform(-9, -6, 6)).astype(np.float32)
+    zeros = np.zeros(6, np.float32)
+    before = State([theta], [zeros], [zeros.copy()], None, 0)
+    ref = oracle_step(e.variant, hyper, [theta], [g], oracle_state(before, e.variant))
+    v = ref.rounded["v"][0].copy()
+    for _ in range(215):  # v 215 ULPs high, everything else correctly rounded
+        v = np.nextafter(v, np.float32(np.inf))
+    after = State([ref.rounded["param"][0]], [ref.rounded["m"][0]], [v], None, 1)
+    errors = compare(before, [g], after, ref, e.variant, hyper)
+    assert errors["v"].ulp == 215
+    assert not DEFAULT.within("v", errors["v"].ulp, errors["v"].scaled), errors["v"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_coordinate_errors_read_from_bits_agree_with_the_metrics_module(dtype):
+    """The engine's fast path (two finite values: outcome and ULP distance from their bit
+    patterns) gives what oracles.metrics' classify_array and ulp_distance give."""
+    from adamspec.harness.engine import _SEVERITY, coordinate_errors, ulp_at
+    from adamspec.oracles.metrics import classify_array, ulp_distance
+    from adamspec.oracles.rounding import numpy_dtype
+    from adamspec.spec.formats import format_named
+
+    fmt = format_named(dtype)
+    dt = numpy_dtype(fmt)
+    rng = np.random.default_rng(7)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 2.0**-140])
+    ref = np.concatenate([rng.standard_normal(500), special, special]).astype(dt)
+    got = ref.copy()
+    got[:400] = (ref[:400].astype(np.float64) * (1 + rng.normal(0, 1e-3, 400))).astype(dt)
+    got[500:508] = special[::-1].astype(dt)  # specials against others, signed zeros...
+    scale = np.abs(rng.standard_normal(ref.size))
+    found = coordinate_errors(got, ref, scale, fmt)
+    outcomes = classify_array(got, ref, fmt)
+    assert [_SEVERITY[i] for i in found.outcomes] == list(outcomes)
+    expected = np.where(outcomes == "exact", 0, ulp_distance(got, ref, fmt))
+    assert np.array_equal(found.ulp, expected)
+    with np.errstate(all="ignore"):
+        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+        spacing = ulp_at(np.maximum(scale, np.abs(ref.astype(np.float64))), fmt)
+        scaled = np.where(diff == 0, 0.0, diff / spacing)
+    assert np.array_equal(found.scaled, np.where(expected < 0, np.inf, scaled), equal_nan=True)

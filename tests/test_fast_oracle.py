@@ -128,12 +128,114 @@ def test_lockstep_matches_mpmath_for_every_catalog_variant(name, dtype, data):
     extra = data.draw(st.sampled_from(HYPER_VARIANTS), label="hyper")
     hyper = e.hyper(**extra)
     if e.variant.sparse is SparseSemantics.LAZY or name == "torch.SparseAdam":
-        params = np.arange(12, dtype=np.float64).reshape(4, 3).astype(NP[dtype])
-        grads = SparseRows([0, 2, 2], np.ones((3, 3), dtype=NP[dtype]), 4)
-        assert_same(*both(e.variant, hyper, params, grads))
+        assert_same(*both(e.variant, hyper, *draw_sparse_case(data, dtype)))
         return
     params, grads, state = draw_case(data, dtype)
     assert_same(*both(e.variant, hyper, params, grads, state))
+
+
+# ---------------------------------------------------------------- row-sparse gradients
+
+
+def draw_sparse_case(data, dtype: str):
+    """A table, a row-sparse gradient with repeated rows, and a state: typical values, or
+    contributions whose sum is not exact in binary64 (1e30 and 1e-30 on one row), or raw
+    hypothesis floats (zeros, infinities, NaN)."""
+    dt = NP[dtype]
+    rows = data.draw(st.integers(1, 6), label="rows")
+    dim = data.draw(st.integers(1, 3), label="dim")
+    count = data.draw(st.integers(0, 8), label="entries")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    kind = data.draw(st.sampled_from(["typical", "inexact", "floats"]), label="kind")
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, rows, count)
+    values = rng.standard_normal((count, dim))
+    if kind == "inexact" and count >= 2:
+        indices[1] = indices[0]
+        values[0], values[1] = 1e30, 1e-30
+    elif kind == "floats" and count:
+        width = {"float64": 64, "float32": 32, "float16": 16}.get(dtype, 32)
+        drawn = data.draw(st.lists(st.floats(width=width), min_size=count * dim,
+                                   max_size=count * dim), label="values")  # fmt: skip
+        values = np.array(drawn, np.float64).reshape(count, dim)
+    with np.errstate(over="ignore"):
+        grads = SparseRows(indices, values.astype(dt), rows)
+        params = rng.standard_normal((rows, dim)).astype(dt)
+        m = (0.1 * rng.standard_normal((rows, dim))).astype(dt)
+        v = (0.01 * rng.random((rows, dim))).astype(dt)
+    state = OracleState(m=m, v=v, v_max=(v * 2).astype(dt), step=data.draw(
+        st.sampled_from([0, 1, 9]), label="step"))  # fmt: skip
+    return params, grads, state
+
+
+SPARSE_VARIANTS = [
+    (f"{base}/{sem.value}/{dup.value}", entry(base).variant.replace(sparse=sem, duplicates=dup))
+    for base in ("torch.Adam", "keras.Adam", "paper.algorithm1", "torch.Adam[amsgrad]")
+    for sem in SparseSemantics
+    for dup in DuplicateIndices
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("label", "variant"), SPARSE_VARIANTS, ids=[c[0] for c in SPARSE_VARIANTS])
+@settings(max_examples=FEW)
+@given(data=st.data())
+def test_row_sparse_lockstep_matches_mpmath(label, variant, dtype, data):
+    extra = data.draw(st.sampled_from([*HYPER_VARIANTS, {"weight_decay": "0.01"}]), label="hyper")
+    hyper = entry(label.split("/")[0]).hyper(**extra)
+    maximize = data.draw(st.booleans(), label="maximize")
+    variant = variant.replace(maximize=maximize)
+    with fast.counting() as stats:
+        assert_same(*both(variant, hyper, *draw_sparse_case(data, dtype)))
+    # never sent to mpmath whole for being sparse, but for a clipping norm or a lazy EMA
+    sparse_reasons = [r for r in stats.reasons if "row-sparse" in r]
+    assert not sparse_reasons or hyper.use_ema or hyper.clipnorm or hyper.global_clipnorm
+
+
+@pytest.mark.parametrize("duplicates", list(DuplicateIndices))
+@pytest.mark.parametrize("semantics", list(SparseSemantics))
+def test_row_sparse_float32_sums_run_in_the_tiers(semantics, duplicates):
+    """Summed duplicates of float32 values within 2^28 of each other are exact in binary64:
+    no coordinate of a typical row-sparse lock-step goes to mpmath; squared one by one, v's
+    sum carries a bound, and only the v's it leaves too near a rounding boundary do."""
+    e = entry("torch.Adam")
+    variant = e.variant.replace(sparse=semantics, duplicates=duplicates)
+    rng = np.random.default_rng(5)
+    rows, dim = 4000, 16
+    indices = rng.integers(0, rows, 3000)
+    grads = SparseRows(indices, rng.standard_normal((3000, dim)).astype(np.float32), rows)
+    params = rng.standard_normal((rows, dim)).astype(np.float32)
+    state = OracleState(m=np.zeros_like(params), v=np.zeros_like(params), step=4)
+    with fast.counting() as stats:
+        got = fast.step(variant, e.hyper(), params, grads, state)
+    assert stats.whole == 0 and stats.element_steps == params.size
+    if duplicates is DuplicateIndices.SUM_THEN_SQUARE:
+        assert stats.fallback == 0
+    else:  # whole rows of 16 coordinates for each v near a boundary
+        assert stats.fallback_rate < 0.01, stats
+    # the mpmath oracle on a few rows agrees (the whole table would take it minutes)
+    picked = np.array([indices[0], indices[1], 7, rows - 1])
+    rows_only = [int(i) for i in np.unique(picked)]
+    mask = np.isin(indices, rows_only)
+    sub = SparseRows(np.searchsorted(rows_only, indices[mask]),
+                     np.asarray(grads.values)[mask], len(rows_only))  # fmt: skip
+    sub_state = OracleState(m=state.m[rows_only], v=state.v[rows_only], step=4)
+    ref = mpmath_oracle.step(variant, e.hyper(), params[rows_only], sub, sub_state)
+    for name in ("param", "m", "v"):
+        assert got.value(name)[rows_only].tobytes() == ref.value(name).tobytes(), name
+
+
+def test_row_sparse_trajectories_and_norm_clipping_go_to_mpmath_whole():
+    e = entry("torch.Adam")
+    params = np.ones((3, 2), np.float32)
+    grads = SparseRows([0, 2], np.ones((2, 2), np.float32), 3)
+    with fast.counting() as stats:
+        got = fast.trajectory(e.variant, e.hyper(), params, [grads, grads])
+    assert stats.whole == 12 and "row-sparse gradients in a trajectory" in stats.reasons
+    assert_same(mpmath_oracle.trajectory(e.variant, e.hyper(), params, [grads, grads]), got)
+    with fast.counting() as stats:
+        assert_same(*both(e.variant, e.hyper(clipnorm="1"), params, grads))
+    assert stats.whole == 6
 
 
 # ---------------------------------------------------------------- every axis member
@@ -674,7 +776,7 @@ def test_exact_values_are_the_mpmath_oracles_and_computed_lazily():
     assert got.decimals == {} and got.precision == 0
 
 
-def test_digits_and_sparse_go_to_mpmath_whole():
+def test_digits_go_to_mpmath_whole():
     e = entry("torch.Adam")
     params = np.array([1.0, -2.0], np.float32)
     with fast.counting() as stats:
@@ -684,18 +786,25 @@ def test_digits_and_sparse_go_to_mpmath_whole():
     assert r.decimals == ref.decimals
 
 
-def test_hyper_dtype_goes_to_mpmath_whole_with_the_same_answer():
-    # float32-held hyperparameters, results rounded to binary64 (the engine's long-run anchor)
-    e = entry("tf.raw.ApplyAdam")
-    params = np.array([1.0, -2.0], np.float64)
+@pytest.mark.parametrize("name", ["tf.raw.ApplyAdam", "torch.Adam", "keras.Adam", "optax.adam"])
+def test_hyper_dtype_is_answered_in_the_tiers_with_mpmaths_answer(name):
+    """float32-held hyperparameters, results rounded to binary64: the engine's anchor of a
+    long free-running reference (harness.stream), three steps of a trajectory."""
+    e = entry(name)
+    rng = np.random.default_rng(3)
+    params = rng.standard_normal(40)
+    grads = [rng.standard_normal(40) for _ in range(3)]
     kw = {"dtype": "float64", "state_dtype": "float64", "hyper_dtype": "float32"}
     with fast.counting() as stats:
-        r = fast.step(e.variant, e.hyper(), params, params, **kw)
-    assert stats.whole == 2
-    ref = mpmath_oracle.step(e.variant, e.hyper(), params, params, **kw)
-    plain = mpmath_oracle.step(e.variant, e.hyper(), params, params, dtype="float64")
-    assert r.value("param").tobytes() == ref.value("param").tobytes()
-    assert r.value("param").tobytes() != plain.value("param").tobytes()  # the keyword matters
+        got = fast.trajectory(e.variant, e.hyper(), params, grads, **kw)
+    assert stats.whole == 0 and stats.fallback_rate < 0.1
+    ref = mpmath_oracle.trajectory(e.variant, e.hyper(), params, grads, **kw)
+    for g, r in zip(got, ref, strict=True):
+        for component in ("param", "m", "v"):
+            assert g.value(component).tobytes() == r.value(component).tobytes(), component
+    if name == "tf.raw.ApplyAdam":  # the keyword matters: its hyperparameters are float32
+        plain = mpmath_oracle.trajectory(e.variant, e.hyper(), params, grads, dtype="float64")
+        assert got[0].value("param").tobytes() != plain[0].value("param").tobytes()
 
 
 def test_bad_input_raises_the_mpmath_oracles_error():
@@ -741,3 +850,13 @@ def test_bench_oracle_reports_the_agreed_keys():
     assert result["speedup"] == result["fast_steps_per_s"] / result["mpmath_steps_per_s"]
     table = format_table(result)
     assert "| fast element-steps/s |" in table and "| adam |" in table
+
+
+def test_nested_counting_blocks_each_count_their_own_calls():
+    e = entry("torch.Adam")
+    params = np.array([1.0, -2.0], np.float32)
+    with fast.counting() as outer:
+        with fast.counting() as inner:  # equal to outer when it leaves: must not remove it
+            fast.step(e.variant, e.hyper(), params, params)
+        fast.step(e.variant, e.hyper(), params, params)
+    assert (inner.element_steps, outer.element_steps) == (2, 4)

@@ -223,9 +223,8 @@ def test_junit_has_one_testcase_per_implementation_and_case(memo, tmp_path):
     assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) == 0
     errors, skipped = len(RAISING_CASES), 3 * len(DECAY_CASES) + len(EPS_CASES)  # + xfails
     assert int(suite.get("errors")) == sum(c.find("error") is not None for c in cases) == errors
-    assert int(suite.get("skipped")) == sum(c.find("skipped") is not None for c in cases) == (
-        skipped
-    )
+    n_skipped = sum(c.find("skipped") is not None for c in cases)
+    assert int(suite.get("skipped")) == n_skipped == skipped
 
 
 def test_several_dtypes_get_a_report_folder_each_and_budgets_apply(memo, tmp_path):
@@ -592,3 +591,44 @@ def test_the_documented_config_is_valid(tmp_path, registry):
     assert config.strict and config.dtypes == ("float32", "bfloat16")
     assert "torch.Adam(foreach=False)" in config.implementations
     assert config.budget.ulp["v"] == 4 and config.baseline[0].case == "huge"
+
+
+@pytest.mark.parametrize(("keys", "code"), [({}, 0), ({"range": "fail"}, 1)], ids=["pass", "fail"])
+def test_range_cases_pass_the_gate_unless_range_is_fail(memo, tmp_path, keys, code):
+    """g*g formed in float32 overflows on `huge` and `mixed-scales` only: the tier "conforms
+    except the dtype's range" passes the gate by default; `range = "fail"` fails them."""
+    got, out = gate_run(tmp_path, config_text(["toy.square_overflows"], suite="default", **keys))
+    assert got == code
+    (huge,) = [c for c in junit_cases(out / "junit.xml") if c.get("name") == "huge[float32]"]
+    data = json.loads((out / "gate.json").read_text())
+    if code == 0:
+        assert huge.find("failure") is None
+        assert "g*g overflows" in huge.find("system-out").text
+        assert data["counts"]["new"] == 0
+    else:
+        assert huge.find("failure").get("type") == "range"
+        new = [(r["case"], r["verdict"]) for r in data["new"]]
+        assert new == [("huge", "range"), ("mixed-scales", "range")]
+
+
+def test_a_range_baseline_entry_needs_range_fail(tmp_path):
+    entry = {"implementation": "toy.square_overflows", "verdict": "range", "reason": "float32"}
+    text = config_text(["toy.square_overflows"], [entry], suite="default")
+    with pytest.raises(
+        GateConfigError, match=r"'range' only fails the gate .* gate\.range = \"fail\""
+    ):
+        load_config(write_config(tmp_path, text))
+    load_config(write_config(tmp_path, config_text(["toy.square_overflows"], [entry],
+                                                   suite="default", range="fail")))  # fmt: skip
+
+
+def test_size_and_steps_resize_the_gates_runs(memo, tmp_path):
+    code, out = gate_run(tmp_path, config_text(["toy.none"]), size=40, steps=2)
+    assert code == 0
+    summary = pd.read_csv(out / "quick-float32" / "summary.csv")
+    assert set(summary.loc[summary["verdict"] != "skipped", "steps"]) == {2}
+    results = pd.read_parquet(out / "quick-float32" / "results.parquet")
+    typical = results[(results["case"] == "typical") & (results["mode"] == "lockstep")]
+    assert set(typical["coordinates"]) == {80}  # two tensors of 40
+    meta = json.loads((out / "quick-float32" / "meta.json").read_text())
+    assert (meta["size"], meta["steps"]) == (40, 2)

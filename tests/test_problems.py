@@ -464,3 +464,38 @@ def test_problems_filter_by_regime(p: Problem):
 def test_problem_strategy_rejects_unknown_regimes():
     with pytest.raises(ValueError, match="unknown"):
         problems(regimes=["nope"])
+
+
+def test_resized_changes_open_loop_sizes_and_every_problems_steps():
+    from adamspec.harness.problems import MAX_SIZE, resized
+
+    assert resized(problem("typical"), 100, 3).shapes == ((100,), (100,))
+    assert resized(problem("typical"), 100, 3).steps == 3
+    # a sparse table keeps its row width (3): ceil(100 / 3) rows
+    assert resized(problem("sparse-rows"), 100).shapes == ((34, 3),)
+    # closed loops keep the shapes their data fix; their steps change
+    mlp = resized(problem("mlp"), 100, 2)
+    assert (mlp.shapes, mlp.steps) == (problem("mlp").shapes, 2)
+    assert resized(problem("typical")) == problem("typical")
+    for bad in (0, -1, MAX_SIZE + 1, 2.5, True):
+        with pytest.raises(ValueError, match=r"--size .* must be an integer in \[1, "):
+            resized(problem("typical"), bad)
+
+
+def test_the_scale_suite_straddles_vector_block_and_index_boundaries():
+    scale = {p.name: p for p in suite("scale")}
+    sizes = [p.coordinates for p in scale.values()]
+    assert min(sizes) < 16  # less than one 512-bit vector of float32
+    assert any(16 < n < 32 and n % 16 for n in sizes)  # one vector and a tail
+    blocks = scale["scale-blocks"].coordinates
+    assert blocks // 4096 >= 8 and blocks % 1024 and blocks < 2**16  # many blocks and a tail
+    assert any(2**16 < n < 2**17 for n in sizes) and any(2**24 < n < 2**25 for n in sizes)
+    transposed = scale["scale-transposed"]
+    assert transposed.layout == "transposed"
+    (param,) = transposed.initial_params("float32", 0)
+    (grad,) = transposed.gradients(0, [param], "float32", 0)
+    assert param.flags.f_contiguous and not param.flags.c_contiguous and grad.flags.f_contiguous
+    long = scale["scale-long"]
+    assert long.steps >= 1000 and 4096 < long.coordinates < 2**16
+    assert any(p.sparse for p in scale.values())
+    assert all(p.regime == "open" for p in scale.values())

@@ -18,7 +18,15 @@ import pandas as pd
 import pytest
 
 from adamspec import reports
-from adamspec.reports import junit_xml, read_tables, summary_markdown, write_reports, write_tables
+from adamspec.reports import (
+    junit_xml,
+    read_tables,
+    summary_markdown,
+    tiers,
+    write_reports,
+    write_tables,
+)
+from adamspec.reports.findings import case_anchor
 from adamspec.reports.html import PLOTS, render_html, write_html
 from adamspec.reports.junit import (
     BASELINE_CLASSNAME,
@@ -31,6 +39,7 @@ from adamspec.reports.junit import (
 from adamspec.reports.markdown import VERDICT_SEVERITY, overview
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
+    PROFILE_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,
     SUMMARY_COLUMNS,
@@ -117,6 +126,10 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "oracle_fallback_rate": 0.0,
         "claimed": documented,
         "tied_with": "",
+        "first_failing_index": -1,
+        "failing_coordinates": 0,
+        "localization": "",
+        "kernel_output": "",
     }
     row.update(kw)
     return row
@@ -220,6 +233,18 @@ def make_separation() -> list[dict]:
     return rows
 
 
+def make_profiles() -> list[dict]:
+    """torch.Adam's failing case: every bin of a 1024-coordinate tensor, over budget from
+    index 512 on (one bin a NaN/inf mismatch)."""
+    rows = []
+    for b in range(256):
+        multiple = 0.5 if b < 128 else (math.inf if b == 200 else 40.0)
+        where = {"tensor": 0, "first_index": 4 * b, "last_index": 4 * b + 3}
+        rows.append({"implementation": "torch.Adam", "case": CASES[1], **where,
+                     "max_multiple": multiple})  # fmt: skip
+    return rows
+
+
 META = {"seed": 1234, "duration_s": 12.345, "adamspec_version": "0.1.0", "host": "ci"}
 
 
@@ -230,6 +255,7 @@ def tables() -> dict[str, pd.DataFrame]:
         "summary": frame(make_summary(), SUMMARY_COLUMNS),
         "fingerprints": frame(make_fingerprints(), FINGERPRINT_COLUMNS),
         "separation": frame(make_separation(), SEPARATION_COLUMNS),
+        "profiles": frame(make_profiles(), PROFILE_COLUMNS),
     }
 
 
@@ -305,7 +331,7 @@ def test_frame_refuses_values_that_would_change():
 def test_tables_round_trip_with_dtypes(tmp_path, tables):
     write_tables(tmp_path, **tables)
     back = read_tables(tmp_path)
-    assert set(back) == {"results", "summary", "fingerprints", "separation"}
+    assert set(back) == {"results", "summary", "fingerprints", "separation", "profiles"}
     for name, df in tables.items():
         pd.testing.assert_frame_equal(back[name], sort_table(df, name), check_exact=True)
 
@@ -392,6 +418,7 @@ def test_write_reports_writes_every_file_and_no_temp(written):
         "summary.csv",
         "fingerprints.csv",
         "separation.csv",
+        "index_profile.csv",
         "report.md",
         "report.html",
         "junit.xml",
@@ -447,7 +474,7 @@ def test_markdown_rows_counts_and_meta(tables):
         "eps placement",
         "**discrepancy (1/2)**",
     ]
-    assert "3 pass · 1 discrepancy · 1 skipped · 1 error" in md
+    assert "3 pass · 0 range · 1 discrepancy · 1 skipped · 1 error" in md
     assert "seed 1234" in md and "12.3 s" in md and "adamspec 0.1.0" in md
 
 
@@ -495,7 +522,7 @@ IMG = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 def test_html_is_self_contained(page):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     assert "<link" not in page and "<script" not in page
-    assert len(IMG.findall(page)) == len(PLOTS) == 5
+    assert len(IMG.findall(page)) == len(PLOTS) == 6
 
 
 def test_html_plots_are_pngs(page):
@@ -523,8 +550,8 @@ def test_html_survives_empty_frames(tmp_path):
 def test_html_copes_with_only_one_mode(tables):
     only_free = tables["results"][tables["results"]["mode"] == "free"]
     text = render_html({**tables, "results": only_free}, META)
-    # lock-step plot and histograms: no data; fingerprints, separation, free: drawn.
-    assert len(IMG.findall(text)) == 3 and text.count('class="nodata"') == 2
+    # lock-step plot and histograms: no data; index, fingerprints, separation, free: drawn.
+    assert len(IMG.findall(text)) == 4 and text.count('class="nodata"') == 2
 
 
 def test_html_small_multiples_for_many_implementations():
@@ -697,3 +724,158 @@ def test_heatmaps_leave_room_for_long_variant_names():
         warnings.simplefilter("error")
         assert IMG.search(plot_fingerprints(frame(fp, FINGERPRINT_COLUMNS)))
         assert IMG.search(plot_separation(frame(sep, SEPARATION_COLUMNS)))
+
+
+# --------------------------------------------------------------------------- first screen
+
+
+def tier_rows(*pairs: tuple[str, str]) -> list[dict]:
+    return [{"verdict": v, "category": c} for v, c in pairs]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (tier_rows(("pass", "rounding only"), ("skipped", "")), tiers.CONFORMS),
+        (tier_rows(("pass", ""), ("discrepancy", "format range")), tiers.CONFORMS_EXCEPT_RANGE),
+        (tier_rows(("discrepancy", "format range"), ("discrepancy", "eps placement")),
+         tiers.DOES_NOT_CONFORM),
+        (tier_rows(("discrepancy", "unexplained"), ("error", "")), tiers.DOES_NOT_CONFORM),
+        (tier_rows(("discrepancy", "format range"), ("error", "")), tiers.ERROR),
+        (tier_rows(("skipped", ""), ("skipped", "")), tiers.SKIPPED),
+        (tier_rows(), tiers.SKIPPED),
+    ],
+)  # fmt: skip
+def test_tier_of_an_implementation(rows, expected):
+    assert tiers.tier(rows) == expected
+
+
+def test_tiers_read_the_category_the_classifier_writes():
+    from adamspec.harness.classify import FORMAT_RANGE as CLASSIFIED
+
+    assert tiers.FORMAT_RANGE == CLASSIFIED
+
+
+def test_markdown_first_section_lists_tiers_groups_and_findings(tables):
+    md = summary_markdown(tables["summary"], tables["fingerprints"], META)
+    first = md.split("| implementation |")[0]  # everything before the first table
+    assert "**3 implementations:** 1 does not conform ✗ · 1 error ! · 1 conforms ✓" in first
+    assert "- **paper.algorithm1**: ours.Adam ✓" in first
+    # torch.Adam's best fingerprint (paper.eps_hat, 1 ULP) is not within budget
+    assert "- **no catalog formula within budget**: torch.Adam ✗ (closest: paper.eps_hat)" in first
+    assert "- **not fingerprinted**: keras.Adam !" in first
+    assert (
+        "- torch.Adam: does not conform on float32.tiny_grad (eps placement; param 200 ULP) "
+        "(case float32.tiny_grad)" in first
+    )
+    assert "- keras.Adam: crashed on float32.tiny_grad: RuntimeError: boom" in first
+
+
+def test_html_opens_with_tiers_findings_and_groups_and_ends_with_the_run(page):
+    at = {name: page.index(f'id="{name}"') for name in
+          ("findings", "formulas", "off-budget", "summary", "free", "run")}  # fmt: skip
+    assert list(at) == sorted(at, key=at.get)
+    lead = page[page.index("<h1>") : at["findings"]]
+    assert "3 implementations on 2 problems (float32)" in lead
+    assert "1 does not conform" in lead and "1 conforms" in lead and "1 error" in lead
+    groups = page[at["formulas"] : at["off-budget"]]
+    assert "paper.algorithm1" in groups and "ours.Adam ✓" in groups
+    findings = page[at["findings"] : at["formulas"]]
+    anchor = case_anchor("torch.Adam", "float32.tiny_grad")
+    assert f'href="#{anchor}"' in findings and f'id="{anchor}"' in page
+    run = page[at["run"] :]
+    assert "<dt>host</dt><dd>ci</dd>" in run and "<dt>seed</dt><dd>1234</dd>" in run
+
+
+def test_html_metadata_is_text_not_python_reprs():
+    meta = {"implementations": [f"impl{i}" for i in range(3)], "budget_ulp": {"param": 2}}
+    page = render_html({}, meta)
+    assert "impl0, impl1, impl2" in page and "param=2" in page
+    assert "[&#x27;" not in page and "{&#x27;" not in page
+
+
+def test_long_cells_are_cut_with_the_full_text_on_hover(tables):
+    long = "x" * 300
+    summary = tables["summary"].copy()
+    summary.loc[0, "detail"] = long
+    page = render_html({**tables, "summary": summary}, META)
+    assert f'title="{long}"' in page
+    assert "table-layout: fixed" in page and "text-overflow: ellipsis" in page
+
+
+# ------------------------------------------------------------------------- tiers
+
+
+def _range_rows() -> list[dict]:
+    overflow = "g*g overflows at 38 of 60 coordinate-steps"
+    return [
+        summary_row("torch.Adam", CASES[0], "pass"),
+        summary_row("torch.Adam", CASES[1], "range", category="format range", detail=overflow),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected", "shown"),
+    [
+        (["pass", "pass"], "conforms", "pass"),
+        (["pass", "range"], "conforms except the dtype's range", "pass (range: 1 case)"),
+        (["range", "range"], "conforms except the dtype's range", "pass (range: 2 cases)"),
+        (["range", "discrepancy"], "does not conform", "discrepancy"),
+        (["range", "error"], "error", "error"),
+        (["skipped", "skipped"], "skipped", "skipped"),
+        (["skipped", "pass"], "conforms", "pass"),
+    ],
+)
+def test_tier_of_an_implementation_from_its_verdicts(verdicts, expected, shown):
+    from adamspec.reports.tiers import tier, tier_text
+
+    rows = [summary_row("torch.Adam", c, v, category="format range" if v == "range" else "")
+            for c, v in zip(CASES, verdicts, strict=True)]  # fmt: skip
+    assert tier(rows) == expected and tier_text(rows) == shown
+
+
+def test_a_format_range_discrepancy_of_older_records_is_a_range_case():
+    from adamspec.reports.tiers import tier
+
+    old = summary_row("torch.Adam", CASES[1], "discrepancy", category="format range")
+    assert (
+        tier([summary_row("torch.Adam", CASES[0], "pass"), old])
+        == "conforms except the dtype's range"
+    )
+
+
+def test_the_main_tables_show_the_range_tier_and_junit_passes_it_saying_what_overflowed():
+    rows = _range_rows()
+    md = summary_markdown(frame(rows, SUMMARY_COLUMNS), frame([], FINGERPRINT_COLUMNS), META)
+    (row,) = [line for line in md.splitlines() if line.startswith("| torch.Adam")]
+    assert row.rstrip().endswith("| pass (range: 1 case) |")
+    page = render_html({"summary": frame(rows, SUMMARY_COLUMNS)}, META)
+    assert "pass (range: 1 case)" in page
+    root = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS)))
+    assert root.attrib["failures"] == "0"
+    (case,) = [c for c in root.iter("testcase") if c.get("name") == CASES[1]]
+    assert case.find("system-out").text == "range: g*g overflows at 38 of 60 coordinate-steps"
+    strict = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS), range_fails=True))
+    (case,) = [c for c in strict.iter("testcase") if c.get("name") == CASES[1]]
+    assert case.find("failure").get("type") == "range" and strict.attrib["failures"] == "1"
+
+
+def test_a_report_folder_written_before_the_index_profile_reads_back(tmp_path, tables):
+    write_tables(tmp_path, **tables)
+    (tmp_path / "index_profile.csv").unlink()
+    back = read_tables(tmp_path)
+    assert back["profiles"].empty and list(back["profiles"].columns) == list(PROFILE_COLUMNS)
+
+
+def test_the_failing_cases_table_says_where_the_coordinates_fail(tables):
+    from adamspec.reports.html import plot_index
+
+    where = "12 of 1024 coordinates fail: first at index 512; from index 512 on"
+    found = {"localization": where, "failing_coordinates": 12, "first_failing_index": 512}
+    rows = [summary_row("torch.Adam", CASES[1], "discrepancy", category="index-dependent",
+                        **found)]  # fmt: skip
+    page = render_html({"summary": frame(rows, SUMMARY_COLUMNS), "profiles": tables["profiles"]},
+                       META)  # fmt: skip
+    assert where in page and 'id="index"' in page
+    assert IMG.search(plot_index(tables["profiles"]))
+    assert plot_index(frame([], PROFILE_COLUMNS)) == '<p class="nodata">no data</p>'

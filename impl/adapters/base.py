@@ -41,6 +41,12 @@ class Unsupported(RuntimeError):
     """This adapter cannot run the requested configuration; the message is the reason."""
 
 
+class KernelLoadError(RuntimeError):
+    """The implementation's code could not be loaded or built where it runs (a user kernel's
+    file raised on import, a compile step failed): an error of every case, never a deliberate
+    decline like :class:`Unsupported`. The message is the full reason."""
+
+
 @dataclass
 class State:
     """Full optimizer state as host arrays of the adapter's dtype, one per tensor.
@@ -119,6 +125,11 @@ class Adapter:
 
     def close(self) -> None:
         """Release framework resources (sessions, child processes)."""
+
+    def output_tail(self) -> str:
+        """The first lines the implementation printed since the last call of this ("" when
+        its output is not captured: only adapters running it in a worker process capture)."""
+        return ""
 
     @classmethod
     def reproduction_program(cls, step: StepToReproduce) -> Program:

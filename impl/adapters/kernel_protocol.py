@@ -17,12 +17,35 @@ A kernel that needs every tensor at once (a global clip norm) sets the attribute
 then ``obj.step(params, grads) -> params`` (lists, one array per tensor),
 ``obj.get_state() -> KernelState`` and ``obj.set_state(KernelState)`` (lists per tensor).
 
+**Sparse rows** (either form). A kernel with the attribute ``sparse = True`` also runs
+the sparse problems (an embedding table's gradient): there, the gradient of that tensor is
+a :class:`adamspec.spec.SparseRows` instead of an array::
+
+    grad.indices    # int64 array (n,): the rows looked up; may repeat, not sorted
+    grad.values     # array (n, *param.shape[1:]) of the checked dtype: one row per index
+    grad.num_rows   # param.shape[0]
+
+(the other tensors' gradients stay dense). The kernel returns the whole param and state as
+for a dense step. Whether rows absent from ``indices`` keep their moments and params
+(lazy, as ``torch.optim.SparseAdam``) or decay as if their gradient were zero (dense-
+equivalent, as TensorFlow and Keras), and whether repeated rows are summed before the
+square, is what the check measures against the claimed variant's ``sparse`` and
+``duplicates`` axes. Without the attribute a kernel declines the sparse problems (skipped).
+
 Returned arrays may be NumPy, CuPy or torch (CUDA) tensors, or anything ``np.asarray``
 reads; they are converted at this boundary and checked: a wrong shape or dtype raises
 :class:`KernelContractError` (reported as an error of that case; NaN results are measured,
 not errors). Raising NotImplementedError declines a configuration (the case is reported
-as skipped, with the message). The harness runs the kernel in a worker process with a
-per-step timeout (:func:`register_target`), so a crash or a hang ends only that case.
+as skipped, with the message).
+
+**Where it runs.** The harness runs the kernel in a worker process with a per-call timeout
+(:func:`register_target`), so a crash or a hang ends only that case. The kernel's file or
+module is executed once per worker process. Everything it prints, from Python or from C,
+C++ or CUDA code writing to file descriptors 1 and 2, is captured apart from the harness's
+messages, and its first lines are attached to the case (``kernel_output`` in summary.csv).
+A kernel whose code raises while it loads (an import or a build step failing) is an error
+of every case, with the full reason; a TARGET that names nothing loadable (no such file,
+module or object) is a usage error.
 """
 
 from __future__ import annotations
@@ -32,8 +55,10 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -42,12 +67,14 @@ from adamspec.impl.adapters.base import (
     REGISTRY,
     Adapter,
     AdapterInfo,
+    KernelLoadError,
     State,
     Unsupported,
     numpy_dtype,
     register,
     torch_to_numpy,
 )
+from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 
 
@@ -93,36 +120,46 @@ def kernel_hyper(hyper: Hyper, t: int) -> KernelHyper:
     )
 
 
-def load_target(target: str) -> Any:
-    """The object ``target`` names: ``package.module:attr`` or ``path/to/file.py:attr``."""
+def _parts(target: str) -> tuple[str, str, bool]:
+    """``target`` as (where, attribute, whether ``where`` is a file path)."""
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
         raise TargetError(f"TARGET {target!r} must be module:object or path/to/file.py:object")
-    if where.endswith(".py") or os.sep in where or "/" in where:
-        path = os.path.abspath(where)
-        if not os.path.isfile(path):
-            raise TargetError(f"TARGET {target!r}: no such file {where!r}")
-        name = f"adamspec_kernel_{abs(hash(path))}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise TargetError(f"TARGET {target!r}: {where!r} is not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+    return where, attr, where.endswith(".py") or os.sep in where or "/" in where
+
+
+def check_target(target: str) -> None:
+    """What can be checked of ``target`` without running any of its code: its form, and that
+    a file it names exists (raises :class:`TargetError`)."""
+    where, _, is_path = _parts(target)
+    if is_path and not os.path.isfile(where):
+        raise TargetError(f"TARGET {target!r}: no such file {where!r}")
+
+
+#: What :func:`load_target` executed in this process, by file path or module name: the
+#: module, or the KernelLoadError its execution raised (a kernel file runs once per process).
+_LOADED: dict[str, ModuleType | KernelLoadError] = {}
+
+
+def load_target(target: str) -> Any:
+    """The object ``target`` names: ``package.module:attr`` or ``path/to/file.py:attr``.
+
+    The file or module is executed once per process: a second load returns the same object,
+    or raises the same error. A TARGET that names nothing loadable (bad form, missing file
+    or module, missing or non-callable attribute) raises :class:`TargetError`; code that
+    raises while it is executed raises :class:`KernelLoadError` with the full reason.
+    """
+    check_target(target)
+    where, attr, is_path = _parts(target)
+    key = os.path.abspath(where) if is_path else where
+    if key not in _LOADED:
         try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            raise TargetError(
-                f"TARGET {target!r}: importing {where!r} raised {type(exc).__name__}: {exc}"
-            ) from None
-    else:
-        if os.getcwd() not in sys.path:  # a user's module next to where they run adamspec
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(where)
-        except Exception as exc:
-            raise TargetError(
-                f"TARGET {target!r}: cannot import {where!r} ({type(exc).__name__}: {exc})"
-            ) from None
+            _LOADED[key] = _execute_file(target, key) if is_path else _import_module(target, where)
+        except KernelLoadError as exc:
+            _LOADED[key] = exc
+    module = _LOADED[key]
+    if isinstance(module, KernelLoadError):
+        raise module
     try:
         obj = getattr(module, attr)
     except AttributeError:
@@ -133,6 +170,59 @@ def load_target(target: str) -> Any:
     if not callable(obj):
         raise TargetError(f"TARGET {target!r}: {attr!r} is a {type(obj).__name__}, not callable")
     return obj
+
+
+def _execute_file(target: str, path: str) -> ModuleType:
+    name = f"adamspec_kernel_{abs(hash(path))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"TARGET {target!r}: {path!r} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise KernelLoadError(_load_failure(f"importing {path!r}", exc, path)) from None
+    return module
+
+
+def _import_module(target: str, where: str) -> ModuleType:
+    if os.getcwd() not in sys.path:  # a user's module next to where they run adamspec
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (where == exc.name or where.startswith(exc.name + ".")):
+            raise TargetError(f"TARGET {target!r}: cannot import {where!r} ({exc})") from None
+        raise KernelLoadError(_load_failure(f"importing {where!r}", exc, None)) from None
+    except Exception as exc:
+        raise KernelLoadError(_load_failure(f"importing {where!r}", exc, None)) from None
+
+
+def _load_failure(what: str, exc: BaseException, path: str | None) -> str:
+    """The full reason a kernel did not load, on one line: the exception with every line of
+    its message, and where it was raised (the kernel's own line, and the innermost frame
+    when that is elsewhere, e.g. in ctypes)."""
+    message = " | ".join(line.rstrip() for line in str(exc).strip().splitlines()) or "(no message)"
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if f.filename == path] if path else []
+    own = own or [f for f in frames if "importlib" not in f.filename]
+    shown = [f for f in (own[-1] if own else None, frames[-1] if frames else None) if f]
+    places = list(dict.fromkeys(f"{_short(f.filename)}:{f.lineno}" for f in shown))
+    where = f" (at {', raised in '.join(places)})" if places else ""
+    return f"cannot load the kernel: {what} raised {type(exc).__name__}: {message}{where}"
+
+
+def _short(path: str) -> str:
+    """A source file as a reader recognizes it: its folder and name (ctypes/__init__.py)."""
+    return "/".join(path.replace(os.sep, "/").split("/")[-2:])
+
+
+def probe_target(target: str) -> str:
+    """Load ``target`` in this process (a worker, for :func:`register_target`) and say what
+    it is: "class" or "function". Raises like :func:`load_target`."""
+    return "class" if inspect.isclass(load_target(target)) else "function"
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -163,12 +253,13 @@ class KernelAdapter(Adapter):
     def _build(self) -> None:
         try:
             obj = load_target(self.options["target"])
-        except TargetError as exc:
-            raise Unsupported(str(exc)) from None
+        except TargetError as exc:  # loaded here but not where it was registered: not a decline
+            raise KernelLoadError(f"cannot load the kernel: {exc}") from None
         self.version = self.options["target"]
         self.amsgrad = bool(self.options.get("amsgrad", False))
         self.is_object = inspect.isclass(obj)
         self.multi = bool(getattr(obj, "multi_tensor", False))
+        self.sparse = bool(getattr(obj, "sparse", False))
         self.kernel = self._guarded(obj, kernel_hyper(self.hyper, 1)) if self.is_object else obj
         self.np_dtype = numpy_dtype(self.dtype)
         self.params: list[np.ndarray] = []
@@ -207,11 +298,13 @@ class KernelAdapter(Adapter):
         )
 
     def step(self, grads: Sequence[Any]) -> None:
+        if not self.sparse and any(isinstance(g, SparseRows) for g in grads):
+            raise Unsupported(
+                f"{self.name}: takes dense gradients only (a kernel with the attribute "
+                "sparse = True gets SparseRows)"
+            )
         self.check_grads(grads)
-        grads = [
-            np.asarray(g, dtype=self.np_dtype).reshape(s)
-            for g, s in zip(grads, self.shapes, strict=True)
-        ]
+        grads = [self._gradient(g, s) for g, s in zip(grads, self.shapes, strict=True)]
         t = self.state.step
         if self.is_object:
             out = self._guarded(self.kernel.step, [p.copy() for p in self.params], grads)
@@ -244,6 +337,15 @@ class KernelAdapter(Adapter):
         self.state = self._checked_state(
             KernelState(ms, vs, v_maxes if self.state.v_max is not None else None, t + 1), t + 1
         )
+
+    def _gradient(self, grad: Any, shape: tuple[int, ...]) -> Any:
+        """A copy the kernel may overwrite: an array of the dtype, or SparseRows with int64
+        indices and value rows of the dtype."""
+        if isinstance(grad, SparseRows):
+            indices = np.array(grad.indices, dtype=np.int64).reshape(-1)
+            values = np.array(grad.values, dtype=self.np_dtype).reshape(len(indices), *shape[1:])
+            return SparseRows(indices, values, grad.num_rows)
+        return np.array(grad, dtype=self.np_dtype).reshape(shape)
 
     # -- the contract -----------------------------------------------------------------
     def _checked_params(self, params: Any, what: str) -> list[np.ndarray]:
@@ -313,14 +415,30 @@ def register_target(
     """Register ``target`` as an implementation (idempotent) and return its name.
 
     It runs in a worker process (a segfault or hang ends only the case it happened in,
-    after ``timeout_s`` seconds per call) unless ``in_process``. The target is loaded
-    here first so a bad TARGET fails at once with :class:`TargetError`.
+    after ``timeout_s`` seconds per call) unless ``in_process``. The target is loaded first
+    where it will run (in a worker, which is then kept for the cases: the file is executed
+    once per worker process, never in this one), so a TARGET that names nothing loadable
+    fails at once with :class:`TargetError`. A kernel whose code raises while it loads
+    (or crashes, or hangs) is not a usage error: every case reports it as an error with
+    the full reason.
     """
-    load_target(target)
+    check_target(target)
+    absolute = _absolute(target)
+    try:
+        if in_process:
+            probe_target(absolute)
+        else:
+            from adamspec.impl.adapters.worker import call_in_worker
+
+            call_in_worker(f"{__name__}:probe_target", absolute, pool=absolute, timeout_s=timeout_s)
+    except TargetError:
+        raise
+    except Exception:  # KernelLoadError, a crash or a hang: each case reports it
+        pass
     name = f"kernel:{target}"
     if name in REGISTRY:
         return name
-    inner = {"target": _absolute(target), "amsgrad": amsgrad}
+    inner = {"target": absolute, "amsgrad": amsgrad}
     if in_process:
         info = AdapterInfo(
             name, "", documented, "adamspec.impl.adapters.kernel_protocol:KernelAdapter", inner
@@ -335,6 +453,7 @@ def register_target(
                 "target": "adamspec.impl.adapters.kernel_protocol:KernelAdapter",
                 "inner": inner,
                 "timeout_s": timeout_s,
+                "pool": absolute,  # a worker of its own: kernels never share a process
             },
         )
     register(info)
@@ -355,8 +474,10 @@ __all__ = [
     "KernelHyper",
     "KernelState",
     "TargetError",
+    "check_target",
     "kernel_hyper",
     "load_target",
+    "probe_target",
     "register_target",
     "to_numpy",
 ]
