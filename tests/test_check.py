@@ -183,6 +183,7 @@ def test_a_kernel_that_cannot_be_imported_is_an_error_with_the_full_reason(tmp_p
 # ------------------------------------------------------------------ the sparse-rows form
 
 SPARSE = ROOT / "tests" / "kernels" / "sparse_kernels.py"
+SPARSE_MOMENTUM, DECAY = "sparse momentum", "weight-decay coupling or scaling"
 
 
 @pytest.mark.parametrize(
@@ -200,14 +201,18 @@ def test_a_sparse_kernel_conforms_to_its_own_variant_on_the_sparse_problems(tmp_
 @pytest.mark.parametrize(
     ("kernel", "variant", "caught"),
     [
-        # lazy where the claim decays every row: only the sparse case, named sparse momentum
-        ("lazy_sparse_adam", "paper.eps_hat", {"sparse-rows": "sparse momentum"}),
+        # lazy where the claim decays every row: only the sparse cases (the quick suite's
+        # and its discriminating one), named sparse momentum
+        ("lazy_sparse_adam", "paper.eps_hat", {"sparse-rows": SPARSE_MOMENTUM,
+                                               "disc-sparse": SPARSE_MOMENTUM}),
         # the same kernel claimed as tf_keras.Adam: also its weight decay, which it lacks
         ("lazy_sparse_adam", "tf_keras.Adam",
-         {"sparse-rows": "sparse momentum", "weight-decay": "weight-decay coupling or scaling"}),
+         {"sparse-rows": SPARSE_MOMENTUM, "disc-sparse": SPARSE_MOMENTUM,
+          "weight-decay": DECAY, "disc-weight-decay": DECAY}),
         # dense-equivalent where the claim is lazy (torch.SparseAdam has no weight decay)
         ("dense_sparse_adam", "torch.SparseAdam",
-         {"sparse-rows": "sparse momentum", "weight-decay": "weight-decay coupling or scaling"}),
+         {"sparse-rows": SPARSE_MOMENTUM, "disc-sparse": SPARSE_MOMENTUM,
+          "weight-decay": DECAY, "disc-weight-decay": DECAY}),
     ],
 )  # fmt: skip
 def test_a_sparse_kernel_off_its_claim_is_caught_on_the_sparse_problem(tmp_path, kernel, variant,
