@@ -114,18 +114,9 @@ def chainer_adam(param, grad, state, h):
 def torch_adamw_copy(param, grad, state, h):
     """torch 2.13 ``torch/optim/adam.py`` ``_single_tensor_adam`` with
     ``decoupled_weight_decay=True`` (``torch.optim.AdamW``), amsgrad, maximize, capturable
-    and differentiable off, copied line for line onto torch tensors::
-
-        param.mul_(1 - lr * weight_decay)
-        exp_avg.lerp_(grad, 1 - device_beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2**0.5
-        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-step_size)
-    """
+    and differentiable off: the lines from ``param.mul_(1 - lr * weight_decay)`` to
+    ``param.addcdiv_(exp_avg, denom, value=-step_size)`` below are torch's, on torch
+    tensors (``device_beta1`` is ``beta1`` on CPU)."""
     import torch
 
     if h.eps_root:
