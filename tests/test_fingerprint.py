@@ -186,3 +186,34 @@ def test_the_verdict_benchmark_diagnoses_a_subset_of_planted_bugs_right():
     assert not wrong, wrong
     assert report["false_alarms"] == 0 and report["controls"] == 1
     assert report["detected"] == report["bugs"] == len(SUBSET) - 1
+
+
+def _scored(name: str, category: str, verdicts: dict[str, tuple[str, str]]) -> dict:
+    """The benchmark's score of one kernel whose cases got ``verdicts`` (case -> verdict,
+    category), without running it."""
+    from types import SimpleNamespace
+
+    from adamspec.harness.bench_verdicts import score
+
+    rows = [{"case": c, "verdict": v, "category": k, "detail": ""}
+            for c, (v, k) in verdicts.items()]  # fmt: skip
+    planted = SimpleNamespace(name=name, claim="paper.algorithm1", category=category,
+                              description="", control=category == "rounding only")  # fmt: skip
+    return score(planted, rows)
+
+
+def test_a_range_case_is_a_finding_of_a_planted_bug_and_no_false_alarm_on_a_control():
+    from adamspec.harness.bench_verdicts import summarize
+
+    typical, huge = ("pass", "rounding only"), ("range", "format range")
+    squares = _scored("squares_in_float32", "format range", {"typical": typical, "huge": huge})
+    control = _scored("float32_control", "rounding only", {"typical": typical, "huge": huge})
+    eps_off = ("discrepancy", "epsilon placement")
+    eps = _scored("eps_moved", "epsilon placement", {"huge": huge, "tiny-near-eps": eps_off})
+    assert (squares["diagnosis"], squares["detected"], squares["right"]) == (
+        "format range", True, True)  # fmt: skip
+    assert (control["alarm"], control["right"]) == (False, True)
+    assert eps["diagnosis"] == "epsilon placement"  # the range case names nothing else
+    report = summarize([squares, control, eps])
+    assert (report["detected"], report["right_category"], report["bugs"]) == (2, 2, 2)
+    assert (report["false_alarms"], report["controls_range"]) == (0, 1)
