@@ -9,14 +9,18 @@ param dtype, so a correct configuration is within rounding of the variant it cla
 the claimed variant holds its hyperparameters in another precision (``hyper_precision``), the
 kernel holds them so too (:func:`_held`).
 
-Not covered here: sparse gradients (the kernel protocol has no sparse form yet: such cases
-are skipped), clipping and EMA (no problem of the suites sets them).
+Sparse gradients and index-dependent bugs take kernels of their own, reused from
+``sparse_kernels.py`` (the sparse-rows form) and ``scale_kernels.py`` (tensors at size):
+their entries name the kernel (``source``) instead of knobs. Not covered: clipping and EMA
+(no problem of the suites sets them).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -197,6 +201,7 @@ class Planted:
     knobs: Knobs = field(default_factory=Knobs)
     description: str = ""
     needs: str = ""  # a problem without which the bug cannot show (else: any suite)
+    source: str = ""  # "file.py:function" beside this one, instead of knobs
 
     @property
     def attribute(self) -> str:
@@ -307,6 +312,16 @@ PLANTED: tuple[Planted, ...] = (
     Planted("flushes_subnormals", "paper.algorithm1", "format range",
             Knobs(flush_subnormals=True), "denormals-are-zero inputs, flush-to-zero results",
             needs="subnormals"),
+    # sparse rows (the kernel protocol's sparse form) and tensors at size
+    Planted("control_dense_sparse_rows", "tf_keras.Adam", "rounding only",
+            description="every row decays, as tf_keras documents", needs="sparse-rows",
+            source="sparse_kernels.py:dense_sparse_adam"),
+    Planted("lazy_where_dense_documented", "paper.eps_hat", "sparse momentum",
+            description="rows without a gradient left as they are (lazy, torch.SparseAdam's)",
+            needs="sparse-rows", source="sparse_kernels.py:lazy_sparse_adam"),
+    Planted("full_blocks_skip_v_correction", "torch.Adam", "index-dependent",
+            description="v's bias correction left out in full 1024-element blocks, not the tail",
+            needs="scale-blocks", source="scale_kernels.py:blocks_skip_v_correction"),
 )  # fmt: skip
 
 
@@ -317,5 +332,15 @@ def _kernel(knobs: Knobs):
     return kernel
 
 
+def _sourced(source: str):
+    """The function ``file.py:name`` of a file beside this one (loaded by path, as this one is)."""
+    file, name = source.split(":")
+    path = Path(__file__).with_name(file)
+    spec = importlib.util.spec_from_file_location(f"planted_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
 for _p in PLANTED:
-    globals()[_p.attribute] = _kernel(_p.knobs)
+    globals()[_p.attribute] = _sourced(_p.source) if _p.source else _kernel(_p.knobs)
