@@ -918,6 +918,11 @@ _SCALE: tuple[Problem, ...] = (
 
 _BY_NAME: dict[str, Problem] = {p.name: p for p in (*_DEFAULT, *_DISCRIMINATING_ONLY)}
 
+#: The discriminating problems' names: chosen (shapes, steps, hyperparameters) to separate
+#: the catalog's variants, they keep what they have under --size/--steps, as the fingerprint
+#: suite does, also where a suite (quick) holds them.
+DISCRIMINATING: frozenset[str] = frozenset(p.name for p in _DISCRIMINATING_ONLY)
+
 
 def _quick(name: str, shapes) -> Problem:
     return _BY_NAME[name].with_(steps=4, shapes=shapes)
@@ -993,6 +998,7 @@ def suite(name: str) -> tuple[Problem, ...]:
 
 
 __all__ = [
+    "DISCRIMINATING",
     "DTYPES",
     "LAYOUTS",
     "MAX_SIZE",

@@ -59,7 +59,7 @@ from adamspec.harness.fingerprint import (
 )
 from adamspec.harness.localize import localize
 from adamspec.harness.power import Candidates, merge_candidates
-from adamspec.harness.problems import PROBLEMS, Problem, resized, suite
+from adamspec.harness.problems import DISCRIMINATING, PROBLEMS, Problem, resized, suite
 from adamspec.harness.stream import CaseRecord, verify_case
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.adapters.worker import quiet_framework_logs
@@ -103,10 +103,12 @@ class RunConfig:
 
     def problems(self) -> tuple[Problem, ...]:
         """The suite's problems at ``size`` and ``steps`` (:func:`resized`; the fingerprint
-        suite keeps its own, which are chosen to separate the catalog's variants)."""
+        suite and the discriminating problems of any suite keep their own, which are chosen
+        to separate the catalog's variants)."""
         if self.size is None and self.steps is None:
             return suite(self.suite)
-        return tuple(resized(p, self.size, self.steps) for p in suite(self.suite))
+        return tuple(p if p.name in DISCRIMINATING else resized(p, self.size, self.steps)
+                     for p in suite(self.suite))  # fmt: skip
 
     def key(self) -> str:
         """What the tables depend on (not ``jobs``): checkpoints of another key are stale."""
