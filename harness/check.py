@@ -2,10 +2,14 @@
 
 The kernel follows :mod:`adamspec.impl.adapters.kernel_protocol` (functional or
 stateful-object form) and runs in a worker process with a per-step timeout. It is run on a
-problem suite in lock-step and free-running against the claimed catalog variant (or, when none is
-claimed, against the variant its fingerprint ranks first), the engine's reports plus
+problem suite in lock-step and free-running against the claimed variant (a catalog name or an
+axis-space formula such as ``eps_placement=eps_hat, weight_decay=decoupled_before``) or, when
+none is claimed, against the formula its fingerprint ranks first; the engine's reports plus
 ``junit.xml`` are written, and the verdict is: conforming when every measured case is
 within the ULP budget. Each discrepant configuration gets a minimal counterexample.
+Without a claim nothing records one: the kernel gets the paper's default hyperparameters
+(those of :data:`adamspec.spec.catalog.FORMULA_BASE`), the ``claimed`` columns stay empty and
+no tie is broken in anyone's favour.
 """
 
 from __future__ import annotations
@@ -26,17 +30,13 @@ from adamspec.harness.run import (
     RunConfig,
     RunUsageError,
     Tables,
-    fingerprint_rows,
     run,
 )
 from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.adapters.kernel_protocol import STEP_TIMEOUT_S, TargetError, register_target
 from adamspec.reports.tiers import CONFORMS, CONFORMS_EXCEPT_RANGE, RANGE, tier
 from adamspec.spec.axes import AmsGrad
-from adamspec.spec.catalog import entries, entry
-
-#: The variant a kernel is registered under while its fingerprint decides the reference.
-_PROVISIONAL = "paper.algorithm1"
+from adamspec.spec.catalog import FORMULA_BASE, entry
 
 
 @dataclass
@@ -109,16 +109,11 @@ def check(
     started = time.perf_counter()
     load_registry()
     if variant is not None:
-        known = [e.name for e in entries()]
-        if variant not in known:
-            raise RunUsageError(
-                f"--variant {variant!r} is not a catalog variant; see `adamspec variants` "
-                f"(e.g. {', '.join(known[:4])}, ...)"
-            )
-    claimed = variant if variant is not None else _PROVISIONAL
-    amsgrad = entry(claimed).variant.amsgrad is not AmsGrad.OFF
-    name = register_target(target, claimed, amsgrad=amsgrad, timeout_s=timeout_s)
-    REGISTRY[name] = replace(REGISTRY[name], documented=claimed)
+        variant = entry(variant).name  # a catalog name or an axis formula (its canonical name)
+    registered = variant if variant is not None else FORMULA_BASE  # defaults only, no claim
+    amsgrad = entry(registered).variant.amsgrad is not AmsGrad.OFF
+    name = register_target(target, registered, amsgrad=amsgrad, timeout_s=timeout_s)
+    REGISTRY[name] = replace(REGISTRY[name], documented=registered)
     config = RunConfig(
         implementations=(name,),
         suite=suite,
@@ -129,31 +124,26 @@ def check(
         budget=budget,
         separation=False,
         oracle=oracle,
+        unclaimed=() if variant is not None else (name,),
         size=size,
         steps=steps,
         counterexample_examples=counterexample_examples,
     )
-    sentence = ""
-    if variant is None:  # no claim: the reference is what the kernel looks like
-        try:
-            rows, sentence = fingerprint_rows(name, config)
-        except RunUsageError:  # it ran no step: no fingerprint; the run below reports why
-            pass
-        else:
-            claimed = rows[0]["variant"]
-            REGISTRY[name] = replace(REGISTRY[name], documented=claimed)
     checkpoint = Checkpoint(Path(out) / CHECKPOINT_FOLDER, config)
     if not resume:
         checkpoint.clear()
     tables = run(config, progress=progress, checkpoint=checkpoint)
+    references = [r["documented_variant"] for r in tables.summary if r["steps"]]
+    reference = variant or (references[0] if references else "")
     power = suite_power(tables.power, budget)
     wall = time_split(time.perf_counter() - started, tables.seconds)
     meta = {"strict_range": strict_range, "power": power, "wall_s": wall}
-    paths = _write(out, tables, config, target, claimed, variant is not None, meta)
+    paths = _write(out, tables, config, target, reference, variant or "", meta)
     checkpoint.clear()
+    sentence = tables.fingerprint_text.get(name, "")
     ran = " ".join([suite, *(f"--{k} {v}" for k, v in (("size", size), ("steps", steps)) if v)])
-    return CheckResult(name, claimed, variant is not None, tables, paths, sentence, strict_range,
-                       power, wall, ran)  # fmt: skip
+    return CheckResult(name, reference, variant is not None, tables, paths, sentence,
+                       strict_range, power, wall, ran)  # fmt: skip
 
 
 def _write(
@@ -161,16 +151,17 @@ def _write(
     tables: Tables,
     config: RunConfig,
     target: str,
-    variant: str,
-    claimed: bool,
+    reference: str,
+    claimed: str,
     measured: dict[str, Any],
 ) -> dict[str, Path]:
     meta = {
         **measured,
         "command": "adamspec check",
         "target": target,
-        "variant": variant,
-        "variant_claimed": claimed,
+        "variant": claimed,  # "" when nothing is claimed
+        "reference": reference,  # what the cases were measured against
+        "variant_claimed": bool(claimed),
         "suite": config.suite,
         "size": config.size,
         "steps": config.steps,
@@ -195,9 +186,8 @@ def verdict_text(result: CheckResult, out: str | os.PathLike[str]) -> str:
     """What ``adamspec check`` prints: the verdict, the failing cases, the counterexample."""
     rows = result.tables.summary
     lines = []
-    reference = result.variant
-    if not result.claimed and result.fingerprint:
-        reference = f"{result.variant} (closest; none claimed)"
+    reference = result.variant if result.claimed else f"{result.variant} (fingerprint; no claim)"
+    if result.fingerprint:
         lines.append(f"fingerprint: {result.fingerprint}")
     elif not result.claimed:  # no step ran: no fingerprint, the variant is a placeholder
         reference = "any variant (none claimed, and no step ran to fingerprint it)"

@@ -1,26 +1,43 @@
-"""Discrepancy classification: which spec axis explains an implementation's error.
+"""Discrepancy classification: which change to the spec explains an implementation's error.
 
-A discrepancy (some component over its ULP budget against the documented
-variant) is explained by a *single* change: one axis of the documented
-:class:`~adamspec.spec.variant.Variant` set to another value, the step counter shifted
-by one, or clipping/EMA switched off. Each candidate is scored in lock-step on
-the same traces; the best one within budget names the category. None within
-budget: "unexplained" (the explanation then names the closest candidate).
+A discrepancy (some component over its ULP budget against the documented variant) is
+explained by the first stage whose best change brings it within budget:
+
+1. a *single formula change*: one axis of the documented
+   :class:`~adamspec.spec.variant.Variant` set to another value, the step counter shifted by
+   one, or clipping/EMA switched off;
+2. a *single other change*: a hyperparameter held in a format of its own or used with
+   another value (another catalog default, or fitted from the traces:
+   :mod:`adamspec.harness.hyperfacts`), or a stored component that is not the moment itself
+   (:mod:`adamspec.harness.stored_state`: "m is stored bias-corrected");
+3. *two changes* at once, among the most promising single ones (bounded: "two changes:
+   eps_placement=eps_hat and weight_decay=decoupled_before");
+
+and, tried right after the formula changes, the dtype's range ("format range": not a
+formula, only where the error is: overflowing or subnormal coordinates left out).
+
+Each candidate is scored in lock-step on the same traces (oracle time only). None within
+budget: "unexplained" (the explanation then names the closest candidate, and says which
+hyperparameters could not be fitted).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
+from adamspec.harness import hyperfacts
 from adamspec.harness.budgets import DEFAULT, Budget
 from adamspec.harness.engine import Exclusion, State, StepRecord, Trace, gradient_magnitude
 from adamspec.harness.fingerprint import score_variant
+from adamspec.harness.hyperfacts import HyperFact
 from adamspec.harness.problems import largest_finite
+from adamspec.harness.stored_state import TRANSFORMS, Transform, read_back
 from adamspec.spec.axes import AmsGrad, BiasCorrection
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
@@ -46,6 +63,9 @@ CATEGORY_OF_AXIS: dict[str, str] = {
 STEP_COUNTING = "step counting"
 CLIPPING = "clipping"
 EMA = "EMA"
+HYPER_VALUE = hyperfacts.VALUE  # another number than the one given (representation: an axis)
+STORED_STATE = "stored state"  # params right, a stored component transformed
+TWO_CHANGES = "two changes"
 #: Not a formula change: the dtype's range. The exact formula keeps intermediates the dtype
 #: cannot hold (g^2 beyond its largest finite value, e.g. g = 1e20 in float32), and kernels
 #: that flush subnormals to zero (XLA and TensorFlow on CPU) lose values the exact formula
@@ -64,10 +84,18 @@ CATEGORIES: tuple[str, ...] = (
     STEP_COUNTING,
     CLIPPING,
     EMA,
+    HYPER_VALUE,
+    STORED_STATE,
+    TWO_CHANGES,
     FORMAT_RANGE,
     INDEX_DEPENDENT,
     UNEXPLAINED,
 )
+
+#: How many of the closest single changes are combined pairwise (stage 3), ranked once by
+#: their worst component and once by the parameters alone (a change that puts the
+#: parameters right is the one a stored-state transform completes).
+PAIRED = 4
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,8 @@ class Hypothesis:
     hyper_changes: tuple[tuple[str, object], ...] = ()
     exclude: Exclusion | None = None  # coordinates the hypothesis says the formula cannot hold
     flush_inputs: bool = False  # subnormal inputs read as zero
+    facts: tuple[HyperFact, ...] = ()  # hyperparameters held or valued otherwise
+    stored: tuple[Transform, ...] = ()  # stored components read back as the moments
 
     @property
     def format_range(self) -> bool:
@@ -195,8 +225,9 @@ def _flush_inputs(trace: Trace) -> Trace:
     return replace(trace, steps=steps)
 
 
-def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothesis]:
-    """Every single change worth trying on these traces (irrelevant axes are skipped)."""
+def formula_changes(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothesis]:
+    """Stage 1: every single formula change worth trying on these traces (irrelevant axes
+    are skipped)."""
     hyper = next((t.hyper for t in traces if t.hyper is not None), None)
     sparse = _uses_sparse(traces)
     for f in fields(Variant):
@@ -245,7 +276,23 @@ def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothe
                 yield Hypothesis(CLIPPING, f"no {name}", documented, hyper_changes=((name, None),))
         if hyper.use_ema:
             yield Hypothesis(EMA, "no EMA", documented, hyper_changes=(("use_ema", False),))
-    # last resorts (see classify): the dtype's range, not the formula
+
+
+def other_changes(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothesis]:
+    """Stage 2: each hyperparameter held in a format of its own or used with another value
+    (catalog defaults, then fitted ones), and each stored-state transform."""
+    for fact in hyperfacts.candidates(traces, documented):
+        yield Hypothesis(fact.category, fact.describe(_given(traces)), documented, facts=(fact,))
+    for transform in TRANSFORMS:
+        yield Hypothesis(STORED_STATE, transform.description, documented, stored=(transform,))
+
+
+def _given(traces: Sequence[Trace]):
+    return next((t.hyper for t in traces if t.hyper is not None), None)
+
+
+def format_range_changes(documented: Variant) -> Iterator[Hypothesis]:
+    """Stage 4, last resorts: the dtype's range, not the formula."""
     overflow = "coordinates where g^2 or a stored value is beyond the dtype's range left out"
     daz = "subnormal inputs read as 0 (denormals-are-zero)"
     ftz = "coordinates with a subnormal result or g^2 left out"
@@ -262,52 +309,164 @@ def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothe
     )
 
 
-def _score(traces: Sequence[Trace], h: Hypothesis, budget: Budget) -> float:
+def hypotheses(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hypothesis]:
+    """Every single change worth trying on these traces, stage by stage (pairs excluded)."""
+    yield from formula_changes(documented, traces)
+    yield from other_changes(documented, traces)
+    yield from format_range_changes(documented)
+
+
+def combine(a: Hypothesis, b: Hypothesis, documented: Variant) -> Hypothesis | None:
+    """Both changes at once, or None when they collide (the same axis, hyperparameter,
+    stored component or step counter) or make an incoherent variant."""
+    axes: dict[str, Any] = {}
+    base = documented.axes()
+    for h in (a, b):
+        for key, value in h.variant.axes().items():
+            if value != base[key]:
+                if key in axes and axes[key] != value:
+                    return None
+                axes[key] = value
+    if a.step_offset and b.step_offset:
+        return None
+    names = [n for h in (a, b) for n, _ in h.hyper_changes] + [f.name for h in (a, b)
+                                                              for f in h.facts]  # fmt: skip
+    parts = [t.component for h in (a, b) for t in h.stored]
+    if len(set(names)) < len(names) or len(set(parts)) < len(parts):
+        return None
+    try:
+        variant = documented.replace(**axes)
+    except VariantError:
+        return None
+    return Hypothesis(
+        TWO_CHANGES,
+        f"two changes: {a.description} and {b.description}",
+        variant,
+        step_offset=a.step_offset + b.step_offset,
+        hyper_changes=a.hyper_changes + b.hyper_changes,
+        facts=a.facts + b.facts,
+        stored=a.stored + b.stored,
+    )
+
+
+def seen_by(trace: Trace, h: Hypothesis) -> Trace:
+    """The trace as hypothesis ``h`` reads it: its hyperparameter changes and facts applied,
+    subnormal inputs flushed, stored components read back (nothing re-run)."""
     if h.hyper_changes:
-        traces = [_with_hyper(t, dict(h.hyper_changes)) for t in traces]
+        trace = _with_hyper(trace, dict(h.hyper_changes))
+    trace = hyperfacts.with_facts(trace, h.facts)
     if h.flush_inputs:
-        traces = [_flush_inputs(t) for t in traces]
+        trace = _flush_inputs(trace)
+    return read_back(trace, h.stored)
+
+
+def _score(traces: Sequence[Trace], h: Hypothesis, budget: Budget) -> tuple[float, float]:
+    """The budget multiple of ``h`` (its worst component), and of the parameters alone."""
     score, errors = score_variant(
-        traces, h.variant, budget, step_offset=h.step_offset, exclude=h.exclude
+        [seen_by(t, h) for t in traces],
+        h.variant,
+        budget,
+        step_offset=h.step_offset,
+        exclude=h.exclude,
     )
     if h.exclude is not None and not any(e.coordinates for e in errors.values()):
-        return math.inf  # everything excluded: nothing left to explain anything
-    return score
+        return math.inf, math.inf  # everything excluded: nothing left to explain anything
+    param = errors.get("param")
+    return score, math.inf if param is None else budget.multiple("param", param.ulp, param.scaled)
 
 
 def _with_hyper(trace: Trace, changes: dict) -> Trace:
     return replace(trace, hyper=trace.hyper.with_(**changes) if trace.hyper else None)
 
 
-def classify(
-    traces: Sequence[Trace], documented: Variant, budget: Budget = DEFAULT
-) -> Classification:
-    """The category of an implementation's error against ``documented`` on ``traces``."""
-    base, _ = score_variant(traces, documented, budget)
-    if base <= 1:
-        return Classification(ROUNDING_ONLY, f"within budget ({base:.2g}x)", base)
-    scored = sorted(
-        ((_score(traces, h, budget), i, h) for i, h in enumerate(hypotheses(documented, traces))),
-        # a formula change within budget beats a format-range one: the latter only says
-        # where the error is, not what formula produced it
-        key=lambda x: (x[0] > 1, x[2].format_range, x[0], x[1]),
-    )
-    if not scored:
-        return Classification(UNEXPLAINED, "no single change to try", base)
-    best_score, _, best = scored[0]
-    if best_score <= 1 and best.format_range:
+Scored = tuple[float, float, int, Hypothesis]  # score, parameters' score, order, hypothesis
+
+
+def _stage(traces: Sequence[Trace], hs: Iterable[Hypothesis], budget: Budget) -> list[Scored]:
+    scored = [(*_score(traces, h, budget), i, h) for i, h in enumerate(hs)]
+    return sorted(scored, key=lambda x: (x[0], x[2]))
+
+
+def _pairs(singles: Sequence[Scored], documented: Variant) -> Iterator[Hypothesis]:
+    """Pairs among the :data:`PAIRED` closest single changes by worst component and the
+    :data:`PAIRED` closest by the parameters; and each of the latter (a change that puts
+    the parameters right) completed by each stored-state transform."""
+    finite = [x for x in singles if not math.isinf(x[0]) or not math.isinf(x[1])]
+    by_worst = sorted(finite, key=lambda x: (x[0], x[1]))[:PAIRED]
+    by_param = sorted(finite, key=lambda x: (x[1], x[0]))[:PAIRED]
+    chosen = list({id(x[3]): x[3] for x in (*by_worst, *by_param)}.values())
+    transforms = [Hypothesis(STORED_STATE, t.description, documented, stored=(t,))
+                  for t in TRANSFORMS]  # fmt: skip
+    seen: set[tuple[str, str]] = set()
+    candidates = [*itertools.combinations(chosen, 2),
+                  *itertools.product([x[3] for x in by_param], transforms)]  # fmt: skip
+    for a, b in candidates:
+        key = tuple(sorted((a.description, b.description)))
+        pair = combine(a, b, documented) if key not in seen else None
+        seen.add(key)
+        if pair is not None:
+            yield pair
+
+
+def _explained(
+    stage: list[Scored], traces: Sequence[Trace], documented: Variant
+) -> Classification | None:
+    if not stage or stage[0][0] > 1:
+        return None
+    best_score, _, _, best = stage[0]
+    if best.format_range:
         # say what the dtype could not hold, not which hypothesis left it out
         note = range_note(traces, documented, best)
         return Classification(
             best.category, f"{note} (elsewhere {best_score:.2g}x the budget)", best_score, best
         )
-    if best_score <= 1:
-        others = [h.description for s, _, h in scored[1:] if s <= 1 and not h.format_range]
-        also = f"; also within budget: {', '.join(others)}" if others else ""
-        return Classification(
-            best.category, f"{best.description} ({best_score:.2g}x){also}", best_score, best
-        )
-    closest = "" if math.isinf(best_score) else f"; closest: {best.description} ({best_score:.3g}x)"
+    others = [h.description for s, _, _, h in stage[1:] if s <= 1]
+    also = f"; also within budget: {', '.join(others)}" if others else ""
     return Classification(
-        UNEXPLAINED, f"{base:.3g}x budget, no single change explains it{closest}", base
+        best.category, f"{best.description} ({best_score:.2g}x){also}", best_score, best
+    )
+
+
+def classify(
+    traces: Sequence[Trace], documented: Variant, budget: Budget = DEFAULT
+) -> Classification:
+    """The category of an implementation's error against ``documented`` on ``traces``: the
+    first stage (see the module docstring) with a change within budget names it."""
+    base, _ = score_variant(traces, documented, budget)
+    if base <= 1:
+        return Classification(ROUNDING_ONLY, f"within budget ({base:.2g}x)", base)
+    tried: list[Scored] = []
+    singles: list[Scored] = []
+    # the dtype's range before the other changes: cheaper to rule out (three hypotheses),
+    # and where it explains a case no hyperparameter or stored-state change would
+    for stage in ("formula", "range", "other", "pairs"):
+        if stage == "formula":
+            hs: Iterable[Hypothesis] = formula_changes(documented, traces)
+        elif stage == "other":
+            hs = other_changes(documented, traces)
+        elif stage == "pairs":
+            hs = _pairs(singles, documented)
+        else:
+            hs = format_range_changes(documented)
+        scored = _stage(traces, hs, budget)
+        found = _explained(scored, traces, documented)
+        if found is not None:
+            return found
+        tried += scored
+        if stage in ("formula", "other"):
+            singles += scored
+    if not tried:
+        return Classification(UNEXPLAINED, "no change to try", base)
+    best_score, _, _, best = min(tried, key=lambda x: (x[0], x[2]))
+    closest = "" if math.isinf(best_score) else f"; closest: {best.description} ({best_score:.3g}x)"
+    unfitted = [
+        note
+        for note in hyperfacts.fit(traces, documented).values()
+        if isinstance(note, str) and "cannot be estimated" in note
+    ]
+    notes = "".join(f"; {n}" for n in unfitted)
+    return Classification(
+        UNEXPLAINED,
+        f"{base:.3g}x budget, no single change or pair explains it{closest}{notes}",
+        base,
     )

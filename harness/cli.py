@@ -360,6 +360,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
         )
         print(cluster_table(report))
+    elif args.what == "verdicts":
+        report = _bench_verdicts(args)
     elif args.what == "oracle":
         from adamspec.harness.bench_oracle import bench_oracle
         from adamspec.harness.bench_oracle import format_table as oracle_table
@@ -388,6 +390,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             json.dump(report, handle, indent=2)
             handle.write("\n")
     return EXIT_OK
+
+
+def _bench_verdicts(args: argparse.Namespace) -> dict[str, Any]:
+    """``adamspec bench verdicts``: the planted-bug kernels' diagnoses, scored."""
+    from adamspec.harness.bench_verdicts import DEFAULT_KERNELS, bench_verdicts, format_table
+
+    report = bench_verdicts(
+        args.suite or "default", args.kernels or DEFAULT_KERNELS, only=args.only or (),
+        seed=args.seed,
+    )  # fmt: skip
+    print(format_table(report))
+    return report
 
 
 def _positive_int(name: str):
@@ -443,10 +457,27 @@ def _add_oracle(sub: Any) -> None:
 def _add_bench(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks measured side by side (impl: ours vs torch; oracle: fast vs mpmath; "
-        "cluster: a full-tensor check's verification on 1 and 2 Dask workers)",
+        help="benchmarks (impl: ours vs torch; oracle: fast vs mpmath; verdicts: the "
+        "diagnosis of planted-bug kernels; cluster: a full-tensor check's verification here "
+        "and on 1..N Dask workers)",
     )
-    p.add_argument("what", choices=["impl", "oracle", "cluster"], help="what to benchmark")
+    p.add_argument(
+        "what", choices=["impl", "oracle", "verdicts", "cluster"], help="what to benchmark"
+    )
+    p.add_argument(
+        "--suite",
+        type=_suite,
+        default=None,
+        help="verdicts: the problem suite the kernels run (default: default)",
+    )
+    p.add_argument(
+        "--kernels",
+        metavar="FILE",
+        help="verdicts: the planted-kernel table (default: tests/kernels/planted.py)",
+    )
+    p.add_argument(
+        "--only", action="append", metavar="NAME", help="verdicts: only this kernel (repeatable)"
+    )
     p.add_argument(
         "--size",
         type=_positive_int("--size"),

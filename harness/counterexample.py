@@ -570,7 +570,7 @@ def _header(ce: Counterexample, comment: str) -> list[str]:
     lines = [
         f"adamspec minimal counterexample: {ce.implementation} ({framework}), "
         f"{ce.dtype}, one step of one tensor of shape {ce.shape}",
-        f"documented as: {ce.info.documented}",
+        f"documented as: {ce.info.documented or 'nothing (no variant claimed)'}",
         f"compared with: {_variant_label(ce)}",
         f"category (single change of that variant explaining the step): {category}",
         f"hyperparameters (exact decimals): {_hyper_text(ce)}",

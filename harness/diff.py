@@ -51,7 +51,7 @@ from adamspec.impl.adapters import REGISTRY, load_registry
 from adamspec.impl.adapters.kernel_protocol import TargetError, register_target
 from adamspec.oracles.metrics import ulp_distance
 from adamspec.spec.axes import AmsGrad
-from adamspec.spec.catalog import entry
+from adamspec.spec.catalog import CATALOG, entry
 from adamspec.spec.formats import format_named
 from adamspec.spec.hyper import HYPER_NAMES, Hyper
 from adamspec.spec.variant import Variant, VariantError
@@ -233,18 +233,24 @@ def problems_named(names: Sequence[str], steps: int) -> list[Problem]:
 
 
 def fingerprint(name: str, dtype: str, seed: int, oracle: str) -> Formula:
-    """``name``'s rank-1 catalog variant on the discriminating suite. A kernel TARGET then
-    takes that variant's hyperparameter defaults, as a registered implementation takes
-    its documented one's."""
-    config = RunConfig(implementations=(name,), dtype=dtype, seed=seed, oracle=oracle)
+    """``name``'s rank-1 formula on the discriminating suite (a catalog name, else its axes:
+    the hyperparameter facts the fingerprint found are not carried, the attribution
+    compares hyperparameters itself). A kernel TARGET claims nothing (its provisional
+    variant breaks no tie) and then takes that formula's hyperparameter defaults, as a
+    registered implementation takes its documented one's."""
+    kernel = name.startswith("kernel:")
+    config = RunConfig(implementations=(name,), dtype=dtype, seed=seed, oracle=oracle,
+                       unclaimed=(name,) if kernel else ())  # fmt: skip
     try:
         rows, sentence = fingerprint_rows(name, config)
     except RunUsageError as exc:
         return Formula(name, "", False, str(exc))
     best = rows[0]
-    if name.startswith("kernel:"):
-        REGISTRY[name] = replace(REGISTRY[name], documented=best["variant"])
-    return Formula(name, best["variant"], bool(best["within_budget"]), sentence)
+    # a formula's row is named "axes; facts" (fingerprint.Formula.name): entry() reads the axes
+    variant = best["variant"] if best["variant"] in CATALOG else best["formula"].split("; ")[0]
+    if kernel:
+        REGISTRY[name] = replace(REGISTRY[name], documented=variant)
+    return Formula(name, variant, bool(best["within_budget"]), sentence)
 
 
 def axis_label(axis: str) -> str:

@@ -874,6 +874,10 @@ _DISCRIMINATING_ONLY: tuple[Problem, ...] = (
     _open("disc-weight-decay", ((2, 3),),
           "weight_decay 0.05 with lr 0.01: L2, decoupled, lr-scaled or not, before or after.",
           steps=3, hyper={"weight_decay": "0.05", "lr": "0.01"}, kind="typical"),
+    _open("disc-hyper-precision", ((6,),),
+          "lr 0.1: a step is many bfloat16 ULPs of theta, so how each variant holds its "
+          "hyperparameters shows (beta2 = 0.999 is 1.0 in bfloat16: 1 - beta2^t vanishes).",
+          steps=3, hyper={"lr": "0.1"}, kind="typical"),
     _open("disc-sparse", ((4, 2),),
           "SparseRows with a repeated index on a table whose untouched rows have moments: lazy "
           "vs dense-equivalent and sum-then-square vs square-then-sum.",
@@ -914,6 +918,11 @@ _SCALE: tuple[Problem, ...] = (
 
 _BY_NAME: dict[str, Problem] = {p.name: p for p in (*_DEFAULT, *_DISCRIMINATING_ONLY)}
 
+#: The discriminating problems' names: chosen (shapes, steps, hyperparameters) to separate
+#: the catalog's variants, they keep what they have under --size/--steps, as the fingerprint
+#: suite does, also where a suite (quick) holds them.
+DISCRIMINATING: frozenset[str] = frozenset(p.name for p in _DISCRIMINATING_ONLY)
+
 
 def _quick(name: str, shapes) -> Problem:
     return _BY_NAME[name].with_(steps=4, shapes=shapes)
@@ -921,6 +930,8 @@ def _quick(name: str, shapes) -> Problem:
 
 SUITES: Mapping[str, tuple[Problem, ...]] = MappingProxyType(
     {
+        # the discriminating problems too: together they separate every pair of catalog
+        # variants or show them the same formula (the separation matrix of a run says which)
         "quick": (
             _quick("typical", ((2, 2), (2,))),
             _quick("tiny-near-eps", ((4,),)),
@@ -929,6 +940,7 @@ SUITES: Mapping[str, tuple[Problem, ...]] = MappingProxyType(
             _quick("weight-decay", ((4,),)),
             _quick("keras-doc", ((1,),)),
             _quick("torch-linear-regression", ((1,), (1,))),
+            *_DISCRIMINATING_ONLY,
         ),
         "default": _DEFAULT,
         "discriminating": (*_DISCRIMINATING_ONLY, _BY_NAME["rosenbrock"].with_(steps=3)),
@@ -986,6 +998,7 @@ def suite(name: str) -> tuple[Problem, ...]:
 
 
 __all__ = [
+    "DISCRIMINATING",
     "DTYPES",
     "LAYOUTS",
     "MAX_SIZE",

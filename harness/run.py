@@ -33,7 +33,9 @@ from adamspec.harness.classify import (
     INDEX_DEPENDENT,
     ROUNDING_ONLY,
     UNEXPLAINED,
+    Classification,
     classify,
+    seen_by,
 )
 from adamspec.harness.cluster import Executor, Failed, Task
 from adamspec.harness.cluster import executor as cluster_executor
@@ -47,10 +49,19 @@ from adamspec.harness.engine import (
     use_oracle,
     worst,
 )
-from adamspec.harness.fingerprint import Match, rank_variants, separation
+from adamspec.harness.fingerprint import (
+    Fingerprint,
+    Formula,
+    Match,
+    describe,
+    fingerprint,
+    score_cases,
+    separating_problem,
+    separation,
+)
 from adamspec.harness.localize import localize
 from adamspec.harness.power import Candidates, merge_candidates
-from adamspec.harness.problems import Problem, resized, suite
+from adamspec.harness.problems import DISCRIMINATING, PROBLEMS, Problem, resized, suite
 from adamspec.harness.stream import CaseRecord, verify_case
 from adamspec.impl.adapters import REGISTRY, AdapterInfo, load_registry, static_names
 from adamspec.impl.adapters.worker import quiet_framework_logs
@@ -58,11 +69,14 @@ from adamspec.impl.frameworks import availability
 from adamspec.oracles.fast import counting
 from adamspec.oracles.metrics import bits_error
 from adamspec.reports.tiers import RANGE, tier_text
-from adamspec.spec.catalog import entry
+from adamspec.spec.catalog import entry, formula_name, same_formula
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.variant import Variant
 
 #: How many of an implementation's best fingerprint matches are tried as each case's match.
 MATCH_CANDIDATES = 5
+#: How many of the formulas tied with the fingerprint's best get a separating problem named.
+SEPARATED_TIES = 3
 
 
 class RunUsageError(ValueError):
@@ -85,15 +99,21 @@ class RunConfig:
     counterexample_examples: int = 100
     separation: bool = True  # compute the separation matrix (the engine's self-check)
     oracle: str = "fast"  # "fast" (certified, identical answers) or "mpmath"
+    #: implementations that claim nothing (``adamspec check`` without --variant): their
+    #: registered variant only supplies default hyperparameters, the fingerprint's best
+    #: formula is the reference, and no table records a claim
+    unclaimed: tuple[str, ...] = ()
     size: int | None = None  # --size: coordinates per tensor of the suite's open-loop problems
     steps: int | None = None  # --steps: steps of every problem of the suite
 
     def problems(self) -> tuple[Problem, ...]:
         """The suite's problems at ``size`` and ``steps`` (:func:`resized`; the fingerprint
-        suite keeps its own, which are chosen to separate the catalog's variants)."""
+        suite and the discriminating problems of any suite keep their own, which are chosen
+        to separate the catalog's variants)."""
         if self.size is None and self.steps is None:
             return suite(self.suite)
-        return tuple(resized(p, self.size, self.steps) for p in suite(self.suite))
+        return tuple(p if p.name in DISCRIMINATING else resized(p, self.size, self.steps)
+                     for p in suite(self.suite))  # fmt: skip
 
     def key(self) -> str:
         """What the tables depend on (not where tasks run): checkpoints of another key are
@@ -114,6 +134,8 @@ class Tables:
     fingerprints: list[dict[str, Any]] = field(default_factory=list)
     separation: list[dict[str, Any]] = field(default_factory=list)
     counterexamples: dict[str, str] = field(default_factory=dict)
+    #: implementation -> its fingerprint in one sentence (fingerprint.describe)
+    fingerprint_text: dict[str, str] = field(default_factory=dict)
     #: error-vs-index profile rows of the failing cases (:data:`PROFILE_COLUMNS`)
     profiles: list[dict[str, Any]] = field(default_factory=list)
     #: the passing cases' most sensitive coordinates (:mod:`adamspec.harness.power`)
@@ -125,6 +147,7 @@ class Tables:
         for name in ("results", "summary", "fingerprints", "separation", "profiles"):
             getattr(self, name).extend(getattr(other, name))
         self.counterexamples.update(other.counterexamples)
+        self.fingerprint_text.update(other.fingerprint_text)
         self.power = merge_candidates(self.power, other.power)
         for what, value in other.seconds.items():
             self.seconds[what] = self.seconds.get(what, 0.0) + value
@@ -211,10 +234,11 @@ def _summary(
     trace: Trace,
     per_step: list[StepErrors],
     free: list[StepErrors],
-    matched: str,
+    matched: tuple[str, list[str]],
     category: str,
     detail: str,
     budget: Budget,
+    claimed: str,
 ) -> dict:
     total: StepErrors = worst(per_step)
     per_step_max = [_max_ulp(e) for e in per_step]
@@ -239,11 +263,13 @@ def _summary(
         "max_free_ulp": _max_ulp(worst(free)) if free else 0,
         "worst_component": _worst_component(total, budget),
         "documented_variant": trace.documented,
-        "matched_variant": matched,
+        "matched_variant": matched[0],
         "category": category,
         "verdict": verdict,
         "detail": detail,
         "counterexample": "",
+        "claimed": claimed,
+        "tied_with": "; ".join(matched[1]),
         "kernel_output": " | ".join(trace.kernel_output.splitlines()),
     }
 
@@ -253,29 +279,148 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def reference_name(variant: Variant) -> str:
+    """How a formula is named in the tables: its first catalog name, else its axes."""
+    names = same_formula(variant)
+    return names[0] if names else formula_name(variant)
+
+
+def _case_candidates(fp: Fingerprint, claimed: str) -> list[tuple[str, Formula]]:
+    """The formulas each case is matched against: the claim, then the fingerprint's best
+    :data:`MATCH_CANDIDATES` (each by its name in the tables)."""
+    out: dict[str, Formula] = {}
+    if claimed:
+        out[claimed] = Formula(entry(claimed).variant)
+    for m in fp.matches[:MATCH_CANDIDATES]:
+        out.setdefault(m.variant, m.formula)
+    return list(out.items())
+
+
+def match_case(
+    trace: Trace,
+    candidates: Sequence[tuple[str, Formula]],
+    budget: Budget,
+    preferred: str,
+    verdict: Classification | None = None,
+) -> tuple[str, list[str]]:
+    """The candidate measured within budget on this case, and the others also within budget
+    (the case cannot tell them apart): ``preferred`` (the claim; without one, the
+    fingerprint's best over every fingerprint case) when it is within budget, else the best.
+    A "format range" case is measured under its own exclusion; a case no candidate explains
+    is matched to the formula its classification found, if any."""
+    exclude, seen = None, trace
+    if verdict is not None and verdict.hypothesis is not None:
+        if verdict.category == FORMAT_RANGE:
+            exclude, seen = verdict.hypothesis.exclude, seen_by(trace, verdict.hypothesis)
+    ranked = []
+    for name, formula in candidates:
+        scores = score_cases([seen], formula, budget, exclude=exclude)
+        match = Match(formula, scores, 1, (name,))
+        if match.complete and match.within:
+            ranked.append(match)
+    ranked.sort(key=lambda m: m.key(preferred))
+    names = [m.variant for m in ranked]
+    if names:
+        return names[0], names[1:]
+    h = verdict.hypothesis if verdict is not None else None
+    if h is not None and verdict.category != FORMAT_RANGE and not h.hyper_changes:
+        return reference_name(h.variant), []
+    return "", []
+
+
+def _fingerprint_rows(name: str, fp: Fingerprint, claimed: str) -> list[dict[str, Any]]:
+    """One row per catalog name (names of one formula share a rank), and the best formula's
+    own row when no catalog name has it."""
+    rows = []
+    for rank, m in enumerate(fp.matches, start=1):
+        if not m.names and rank > 1:
+            continue  # the search's by-products: only its best formula is a finding
+        for variant in m.names or (m.formula.name,):
+            rows.append(
+                {
+                    "implementation": name,
+                    "variant": variant,
+                    "rank": rank,
+                    "max_ulp": m.max_ulp,
+                    "param_max_ulp": m.param_ulp,
+                    "cases": m.cases,
+                    "documented": bool(claimed) and variant == claimed,
+                    "within_budget": m.within == m.cases,
+                    "formula": m.formula.name,
+                    "within_cases": m.within,
+                    "failing_cases": "; ".join(m.failing),
+                }
+            )
+    return rows
+
+
+#: Where a tie is looked for a separating problem: the discriminating problems, then the
+#: cheap default ones (3 steps each); in float32, bfloat16 and float16.
+SEPARATING_PROBLEMS = ("disc-eps", "disc-amsgrad", "disc-weight-decay", "disc-sparse",
+                       "typical", "tiny-near-eps", "sign-flips-decreasing", "exact-zeros",
+                       "weight-decay", "late-steps")  # fmt: skip
+
+
+def separated_ties(fp: Fingerprint, seed: int = 0) -> dict[str, str]:
+    """For up to :data:`SEPARATED_TIES` catalog variants tied with the best: a problem that
+    tells their documented formulas apart ("" when none of :data:`SEPARATING_PROBLEMS`
+    does)."""
+    best = fp.best
+    problems = [PROBLEMS[n].with_(steps=min(PROBLEMS[n].steps, 3)) for n in SEPARATING_PROBLEMS
+                if n in PROBLEMS]  # fmt: skip
+    return {
+        tie.variant: separating_problem(
+            best.formula,
+            Formula(entry(tie.variant).variant, tie.formula.facts),
+            problems,
+            seed=seed,
+        )
+        for tie in fp.ties[:SEPARATED_TIES]
+    }
+
+
+def _fingerprint_sentence(fp: Fingerprint, claimed: str, seed: int) -> str:
+    text = describe(fp, claimed)
+    separated = separated_ties(fp, seed) if fp.ties else {}
+    if separated:
+        parts = [f"{n}: {where or 'no problem here separates them'}"
+                 for n, where in separated.items()]  # fmt: skip
+        text += f"; separated by: {'; '.join(parts)}"
+    return text
+
+
 # ------------------------------------------------------------------------ the tasks
 # A run is a graph of tasks (harness/cluster.py): per implementation one fingerprint task,
-# one task per problem (waiting for the fingerprint: its best matches are each case's
-# candidates) and one counterexample search (waiting for the cases); plus the separation
-# matrix. Each is a pure function of its arguments, so it may run in any process of any
-# host; what it returns is merged by :func:`run` in a fixed order.
+# one task per problem (waiting for the fingerprint: it names the reference of an
+# implementation that claims nothing, and its best formulas are each case's candidates)
+# and one counterexample search (waiting for the cases); plus the separation matrix. Each
+# is a pure function of its arguments, so it may run in any process of any host; what it
+# returns is merged by :func:`run` in a fixed order.
 
 
 @dataclass
 class Fingerprinted:
-    """An implementation's fingerprint task: its ranked rows and each case's candidates."""
+    """An implementation's fingerprint task: its rows (and sentence), and what each case is
+    measured against: the reference formula and its name in the tables, the candidates a
+    case is matched to, the one preferred among equals, and the claim ("" for none)."""
 
     tables: Tables
-    candidates: tuple[str, ...]
+    variant: Variant
+    reference: str
+    candidates: list[tuple[str, Formula]]
+    preferred: str
+    claimed: str
 
 
 @dataclass
 class CaseOutcome:
-    """One case task: its rows (one summary row) and what a counterexample search needs."""
+    """One case task: its rows (one summary row) and what a counterexample search needs
+    (its hyperparameters, whether its gradients are sparse, the reference's name)."""
 
     tables: Tables
     hyper: Hyper | None
     sparse: bool
+    reference: str
 
 
 def _prepare(info: AdapterInfo, config: RunConfig) -> RunConfig:
@@ -291,31 +436,26 @@ def _prepare(info: AdapterInfo, config: RunConfig) -> RunConfig:
 
 
 def fingerprint_task(info: AdapterInfo, config: RunConfig) -> Fingerprinted:
-    """The implementation on the fingerprint suite, ranked against the catalog."""
+    """The implementation on the fingerprint suite: its formula over the axis space."""
     config = _prepare(info, config)
-    out = Tables()
+    out, name = Tables(), info.name
+    claimed = "" if name in config.unclaimed else info.documented
     with oracle_clock() as oracle_seconds:
-        traces = [record_trace(info.name, p, config.dtype, config.seed)
+        traces = [record_trace(name, p, config.dtype, config.seed)
                   for p in suite(config.fingerprint_suite)]  # fmt: skip
-        matches: list[Match] = []
-        if any(t.steps for t in traces):
-            matches = rank_variants(traces, budget=config.budget, documented=info.documented)
+        fp = fingerprint(traces, config.budget, documented=claimed)
+        out.fingerprints += _fingerprint_rows(name, fp, claimed)
+        if fp.best is not None:
+            out.fingerprint_text[name] = _fingerprint_sentence(fp, claimed, config.seed)
     out.seconds = {"kernel": sum(t.kernel_seconds for t in traces), "oracle": oracle_seconds[0]}
-    for rank, m in enumerate(matches, start=1):
-        out.fingerprints.append(
-            {
-                "implementation": info.name,
-                "variant": m.variant,
-                "rank": rank,
-                "max_ulp": m.max_ulp,
-                "param_max_ulp": m.param_ulp,
-                "cases": m.cases,
-                "documented": m.variant == info.documented,
-                "within_budget": m.score <= 1,
-            }
-        )
-    best = [m.variant for m in matches[:MATCH_CANDIDATES]]
-    return Fingerprinted(out, tuple(dict.fromkeys([info.documented, *best])))
+    if claimed or fp.best is None:
+        variant, reference = entry(info.documented).variant, info.documented
+    else:  # no claim: the reference is what the kernel looks like
+        variant = fp.best.formula.variant
+        reference = reference_name(variant)
+    preferred = claimed or (fp.best.variant if fp.best is not None else "")
+    return Fingerprinted(out, variant, reference, _case_candidates(fp, claimed), preferred,
+                         claimed)  # fmt: skip
 
 
 def case_task(
@@ -323,28 +463,28 @@ def case_task(
 ) -> CaseOutcome:
     """The implementation on the suite's ``index``-th problem, verified and classified."""
     config = _prepare(info, config)
-    out, problem = Tables(), config.problems()[index]
+    out, problem, fp = Tables(), config.problems()[index], fingerprinted
     with oracle_clock() as oracle_seconds:
-        variant = entry(info.documented).variant
         with counting() as oracle_work:  # the case's own verification, not classification's
-            case = verify_case(info.name, problem, config.dtype, config.seed, variant,
+            case = verify_case(info.name, problem, config.dtype, config.seed, fp.variant,
                                config.budget)  # fmt: skip
-        row = _case_row(case, info.documented, fingerprinted.candidates, config)
-    trace = case.trace
+        trace = case.trace
+        trace.documented = fp.reference
+        row = _case_row(case, fp.variant, fp.candidates, fp.preferred, fp.claimed, config)
     out.seconds = {"kernel": trace.kernel_seconds, "oracle": oracle_seconds[0]}
     row["oracle_fallback_rate"] = (
         oracle_work.fallback_rate if config.oracle == "fast" and case.lockstep else math.nan
     )
     out.summary.append(row)
     for errors, step in zip(case.lockstep, case.steps, strict=True):
-        out.results += _row(trace, info.documented, "lockstep", errors, step)
+        out.results += _row(trace, fp.reference, "lockstep", errors, step)
     for errors, step in zip(case.free, case.steps, strict=False):
-        out.results += _row(trace, info.documented, "free", errors, step)
+        out.results += _row(trace, fp.reference, "free", errors, step)
     if row["failing_coordinates"]:
         out.profiles += _profile_rows(case)
     if row["verdict"] in ("pass", RANGE):
         out.power = case.power
-    return CaseOutcome(out, trace.hyper, trace.problem.sparse)
+    return CaseOutcome(out, trace.hyper, trace.problem.sparse, fp.reference)
 
 
 def counterexample_task(info: AdapterInfo, config: RunConfig, *cases: CaseOutcome) -> Tables:
@@ -385,7 +525,7 @@ def _search(info: AdapterInfo, case: CaseOutcome, config: RunConfig, found: int)
     ce = minimal_counterexample(
         info.name,
         case.hyper,
-        info.documented,
+        case.reference,
         config.dtype,
         config.budget,
         max_examples=config.counterexample_examples,
@@ -394,25 +534,28 @@ def _search(info: AdapterInfo, case: CaseOutcome, config: RunConfig, found: int)
     )
     if ce is None:
         return "", ""
+    if info.name in config.unclaimed:  # the registered variant only gave defaults
+        ce = replace(ce, info=replace(ce.info, documented=""))
     n = found + 1
     return f"counterexamples/{_slug(info.name)}{'' if n == 1 else f'-{n}'}{ce.suffix}", snippet(ce)
 
 
-def _best_match(trace: Trace, candidates: Sequence[str], budget: Budget, documented: str) -> str:
-    best = rank_variants([trace], candidates, budget, documented)[0]
-    return best.variant if best.score < math.inf else ""
-
-
 def _case_row(
-    case: CaseRecord, documented: str, candidates: Sequence[str], config: RunConfig
+    case: CaseRecord,
+    variant: Variant,
+    candidates: Sequence[tuple[str, Formula]],
+    preferred: str,
+    claimed: str,
+    config: RunConfig,
 ) -> dict[str, Any]:
-    """A case's summary row: its verdict, and for a discrepancy the category that explains it
-    and where in the tensor it is (:mod:`adamspec.harness.localize`)."""
-    trace, per_step, variant = case.trace, case.lockstep, entry(documented).variant
+    """A case's summary row: its verdict against ``variant`` (the reference), the candidate
+    it matches (:func:`match_case`), and for a discrepancy the category that explains it and
+    where in the tensor it is (:mod:`adamspec.harness.localize`)."""
+    trace, per_step = case.trace, case.lockstep
     where = localize(case.findings, trace.problem.shapes)
-    matched, category, detail = "", "", trace.detail
+    matched, category, detail = ("", []), "", trace.detail
     if per_step and trace.steps:
-        matched = _best_match(trace, candidates, config.budget, documented)
+        verdict = None
         # the lock-step errors are in hand: classify (which would recompute them) only
         # what is over budget
         if budget_multiple(worst(per_step), config.budget) <= 1:
@@ -427,11 +570,13 @@ def _case_row(
                     "the tensor and no single change of it explains the error"
                 )
             detail = "; ".join(filter(None, [explanation, trace.detail]))
-            if category in (FORMAT_RANGE, INDEX_DEPENDENT):
-                # the documented formula, off only where the dtype cannot hold it (or at
-                # some indices): a closest variant over those coordinates would be noise
-                matched = documented
-    row = _summary(trace, per_step, case.free, matched, category, detail, config.budget)
+        if category == INDEX_DEPENDENT:
+            # the reference, off only at some indices: a closest formula over those
+            # coordinates would be noise
+            matched = (trace.documented, [])
+        else:
+            matched = match_case(trace, candidates, config.budget, preferred, verdict)
+    row = _summary(trace, per_step, case.free, matched, category, detail, config.budget, claimed)
     row["first_failing_index"] = where.first_index
     row["failing_coordinates"] = where.count
     row["localization"] = where.text
@@ -511,6 +656,8 @@ def _skipped(
                 "detail": reason,
                 "counterexample": "",
                 "oracle_fallback_rate": math.nan,
+                "claimed": "" if name in config.unclaimed else info.documented,
+                "tied_with": "",
                 "first_failing_index": -1,
                 "failing_coordinates": 0,
                 "localization": "",
@@ -717,9 +864,8 @@ def _executor_for(config: RunConfig, executor: Executor | None) -> Iterator[Exec
 
 
 def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]], str]:
-    """The ranked catalog variants for one implementation, and the one-line verdict."""
-    from adamspec.harness.fingerprint import describe
-
+    """The ranked formulas for one implementation (a row per catalog name, and the best
+    formula when it has none), and the one-line verdict."""
     use_oracle(config.oracle)
     traces = [
         record_trace(name, p, config.dtype, config.seed) for p in suite(config.fingerprint_suite)
@@ -727,20 +873,12 @@ def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]]
     if not any(t.steps for t in traces):
         reasons = "; ".join(sorted({t.detail for t in traces if t.detail}))
         raise RunUsageError(f"{name} ran no step of the fingerprint problems: {reasons}")
-    documented = REGISTRY[name].documented
-    matches = rank_variants(traces, budget=budget_for(name, config.budget), documented=documented)
-    rows = [
-        {
-            "rank": i,
-            "variant": m.variant,
-            "max_ulp": m.max_ulp,
-            "param_max_ulp": m.param_ulp,
-            "within_budget": m.score <= 1,
-            "documented": m.variant == documented,
-        }
-        for i, m in enumerate(matches, start=1)
-    ]
-    return rows, describe(matches, documented)
+    claimed = "" if name in config.unclaimed else REGISTRY[name].documented
+    fp = fingerprint(traces, budget_for(name, config.budget), documented=claimed)
+    rows = _fingerprint_rows(name, fp, claimed)
+    for row in rows:
+        del row["implementation"]
+    return rows, _fingerprint_sentence(fp, claimed, config.seed)
 
 
 def summary_table(tables: Tables) -> str:

@@ -15,6 +15,11 @@ Both modes exist so reports can separate *representation* error (0.999 is
   to binary64 first and then to the parameter dtype, with the complements
   ``1 - beta`` formed in binary64 before that rounding.
 
+A hyperparameter named in ``Hyper.held_formats`` is held in that format whatever the
+variant and the param dtype (``spec/holding.py``'s ``HELD_FORMATS_DOC``): its binary64
+value rounded to the named format; a beta held so decays its moment by itself and its
+complement ``1 - beta`` is exact. "ideal" mode ignores ``held_formats`` (the decimals).
+
 Besides the betas, :class:`ExactHyper` carries the two derived constants of
 each moment update ``m' = moment_beta1 m + one_minus_beta1 g`` explicitly:
 ``one_minus_beta_i`` is exactly ``1 - beta_i`` and ``moment_beta_i`` is
@@ -30,7 +35,7 @@ from typing import Literal
 from gmpy2 import mpq
 
 from adamspec.oracles.rounding import exact_of_float, round_exact
-from adamspec.spec.formats import FLOAT64, FloatFormat
+from adamspec.spec.formats import FLOAT64, FloatFormat, format_named
 from adamspec.spec.holding import complements_via_float64, decays_by_complement, holding_format
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.variant import Variant
@@ -87,34 +92,39 @@ def resolve(
     def rounded(x, to: FloatFormat) -> mpq:
         return mpq(exact_of_float(round_exact(x, to)))
 
-    def held(x):
+    own = {} if mode == "ideal" else {k: format_named(f) for k, f in hyper.held_formats}
+
+    def held(x, name: str = ""):
         if x is None:
             return None
+        if name in own:  # a format of its own: the binary64 float rounded to it
+            return rounded(rounded(x, FLOAT64), own[name])
         if fmt is None:
             return mpq(x.numerator, x.denominator)
         if via_float64:
             x = rounded(x, FLOAT64)  # the Python/JS float the framework receives
         return rounded(x, fmt)
 
-    beta1, beta2 = held(hyper.beta1), held(hyper.beta2)
-    one_minus = [1 - beta1, 1 - beta2]
-    if via_float64:
-        # 1 - beta in binary64 (from the binary64 beta), then rounded to the param dtype
-        one_minus = [
-            rounded(rounded(1 - rounded(b, FLOAT64), FLOAT64), fmt)
-            for b in (hyper.beta1, hyper.beta2)
-        ]
-    moment = [beta1, beta2]
-    if fmt is not None and decays_by_complement(variant):
-        moment = [1 - c for c in one_minus]  # m + c (g - m) = (1 - c) m + c g
+    betas = [("beta1", hyper.beta1), ("beta2", hyper.beta2)]
+    held_betas = [held(b, name) for name, b in betas]
+    one_minus = [1 - b for b in held_betas]
+    moment = list(held_betas)
+    for i, (name, b) in enumerate(betas):
+        if name in own:
+            continue  # a tensor of its own: exact complement, decays by itself
+        if via_float64:
+            # 1 - beta in binary64 (from the binary64 beta), then rounded to the param dtype
+            one_minus[i] = rounded(rounded(1 - rounded(b, FLOAT64), FLOAT64), fmt)
+        if fmt is not None and decays_by_complement(variant):
+            moment[i] = 1 - one_minus[i]  # m + c (g - m) = (1 - c) m + c g
 
     return ExactHyper(
-        lr_at=lambda t: held(hyper.lr_at(t)),
-        beta1=beta1,
-        beta2=beta2,
-        eps=held(hyper.eps),
-        eps_root=held(hyper.eps_root),
-        weight_decay=held(hyper.weight_decay),
+        lr_at=lambda t: held(hyper.lr_at(t), "lr"),
+        beta1=held_betas[0],
+        beta2=held_betas[1],
+        eps=held(hyper.eps, "eps"),
+        eps_root=held(hyper.eps_root, "eps_root"),
+        weight_decay=held(hyper.weight_decay, "weight_decay"),
         clipnorm=held(hyper.clipnorm),
         clipvalue=held(hyper.clipvalue),
         global_clipnorm=held(hyper.global_clipnorm),

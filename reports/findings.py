@@ -71,7 +71,10 @@ def formula_groups(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[Gr
     group first; then those no catalog formula matches, then those not run."""
     tiers = tiers_of(summary)
     best = (
-        fingerprints[fingerprints["rank"] == 1].set_index("implementation")
+        # catalog names of one formula share rank 1: the first is the one reported
+        fingerprints[fingerprints["rank"] == 1]
+        .drop_duplicates("implementation")
+        .set_index("implementation")
         if not fingerprints.empty
         else pd.DataFrame()
     )

@@ -359,7 +359,12 @@ def plot_fingerprints(fingerprints: pd.DataFrame) -> str:
     return png(fig)
 
 
-_RELATION_MARK = {"identical formula": "≡", "equal for this configuration": "=", "weak": "w"}
+_RELATION_MARK = {
+    "identical formula": "≡",
+    "equal for this configuration": "=",
+    "within rounding": "≈",
+    "weak": "w",
+}
 
 
 def plot_separation(separation: pd.DataFrame) -> str:

@@ -40,8 +40,15 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 #: what overflowed or flushed), "discrepancy", "skipped" (the adapter cannot run this case:
 #: ``detail`` says why) or "error" (it raised/crashed).
 #: ``category`` is the spec axis that explains a discrepancy (see harness.classify), or
-#: "rounding only", or "unexplained"; ``matched_variant`` the catalog variant closest to
-#: the implementation on this case; ``counterexample`` the path, relative to the report
+#: "rounding only", or "unexplained"; ``documented_variant`` the variant the case was
+#: measured against: the claim, or without one the fingerprint's best formula;
+#: ``claimed`` the variant the implementation claims ("" when nothing is claimed: a
+#: check without --variant); ``matched_variant`` the variant (catalog name or axis-space
+#: formula) measured within budget on this case: the claimed one when it is, else the best
+#: of the fingerprint's candidates (under the same exclusion for "format range" cases), else
+#: the formula the classification found ("" when nothing explains the case);
+#: ``tied_with`` the other candidates within budget on this case too (the case cannot tell
+#: them apart; "; "-separated); ``counterexample`` the path, relative to the report
 #: folder, of a minimal runnable script showing a discrepancy ("" if none was searched or found);
 #: ``oracle_fallback_rate`` the fraction of the case's oracle element-steps the fast oracle
 #: left to mpmath (NaN when measured with ``--oracle mpmath`` or nothing ran);
@@ -70,6 +77,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "detail",
     "counterexample",
     "oracle_fallback_rate",
+    "claimed",
+    "tied_with",
     "first_failing_index",
     "failing_coordinates",
     "localization",
@@ -88,9 +97,15 @@ PROFILE_COLUMNS: tuple[str, ...] = (
     "max_multiple",
 )
 
-#: One row per implementation x catalog variant: lock-step error of the implementation
-#: measured against that variant over the discriminating problem set; ``rank`` 1 is the
-#: best match; ``within_budget`` whether every component stays within its ULP budget.
+#: One row per implementation x catalog variant (plus the fingerprint's best formula when it
+#: has no catalog name): lock-step error of the implementation measured against that
+#: variant over the fingerprint problem set; ``rank`` 1 is the best match (variants with the
+#: same formula on these problems share a rank); ``documented`` whether it is the variant the
+#: implementation claims (never, without a claim); ``within_budget`` whether every component
+#: stays within its ULP budget on every case; ``formula`` the formula as axes that differ
+#: from the paper's Algorithm 1 (axes these problems cannot show left at the paper's value),
+#: with its hyperparameter facts; ``within_cases`` how many of the ``cases`` are within
+#: budget and ``failing_cases`` the others ("; "-separated).
 FINGERPRINT_COLUMNS: tuple[str, ...] = (
     "implementation",
     "variant",
@@ -100,12 +115,17 @@ FINGERPRINT_COLUMNS: tuple[str, ...] = (
     "cases",
     "documented",
     "within_budget",
+    "formula",
+    "within_cases",
+    "failing_cases",
 )
 
 #: One row per unordered pair of catalog variants: how far apart their exact steps are,
 #: rounded to the problem's dtype, from the same state. ``relation`` is "separated",
-#: "weak" (differs, but by less than the separation threshold), "equal for this
-#: configuration" (0 ULP everywhere although the formulas differ) or "identical formula".
+#: "weak" (differs, but by less than the separation threshold), "within rounding" (never
+#: more than the smallest ULP budget apart: no kernel measurement can tell them apart),
+#: "equal for this configuration" (0 ULP everywhere although the formulas differ) or
+#: "identical formula".
 SEPARATION_COLUMNS: tuple[str, ...] = (
     "variant_a",
     "variant_b",
@@ -116,5 +136,5 @@ SEPARATION_COLUMNS: tuple[str, ...] = (
 )
 
 VERDICTS: tuple[str, ...] = ("pass", "range", "discrepancy", "skipped", "error")
-RELATIONS: tuple[str, ...] = ("separated", "weak", "equal for this configuration",
-                              "identical formula")  # fmt: skip
+RELATIONS: tuple[str, ...] = ("separated", "weak", "within rounding",
+                              "equal for this configuration", "identical formula")  # fmt: skip

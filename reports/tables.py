@@ -108,6 +108,7 @@ DTYPES: dict[str, dict[str, str]] = {
         "cases": _INT,
         "documented": _BOOL,
         "within_budget": _BOOL,
+        "within_cases": _INT,
     },
     "separation": {"max_ulp": _INT},
     "profiles": {

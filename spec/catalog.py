@@ -28,7 +28,7 @@ from adamspec.spec.axes import (
     WeightDecay,
 )
 from adamspec.spec.hyper import Hyper, make_hyper
-from adamspec.spec.variant import Variant
+from adamspec.spec.variant import Variant, VariantError
 
 
 @dataclass(frozen=True)
@@ -678,19 +678,77 @@ CATALOG: Mapping[str, CatalogEntry] = MappingProxyType({e.name: e for e in _ENTR
 
 
 def entry(name: str) -> CatalogEntry:
-    """The catalog entry called ``name`` (exact match)."""
+    """The catalog entry called ``name`` (exact match), or the entry of an axis-space
+    formula such as ``"eps_placement=eps_hat, weight_decay=decoupled_before"`` (see
+    :func:`formula_entry`)."""
     try:
         return CATALOG[name]
     except KeyError:
+        if isinstance(name, str) and "=" in name:
+            return formula_entry(name)
         import difflib
 
         close = difflib.get_close_matches(name, CATALOG, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownVariantError(
-            f"variant={name!r} is not in the catalog{hint} (see `adamspec variants`)"
+            f"variant={name!r} is not in the catalog{hint} (see `adamspec variants`) nor an "
+            "axis formula (axis=value, ...: e.g. eps_placement=eps_hat)"
         ) from None
 
 
 def entries() -> Iterator[CatalogEntry]:
     """All entries in catalog order."""
     return iter(_ENTRIES)
+
+
+# ------------------------------------------------------------ formulas named by their axes
+
+#: The formula an axis-space name changes: the paper's Algorithm 1, with its defaults.
+FORMULA_BASE = "paper.algorithm1"
+
+
+def formula_name(variant: Variant) -> str:
+    """The axes where ``variant`` differs from the paper's Algorithm 1, as
+    ``"axis=value, axis=value"`` in field order (:data:`FORMULA_BASE` when none differs).
+    :func:`entry` reads the name back."""
+    base = CATALOG[FORMULA_BASE].variant.axes()
+    changed = [
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in variant.axes().items()
+        if base[k] != v
+    ]
+    return ", ".join(changed) or FORMULA_BASE
+
+
+def formula_entry(text: str) -> CatalogEntry:
+    """A catalog-shaped entry for an axis-space formula: :data:`FORMULA_BASE` with the axes
+    ``text`` names (``"axis=value, ..."``; ``maximize=true``), its defaults and no citation
+    of its own. Its name is :func:`formula_name` of the result. An unknown axis or value
+    raises :class:`VariantError` listing what is allowed."""
+    axes = CATALOG[FORMULA_BASE].variant.axes()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not key:
+            raise VariantError(f"{part!r} is not axis=value (e.g. eps_placement=eps_hat)")
+        if key not in axes:
+            raise VariantError(f"unknown variant axis {key!r}; allowed: {', '.join(axes)}")
+        if key == "maximize":
+            if value.lower() not in ("true", "false"):
+                raise VariantError(f"maximize={value!r} is not allowed; allowed: true, false")
+            axes[key] = value.lower() == "true"
+        else:
+            axes[key] = value
+    variant = Variant.from_axes(axes)
+    base = CATALOG[FORMULA_BASE]
+    name = formula_name(variant)
+    return CatalogEntry(
+        name=name,
+        variant=variant,
+        defaults=base.defaults,
+        citation=Citation(f"{base.name} with {name}", base.citation.url, ""),
+    )
+
+
+def same_formula(variant: Variant) -> list[str]:
+    """The catalog names whose variant is exactly ``variant``, in catalog order."""
+    return [e.name for e in _ENTRIES if e.variant == variant]

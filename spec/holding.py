@@ -12,6 +12,11 @@ Three facts, each documented (with sources) on the members in :mod:`adamspec.spe
 * the members that update the moments in interpolation form ``m + k (g - m)``, so that
   the decay factor of ``m`` (``v``) is ``1 - k_i``, not the held ``beta_i``.
 
+A fourth fact is per hyperparameter and independent of the variant and the param dtype:
+:attr:`adamspec.spec.hyper.Hyper.held_formats` says that a kernel holds, say, beta1 in
+bfloat16 while its params are float32 (``HELD_FORMATS_DOC`` below). It overrides the
+member's format for that one hyperparameter.
+
 Data only: the oracle (``oracles/hyperparams.py``) and our implementation
 (``impl/_constants.py``) each round with their own arithmetic, reading these facts.
 """
@@ -19,7 +24,7 @@ Data only: the oracle (``oracles/hyperparams.py``) and our implementation
 from __future__ import annotations
 
 from adamspec.spec.axes import HyperPrecision
-from adamspec.spec.formats import FLOAT32, FLOAT64, FloatFormat
+from adamspec.spec.formats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FloatFormat
 from adamspec.spec.variant import Variant
 
 #: Stands for the parameter dtype in :data:`HOLDING_FORMAT`.
@@ -48,6 +53,22 @@ DECAY_BY_COMPLEMENT: frozenset[HyperPrecision] = frozenset(
 )
 
 
+#: The hyperparameters a kernel may hold in a format of its own (``Hyper.held_formats``).
+HOLDABLE: tuple[str, ...] = ("lr", "beta1", "beta2", "eps", "eps_root", "weight_decay")
+
+#: The formats ``Hyper.held_formats`` may name, narrowest first.
+HOLDING_FORMATS: tuple[FloatFormat, ...] = (BFLOAT16, FLOAT16, FLOAT32, FLOAT64)
+
+HELD_FORMATS_DOC = (
+    "A hyperparameter h named in held_formats is held as fl_F(fl64(h)): the binary64 float "
+    "the kernel receives, rounded once more to the named format F, whatever the param dtype "
+    "and the variant's hyper_precision (a kernel that writes beta1 = bfloat16(0.9) and runs "
+    "float32 arithmetic). A held beta is then a tensor of its own: 1 - beta is formed "
+    "exactly from it (Sterbenz: exact in F for beta in [1/2, 1]) and the moment decays by "
+    "the held beta itself, not by 1 - k (the interpolation form of the *_lerp member)."
+)
+
+
 def holding_format(variant: Variant, param_format: FloatFormat) -> FloatFormat | None:
     """The format the variant's implementation holds hyperparameters in, for parameters of
     ``param_format``; None for ``ideal`` (the exact decimals, never rounded)."""
@@ -69,7 +90,10 @@ def decays_by_complement(variant: Variant) -> bool:
 
 __all__ = [
     "DECAY_BY_COMPLEMENT",
+    "HELD_FORMATS_DOC",
+    "HOLDABLE",
     "HOLDING_FORMAT",
+    "HOLDING_FORMATS",
     "PARAM_DTYPE",
     "VIA_FLOAT64",
     "complements_via_float64",

@@ -176,6 +176,12 @@ class Hyper:
     ``clipnorm``, ``clipvalue`` and ``global_clipnorm`` are ``None`` when
     unused; at most one may be set (as in Keras). EMA follows Keras 3:
     ``use_ema`` with ``ema_momentum`` and ``ema_overwrite_frequency``.
+
+    ``held_formats`` names hyperparameters held in a format of their own, whatever the
+    param dtype, as sorted ``(name, format)`` pairs (given as a mapping): e.g.
+    ``{"beta1": "bfloat16"}`` for a float32 kernel that holds beta1 in bfloat16 (see
+    :data:`adamspec.spec.holding.HELD_FORMATS_DOC`). Empty: the variant's
+    ``hyper_precision`` decides for every hyperparameter.
     """
 
     lr: Fraction | Schedule = Fraction(1, 1000)
@@ -190,11 +196,16 @@ class Hyper:
     use_ema: bool = False
     ema_momentum: Fraction = Fraction(99, 100)
     ema_overwrite_frequency: int | None = None
+    held_formats: tuple[tuple[str, str], ...] = ()
     extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def lr_at(self, t: int) -> Fraction:
         """The exact learning rate of step ``t``."""
         return self.lr.at(t) if isinstance(self.lr, Schedule) else self.lr
+
+    def held_format(self, name: str) -> str | None:
+        """The format ``name`` is held in by :attr:`held_formats`, None when not named."""
+        return dict(self.held_formats).get(name)
 
     def with_(self, **changes: Any) -> Hyper:
         """A copy with ``changes`` validated like :func:`make_hyper` input."""
@@ -207,6 +218,9 @@ class Hyper:
             if f.name == "extras":
                 continue
             v = getattr(self, f.name)
+            if f.name == "held_formats":
+                out[f.name] = dict(v)
+                continue
             out[f.name] = (
                 repr(v) if isinstance(v, Schedule) else (float(v) if isinstance(v, Fraction) else v)
             )
@@ -214,6 +228,31 @@ class Hyper:
 
 
 HYPER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Hyper) if f.name != "extras")
+
+
+def _held_formats(value: Any) -> tuple[tuple[str, str], ...]:
+    """``held_formats`` as sorted ``(name, format)`` pairs, each checked."""
+    from adamspec.spec.holding import HOLDABLE, HOLDING_FORMATS
+
+    try:
+        pairs = dict(value.items() if isinstance(value, Mapping) else value)
+    except (TypeError, ValueError):
+        raise HyperparameterError(
+            f"held_formats={value!r} must map hyperparameters to formats, "
+            'e.g. {"beta1": "bfloat16"}'
+        ) from None
+    formats = [f.name for f in HOLDING_FORMATS]
+    for name, fmt in pairs.items():
+        if name not in HOLDABLE:
+            raise HyperparameterError(
+                f"held_formats names {name!r}, which cannot be held in a format of its own; "
+                f"allowed: {', '.join(HOLDABLE)}"
+            )
+        if fmt not in formats:
+            raise HyperparameterError(
+                f"held_formats.{name}={fmt!r} is not a format; allowed: {', '.join(formats)}"
+            )
+    return tuple(sorted(pairs.items()))
 
 
 def make_hyper(base: Hyper | None = None, **values: Any) -> Hyper:
@@ -236,6 +275,8 @@ def make_hyper(base: Hyper | None = None, **values: Any) -> Hyper:
                 parsed[name] = checked(name, value)
         elif name in ("clipnorm", "clipvalue", "global_clipnorm"):
             parsed[name] = None if value is None else checked(name, value)
+        elif name == "held_formats":
+            parsed[name] = _held_formats(value)
         elif name == "use_ema":
             if not isinstance(value, bool):
                 raise HyperparameterError(f"use_ema={value!r} must be true or false")

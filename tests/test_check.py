@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adamspec.harness.check import check
+from adamspec.harness.problems import problem, suite
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "tests" / "kernels" / "user_kernels.py"
@@ -99,10 +100,24 @@ def test_a_target_that_cannot_be_loaded_is_one_line_exit_2(tmp_path, target, nee
     assert "Traceback" not in done.stderr
 
 
-def test_an_unknown_variant_is_exit_2_naming_it(tmp_path):
-    done = _cli(f"{KERNELS}:adam", "--variant", "adam.nope", "--out", str(tmp_path))
+@pytest.mark.parametrize(
+    ("variant", "needle"),
+    [
+        ("adam.nope", "variant='adam.nope' is not in the catalog"),
+        (
+            "eps_placement=eps_hatt",
+            "eps_placement='eps_hatt' is not a EpsPlacement; allowed: "
+            "algorithm_1, eps_hat, eps_hat_adaptive, eps_root",
+        ),
+        ("weight_decays=l2", "unknown variant axis 'weight_decays'; allowed: family, "),
+        ("maximize=yes", "maximize='yes' is not allowed; allowed: true, false"),
+    ],
+)
+def test_an_unknown_variant_or_axis_value_is_one_line_exit_2(tmp_path, variant, needle):
+    done = _cli(f"{KERNELS}:adam", "--variant", variant, "--out", str(tmp_path))
     assert done.returncode == 2
-    assert "'adam.nope' is not a catalog variant" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], done.stderr
 
 
 # ------------------------------------------------------------------ what a kernel prints
@@ -127,9 +142,10 @@ def test_a_kernel_printing_from_c_to_fd_1_and_2_conforms_and_its_lines_are_kept(
             assert "sparse = True" in row["detail"], row
             continue
         printed = row["kernel_output"].split(" | ")
-        assert {"C write(1): step 1", "C write(2): step 1", "C printf: step 1",
-                "C fprintf(stderr): step 1", "os.write(1): step 1", "os.write(2): step 1",
-                "print: step 1"} <= set(printed), (case, printed)  # fmt: skip
+        t = problem(case).start_step + 1  # the discriminating problems start late
+        sources = ("C write(1)", "C write(2)", "C printf", "C fprintf(stderr)", "os.write(1)",
+                   "os.write(2)", "print")  # fmt: skip
+        assert {f"{s}: step {t}" for s in sources} <= set(printed), (case, printed)
     assert {r["verdict"] for r in rows.values()} == {"pass", "skipped"}
 
 
@@ -148,7 +164,7 @@ def test_a_kernel_that_cannot_be_imported_is_an_error_with_the_full_reason(tmp_p
     done = _cli(f"{failing}:step", "--suite", "quick", "--out", str(tmp_path))
     assert done.returncode == 1, done.stdout + done.stderr
     rows = _summary_csv(tmp_path)
-    assert len(rows) == 7 and {r["verdict"] for r in rows.values()} == {"error"}
+    assert len(rows) == len(suite("quick")) and {r["verdict"] for r in rows.values()} == {"error"}
     reason = (
         f"cannot load the kernel: importing '{failing}' raised OSError: "
         f"{failing.parent / 'libadam_missing.so'}: cannot open shared object file: No such file "
@@ -167,6 +183,7 @@ def test_a_kernel_that_cannot_be_imported_is_an_error_with_the_full_reason(tmp_p
 # ------------------------------------------------------------------ the sparse-rows form
 
 SPARSE = ROOT / "tests" / "kernels" / "sparse_kernels.py"
+SPARSE_MOMENTUM, DECAY = "sparse momentum", "weight-decay coupling or scaling"
 
 
 @pytest.mark.parametrize(
@@ -184,14 +201,18 @@ def test_a_sparse_kernel_conforms_to_its_own_variant_on_the_sparse_problems(tmp_
 @pytest.mark.parametrize(
     ("kernel", "variant", "caught"),
     [
-        # lazy where the claim decays every row: only the sparse case, named sparse momentum
-        ("lazy_sparse_adam", "paper.eps_hat", {"sparse-rows": "sparse momentum"}),
+        # lazy where the claim decays every row: only the sparse cases (the quick suite's
+        # and its discriminating one), named sparse momentum
+        ("lazy_sparse_adam", "paper.eps_hat", {"sparse-rows": SPARSE_MOMENTUM,
+                                               "disc-sparse": SPARSE_MOMENTUM}),
         # the same kernel claimed as tf_keras.Adam: also its weight decay, which it lacks
         ("lazy_sparse_adam", "tf_keras.Adam",
-         {"sparse-rows": "sparse momentum", "weight-decay": "weight-decay coupling or scaling"}),
+         {"sparse-rows": SPARSE_MOMENTUM, "disc-sparse": SPARSE_MOMENTUM,
+          "weight-decay": DECAY, "disc-weight-decay": DECAY}),
         # dense-equivalent where the claim is lazy (torch.SparseAdam has no weight decay)
         ("dense_sparse_adam", "torch.SparseAdam",
-         {"sparse-rows": "sparse momentum", "weight-decay": "weight-decay coupling or scaling"}),
+         {"sparse-rows": SPARSE_MOMENTUM, "disc-sparse": SPARSE_MOMENTUM,
+          "weight-decay": DECAY, "disc-weight-decay": DECAY}),
     ],
 )  # fmt: skip
 def test_a_sparse_kernel_off_its_claim_is_caught_on_the_sparse_problem(tmp_path, kernel, variant,
@@ -219,12 +240,13 @@ def test_a_kernel_with_torchs_float32_arithmetic_conforms_except_the_dtypes_rang
     assert result.tier == "conforms except the dtype's range" and result.conforms
     assert not result.tables.counterexamples  # a range case is not a discrepancy to shrink
     text = verdict_text(result, tmp_path)
-    assert text.startswith("CONFORMS to torch.Adam except the dtype's range: 14/18 cases")
+    assert text.startswith("fingerprint: ")  # the kernel's own formula, claim or not
+    verdict = text.splitlines()[1]
+    assert verdict.startswith("CONFORMS to torch.Adam except the dtype's range: 14/18 cases")
     range_lines = [line for line in text.splitlines() if line.startswith("  range: ")]
     assert [line.split(":")[1].strip() for line in range_lines] == ["huge", "mixed-scales"]
     assert all("g*g overflows at" in line for line in range_lines)
     strict = replace(result, strict_range=True)
     assert not strict.conforms
-    assert verdict_text(strict, tmp_path).startswith(
-        "DOES NOT CONFORM to torch.Adam (--strict-range)"
-    )
+    strict_verdict = verdict_text(strict, tmp_path).splitlines()[1]
+    assert strict_verdict.startswith("DOES NOT CONFORM to torch.Adam (--strict-range)")

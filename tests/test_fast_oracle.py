@@ -52,6 +52,7 @@ from adamspec.spec import (
     make_hyper,
 )
 from adamspec.spec.formats import FORMATS
+from adamspec.spec.holding import HOLDABLE, HOLDING_FORMATS
 
 DTYPES = ["float64", "float32", "float16", "bfloat16"]
 NP = {
@@ -293,6 +294,47 @@ def test_lockstep_matches_mpmath_for_every_axis_member(label, variant, dtype, da
         return
     params, grads, state = draw_case(data, dtype)
     assert_same(*both(variant, hyper, params, grads, state))
+
+
+HELD_CASES = [(name, fmt.name) for name in HOLDABLE for fmt in HOLDING_FORMATS]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "fmt"), HELD_CASES, ids=[f"{n}@{f}" for n, f in HELD_CASES])
+@settings(max_examples=FEW)
+@given(data=st.data())
+def test_lockstep_matches_mpmath_with_a_hyperparameter_held_in_its_own_format(
+    name, fmt, dtype, data
+):
+    """``Hyper.held_formats`` (one hyperparameter held in a format of its own) is resolved in
+    one place for both oracles; over variants that hold the rest differently (ideal, the
+    param dtype, binary64 complements, the interpolation form)."""
+    variant = data.draw(
+        st.sampled_from(
+            [entry(n).variant for n in ("paper.algorithm1", "tf.raw.ApplyAdam", "optax.adam",
+                                        "keras.Adam", "torch.AdamW")]
+        ),
+        label="variant",
+    )  # fmt: skip
+    hyper = make_hyper(weight_decay="0.01", eps_root="1e-12", eps="1e-3", held_formats={name: fmt})
+    params, grads, state = draw_case(data, dtype)
+    assert_same(*both(variant, hyper, params, grads, state))
+
+
+def test_a_held_format_changes_only_its_hyperparameter():
+    """beta1 held in bfloat16 under a float32 kernel: 0.8984375 as both the held beta and the
+    decay of m, its complement exactly 1 - 0.8984375; beta2 keeps the variant's holding."""
+    e = entry("keras.Adam")
+    fmt = FORMATS["float32"]
+    plain = resolve(e.hyper(), e.variant, fmt)
+    own = resolve(e.hyper(held_formats={"beta1": "bfloat16"}), e.variant, fmt)
+    assert own.beta1 == own.moment_beta1 == Fraction(115, 128)
+    assert own.one_minus_beta1 == 1 - Fraction(115, 128)
+    assert (own.beta2, own.one_minus_beta2, own.moment_beta2) == (
+        plain.beta2, plain.one_minus_beta2, plain.moment_beta2,
+    )  # fmt: skip
+    ideal = resolve(e.hyper(held_formats={"beta1": "bfloat16"}), e.variant, fmt, "ideal")
+    assert ideal.beta1 == Fraction(9, 10)
 
 
 @pytest.mark.parametrize("mode", ["held", "ideal"])

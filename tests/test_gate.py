@@ -21,7 +21,7 @@ from toy_adapters import register_toys
 
 from adamspec.harness import cli, gate
 from adamspec.harness.gate import GateConfigError, load_config, run_gate
-from adamspec.harness.problems import SUITES
+from adamspec.harness.problems import DISCRIMINATING, SUITES, problem
 from adamspec.harness.run import Tables
 
 pytest_plugins = ("pytester",)
@@ -33,6 +33,13 @@ register_toys()
 pd.DataFrame({"x": [1]}).to_parquet(io.BytesIO())
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_CASES = [p.name for p in SUITES["quick"]]
+#: Quick cases the toys skip (they have no weight decay).
+DECAY_CASES = [p.name for p in SUITES["quick"] if "weight_decay" in p.hyper]
+#: Quick cases where the toy with eps moved is off (eps matters there).
+EPS_CASES = ["tiny-near-eps", "disc-eps"]
+#: Quick cases where toy.raises reaches its third step (it raises there).
+RAISING_CASES = [p.name for p in SUITES["quick"]
+                 if p.start_step == 0 and p.steps >= 3 and p.name not in DECAY_CASES]  # fmt: skip
 EPS_REASON = "eps added to sqrt(v) before the bias correction"
 EPS_LINK = "https://example.org/issues/1"
 
@@ -109,7 +116,7 @@ def junit_cases(path: Path) -> list[ET.Element]:
 
 EPS_BASELINE = {
     "implementation": "toy.eps_moved",
-    "case": "tiny-near-eps",
+    "case": "*-eps",
     "dtype": "float32",
     "reason": EPS_REASON,
     "link": EPS_LINK,
@@ -141,12 +148,12 @@ def test_new_discrepancy_fails_and_the_summary_names_it(memo, tmp_path):
     md = (out / "report.md").read_text()
     assert "failed" in md and "### New discrepancies" in md
     new_rows = [line for line in md.splitlines() if line.startswith("| toy.eps_moved")]
-    assert len(new_rows) == 1 and "tiny-near-eps" in new_rows[0]
-    assert "epsilon placement" in new_rows[0]
+    assert len(new_rows) == len(EPS_CASES) and "tiny-near-eps" in new_rows[0]
+    assert all("epsilon placement" in row for row in new_rows)
     script = new_rows[0].split("`")[1]  # the counterexample, relative to the output folder
     assert script.startswith("quick-float32/counterexamples/") and (out / script).is_file()
     failures = [c for c in junit_cases(out / "junit.xml") if c.find("failure") is not None]
-    assert [c.get("name") for c in failures] == ["tiny-near-eps[float32]"]
+    assert [c.get("name") for c in failures] == [f"{c}[float32]" for c in EPS_CASES]
     assert "epsilon placement" in failures[0].find("failure").get("message")
     data = json.loads((out / "gate.json").read_text())
     assert data["passed"] is False and data["new"][0]["counterexample"] == script
@@ -156,7 +163,7 @@ def test_new_discrepancy_fails_and_the_summary_names_it(memo, tmp_path):
     ("entry", "code"),
     [
         ({}, 0),
-        ({"case": "tiny-*"}, 0),  # globs
+        ({"case": "*eps"}, 0),  # globs
         ({"verdict": "discrepancy", "category": "epsilon*"}, 0),
         ({"category": "bias correction"}, 1),  # names another bug: the discrepancy is new
         ({"verdict": "error"}, 1),
@@ -179,7 +186,7 @@ def test_crash_is_an_error_unless_baselined(memo, tmp_path):
     code, out = gate_run(tmp_path, config_text(["toy.raises"]))
     assert code == 1
     errors = [c for c in junit_cases(out / "junit.xml") if c.find("error") is not None]
-    assert len(errors) == len(QUICK_CASES) - 1  # weight-decay is skipped: the toy has none
+    assert [c.get("name") for c in errors] == [f"{c}[float32]" for c in RAISING_CASES]
     assert "gave up" in errors[0].find("error").get("message")
     entry = {"implementation": "toy.*", "verdict": "error", "reason": "raises at step 3"}
     code, _ = gate_run(tmp_path, config_text(["toy.raises"], [entry]))
@@ -195,7 +202,7 @@ def test_stale_baseline_entry_fails_only_under_strict(memo, tmp_path, strict):
     assert code == (1 if strict else 0)
     data = json.loads((out / "gate.json").read_text())
     assert [e["entry"] for e in data["stale"]] == ["baseline[1]"]
-    assert data["counts"]["baselined"] == 1 and data["counts"]["new"] == 0
+    assert data["counts"]["baselined"] == len(EPS_CASES) and data["counts"]["new"] == 0
     md = (out / "report.md").read_text()
     assert "### Stale baseline entries" in md and "toy.none / typical" in md
     stale = [c for c in junit_cases(out / "junit.xml") if c.get("classname") == "adamspec.baseline"]
@@ -215,8 +222,10 @@ def test_junit_has_one_testcase_per_implementation_and_case(memo, tmp_path):
     suite = root.find("testsuite")
     assert int(suite.get("tests")) == len(cases)
     assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) == 0
-    assert int(suite.get("errors")) == sum(c.find("error") is not None for c in cases) == 6
-    assert int(suite.get("skipped")) == sum(c.find("skipped") is not None for c in cases) == 4
+    errors, skipped = len(RAISING_CASES), 3 * len(DECAY_CASES) + len(EPS_CASES)  # + xfails
+    assert int(suite.get("errors")) == sum(c.find("error") is not None for c in cases) == errors
+    n_skipped = sum(c.find("skipped") is not None for c in cases)
+    assert int(suite.get("skipped")) == n_skipped == skipped
 
 
 def test_several_dtypes_get_a_report_folder_each_and_budgets_apply(memo, tmp_path):
@@ -497,9 +506,12 @@ def test_pytest_plugin_turns_the_config_into_items(memo, pytester, plugin_args, 
         *plugin_args, "--adamspec", str(path), "--adamspec-out", "ce", "-v", "-rxs",
         "-p", "no:cacheprovider",
     )  # fmt: skip
-    n = len(QUICK_CASES)
-    # none: n-1 pass; eps_moved: n-2 pass + 1 xfail; raises: n-1 errors; 1 stale entry fails
-    result.assert_outcomes(passed=2 * n - 3 + 1, failed=n - 1 + 1, skipped=3, xfailed=1)
+    n, d, e = len(QUICK_CASES), len(DECAY_CASES), len(EPS_CASES)
+    r = len(RAISING_CASES)
+    # each toy skips the d decay cases; none: n-d pass; eps_moved: n-d-e pass + e xfail;
+    # raises: r errors, the rest pass; baseline 0 passes, the stale baseline 1 fails
+    result.assert_outcomes(passed=(n - d) + (n - d - e) + (n - d - r) + 1, failed=r + 1,
+                           skipped=3 * d, xfailed=e)  # fmt: skip
     result.stdout.fnmatch_lines([  # registry order
         "adamspec::toy.raises::typical::float32 FAILED*",
         "adamspec::toy.none::typical::float32 PASSED*",
@@ -553,8 +565,9 @@ def test_pytest_plugin_writes_the_reports_adamspec_gate_writes(
     # -k computes only what it selects, and the reports say only what was computed
     pytester.runpytest_inprocess(*args, "--adamspec-out", "some", "-k", "toy.none")
     data = json.loads((pytester.path / "some" / "gate.json").read_text())
-    assert data["counts"] == {"pass": len(QUICK_CASES) - 1, "skipped": 1, "baselined": 0,
-                              "new": 0, "stale": 1, "unverified": 1}  # fmt: skip
+    assert data["counts"] == {"pass": len(QUICK_CASES) - len(DECAY_CASES),
+                              "skipped": len(DECAY_CASES), "baselined": 0, "new": 0, "stale": 1,
+                              "unverified": 1}  # fmt: skip
     assert [e["entry"] for e in data["unverified"]] == ["baseline[0]"]  # toy.eps_moved: not run
     assert "1 implementations" in (pytester.path / "some" / "report.md").read_text()
     # nothing computed, nothing written
@@ -619,7 +632,10 @@ def test_size_and_steps_resize_the_gates_runs(memo, tmp_path):
     code, out = gate_run(tmp_path, config_text(["toy.none"]), size=40, steps=2)
     assert code == 0
     summary = pd.read_csv(out / "quick-float32" / "summary.csv")
-    assert set(summary.loc[summary["verdict"] != "skipped", "steps"]) == {2}
+    ran = summary[summary["verdict"] != "skipped"]
+    kept = ran["case"].isin(DISCRIMINATING)  # chosen to separate variants: left as they are
+    assert set(ran.loc[~kept, "steps"]) == {2}
+    assert kept.any() and all(ran.loc[kept, "steps"] == [problem(c).steps for c in ran[kept].case])
     results = pd.read_parquet(out / "quick-float32" / "results.parquet")
     typical = results[(results["case"] == "typical") & (results["mode"] == "lockstep")]
     assert set(typical["coordinates"]) == {80}  # two tensors of 40

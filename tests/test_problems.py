@@ -80,7 +80,7 @@ def test_lookup_errors_name_the_allowed_values():
 
 def test_suites_have_the_promised_sizes():
     quick = suite("quick")
-    assert 6 <= len(quick) <= 8 and all(p.steps <= 4 for p in quick)
+    assert 11 <= len(quick) <= 13 and all(p.steps <= 4 for p in quick)
     names = {p.name for p in quick}
     assert {
         "typical",
@@ -94,7 +94,9 @@ def test_suites_have_the_promised_sizes():
     assert len({p.name for p in default}) == len(default) == 18
     assert all(p.coordinates <= 32 and p.steps == 10 for p in default)
     disc = suite("discriminating")
-    assert len(disc) <= 5 and all(p.steps == 3 and p.coordinates <= 8 for p in disc)
+    assert len(disc) <= 6 and all(p.steps == 3 and p.coordinates <= 8 for p in disc)
+    # the quick suite holds every discriminating problem (the closed loop only in full size)
+    assert {p for p in disc if p.name.startswith("disc-")} <= set(quick)
     long = suite("long")
     assert {p.regime for p in long} == {"open", "closed"}
     assert all(p.steps == 10_000 and 2 <= p.coordinates <= 4 for p in long)

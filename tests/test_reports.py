@@ -124,6 +124,8 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "detail": "",
         "counterexample": "",
         "oracle_fallback_rate": 0.0,
+        "claimed": documented,
+        "tied_with": "",
         "first_failing_index": -1,
         "failing_coordinates": 0,
         "localization": "",
@@ -206,6 +208,9 @@ def make_fingerprints() -> list[dict]:
                     "cases": 2,
                     "documented": variant == IMPLS[impl][2],
                     "within_budget": ulp == 0,
+                    "formula": variant,
+                    "within_cases": 2 if ulp == 0 else 1,
+                    "failing_cases": "" if ulp == 0 else "b",
                 }
             )
     return rows
@@ -704,7 +709,8 @@ def test_heatmaps_leave_room_for_long_variant_names():
     variants = [f"optax.amsgrad[bias_correction_nu=False]{i:02d}" for i in range(26)]
     fp = [
         {"implementation": impl, "variant": v, "rank": j + 1, "max_ulp": j, "param_max_ulp": j,
-         "cases": 1, "documented": j == 0, "within_budget": j == 0}
+         "cases": 1, "documented": j == 0, "within_budget": j == 0, "formula": v,
+         "within_cases": int(j == 0), "failing_cases": "" if j == 0 else "c"}
         for impl in ("adamspec[paper.algorithm1]", "torch.Adam(fused=True)")
         for j, v in enumerate(variants)
     ]  # fmt: skip

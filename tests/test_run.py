@@ -45,11 +45,14 @@ def test_each_discrepancy_links_a_minimal_counterexample_script_that_runs(toy_ru
     eps = [r for r in toy_run.summary if r["implementation"] == "toy.eps_moved"
            and r["verdict"] == "discrepancy"]  # fmt: skip
     links = {r["counterexample"] for r in eps}
-    assert len(links) == 1 and links != {""}, links  # one search per configuration
+    # one search per configuration: tiny-near-eps (eps 1e-8) and disc-eps (eps 1e-3)
+    assert {r["case"] for r in eps} == {"tiny-near-eps", "disc-eps"}
+    assert len(links) == 2 and "" not in links, links
     assert all(r["counterexample"] == "" for r in toy_run.summary if r["verdict"] == "pass")
     paths = write_reports(tmp_path, toy_run.results, toy_run.summary, toy_run.fingerprints,
                           toy_run.separation, {"seed": 3}, toy_run.counterexamples)  # fmt: skip
-    script = tmp_path / links.pop()
+    # report.md links the worst case's script (tiny-near-eps)
+    script = tmp_path / next(r["counterexample"] for r in eps if r["case"] == "tiny-near-eps")
     assert script.exists() and f"]({script.relative_to(tmp_path)})" in paths["markdown"].read_text()
     # the script drives the toy through the adapter registry: the checkout and tests/ importable
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
@@ -134,7 +137,12 @@ def test_cli_fingerprint_json_ranks_variants():
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["variants"][0]["variant"] == "paper.eps_hat"
-    assert "documents paper.eps_hat" in answer["summary"]
+    assert answer["variants"][0]["documented"] and answer["variants"][0]["within_budget"]
+    assert answer["summary"].startswith("computes eps_placement=eps_hat (= paper.eps_hat")
+    assert (
+        answer["summary"].endswith("claimed paper.eps_hat")
+        or "claimed paper.eps_hat;" in (answer["summary"])
+    )
 
 
 def test_a_resumed_run_reuses_finished_tasks(tmp_path, monkeypatch):
