@@ -780,6 +780,16 @@ def run(
     return merged
 
 
+def evaluate(name: str, config: RunConfig) -> Tables:
+    """Everything the report says about one implementation, its tasks run one after another
+    in this process (a benchmark's or a test's single implementation)."""
+    load_registry()
+    problems = config.problems()
+    with cluster_executor(None, 1) as ex:
+        done = dict(ex.run(implementation_tasks(REGISTRY[name], config, len(problems))))
+    return _merged(name, done, problems, config)
+
+
 def implementation_tasks(info: AdapterInfo, config: RunConfig, problems: int) -> list[Task]:
     """One implementation's tasks: its fingerprint, its cases, its counterexample search. An
     implementation registered only in this process (a user's kernel, a gate's hook) runs
