@@ -22,7 +22,7 @@ from adamspec.reports.tiers import (
     is_range,
     tier,
 )
-from adamspec.spec.catalog import CATALOG
+from adamspec.spec.catalog import formula_key
 
 __all__ = [
     "FindingLine",
@@ -61,11 +61,6 @@ class Group:
     members: list[tuple[str, str, str]] = field(default_factory=list)  # (impl, tier, note)
 
 
-def _formula_key(name: str) -> Any:
-    entry = CATALOG.get(name)
-    return entry.variant if entry is not None else name
-
-
 def formula_groups(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[Group]:
     """Implementations by the formula their fingerprint ranks first (within budget), largest
     group first; then those no catalog formula matches, then those not run."""
@@ -92,8 +87,8 @@ def formula_groups(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[Gr
             unmatched.members.append((impl, impl_tier, f"closest: {variant}"))
             continue
         doc = documented.get(impl, "")
-        note = "" if not doc or _formula_key(doc) == _formula_key(variant) else f"documents {doc}"
-        names, members = by_formula.setdefault(_formula_key(variant), ([], []))
+        note = "" if not doc or formula_key(doc) == formula_key(variant) else f"documents {doc}"
+        names, members = by_formula.setdefault(formula_key(variant), ([], []))
         if variant not in names:
             names.append(variant)
         members.append((impl, impl_tier, note))

@@ -694,3 +694,10 @@ def entry(name: str) -> CatalogEntry:
 def entries() -> Iterator[CatalogEntry]:
     """All entries in catalog order."""
     return iter(_ENTRIES)
+
+
+def formula_key(name: str) -> Any:
+    """What makes two catalog names one formula: their variant (names outside the catalog
+    are their own formula), so ``formula_key(a) == formula_key(b)`` says "same formula"."""
+    found = CATALOG.get(name)
+    return found.variant if found is not None else name
