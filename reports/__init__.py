@@ -128,7 +128,9 @@ def write_reports(
         for name, data in given.items()
     }
     # Render everything before the first write, for the same reason.
-    markdown = summary_markdown(tables["summary"], tables["fingerprints"], meta, tables["pairs"])
+    markdown = summary_markdown(
+        tables["summary"], tables["fingerprints"], meta, pairs=tables["pairs"]
+    )
     page = render_html(tables, meta)
     junit = junit_xml(tables["summary"], range_fails=bool(meta.get("strict_range", False)))
     meta_text = meta_json(meta)
