@@ -812,8 +812,8 @@ def render_html(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> 
         "<h1>adamspec report</h1>",
         _lead(summary, tiers_of(summary)),
         '<h2 id="findings">Findings</h2>',
-        _findings_html(summary, fingerprints),
-        _pairs_html(tables["pairs"]),
+        # the pairs' block ("" when none ran: a run without pairs renders as before)
+        _findings_html(summary, fingerprints) + _pairs_html(tables["pairs"]),
         '<h2 id="formulas">Implementations by the formula they compute</h2>',
         _groups_html(summary, fingerprints),
         '<h2 id="off-budget">Cases off budget, and crashes</h2>',
