@@ -264,8 +264,8 @@ def _slug(name: str) -> str:
 # one task per problem (waiting for the fingerprint: its best matches are each case's
 # candidates) and one counterexample search (waiting for the cases); a compiled one also
 # one pair task (waiting for its and its eager counterpart's fingerprints); plus the
-# separation matrix. Each is a pure function of its arguments, so it may run in any process of any
-# host; what it returns is merged by :func:`run` in a fixed order.
+# separation matrix. Each is a pure function of its arguments, so it may run in any
+# process of any host; what it returns is merged by :func:`run` in a fixed order.
 
 
 @dataclass

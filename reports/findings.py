@@ -188,7 +188,8 @@ def no_bias_correction_findings(
             f"(c = 1: {which} enter{'s' if len(moments) == 1 else ''} the step undivided by "
             f"1 - beta^t), as documented: early steps differ from bias-corrected Adam's"
         )
-        lines.append(FindingLine(text, title=text.replace(_short(impls), ", ".join(impls))))
+        full = text.replace(_short(impls), ", ".join(impls))
+        lines.append(FindingLine(text, title=full if full != text else ""))
     return lines
 
 
