@@ -141,9 +141,24 @@ def fingerprint_formula(fingerprints: Sequence[Mapping[str, Any]]) -> str:
     return str(best[0]["variant"]) if best else ""
 
 
-def pair_verdict(formula: str, counterpart_formula: str) -> str:
-    """:data:`SAME` when both fingerprints name one formula, :data:`DIFFERENT` when they
-    name two, :data:`UNKNOWN` when either matched none."""
+def diverging_cases(ours: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]]) -> str:
+    """The run's cases (summary rows, in one order) where the compiled implementation is a
+    discrepancy from its documented formula and its eager counterpart passes: "case
+    (category, N ULP)", joined; "" when none."""
+    found = []
+    for mine, eager in zip(ours, theirs, strict=True):
+        if mine["verdict"] == "discrepancy" and eager["verdict"] in ("pass", "range"):
+            category = mine["category"] or "unexplained"
+            found.append(f"{mine['case']} ({category}, {mine['max_ulp']} ULP)")
+    return "; ".join(found)
+
+
+def pair_verdict(formula: str, counterpart_formula: str, diverging: str = "") -> str:
+    """:data:`DIFFERENT` when the run found the compiled one off its documented formula
+    where the eager one is not (``diverging``) or the fingerprints name two formulas;
+    :data:`SAME` when both name one; :data:`UNKNOWN` when either matched none."""
+    if diverging:
+        return DIFFERENT
     if not formula or not counterpart_formula:
         return UNKNOWN
     return SAME if formula_key(formula) == formula_key(counterpart_formula) else DIFFERENT
@@ -161,6 +176,7 @@ def pair_rows(
     dtype: str,
     seed: int,
     formulas: tuple[str, str],
+    diverging: str = "",
 ) -> list[dict[str, Any]]:
     """The ``pairs`` rows of one compiled implementation and its eager counterpart: per
     problem of :func:`pair_problems` and component, the first step's and the worst
@@ -171,7 +187,8 @@ def pair_rows(
         "counterpart": counterpart,
         "implementation_formula": formula,
         "counterpart_formula": counterpart_formula,
-        "verdict": pair_verdict(formula, counterpart_formula),
+        "verdict": pair_verdict(formula, counterpart_formula, diverging),
+        "diverging_cases": diverging,
     }
     amsgrad = entry(documented).variant.amsgrad is not AmsGrad.OFF
     rows = []

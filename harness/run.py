@@ -51,7 +51,7 @@ from adamspec.harness.engine import (
 )
 from adamspec.harness.fingerprint import Match, rank_variants, separation
 from adamspec.harness.localize import localize
-from adamspec.harness.pairs import fingerprint_formula, pair_rows
+from adamspec.harness.pairs import diverging_cases, fingerprint_formula, pair_rows
 from adamspec.harness.power import Candidates, merge_candidates
 from adamspec.harness.problems import Problem, resized, suite
 from adamspec.harness.stream import CaseRecord, verify_case
@@ -473,17 +473,25 @@ def pair_task(
     config: RunConfig,
     fingerprinted: Fingerprinted,
     counterpart_fingerprinted: Fingerprinted,
+    *cases: CaseOutcome,
 ) -> Tables:
     """A compiled implementation beside its eager counterpart (:mod:`adamspec.harness.pairs`):
-    lock-step ULP distances on a few of the suite's problems, and the formula each one's
-    fingerprint (already computed by their fingerprint tasks) names."""
+    lock-step ULP distances on a few of the suite's problems, the formula each one's
+    fingerprint (already computed by their fingerprint tasks) names, and the cases of the
+    run (``cases``: the compiled one's, then the eager one's) where the compiled one is off
+    its documented formula and the eager one is not (a difference the fingerprint suite
+    may not separate: torch.compile's float32 bias corrections show on a long closed loop)."""
     _prepare(counterpart, config)
     config = _prepare(info, config)
     formulas = (fingerprint_formula(fingerprinted.tables.fingerprints),
                 fingerprint_formula(counterpart_fingerprinted.tables.fingerprints))  # fmt: skip
+    half = len(cases) // 2
+    ours = [c.tables.summary[0] for c in cases[:half]]
+    theirs = [c.tables.summary[0] for c in cases[half:]]
     out = Tables()
     out.pairs = pair_rows(info.name, counterpart.name, info.documented, config.problems(),
-                          config.dtype, config.seed, formulas)  # fmt: skip
+                          config.dtype, config.seed, formulas,
+                          diverging_cases(ours, theirs))  # fmt: skip
     return out
 
 
@@ -679,7 +687,8 @@ def implementation_tasks(
                           tuple(cases), here))  # fmt: skip
     if info.eager_counterpart in running:
         counterpart = REGISTRY[info.eager_counterpart]
-        after = (fingerprint, ("fingerprint", counterpart.name))
+        theirs = [("case", counterpart.name, i) for i in range(problems)]
+        after = (fingerprint, ("fingerprint", counterpart.name), *cases, *theirs)
         here = here or counterpart.name not in static_names()
         tasks.append(Task(("pair", info.name), pair_task, (info, counterpart, config), after, here))
     return tasks

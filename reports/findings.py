@@ -277,6 +277,12 @@ def _pair_text(impl: str, counterpart: str, rows: pd.DataFrame) -> str:
                 f"{head}: same formula ({compiled}) but NaN/inf on one side ({component}), {over}"
             )
         return f"{head}: same formula ({compiled}), rounding only, ≤ {distance}, {over}"
+    diverging = str(first.get("diverging_cases", "") or "")
+    if first["verdict"] == "not the same formula" and diverging:
+        return (
+            f"{head}: not the same formula: the compiled one is off {compiled or 'its formula'}"
+            f" on {diverging} where the eager one conforms; lock-step max {distance}, {over}"
+        )
     if first["verdict"] == "not the same formula":
         axes = _axis_differences(compiled, eager)
         return (

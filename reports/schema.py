@@ -136,6 +136,7 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "implementation_formula",
     "counterpart_formula",
     "verdict",
+    "diverging_cases",
     "detail",
 )
 

@@ -18,6 +18,7 @@ import adamspec.harness.run as run_module
 from adamspec.harness.pairs import (
     PAIR_PROBLEMS,
     PAIR_STEPS,
+    diverging_cases,
     fingerprint_formula,
     pair_problems,
     pair_verdict,
@@ -65,7 +66,10 @@ def test_a_pair_task_exactly_when_the_counterpart_runs_too_after_both_fingerprin
     both = implementation_tasks(REGISTRY[OPTAX[0]], config, 2, running=OPTAX)
     (pair,) = [t for t in both if t.key[0] == "pair"]
     assert pair.key == ("pair", OPTAX[0])
-    assert pair.after == (("fingerprint", OPTAX[0]), ("fingerprint", OPTAX[1]))
+    # both fingerprints, then both implementations' cases (where the run found them apart)
+    assert pair.after == (("fingerprint", OPTAX[0]), ("fingerprint", OPTAX[1]),
+                          ("case", OPTAX[0], 0), ("case", OPTAX[0], 1),
+                          ("case", OPTAX[1], 0), ("case", OPTAX[1], 1))  # fmt: skip
     # an eager implementation has no pair of its own
     eager = implementation_tasks(REGISTRY[OPTAX[1]], config, 2, running=OPTAX)
     assert not [t for t in eager if t.key[0] == "pair"]
@@ -75,6 +79,23 @@ def test_pair_verdict_reads_formulas_the_catalog_says_are_one():
     assert pair_verdict("optax.adam", "optax.adam") == "same formula"
     assert pair_verdict("mlx.Adam", "mlx.Adam[bias_correction]") == "not the same formula"
     assert pair_verdict("", "optax.adam") == "formula unknown"
+    # the run's own cases outrank the fingerprint suite, which may not separate them
+    assert pair_verdict("torch.Adam", "torch.Adam", "mlp (hyperparameter representation, "
+                        "1639 ULP)") == "not the same formula"  # fmt: skip
+
+
+def test_diverging_cases_are_the_compiled_ones_discrepancies_where_eager_conforms():
+    def row(case, verdict, category="", ulp=0):
+        return {"case": case, "verdict": verdict, "category": category, "max_ulp": ulp}
+
+    ours = [
+        row("typical", "pass"),
+        row("mlp", "discrepancy", "hyperparameter representation", 1639),
+        row("huge", "discrepancy", "format range", 9),
+    ]
+    theirs = [row("typical", "pass"), row("mlp", "pass"), row("huge", "discrepancy")]
+    assert diverging_cases(ours, theirs) == "mlp (hyperparameter representation, 1639 ULP)"
+    assert diverging_cases(ours[:1], theirs[:1]) == ""
     rows = [
         {"rank": 1, "variant": "torch.Adam", "within_budget": False},
         {"rank": 2, "variant": "optax.adam", "within_budget": True},
@@ -172,6 +193,7 @@ def _pair_row(component: str, ulp: int | None, **kw) -> dict:
         "implementation_formula": "torch.Adam",
         "counterpart_formula": "torch.Adam",
         "verdict": "same formula",
+        "diverging_cases": "",
         "detail": "",
     }
     return {**row, **kw}
@@ -218,6 +240,21 @@ def _pair_row(component: str, ulp: int | None, **kw) -> dict:
             "catalog formula within budget, eager matches torch.Adam); max NaN/inf (v), "
             "lock-step over 1 cases × 20 steps",
             id="unknown-and-nan",
+        ),
+        pytest.param(
+            [
+                _pair_row(
+                    c,
+                    u,
+                    verdict="not the same formula",
+                    diverging_cases="mlp (hyperparameter representation, 1639 ULP)",
+                )
+                for c, u in (("m", 4), ("param", 1))
+            ],
+            "torch.compile(torch.Adam) vs torch.Adam: not the same formula: the compiled one "
+            "is off torch.Adam on mlp (hyperparameter representation, 1639 ULP) where the "
+            "eager one conforms; lock-step max 4 ULP (m), lock-step over 1 cases × 20 steps",
+            id="apart-in-the-run",
         ),
         pytest.param(
             [_pair_row("", None, detail="skipped: no compiler")],

@@ -246,7 +246,8 @@ def make_pairs() -> list[dict]:
     pair not measured (its distances missing)."""
     rows = []
     same = {"implementation_formula": "keras.Adam", "counterpart_formula": "keras.Adam",
-            "verdict": "same formula", "detail": "", "steps": 20}  # fmt: skip
+            "verdict": "same formula", "diverging_cases": "", "detail": "",
+            "steps": 20}  # fmt: skip
     for n, (case, component) in enumerate((c, k) for c in CASES for k in COMPONENTS):
         rows.append({"implementation": "keras.Adam[xla]", "counterpart": "keras.Adam",
                      "case": case, "component": component, "first_step_ulp": n % 2,
