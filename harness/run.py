@@ -1,10 +1,12 @@
 """The main job: every selected implementation on a problem suite, fingerprinted and classified.
 
 Per implementation, a fingerprint task, one task per problem (its trace, lock-step and
-free-running errors, classification) and a counterexample search, plus one task for the
-separation matrix; tasks run in this process, local worker processes (``jobs``) or a Dask
-cluster (``scheduler``, :mod:`adamspec.harness.cluster`), and their rows are merged in a
-fixed order, so the tables depend only on the seed and the configuration.
+free-running errors, classification) and a counterexample search, and for a compiled
+implementation whose eager counterpart runs too, one pair task
+(:mod:`adamspec.harness.pairs`); plus one task for the separation matrix; tasks run in
+this process, local worker processes (``jobs``) or a Dask cluster (``scheduler``,
+:mod:`adamspec.harness.cluster`), and their rows are merged in a fixed order, so the tables
+depend only on the seed and the configuration.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -60,6 +62,7 @@ from adamspec.harness.fingerprint import (
     separation,
 )
 from adamspec.harness.localize import localize
+from adamspec.harness.pairs import diverging_cases, fingerprint_formula, pair_rows
 from adamspec.harness.power import Candidates, merge_candidates
 from adamspec.harness.problems import DISCRIMINATING, PROBLEMS, Problem, resized, suite
 from adamspec.harness.stream import CaseRecord, verify_case
@@ -126,7 +129,7 @@ class RunConfig:
 
 @dataclass
 class Tables:
-    """Rows of the four record tables of :mod:`adamspec.reports.schema`, and the counterexample
+    """Rows of the record tables of :mod:`adamspec.reports.schema`, and the counterexample
     scripts (path relative to the output folder -> text) the summary rows link to."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -142,9 +145,11 @@ class Tables:
     power: Candidates = field(default_factory=dict)
     #: seconds spent in the implementations ("kernel") and in the oracle ("oracle")
     seconds: dict[str, float] = field(default_factory=dict)
+    #: compiled implementations beside their eager counterparts (:mod:`adamspec.harness.pairs`)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
 
     def extend(self, other: Tables) -> None:
-        for name in ("results", "summary", "fingerprints", "separation", "profiles"):
+        for name in ("results", "summary", "fingerprints", "separation", "profiles", "pairs"):
             getattr(self, name).extend(getattr(other, name))
         self.counterexamples.update(other.counterexamples)
         self.fingerprint_text.update(other.fingerprint_text)
@@ -165,6 +170,7 @@ class Tables:
             meta,
             self.counterexamples,
             profiles=self.profiles,
+            pairs=self.pairs,
         )
 
 
@@ -393,9 +399,10 @@ def _fingerprint_sentence(fp: Fingerprint, claimed: str, seed: int) -> str:
 # A run is a graph of tasks (harness/cluster.py): per implementation one fingerprint task,
 # one task per problem (waiting for the fingerprint: it names the reference of an
 # implementation that claims nothing, and its best formulas are each case's candidates)
-# and one counterexample search (waiting for the cases); plus the separation matrix. Each
-# is a pure function of its arguments, so it may run in any process of any host; what it
-# returns is merged by :func:`run` in a fixed order.
+# and one counterexample search (waiting for the cases); a compiled one also one pair task
+# (waiting for both its and its eager counterpart's fingerprints and cases); plus the
+# separation matrix. Each is a pure function of its arguments, so it may run in any
+# process of any host; what it returns is merged by :func:`run` in a fixed order.
 
 
 @dataclass
@@ -605,6 +612,34 @@ def _profile_rows(case: CaseRecord) -> list[dict[str, Any]]:
     return rows
 
 
+def pair_task(
+    info: AdapterInfo,
+    counterpart: AdapterInfo,
+    config: RunConfig,
+    fingerprinted: Fingerprinted,
+    counterpart_fingerprinted: Fingerprinted,
+    *cases: CaseOutcome,
+) -> Tables:
+    """A compiled implementation beside its eager counterpart (:mod:`adamspec.harness.pairs`):
+    lock-step ULP distances on a few of the suite's problems, the formula each one's
+    fingerprint (already computed by their fingerprint tasks) names, and the cases of the
+    run (``cases``: the compiled one's, then the eager one's) where the compiled one is off
+    its documented formula and the eager one is not (a difference the fingerprint suite
+    may not separate: torch.compile's float32 bias corrections show on a long closed loop)."""
+    _prepare(counterpart, config)
+    config = _prepare(info, config)
+    formulas = (fingerprint_formula(fingerprinted.tables.fingerprints),
+                fingerprint_formula(counterpart_fingerprinted.tables.fingerprints))  # fmt: skip
+    half = len(cases) // 2
+    ours = [c.tables.summary[0] for c in cases[:half]]
+    theirs = [c.tables.summary[0] for c in cases[half:]]
+    out = Tables()
+    out.pairs = pair_rows(info.name, counterpart.name, info.documented, config.problems(),
+                          config.dtype, config.seed, formulas,
+                          diverging_cases(ours, theirs))  # fmt: skip
+    return out
+
+
 def evaluate_separation(config: RunConfig) -> Tables:
     out = Tables()
     for pair in separation(suite(config.fingerprint_suite), config.separation_dtypes, config.seed):
@@ -734,14 +769,15 @@ def run(
     problems = config.problems()
     suite(config.fingerprint_suite)  # unknown suite: fail before any work
     skipped: dict[str, Tables] = {}
-    tasks: list[Task] = []
     for name in names:
         framework = REGISTRY[name].framework
         status = availability(framework) if framework else None
         if status is not None and not status.available:
             skipped[name] = _skipped(name, f"skipped: {status.reason}", config)
-        else:
-            tasks += implementation_tasks(REGISTRY[name], config, len(problems))
+    running = [name for name in names if name not in skipped]
+    tasks: list[Task] = []
+    for name in running:
+        tasks += implementation_tasks(REGISTRY[name], config, len(problems), running)
     if config.separation:
         tasks.append(Task(("separation",), evaluate_separation, (config,)))
     done: dict[Hashable, Any] = {}
@@ -790,10 +826,14 @@ def evaluate(name: str, config: RunConfig) -> Tables:
     return _merged(name, done, problems, config)
 
 
-def implementation_tasks(info: AdapterInfo, config: RunConfig, problems: int) -> list[Task]:
-    """One implementation's tasks: its fingerprint, its cases, its counterexample search. An
-    implementation registered only in this process (a user's kernel, a gate's hook) runs
-    here; its chunks still verify on the cluster."""
+def implementation_tasks(
+    info: AdapterInfo, config: RunConfig, problems: int, running: Collection[str] = ()
+) -> list[Task]:
+    """One implementation's tasks: its fingerprint, its cases, its counterexample search,
+    and for a compiled implementation whose eager counterpart is among ``running`` the
+    pair of the two (after both fingerprints). An implementation registered only in this
+    process (a user's kernel, a gate's hook) runs here; its chunks still verify on the
+    cluster."""
     here = info.name not in static_names()
     fingerprint = ("fingerprint", info.name)
     cases = [("case", info.name, i) for i in range(problems)]
@@ -802,6 +842,12 @@ def implementation_tasks(info: AdapterInfo, config: RunConfig, problems: int) ->
     if config.counterexample_examples > 0:
         tasks.append(Task(("counterexamples", info.name), counterexample_task, (info, config),
                           tuple(cases), here))  # fmt: skip
+    if info.eager_counterpart in running:
+        counterpart = REGISTRY[info.eager_counterpart]
+        theirs = [("case", counterpart.name, i) for i in range(problems)]
+        after = (fingerprint, ("fingerprint", counterpart.name), *cases, *theirs)
+        here = here or counterpart.name not in static_names()
+        tasks.append(Task(("pair", info.name), pair_task, (info, counterpart, config), after, here))
     return tasks
 
 
@@ -836,6 +882,11 @@ def _merged(name: str, done: Mapping[Hashable, Any], problems: Sequence[Problem]
     if isinstance(searched, Tables):
         out.summary = searched.summary
         out.counterexamples.update(searched.counterexamples)
+    paired = done.get(("pair", name))
+    if isinstance(paired, Failed):
+        print(f"adamspec: {name}: beside its eager counterpart: {paired}", file=sys.stderr)
+    elif paired is not None:
+        out.pairs = paired.pairs
     return out
 
 

@@ -4,6 +4,7 @@ Reports never recompute Adam: every number comes from the four record tables of
 :mod:`adamspec.reports.schema`. :func:`write_reports` writes the whole set into one directory::
 
     results.parquet  summary.csv  fingerprints.csv  separation.csv  index_profile.csv
+    pairs.csv (when a compiled implementation ran beside its eager counterpart)
     report.md        report.html  junit.xml         meta.json
 
 Every file is written atomically (temporary file in the same directory, then
@@ -92,11 +93,14 @@ def write_reports(
     meta: Mapping[str, Any],
     counterexamples: Mapping[str, str] | None = None,
     profiles: TableLike = (),
+    pairs: TableLike = (),
 ) -> dict[str, Path]:
     """Write every report into ``out_dir`` (created if needed); returns name -> path.
 
-    Names: "results", "summary", "fingerprints", "separation", "profiles" (the tables;
-    ``profiles``, the failing cases' error-vs-index profile, may be omitted), "markdown"
+    Names: "results", "summary", "fingerprints", "separation", "profiles", "pairs" (the
+    tables; ``profiles``, the failing cases' error-vs-index profile, and ``pairs``, each
+    compiled implementation beside its eager counterpart, may be omitted; pairs.csv is
+    written only when there are any), "markdown"
     (report.md), "html" (report.html), "junit" (junit.xml), "meta" (meta.json) and each
     of ``counterexamples`` (a path relative to ``out_dir`` -> script text, the scripts the
     summary's ``counterexample`` column links to; the key is the path). The
@@ -115,6 +119,7 @@ def write_reports(
         "fingerprints": fingerprints,
         "separation": separation,
         "profiles": profiles,
+        "pairs": pairs,
     }
     tables = {
         name: conform(data, SCHEMAS[name], name)
@@ -123,7 +128,9 @@ def write_reports(
         for name, data in given.items()
     }
     # Render everything before the first write, for the same reason.
-    markdown = summary_markdown(tables["summary"], tables["fingerprints"], meta)
+    markdown = summary_markdown(
+        tables["summary"], tables["fingerprints"], meta, pairs=tables["pairs"]
+    )
     page = render_html(tables, meta)
     junit = junit_xml(tables["summary"], range_fails=bool(meta.get("strict_range", False)))
     meta_text = meta_json(meta)

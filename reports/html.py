@@ -33,6 +33,7 @@ from adamspec.reports.findings import (
     case_anchor,
     formula_groups,
     key_findings,
+    pair_findings,
     tier_counts,
     tiers_of,
 )
@@ -642,6 +643,21 @@ def _findings_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
     return f'<ul class="findings">{"".join(items)}</ul>{tail}'
 
 
+def _pairs_html(pairs: pd.DataFrame) -> str:
+    """Each compiled implementation beside its eager counterpart, one line each ("" when
+    none ran)."""
+    lines = pair_findings(pairs)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{esc(f.text)}</li>" for f in lines)
+    return (
+        '<h3 id="compiled-vs-eager">Compiled vs eager</h3>'
+        "<p>Each compiled step beside its eager counterpart: both stepped from the same "
+        "states and gradients (lock-step), and the formula each one's fingerprint names.</p>"
+        f'<ul class="findings">{items}</ul>'
+    )
+
+
 def _cases_table(cases: pd.DataFrame) -> str:
     """Cases with an anchor each (the findings link to them) and their counterexample."""
     rows, classes, ids = [], [], []
@@ -801,7 +817,8 @@ def render_html(frames: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> 
         "<h1>adamspec report</h1>",
         _lead(summary, tiers_of(summary)),
         '<h2 id="findings">Findings</h2>',
-        _findings_html(summary, fingerprints),
+        # the pairs' block ("" when none ran: a run without pairs renders as before)
+        _findings_html(summary, fingerprints) + _pairs_html(tables["pairs"]),
         '<h2 id="formulas">Implementations by the formula they compute</h2>',
         _groups_html(summary, fingerprints),
         '<h2 id="off-budget">Cases off budget, and crashes</h2>',

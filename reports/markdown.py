@@ -16,6 +16,7 @@ from adamspec.reports.findings import (
     MAX_FINDINGS,
     formula_groups,
     key_findings,
+    pair_findings,
     tier_counts,
     tiers_of,
 )
@@ -198,8 +199,11 @@ def _meta_line(meta: Mapping[str, Any]) -> str:
     )
 
 
-def first_section(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[str]:
-    """The answer before any table: tiers, implementations by formula, the findings."""
+def first_section(
+    summary: pd.DataFrame, fingerprints: pd.DataFrame, pairs: pd.DataFrame | None = None
+) -> list[str]:
+    """The answer before any table: tiers, implementations by formula, the findings, and
+    each compiled implementation beside its eager counterpart (one line each)."""
     tiers = tiers_of(summary)
     if not tiers:
         return []
@@ -221,6 +225,10 @@ def first_section(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> list[str
         )
     if len(found) > MAX_FINDINGS:
         lines.append(f"- … and {len(found) - MAX_FINDINGS} more in the table below.")
+    paired = pair_findings(pairs) if pairs is not None else []
+    if paired:
+        lines += ["", "**Compiled vs eager** (lock-step from the same states; fingerprints):"]
+        lines += [f"- {md_escape(f.text)}" for f in paired]
     return [*lines, ""]
 
 
@@ -229,8 +237,11 @@ def summary_markdown(
     fingerprints: pd.DataFrame,
     meta: Mapping[str, Any],
     max_rows: int = 64,
+    pairs: pd.DataFrame | None = None,
 ) -> str:
-    """The PR-comment Markdown: one table row per implementation, counts, a metadata line.
+    """The PR-comment Markdown: one table row per implementation, counts, a metadata line
+    (``pairs``, the compiled implementations beside their eager counterparts, adds one line
+    each to the first section).
 
     Reads ``meta["seed"]``, ``meta["duration_s"]`` (or ``"duration"``) and
     ``meta["adamspec_version"]`` (or ``"version"``); missing keys show as ``—``. At most
@@ -241,7 +252,7 @@ def summary_markdown(
     fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
     table = overview(summary, fingerprints)
     counts = verdict_counts(summary)
-    lines = ["## adamspec", "", *first_section(summary, fingerprints)]
+    lines = ["## adamspec", "", *first_section(summary, fingerprints, pairs)]
     if table.empty:
         lines.append("No implementation produced a result.")
     else:

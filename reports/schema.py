@@ -135,6 +135,31 @@ SEPARATION_COLUMNS: tuple[str, ...] = (
     "relation",
 )
 
+#: One row per compiled implementation x eager counterpart (``AdapterInfo.eager_counterpart``)
+#: x case x component, measured by :mod:`adamspec.harness.pairs`: ``max_ulp`` the worst ULP
+#: distance between the two over ``steps`` steps each taken by both from the same state
+#: and gradients (lock-step), ``first_step_ulp`` that of the first step (-1: a NaN/inf in
+#: one where the other has a number; missing when the case could not run, ``component``
+#: "" and ``detail`` saying why). ``implementation_formula`` and ``counterpart_formula``
+#: are the catalog variants each one's fingerprint ranks first within budget ("" for
+#: none); ``verdict`` is "same formula" (one formula, the catalog's variants that are one
+#: formula included), "not the same formula" or "formula unknown" (a fingerprint matched
+#: none).
+PAIR_COLUMNS: tuple[str, ...] = (
+    "implementation",
+    "counterpart",
+    "case",
+    "component",
+    "steps",
+    "first_step_ulp",
+    "max_ulp",
+    "implementation_formula",
+    "counterpart_formula",
+    "verdict",
+    "diverging_cases",
+    "detail",
+)
+
 VERDICTS: tuple[str, ...] = ("pass", "range", "discrepancy", "skipped", "error")
 RELATIONS: tuple[str, ...] = ("separated", "weak", "within rounding",
                               "equal for this configuration", "identical formula")  # fmt: skip

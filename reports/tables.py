@@ -31,6 +31,7 @@ import pandas as pd
 
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
+    PAIR_COLUMNS,
     PROFILE_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,
@@ -57,6 +58,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "fingerprints": FINGERPRINT_COLUMNS,
     "separation": SEPARATION_COLUMNS,
     "profiles": PROFILE_COLUMNS,
+    "pairs": PAIR_COLUMNS,
 }
 
 #: Table name -> file name inside the output directory.
@@ -66,7 +68,11 @@ FILES: dict[str, str] = {
     "fingerprints": "fingerprints.csv",
     "separation": "separation.csv",
     "profiles": "index_profile.csv",
+    "pairs": "pairs.csv",
 }
+
+#: Tables a report folder may lack (read as empty).
+OPTIONAL_TABLES: tuple[str, ...] = ("profiles", "pairs")
 
 #: Table name -> the leading sort columns of its files (the remaining columns follow, in
 #: schema order, as tie-breakers).
@@ -76,6 +82,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "fingerprints": ("implementation", "rank", "variant"),
     "separation": ("variant_a", "variant_b", "case", "component"),
     "profiles": ("implementation", "case", "tensor", "first_index"),
+    "pairs": ("implementation", "counterpart", "case", "component"),
 }
 
 _STR = "str"
@@ -117,6 +124,7 @@ DTYPES: dict[str, dict[str, str]] = {
         "last_index": _INT,
         "max_multiple": _FLOAT,
     },
+    "pairs": {"steps": _INT, "first_step_ulp": _NINT, "max_ulp": _NINT},
 }
 
 
@@ -327,12 +335,15 @@ def write_tables(
     fingerprints: TableLike,
     separation: TableLike,
     profiles: TableLike = (),
+    pairs: TableLike = (),
 ) -> dict[str, Path]:
     """Validate, sort and write the tables into ``out_dir`` (created if needed).
 
     Each argument is a DataFrame or a list of record dicts. Writes ``results.parquet``,
-    ``summary.csv``, ``fingerprints.csv``, ``separation.csv`` and ``index_profile.csv``
-    atomically and returns table name -> path.
+    ``summary.csv``, ``fingerprints.csv``, ``separation.csv``, ``index_profile.csv`` and,
+    when a compiled implementation ran beside its eager counterpart, ``pairs.csv``
+    (so a run without pairs writes the same files as before there were any) atomically
+    and returns table name -> path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -342,9 +353,12 @@ def write_tables(
         "fingerprints": fingerprints,
         "separation": separation,
         "profiles": profiles,
+        "pairs": pairs,
     }
     # Validate everything before writing anything, so a bad table leaves no mixed set.
     tables = {name: sort_table(_as_table(data, name), name) for name, data in given.items()}
+    if tables["pairs"].empty:
+        del tables["pairs"]
     paths: dict[str, Path] = {}
     for name, df in tables.items():
         path = out / FILES[name]
@@ -355,12 +369,13 @@ def write_tables(
 
 def read_tables(out_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
     """The tables written by :func:`write_tables`, with the same dtypes and order (an index
-    profile missing from an older report folder reads as empty)."""
+    profile missing from an older report folder, and pairs missing from a run without
+    any, read as empty)."""
     out = Path(out_dir)
     tables: dict[str, pd.DataFrame] = {}
     for name, file in FILES.items():
         path = out / file
-        if name == "profiles" and not path.exists():
+        if name in OPTIONAL_TABLES and not path.exists():
             tables[name] = frame([], SCHEMAS[name])
             continue
         if path.suffix == ".parquet":

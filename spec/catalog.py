@@ -752,3 +752,15 @@ def formula_entry(text: str) -> CatalogEntry:
 def same_formula(variant: Variant) -> list[str]:
     """The catalog names whose variant is exactly ``variant``, in catalog order."""
     return [e.name for e in _ENTRIES if e.variant == variant]
+
+
+def formula_key(name: str) -> Any:
+    """What makes two catalog names one formula: their variant (names outside the catalog
+    are their own formula), so ``formula_key(a) == formula_key(b)`` says "same formula"."""
+    found = CATALOG.get(name)
+    if found is not None:
+        return found.variant
+    try:  # an axis-space name ("eps_placement=eps_hat") is the formula it names
+        return formula_entry(name).variant
+    except VariantError:
+        return name

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adamspec.impl.adapters import State, make_adapter
+from adamspec.harness.pairs import PairErrors
+from adamspec.harness.pairs import pair_errors as measure_pair
+from adamspec.impl.adapters import REGISTRY, State, load_registry, make_adapter
 from adamspec.oracles import OracleState
 from adamspec.oracles import step as oracle_step
 from adamspec.oracles.metrics import ulp_distance
@@ -145,73 +147,17 @@ def assert_state_roundtrip(adapter_name: str, hyper: Hyper, dtype: str, shapes=(
         adapter.close()
 
 
-@dataclass
-class PairErrors:
-    """ULP distances between two implementations of one optimizer (a compiled one and its
-    eager counterpart), per component: ``lockstep`` the worst over steps each taken by both
-    from the same state (the first implementation's), ``first`` that of the first such
-    step, ``free`` the worst over trajectories each implementation runs from one start."""
-
-    lockstep: dict[str, int]
-    first: dict[str, int]
-    free: dict[str, int]
-
-
-def _components(state: State) -> dict[str, list[np.ndarray]]:
-    out = {"param": state.params, "m": state.m, "v": state.v}
-    if state.v_max is not None:
-        out["v_max"] = state.v_max
-    return out
-
-
-def _worst_ulp(a: State, b: State, record: dict[str, int]) -> None:
-    fmt = format_of_dtype(a.params[0].dtype)
-    theirs = _components(b)
-    for name, ours in _components(a).items():
-        for x, y in zip(ours, theirs[name], strict=True):
-            d = np.asarray(ulp_distance(x, y, fmt))
-            # two implementations agree where both give NaN (the oracle has no NaN to match)
-            both_nan = np.isnan(np.asarray(x, np.float64)) & np.isnan(np.asarray(y, np.float64))
-            d = np.where(both_nan, 0, d)
-            value = -1 if np.any(d < 0) else int(d.max())
-            record[name] = (
-                -1 if -1 in (value, record.get(name, 0)) else max(record.get(name, 0), value)
-            )
-
-
 def pair_errors(
     first: str, second: str, hyper: Hyper, dtype: str = "float32", shapes=((5,), (2, 3)),
     steps: int = 20,
 ) -> PairErrors:  # fmt: skip
-    """Step ``first`` and ``second`` (registered names) side by side from the known start
-    of :func:`initial_state` with the gradients of :func:`gradients` (see PairErrors)."""
-    a = make_adapter(first, hyper, dtype, shapes)
-    b = make_adapter(second, hyper, dtype, shapes)
-    try:
-        amsgrad = entry(a.documented).variant.amsgrad.value != "off"
-        start = initial_state(shapes, dtype, amsgrad, step=3)
-        grads = gradients(shapes, dtype, steps)
-        lockstep: dict[str, int] = {}
-        first_step: dict[str, int] = {}
-        a.set_state(start.copy())
-        for t, g in enumerate(grads):
-            b.set_state(a.get_state())
-            a.step(g)
-            b.step(g)
-            _worst_ulp(a.get_state(), b.get_state(), lockstep)
-            if t == 0:
-                _worst_ulp(a.get_state(), b.get_state(), first_step)
-        free: dict[str, int] = {}
-        a.set_state(start.copy())
-        b.set_state(start.copy())
-        for g in grads:
-            a.step(g)
-            b.step(g)
-            _worst_ulp(a.get_state(), b.get_state(), free)
-        return PairErrors(lockstep, first_step, free)
-    finally:
-        a.close()
-        b.close()
+    """:func:`adamspec.harness.pairs.pair_errors` (lock-step, first step and free-running)
+    from the known start of :func:`initial_state` (step 3) with the gradients of
+    :func:`gradients`."""
+    load_registry()
+    amsgrad = entry(REGISTRY[first].documented).variant.amsgrad.value != "off"
+    start = initial_state(shapes, dtype, amsgrad, step=3)
+    return measure_pair(first, second, hyper, dtype, shapes, start, gradients(shapes, dtype, steps))
 
 
 def assert_within(measured: dict[str, int], budget: dict[str, int], what: str) -> None:

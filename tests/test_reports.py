@@ -39,6 +39,7 @@ from adamspec.reports.junit import (
 from adamspec.reports.markdown import VERDICT_SEVERITY, overview
 from adamspec.reports.schema import (
     FINGERPRINT_COLUMNS,
+    PAIR_COLUMNS,
     PROFILE_COLUMNS,
     RESULTS_COLUMNS,
     SEPARATION_COLUMNS,
@@ -245,6 +246,24 @@ def make_profiles() -> list[dict]:
     return rows
 
 
+def make_pairs() -> list[dict]:
+    """A compiled implementation beside its eager twin on both cases, one case of a second
+    pair not measured (its distances missing)."""
+    rows = []
+    same = {"implementation_formula": "keras.Adam", "counterpart_formula": "keras.Adam",
+            "verdict": "same formula", "diverging_cases": "", "detail": "",
+            "steps": 20}  # fmt: skip
+    for n, (case, component) in enumerate((c, k) for c in CASES for k in COMPONENTS):
+        rows.append({"implementation": "keras.Adam[xla]", "counterpart": "keras.Adam",
+                     "case": case, "component": component, "first_step_ulp": n % 2,
+                     "max_ulp": 3 * n, **same})  # fmt: skip
+    unmeasured = {"case": CASES[0], "component": "", "first_step_ulp": None, "max_ulp": None}
+    rows.append({"implementation": "torch.compile(torch.Adam)", "counterpart": "torch.Adam",
+                 **unmeasured, **same, "verdict": "formula unknown",
+                 "detail": "skipped: no compiler"})  # fmt: skip
+    return rows
+
+
 META = {"seed": 1234, "duration_s": 12.345, "adamspec_version": "0.1.0", "host": "ci"}
 
 
@@ -256,6 +275,7 @@ def tables() -> dict[str, pd.DataFrame]:
         "fingerprints": frame(make_fingerprints(), FINGERPRINT_COLUMNS),
         "separation": frame(make_separation(), SEPARATION_COLUMNS),
         "profiles": frame(make_profiles(), PROFILE_COLUMNS),
+        "pairs": frame(make_pairs(), PAIR_COLUMNS),
     }
 
 
@@ -331,7 +351,8 @@ def test_frame_refuses_values_that_would_change():
 def test_tables_round_trip_with_dtypes(tmp_path, tables):
     write_tables(tmp_path, **tables)
     back = read_tables(tmp_path)
-    assert set(back) == {"results", "summary", "fingerprints", "separation", "profiles"}
+    assert set(back) == {"results", "summary", "fingerprints", "separation", "profiles",
+                         "pairs"}  # fmt: skip
     for name, df in tables.items():
         pd.testing.assert_frame_equal(back[name], sort_table(df, name), check_exact=True)
 
@@ -352,6 +373,7 @@ def test_csv_is_deterministic_whatever_the_input_order(tmp_path):
         "summary": make_summary(),
         "fingerprints": make_fingerprints(),
         "separation": make_separation(),
+        "pairs": make_pairs(),
     }
     write_tables(tmp_path / "a", **shuffled)
     rng = random.Random(7)
@@ -419,6 +441,7 @@ def test_write_reports_writes_every_file_and_no_temp(written):
         "fingerprints.csv",
         "separation.csv",
         "index_profile.csv",
+        "pairs.csv",
         "report.md",
         "report.html",
         "junit.xml",
