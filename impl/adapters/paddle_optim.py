@@ -17,6 +17,7 @@ safe from either. Its CPU kernels exist for float32 and float64 only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,17 @@ from adamspec.spec.hyper import Hyper
 #: The accumulators of ``paddle.optimizer.Adam``/``AdamW`` by the State field they hold.
 SLOTS = {"m": "moment1", "v": "moment2", "v_max": "moment2_max"}
 POWERS = {"beta1_power": "beta1_pow_acc", "beta2_power": "beta2_pow_acc"}
+
+
+#: Paddle's AdamW on a SelectedRows gradient fails reading a dimension from memory it never
+#: set ("... but received dimension is 899957634"): the number changes run to run, and a
+#: report must not.
+_UNSET_DIMENSION = re.compile(r"(received dimension is )-?\d+")
+
+
+def _steady(message: str) -> str:
+    """Paddle's error text without the value it read from uninitialized memory."""
+    return _UNSET_DIMENSION.sub(r"\1<uninitialized>", message)
 
 
 class PaddleAdam(Adapter):
@@ -166,7 +178,10 @@ class PaddleAdam(Adapter):
         used = [self._read(self._slot(POWERS[key], 0))[0] for key in POWERS]
         for k, g in enumerate(grads):
             self._set_gradient(k, g)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except OSError as exc:
+            raise OSError(_steady(str(exc))) from None
         if self.scheduler is not None:
             self.scheduler.step()
         self._powers = [self._scalar(p) for p in used]  # the powers this step used: P_t
