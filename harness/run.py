@@ -791,6 +791,7 @@ def run(
     owners = _owners(todo)
     left = {owner: sum(1 for o in owners.values() if o == owner) for owner in owners.values()}
     clock = _Clock(len(todo))
+    finished: dict[str, Tables] = dict(skipped)  # each owner's tables, merged once
     sink.start(len(todo), "adamspec run")
     try:
         with _executor_for(config, executor) as ex:
@@ -804,15 +805,15 @@ def run(
                 if left[owner]:
                     sink.tick()
                     continue
-                tables = _merged(owner, done, problems, config)
+                tables = finished[owner] = _merged(owner, done, problems, config)
                 sink.done(f"{clock.text()} {owner or 'separation matrix'}: {_verdicts(tables)}")
     finally:
         sink.stop()
     merged = Tables()
-    if config.separation:
-        merged.extend(_merged("", done, problems, config))
-    for name in names:
-        merged.extend(skipped[name] if name in skipped else _merged(name, done, problems, config))
+    order = ([""] if config.separation else []) + names  # "": the separation matrix
+    for name in order:  # an owner resumed whole from the checkpoint is merged only here
+        merged.extend(finished[name] if name in finished else _merged(name, done, problems,
+                                                                          config))  # fmt: skip
     return merged
 
 
