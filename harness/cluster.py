@@ -117,12 +117,11 @@ def map_ordered(function: Callable[..., Any], argses: Iterable[tuple[Any, ...]])
 @dataclass
 class Executor:
     """Runs task graphs; see :func:`executor`. ``workers`` is the number of processes
-    tasks can run in at once; ``description`` says where (for logs and meta.json)."""
+    tasks can run in at once; ``description`` says where (for the job's log)."""
 
     description: str
     workers: int
     client: Any = None  # a distributed.Client, or None for this process
-    dashboard: str | None = None
 
     def run(
         self, tasks: Sequence[Task], done: Mapping[Hashable, Any] | None = None
@@ -354,8 +353,7 @@ def executor(
             client.wait_for_workers(max(jobs, 1), timeout=120)
             client.register_worker_callbacks(heap_for_big_temporaries)
             found = Executor(f"a local Dask cluster of {jobs} worker processes", jobs, client)
-            found.dashboard = _dashboard(client)
-            log(f"tasks run on {found.description}; {found.dashboard}")
+            log(f"tasks run on {found.description}; {_dashboard(client)}")
             yield found
         return
     check_address(scheduler)
@@ -379,8 +377,7 @@ def executor(
                 f"--scheduler {scheduler}: the scheduler has no workers after {WORKER_WAIT_S} s"
             )
         found = Executor(f"the Dask cluster at {scheduler} ({workers} workers)", workers, client)
-        found.dashboard = _dashboard(client)
-        log(f"tasks run on {found.description}; {found.dashboard}")
+        log(f"tasks run on {found.description}; {_dashboard(client)}")
         yield found
 
 
