@@ -34,8 +34,8 @@ gradients and clipping, the step's scalars, one coordinate's update and the publ
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,12 @@ from adamspec.oracles.exact import (
     sqrt,
 )
 from adamspec.oracles.hyperparams import ExactHyper, HyperMode, resolve
-from adamspec.oracles.rounding import exact_of_float, format_of_dtype, numpy_dtype
+from adamspec.oracles.rounding import (
+    exact_of_float,
+    format_of_dtype,
+    narrow_floats,
+    numpy_dtype,
+)
 from adamspec.oracles.ziv import DEFAULT_PRECISION, decimal_string, evaluate, round_real
 from adamspec.spec.axes import (
     AmsGrad,
@@ -507,6 +512,7 @@ class OracleState:
     step: int = 0
     beta1_power: Any = None
     beta2_power: Any = None
+    master: Any = None
 
 
 def _initial_state(
@@ -546,7 +552,8 @@ def _initial_state(
 
 
 def component_names(variant: Variant, hp: ExactHyper) -> tuple[str, ...]:
-    """The components a result of both oracles carries, in report order."""
+    """The components a result of both oracles carries, in report order (``master`` after
+    ``v_max`` when kept: :func:`master_trajectory`)."""
     # v_max is part of the full state even when AMSGrad is off (it then passes through).
     names = ["param", "m", "v", "v_max"]
     if hp.use_ema:
@@ -568,6 +575,55 @@ def target_format(dtype: Any) -> FloatFormat:
     return format_of_dtype(dtype)
 
 
+@dataclass(frozen=True)
+class Roles:
+    """The formats both oracles round to, read from their dtype arguments once: the param's,
+    the state's, the master's (None: no master copy) and the hyperparameters' holding
+    format (the master's when there is one: the update is computed for it)."""
+
+    param: FloatFormat
+    state: FloatFormat
+    master: FloatFormat | None
+    hyper: FloatFormat
+
+    @classmethod
+    def read(
+        cls, arrays: list[np.ndarray], dtype: Any, state_dtype: Any, master_dtype: Any,
+        hyper_dtype: Any,
+    ) -> Roles:  # fmt: skip
+        param = target_format(dtype if dtype is not None else arrays[0].dtype)
+        master = target_format(master_dtype) if master_dtype is not None else None
+        state = target_format(state_dtype) if state_dtype is not None else param
+        hyper = target_format(hyper_dtype) if hyper_dtype is not None else (master or param)
+        return cls(param, state, master, hyper)
+
+    def target(self, component: str) -> FloatFormat:
+        """The format ``component`` is stored in when no master is kept (with one, the
+        step is computed with the master's format as the param's: :func:`master_trajectory`)."""
+        return self.param if component in ("param", "ema") else self.state
+
+
+def theta_arrays(
+    arrays: list[np.ndarray], state: Any, single: bool, roles: Roles
+) -> list[np.ndarray]:
+    """The weights the update starts from: the params, or with a master the state's master
+    copy (the params' exact values when the state has none: a fresh master)."""
+    given = getattr(state, "master", None)
+    if roles.master is None:
+        if given is not None:
+            raise OracleInputError("state has a master copy but no master_dtype was given")
+        return arrays
+    if given is None:
+        return arrays
+    masters = [np.asarray(given)] if single else [np.asarray(m) for m in given]
+    if len(masters) != len(arrays):
+        raise OracleInputError(f"state master has {len(masters)} tensors, params {len(arrays)}")
+    for m, a in zip(masters, arrays, strict=True):
+        if m.shape != a.shape:
+            raise OracleInputError(f"state master shape {m.shape} does not match {a.shape}")
+    return masters
+
+
 def trajectory(
     variant: Variant,
     hyper: Hyper,
@@ -582,6 +638,7 @@ def trajectory(
     digits: int | None = None,
     grad_sq_norms: Sequence[Sequence[Any]] | None = None,
     hyper_dtype: Any = None,
+    master_dtype: Any = None,
 ) -> list[StepResult]:
     """Run ``len(grads)`` exact steps from ``params`` and ``state``, the oracle keeping its own
     exact state between steps (free-running); each step's state is rounded for reporting.
@@ -601,16 +658,26 @@ def trajectory(
     (:mod:`adamspec.oracles.fast` falls back to this oracle coordinate by coordinate).
 
     ``hyper_dtype`` is the parameter dtype the held hyperparameters are rounded for
-    (default ``dtype``): rounding results to binary64 for a float32 kernel's trajectory
-    keeps that kernel's float32 hyperparameters.
+    (default ``master_dtype`` if given, else ``dtype``): rounding results to binary64 for a
+    float32 kernel's trajectory keeps that kernel's float32 hyperparameters.
+
+    ``master_dtype`` keeps master weights (:mod:`adamspec.spec.precision`): the update
+    starts from ``state.master`` (an exact copy of ``params`` when not given), the result
+    carries a ``master`` component rounded to ``master_dtype`` (the EMA too), and the param
+    is that rounded master rounded to ``dtype`` (``spec/ADAM.md``, "Mixed precision").
     """
     if digits is not None and (isinstance(digits, bool) or not 1 <= int(digits) <= 1000):
         raise OracleInputError(f"digits={digits!r} must be an integer in [1, 1000]")
     arrays, single = as_tensors(params)
-    fmt = target_format(dtype if dtype is not None else arrays[0].dtype)
-    state_fmt = target_format(state_dtype) if state_dtype is not None else fmt
-    hyper_fmt = target_format(hyper_dtype) if hyper_dtype is not None else fmt
-    hp = resolve(hyper, variant, hyper_fmt, hyper_mode)
+    roles = Roles.read(arrays, dtype, state_dtype, master_dtype, hyper_dtype)
+    if roles.master is not None:
+        return master_trajectory(
+            trajectory, narrow_floats, variant, hyper, params, grads, state, roles,
+            hyper_mode=hyper_mode, precision=precision, digits=digits,
+            grad_sq_norms=grad_sq_norms,
+        )  # fmt: skip
+    theta_arrays(arrays, state, single, roles)  # no master copy without a master_dtype
+    hp = resolve(hyper, variant, roles.hyper, hyper_mode)
     shapes = [a.shape for a in arrays]
     grads_per_step = [[g] if single else list(g) for g in grads]
     for t, gs in enumerate(grads_per_step, start=1):
@@ -629,7 +696,7 @@ def trajectory(
         results = []
         for gs, norms in zip(grads_per_step, norms_per_step, strict=True):
             theta, st = _step_exact(variant, hp, theta, gs, shapes, st, norms)
-            results.append(_rounded(st, theta, names, shapes, fmt, state_fmt, digits))
+            results.append(_rounded(st, theta, names, shapes, roles, digits))
         return results
 
     start = precision if digits is None else max(precision, int(digits * 3.33) + 32)
@@ -659,8 +726,7 @@ def _rounded(
     theta: list[list[Real]],
     names: tuple[str, ...],
     shapes: list[tuple[int, ...]],
-    fmt: FloatFormat,
-    state_fmt: FloatFormat,
+    roles: Roles,
     digits: int | None,
 ) -> StepResult:
     exact: dict[str, list[Any]] = {}
@@ -668,7 +734,7 @@ def _rounded(
     decimals: dict[str, list[list[str]]] = {}
     sources = {"param": theta, "m": st.m, "v": st.v, "v_max": st.v_max, "ema": st.ema}
     for name in names:
-        target = fmt if name in ("param", "ema") else state_fmt
+        target = roles.target(name)
         if name in SCALAR_COMPONENTS:
             values = [[st.beta1_power if name == "beta1_power" else st.beta2_power]]
             tensor_shapes: list[tuple[int, ...]] = [()]
@@ -689,10 +755,75 @@ def _rounded(
     return StepResult(st.step, exact, rounded, decimals, 0, names)
 
 
+# ---------------------------------------------------------------- master weights
+#
+# Both oracles compute a master-weight step the same way: the step without a master, from
+# the master's values and rounded to the master's dtype, then the param as that rounded
+# master rounded once more (each oracle brings its own correct narrowing: exact here,
+# vectorized in the fast one).
+
+
+def master_trajectory(
+    run: Callable[..., list[StepResult]],
+    narrow: Callable[[np.ndarray, FloatFormat], np.ndarray],
+    variant: Variant,
+    hyper: Hyper,
+    params: Any,
+    grads: Sequence[Any],
+    state: OracleState | None,
+    roles: Roles,
+    **options: Any,
+) -> list[StepResult]:
+    """``run`` (a ``trajectory`` without masters) made a master-weight trajectory."""
+    arrays, single = as_tensors(params)
+    theta = theta_arrays(arrays, state, single, roles)
+    inner = replace(state, master=None) if state is not None else None
+    results = run(
+        variant, hyper, theta[0] if single else theta, grads, inner,
+        dtype=roles.master, state_dtype=roles.state, hyper_dtype=roles.hyper, **options,
+    )  # fmt: skip
+    return [_split_master(r, roles.param, narrow) for r in results]
+
+
+def _split_master(
+    r: StepResult, param: FloatFormat, narrow: Callable[[np.ndarray, FloatFormat], np.ndarray]
+) -> StepResult:
+    names = (*r.components[:4], "master", *r.components[4:])  # after param, m, v, v_max
+    rounded = {
+        **r.rounded,
+        "master": r.rounded["param"],
+        "param": [narrow(a, param) for a in r.rounded["param"]],
+    }
+    decimals = {**r.decimals, "master": r.decimals["param"]} if r.decimals else {}
+    return StepResult(
+        r.step, _MasterAlias(r.exact), {n: rounded[n] for n in names}, decimals, r.precision,
+        names,
+    )  # fmt: skip
+
+
+class _MasterAlias(Mapping):
+    """Exact values with ``master`` read as ``param`` (the same exact weights), without
+    reading any of them (the fast oracle's exact values are computed on first read)."""
+
+    def __init__(self, exact: Mapping[str, Any]) -> None:
+        self._exact = exact
+
+    def __getitem__(self, name: str) -> Any:
+        return self._exact["param" if name == "master" else name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._exact
+        yield "master"
+
+    def __len__(self) -> int:
+        return len(self._exact) + 1
+
+
 __all__ = [
     "RADAM_RHO_THRESHOLD",
     "OracleInputError",
     "OracleState",
+    "Roles",
     "StepResult",
     "as_tensors",
     "bias_correction",
@@ -701,11 +832,13 @@ __all__ = [
     "ema_momentum",
     "exact_list",
     "lift",
+    "master_trajectory",
     "radam_rectification_squared",
     "radam_rho",
     "radam_rho_inf",
     "radam_rho_t",
     "step",
     "target_format",
+    "theta_arrays",
     "trajectory",
 ]

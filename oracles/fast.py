@@ -291,9 +291,19 @@ def trajectory(
     digits: int | None = None,
     grad_sq_norms: Sequence[Sequence[Any]] | None = None,
     hyper_dtype: Any = None,
+    master_dtype: Any = None,
 ) -> list[StepResult]:
     """Free-running exact steps, as :func:`adamspec.oracles.adam.trajectory` (same arguments and
     results; see the module docstring for how each element-step is decided)."""
+    if master_dtype is not None:
+        roles = mpmath_oracle.Roles.read(
+            _tensors(params), dtype, state_dtype, master_dtype, hyper_dtype
+        )
+        return mpmath_oracle.master_trajectory(
+            trajectory, _master_to_param, variant, hyper, params, grads, state, roles,
+            hyper_mode=hyper_mode, precision=precision, digits=digits,
+            grad_sq_norms=grad_sq_norms,
+        )  # fmt: skip
     options = {
         "dtype": dtype,
         "state_dtype": state_dtype,
@@ -335,6 +345,11 @@ def trajectory(
     stats.element_steps += call.size * call.steps
     _record(stats)
     return out
+
+
+def _master_to_param(values: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """Master values correctly rounded to the param's format (vectorized)."""
+    return round_to(np.asarray(values, np.float64), fmt).astype(numpy_dtype(fmt))
 
 
 # ---------------------------------------------------------------- parsing a call

@@ -36,6 +36,7 @@ __all__ = [
     "exact_of_float",
     "format_of_dtype",
     "hex_float",
+    "narrow_floats",
     "numpy_dtype",
     "round_exact",
     "round_to_numpy",
@@ -163,6 +164,19 @@ def round_to_numpy(x: Exact, fmt: FloatFormat) -> np.generic:
     out = numpy_dtype(fmt).type(value)
     # The float already is a fmt value, so this conversion cannot round; keep it honest.
     assert float(out) == value or (math.isnan(value) and math.isnan(float(out)))
+    return out
+
+
+def narrow_floats(values: Any, fmt: FloatFormat) -> np.ndarray:
+    """Each float of ``values`` correctly rounded to ``fmt`` (nearest, ties to even), as an
+    array of ``fmt``'s dtype: the param a master copy rounds to. Zeros keep their sign and
+    NaN and infinities stay themselves, as an IEEE 754 conversion does."""
+    values = np.asarray(values)
+    out = np.empty(values.shape, dtype=numpy_dtype(fmt))
+    flat = out.reshape(-1)
+    for i, x in enumerate(values.reshape(-1)):
+        f = float(x)
+        flat[i] = f if (f == 0.0 or not math.isfinite(f)) else round_exact(exact_of_float(x), fmt)
     return out
 
 
