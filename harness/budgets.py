@@ -88,8 +88,8 @@ class Budget:
 
 #: The default budget for every implementation in every dtype.
 DEFAULT = Budget(
-    ulp=dict({"param": 2, "m": 2, "v": 3, "v_max": 3, "ema": 2}),
-    scaled=dict({"param": 2.0, "m": 2.0, "v": 3.0, "v_max": 3.0, "ema": 2.0}),
+    ulp=dict({"param": 2, "m": 2, "v": 3, "v_max": 3, "ema": 2, "master": 2}),
+    scaled=dict({"param": 2.0, "m": 2.0, "v": 3.0, "v_max": 3.0, "ema": 2.0, "master": 2.0}),
     reasons=dict(
         {
             "param": (
@@ -109,6 +109,11 @@ DEFAULT = Budget(
             ),
             "v_max": "a max of v values: v's budget",
             "ema": "one lerp of the weights: m's argument",
+            "master": (
+                "the master copy is theta - lr*u in the master's arithmetic: the param's "
+                "argument (the 16-bit param is then its rounding, within 1 ULP of its own "
+                "where the master is within budget)"
+            ),
         }
     ),
 )

@@ -50,6 +50,7 @@ from adamspec.spec.catalog import entry
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.precision import Precision, precision_named
 from adamspec.spec.variant import Variant
 
 STATE_COMPONENTS = ("param", "m", "v", "v_max")
@@ -144,15 +145,28 @@ def _dtype(name: str) -> np.dtype:
 
 
 def initial_state(problem: Problem, dtype: str, seed: int, amsgrad: bool) -> State:
-    params = problem.initial_params(dtype, seed)
-    m, v, v_max = problem.initial_state(dtype, seed, amsgrad)
+    """The problem's starting state in precision ``dtype`` (a dtype or a mix of them,
+    :mod:`adamspec.spec.precision`): params in the param dtype, moments in the state dtype,
+    and a master copy holding the params' exact values where the precision keeps one."""
+    precision = precision_named(dtype)
+    params = problem.initial_params(precision.param, seed)
+    m, v, v_max = problem.initial_state(precision.state, seed, amsgrad)
+    master = None
+    if precision.master is not None:
+        master = [p.astype(_dtype(precision.master)) for p in params]
     return State(
         params=list(params),
         m=list(m),
         v=list(v),
         v_max=list(v_max) if v_max is not None else None,
         step=problem.start_step,
+        master=master,
     )
+
+
+def gradient_dtype(dtype: str) -> str:
+    """The dtype gradients arrive in under precision ``dtype``."""
+    return precision_named(dtype).grad
 
 
 #: ``sink(trace, t, record)`` sees each step as it is taken and returns what the trace keeps
@@ -201,7 +215,7 @@ def record_trace(
         for t in range(problem.steps):
             # the state a step ends in is the state the next one starts from
             before = after if after is not None else kernel(adapter.get_state)
-            grads = problem.gradients(t, before.params, dtype, seed)
+            grads = problem.gradients(t, before.params, gradient_dtype(dtype), seed)
             kernel(adapter.step, grads)
             after = kernel(adapter.get_state)
             record = StepRecord(before, list(grads), after)
@@ -301,14 +315,48 @@ def oracle_seconds_elsewhere(seconds: float) -> None:
 
 
 def oracle_step(*args: Any, **kwargs: Any) -> Any:
-    """One exact step from the selected oracle (arguments of :func:`adamspec.oracles.step`)."""
-    return _timed(ORACLES[_oracle["name"]].step, *args, **kwargs)
+    """One exact step from the selected oracle (arguments of :func:`adamspec.oracles.step`;
+    the roles' dtypes as :func:`stored_dtypes` reads them)."""
+    return _timed(ORACLES[_oracle["name"]].step, *args, **stored_dtypes(args, kwargs))
 
 
 def oracle_trajectory(*args: Any, **kwargs: Any) -> Any:
     """An exact trajectory from the selected oracle (arguments of
-    :func:`adamspec.oracles.trajectory`)."""
-    return _timed(ORACLES[_oracle["name"]].trajectory, *args, **kwargs)
+    :func:`adamspec.oracles.trajectory`; the roles' dtypes as :func:`stored_dtypes` reads
+    them)."""
+    return _timed(ORACLES[_oracle["name"]].trajectory, *args, **stored_dtypes(args, kwargs))
+
+
+def stored_dtypes(args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The oracle's keyword arguments with every role's dtype filled in.
+
+    A state is stepped in the dtypes it is stored in: where the caller does not say, the
+    state is rounded to its ``m``'s dtype and a master copy to its own (an implementation's
+    arrays are checked against its precision when it returns them). A ``dtype`` given by
+    name (a dtype, or a mix: ``bf16-fp32master``) gives each role its dtype instead, and a
+    ``hyper_dtype`` the dtype that precision computes its update in.
+    """
+    out = dict(kwargs)
+    dtype = out.get("dtype")
+    if isinstance(dtype, str | Precision):  # said: the state follows it, not its arrays
+        precision = precision_named(dtype)
+        out["dtype"] = precision.param
+        out.setdefault("state_dtype", precision.state)
+        out.setdefault("master_dtype", precision.master)
+    if isinstance(out.get("hyper_dtype"), str | Precision):
+        out["hyper_dtype"] = precision_named(out["hyper_dtype"]).compute
+    state = args[4] if len(args) > 4 else out.get("state")
+    if isinstance(state, OracleState):
+        if "state_dtype" not in out and state.m is not None:
+            out["state_dtype"] = _first(state.m).dtype
+        if "master_dtype" not in out and state.master is not None:
+            out["master_dtype"] = _first(state.master).dtype
+    return out
+
+
+def _first(arrays: Any) -> np.ndarray:
+    """The first tensor of a state component (a list of tensors or one array)."""
+    return np.asarray(arrays[0] if isinstance(arrays, list | tuple) else arrays)
 
 
 # ----------------------------------------------------------------------- measuring
@@ -328,16 +376,24 @@ def oracle_state(state: State, variant: Variant, step_offset: int = 0) -> Oracle
         beta1_power=extras.get("beta1_power"),
         beta2_power=extras.get("beta2_power"),
         ema=list(extras["ema"]) if "ema" in extras else None,
+        master=list(state.master) if state.master is not None else None,
     )
 
 
 def _components(state: State, variant: Variant) -> tuple[str, ...]:
     both_amsgrad = state.v_max is not None and variant.amsgrad is not AmsGrad.OFF
-    return STATE_COMPONENTS if both_amsgrad else STATE_COMPONENTS[:3]
+    names = STATE_COMPONENTS if both_amsgrad else STATE_COMPONENTS[:3]
+    return (*names, "master") if state.master is not None else names
 
 
 def _state_arrays(state: State, component: str) -> list[np.ndarray]:
-    return {"param": state.params, "m": state.m, "v": state.v, "v_max": state.v_max}[component]
+    return {
+        "param": state.params,
+        "m": state.m,
+        "v": state.v,
+        "v_max": state.v_max,
+        "master": state.master,
+    }[component]
 
 
 def ulp_at(scale: np.ndarray, fmt: FloatFormat) -> np.ndarray:
@@ -436,11 +492,16 @@ def component_scales(
         m_condition = 2.0 * np.maximum(np.where(np.isfinite(cancelled), cancelled, 0.0) - 1, 0)
         step = np.abs(reference.value("param", k).astype(np.float64) - theta)
         step = step * (UPDATE_ROUNDINGS + kappa + m_condition)
+        if before.master is not None:  # the update is on the master: its magnitudes count
+            theta = before.master[k].astype(np.float64)
+            step = np.abs(reference.value("master", k).astype(np.float64) - theta)
+            step = step * (UPDATE_ROUNDINGS + kappa + m_condition)
         scales = {
             "param": np.maximum(np.abs(theta), np.where(np.isfinite(step), step, 0.0)),
             "m": m_scale,
             "v": np.maximum(b2 * before.v[k].astype(np.float64), (1 - b2) * g * g),
         }
+    scales["master"] = scales["param"]
     if before.v_max is not None:
         scales["v_max"] = np.maximum(before.v_max[k].astype(np.float64), scales["v"])
         if variant.amsgrad is AmsGrad.MAX_CORRECTED_V and variant.bias_correction_v in (
@@ -592,15 +653,14 @@ def tensor_errors(
 ) -> dict[str, CoordinateErrors]:
     """Tensor ``k``'s errors coordinate by coordinate, per component (what :func:`compare`
     reduces to its worst coordinate); ``scales`` of :func:`component_scales` if computed."""
-    fmt = format_named(str(after.params[0].dtype))
     if scales is None:
         scales = component_scales(before, grads, k, hyper, reference, variant)
-    return {
-        name: coordinate_errors(
-            _state_arrays(after, name)[k], reference.value(name, k), scales[name], fmt
-        )
-        for name in _components(after, variant)
-    }
+    out = {}
+    for name in _components(after, variant):
+        ref = reference.value(name, k)  # in the dtype the precision stores it in
+        fmt = format_named(str(ref.dtype))
+        out[name] = coordinate_errors(_state_arrays(after, name)[k], ref, scales[name], fmt)
+    return out
 
 
 def lockstep(
@@ -666,7 +726,7 @@ def rounded_run(
     amsgrad = variant.amsgrad is not AmsGrad.OFF
     state, t = start, 0
     while True:
-        grads = problem.gradients(t, state.params, dtype, seed)
+        grads = problem.gradients(t, state.params, gradient_dtype(dtype), seed)
         ref = oracle_step(
             variant, hyper, list(state.params), list(grads), oracle_state(state, variant)
         )
@@ -676,6 +736,7 @@ def rounded_run(
             v=ref.rounded["v"],
             v_max=ref.rounded["v_max"] if amsgrad else None,
             step=state.step + 1,
+            master=ref.rounded.get("master"),
         )
         t += 1
         yield ref, state
@@ -704,7 +765,11 @@ def _anchored_trajectory(trace: Trace, variant: Variant, hyper: Hyper) -> list[A
     params = list(trace.steps[0].before.params)
     # the fast oracle carries its state in double-double, faithful over 10^5 steps
     exact_state_grows = oracle_name() == "mpmath"
-    if trace.dtype == "float64" or len(grads) <= ANCHOR_EVERY or not exact_state_grows:
+    if (
+        precision_named(trace.dtype).compute == "float64"
+        or len(grads) <= ANCHOR_EVERY
+        or not exact_state_grows
+    ):
         return oracle_trajectory(variant, hyper, params, grads, start)
     results: list[Any] = []
     for at in range(0, len(grads), ANCHOR_EVERY):
@@ -720,11 +785,13 @@ def _anchored_trajectory(trace: Trace, variant: Variant, hyper: Hyper) -> list[A
             start,
             dtype="float64",
             state_dtype="float64",
+            master_dtype="float64" if start.master is not None else None,
             hyper_dtype=trace.dtype,
         )[-1]
         amsgrad = variant.amsgrad is not AmsGrad.OFF
         params = list(anchor.rounded["param"])
         start = OracleState(
+            master=list(anchor.rounded["master"]) if start.master is not None else None,
             m=list(anchor.rounded["m"]),
             v=list(anchor.rounded["v"]),
             v_max=list(anchor.rounded["v_max"]) if amsgrad else None,

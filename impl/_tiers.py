@@ -108,17 +108,21 @@ def apply_numpy(
         for store, _key, _fmt in outputs:
             target = flat[store]
             target[where] = results[store].astype(target.dtype)
+        if flat["master"] is not None:
+            # the param is the stored master rounded once more (spec/ADAM.md, "Mixed
+            # precision"): float32 masters only (init), whose NumPy and ml_dtypes casts to
+            # float16 and bfloat16 round correctly, ties to even
+            flat["param"][where] = flat["master"][where].astype(flat["param"].dtype)
 
 
 def _outputs(flat: dict[str, Any], cfg: Any) -> _Outputs:
-    """What the step writes: param, m, v, and v_max, the EMA and master weights if kept."""
-    stores = [("param", "theta"), ("m", "m"), ("v", "v")]
+    """What the step writes: m, v, and v_max, the EMA if kept, and the updated weights: the
+    param, or the master copy where one is kept (the param is then its rounding)."""
+    stores = [("param" if flat["master"] is None else "master", "theta"), ("m", "m"), ("v", "v")]
     if flat["vmax"] is not None:
         stores.append(("vmax", "vmax"))
     if flat["ema"] is not None and cfg.use_ema:
         stores.append(("ema", "ema"))
-    if flat["master"] is not None:
-        stores.append(("master", "theta"))
     return [(store, key, format_of(flat[store])) for store, key in stores]
 
 

@@ -8,7 +8,8 @@ Functional like optax: state is a small immutable record and
 
 Each stored value (param, m, v, v_max, EMA, master copy) is the correctly
 rounded result of the variant's exact formula (``spec/ADAM.md``) applied to the
-stored inputs, with the hyperparameters held as the variant says (``ideal``: the
+stored inputs (with a float32 master copy, the 16-bit param is the stored master
+rounded again, as "Mixed precision" there says), with the hyperparameters held as the variant says (``ideal``: the
 exact decimals, 9/10 and not binary64's 0.9). The step's scalars are computed
 exactly once per step (:mod:`adamspec.impl._constants`); every coordinate is
 evaluated in float64 with a rigorous error bound and stored where the bound proves
@@ -179,8 +180,12 @@ def step_(
         xp = array_namespace(*tensors)
         state = state._replace(ema=tuple(xp.zeros(p.shape, dtype=p.dtype) for p in tensors))
     t = state.step + 1
-    param_fmt = format_of(tensors[0])
-    hold = holder(variant, param_fmt)
+    # hyperparameters "in the param dtype" are held in the dtype the update is computed in:
+    # the master's where one is kept
+    compute_fmt = format_of(state.master[0] if state.master is not None else tensors[0])
+    if state.master is not None and compute_fmt.name != "float32":
+        raise UnsupportedError(f"master weights are float32; got {compute_fmt.name}")
+    hold = holder(variant, compute_fmt)
     prepared = [
         prepare_gradient(g, p, variant, hyper, hold)
         for g, p in zip(grad_list, tensors, strict=True)
@@ -192,7 +197,7 @@ def step_(
     constants = None
     for k, (p, grad) in enumerate(zip(tensors, prepared, strict=True)):
         constants = step_constants(
-            variant, hyper, t, format_of(p), p1, p2, scales[k], has_gsq=grad.gsq is not None
+            variant, hyper, t, compute_fmt, p1, p2, scales[k], has_gsq=grad.gsq is not None
         )
         narrow = format_of(p) != FLOAT64  # float64 params go to double-double anyway
         if narrow and grad.dense and grad.g.dtype == np.float64 and not constants.config.scaled:

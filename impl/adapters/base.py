@@ -35,6 +35,7 @@ from adamspec.impl.adapters.repro import (
 )
 from adamspec.impl.frameworks import require
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.precision import Precision, precision_named
 
 
 class Unsupported(RuntimeError):
@@ -54,6 +55,8 @@ class State:
     ``v_max`` is None unless the configuration uses AMSGrad. ``extras`` holds
     framework state that has no common name: ``beta1_power``/``beta2_power``
     (accumulated bias corrections, as 0-d arrays), ``ema`` (list of arrays)...
+    ``master`` holds master weights in a mixed precision that keeps them
+    (:mod:`adamspec.spec.precision`), else None. Each array is in its role's dtype.
     """
 
     params: list[np.ndarray]
@@ -62,6 +65,7 @@ class State:
     v_max: list[np.ndarray] | None
     step: int
     extras: dict[str, Any] = field(default_factory=dict)
+    master: list[np.ndarray] | None = None
 
     def copy(self) -> State:
         def dup(xs: list[np.ndarray] | None) -> list[np.ndarray] | None:
@@ -73,6 +77,7 @@ class State:
             m=dup(self.m),
             v=dup(self.v),
             v_max=dup(self.v_max),
+            master=dup(self.master),
             extras={k: (dup(x) if isinstance(x, list) else np.array(x, copy=True))
                     for k, x in self.extras.items()},
         )  # fmt: skip
@@ -88,6 +93,9 @@ class Adapter:
 
     framework: str = ""
     dtypes: tuple[str, ...] = ("float32", "float64")
+    #: mixed precisions it runs (names of :data:`adamspec.spec.precision.PRESETS` or
+    #: ``role=dtype,...``); uniform ones are ``dtypes``
+    precisions: tuple[str, ...] = ()
     sparse: bool = False
 
     def __init__(
@@ -99,16 +107,34 @@ class Adapter:
         shapes: Sequence[tuple[int, ...]],
         options: dict[str, Any],
     ) -> None:
-        if dtype not in self.dtypes:
-            raise Unsupported(f"{name} does not support dtype={dtype}; supported: {self.dtypes}")
+        """``dtype`` names a precision (:func:`adamspec.spec.precision.precision_named`):
+        a dtype, or a mix of them (``self.dtype`` is then the param's, ``self.precision``
+        the whole mix)."""
+        self.precision = precision_named(dtype)
         self.name = name
+        self.options = dict(options)
+        self.check_precision(self.precision)
         self.documented = documented
         self.hyper = hyper
-        self.dtype = dtype
+        self.dtype = self.precision.param
         self.shapes = [tuple(s) for s in shapes]
-        self.options = dict(options)
         self.version = require(self.framework) if self.framework else "n/a"
         self._build()
+
+    def check_precision(self, precision: Precision) -> None:
+        """Raise :class:`Unsupported` unless this adapter runs ``precision`` (called before
+        ``_build``; ``self.name`` and ``self.options`` are set)."""
+        if precision.uniform:
+            if precision.param not in self.dtypes:
+                raise Unsupported(
+                    f"{self.name} does not support dtype={precision.param}; "
+                    f"supported: {self.dtypes}"
+                )
+        elif precision.name not in self.precisions:
+            held = ", ".join(self.precisions) or "none: every array in the param's dtype"
+            raise Unsupported(
+                f"{self.name} does not run precision {precision.name}; its mixed precisions: {held}"
+            )
 
     # -- to implement -------------------------------------------------------------
     def _build(self) -> None:

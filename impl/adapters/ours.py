@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from adamspec.impl import adam
-from adamspec.impl.adapters.base import Adapter, AdapterInfo, State
+from adamspec.impl.adapters.base import Adapter, AdapterInfo, State, numpy_dtype
 from adamspec.spec.catalog import entries, entry
 
 
@@ -17,6 +17,9 @@ class Ours(Adapter):
 
     framework = ""
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    #: float32 moments for 16-bit params, with or without the float32 master copy of
+    #: ``adam.init(master_weights=True)``
+    precisions = ("bf16-fp32state", "bf16-fp32master", "fp16-fp32master")
     sparse = True
 
     def _build(self) -> None:
@@ -35,23 +38,25 @@ class Ours(Adapter):
             if state.v_max is None
             else tuple(np.array(x, copy=True) for x in state.v_max),
             ema=None,
-            master=None,
+            master=None
+            if state.master is None
+            else tuple(np.array(x, copy=True) for x in state.master),
             beta1_power=float(state.extras.get("beta1_power", self._power(1, state.step))),
             beta2_power=float(state.extras.get("beta2_power", self._power(2, state.step))),
         )
 
     def _power(self, which: int, step: int) -> float:
         beta = self.hyper.beta1 if which == 1 else self.hyper.beta2
-        dtype = self._params[0].dtype if self._params else np.float64
+        dtype = numpy_dtype(self.precision.state)
         return float(np.asarray(float(beta) ** step, dtype=dtype))
 
     def get_state(self) -> State:
         s = self._state
         extras: dict[str, Any] = {}
         if self.variant.bias_correction_m.value == "accumulated":
-            extras["beta1_power"] = np.asarray(s.beta1_power, dtype=self._params[0].dtype)
+            extras["beta1_power"] = np.asarray(s.beta1_power, dtype=s.m[0].dtype)
         if self.variant.bias_correction_v.value == "accumulated":
-            extras["beta2_power"] = np.asarray(s.beta2_power, dtype=self._params[0].dtype)
+            extras["beta2_power"] = np.asarray(s.beta2_power, dtype=s.m[0].dtype)
         return State(
             [p.copy() for p in self._params],
             [x.copy() for x in s.m],
@@ -59,6 +64,7 @@ class Ours(Adapter):
             None if s.v_max is None else [x.copy() for x in s.v_max],
             s.step,
             extras,
+            None if s.master is None else [x.copy() for x in s.master],
         )
 
     def step(self, grads: Sequence[Any]) -> None:

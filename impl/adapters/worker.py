@@ -45,6 +45,7 @@ from adamspec.impl.adapters.base import (
 )
 from adamspec.impl.adapters.repro import Program, StepToReproduce
 from adamspec.impl.frameworks import FrameworkMissing
+from adamspec.spec.precision import Precision
 
 _HEADER = struct.Struct("<Q")
 
@@ -395,6 +396,9 @@ class ProcessAdapter(Adapter):
     dtypes = ("float64", "float32", "float16", "bfloat16")
     sparse = True
 
+    def check_precision(self, precision: Precision) -> None:
+        """Any: the adapter in the worker says which precisions it runs."""
+
     def _build(self) -> None:
         extra = self.options.get("env", {})
         self._key = _pool_key(extra, self.options.get("pool", ""))
@@ -404,7 +408,7 @@ class ProcessAdapter(Adapter):
             self.version = self._call(
                 "build",
                 self.options["target"],
-                (self.name, self.documented, self.hyper, self.dtype, self.shapes,
+                (self.name, self.documented, self.hyper, self.precision.name, self.shapes,
                  self.options.get("inner", {})),
             )  # fmt: skip
         except Exception as exc:
