@@ -6,16 +6,16 @@ Functional like optax: state is a small immutable record and
     params, state = step(params, grads, state, hyper, variant)     # new arrays
     state = step_(params, grads, state, hyper, variant)            # in place
 
-Each stored value (param, m, v, v_max, EMA, master copy) is the correctly
-rounded result of the variant's exact formula (``spec/ADAM.md``) applied to the
-stored inputs (with a float32 master copy, the 16-bit param is the stored master
-rounded again, as "Mixed precision" there says), with the hyperparameters held as the variant says (``ideal``: the
-exact decimals, 9/10 and not binary64's 0.9). The step's scalars are computed
-exactly once per step (:mod:`adamspec.impl._constants`); every coordinate is
-evaluated in float64 with a rigorous error bound and stored where the bound proves
-its rounding; what it cannot prove goes to double-double with bounds, and what is
-left to exact arithmetic (:mod:`adamspec.impl._tiers`). Float64 parameters start
-at the double-double pass.
+Each stored value (param, m, v, v_max, EMA, master copy) is the correctly rounded
+result of the variant's exact formula (``spec/ADAM.md``) applied to the stored inputs
+(with a float32 master copy, the 16-bit param is the stored master rounded again, as
+"Mixed precision" there says), with the hyperparameters held as the variant says
+(``ideal``: the exact decimals, 9/10 and not binary64's 0.9). The step's scalars are
+computed exactly once per step (:mod:`adamspec.impl._constants`); every coordinate is
+evaluated in float64 with a rigorous error bound and stored where the bound proves its
+rounding; what it cannot prove goes to double-double with bounds, and what is left to
+exact arithmetic (:mod:`adamspec.impl._tiers`). Float64 parameters start at the
+double-double pass.
 
 Dense float32 steps run in a numba-compiled parallel kernel when numba is
 installed; otherwise (and for other dtypes, master weights and sparse
