@@ -8,6 +8,7 @@ class here is what runs inside the worker.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from adamspec.impl.adapters.repro import (
 )
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.precision import Precision
 
 BACKENDS = ("tensorflow", "jax", "torch")
 #: Backends whose compiled train step is registered (XLA, jax.jit); Keras's torch backend
@@ -106,19 +108,30 @@ class KerasOptimizer(Adapter):
         h = self.hyper
         kwargs = _optimizer_kwargs(h, _schedule(keras, h) or float(h.lr_at(1)), options)
         variables = [
-            keras.Variable(np.zeros(shape), dtype=self.dtype, name=f"p{k}")
+            keras.Variable(np.zeros(shape), dtype=self.variable_dtype, name=f"p{k}")
             for k, shape in enumerate(self.shapes)
         ]
-        optimizer = cls(**kwargs)
+        optimizer = self._wrapped(cls(**kwargs))
         optimizer.build(variables)
         return {"variables": variables, "optimizer": optimizer}
+
+    @property
+    def variable_dtype(self) -> str:
+        """The dtype of the ``keras.Variable``s and of the optimizer's slots."""
+        return self.dtype
+
+    def _wrapped(self, optimizer: Any) -> Any:
+        """The optimizer the step is applied through (a wrapper of ``optimizer``, or itself)."""
+        return optimizer
 
     def _configure(self, variables: list[Any], optimizer: Any, **_: Any) -> None:
         self.variables, self.optimizer = variables, optimizer
         self.amsgrad = bool(optimizer.amsgrad) if hasattr(optimizer, "amsgrad") else False
 
     def _assign(self, variable: Any, value: np.ndarray) -> None:
-        variable.assign(self.keras.ops.convert_to_tensor(np.asarray(value), dtype=self.dtype))
+        variable.assign(
+            self.keras.ops.convert_to_tensor(np.asarray(value), dtype=self.variable_dtype)
+        )
 
     def set_state(self, state: State) -> None:
         opt = self.optimizer
@@ -132,9 +145,9 @@ class KerasOptimizer(Adapter):
                 self._assign(opt._model_variables_moving_average[k], state.extras["ema"][k])
         opt._iterations.assign(state.step)
 
-    def _numpy(self, variable: Any) -> np.ndarray:
+    def _numpy(self, variable: Any, dtype: str = "") -> np.ndarray:
         value = self.keras.ops.convert_to_numpy(variable)
-        return np.asarray(value).astype(numpy_dtype(self.dtype), copy=True)
+        return np.asarray(value).astype(numpy_dtype(dtype or self.variable_dtype), copy=True)
 
     def get_state(self) -> State:
         opt = self.optimizer
@@ -222,6 +235,130 @@ class KerasOptimizer(Adapter):
             "    return keras.ops.convert_to_tensor(exact(hexes, shape), dtype=DTYPE)",
         ]
         return Program(imports, helpers, body, results)
+
+
+#: Keras's mixed dtype policies and the precision each one runs (the policy's compute dtype
+#: for the params the model sees, its variable dtype, float32, for the master and the slots).
+POLICIES = {"mixed_bfloat16": "bf16-fp32master", "mixed_float16": "fp16-fp32master"}
+
+
+class KerasMixedPrecisionOptimizer(KerasOptimizer):
+    """``keras.optimizers.Adam``/``AdamW`` as a model under a mixed dtype policy runs it
+    (Keras 3.15.1; options: ``policy``, one of :data:`POLICIES`, and those of
+    :class:`KerasOptimizer`).
+
+    What the optimizer sees, from the source:
+
+    * keras/src/dtype_policies/dtype_policy.py:82-85: ``mixed_float16`` and
+      ``mixed_bfloat16`` compute in float16/bfloat16 and keep variables in float32. The
+      float32 variables are the master copy (``State.master``); the optimizer builds its
+      slots like them (optimizers/base_optimizer.py:322 ``dtype=reference_variable.dtype``),
+      so m and v are float32.
+    * layers/layer.py:995-999: ``Layer.__call__`` enters ``backend.AutocastScope(
+      compute_dtype)`` when the dtypes are mixed, and a variable read inside it is
+      ``backend.cast(value, compute_dtype)`` (backend/common/variables.py:245-248 and
+      696-701). That cast of the master is the param the model computes with
+      (``State.params``), read here the same way.
+    * The gradient of that cast is the compute dtype's gradient cast to float32 (the
+      variable's dtype): the harness's gradients arrive in the compute dtype and are cast.
+      optimizers/adam.py:102-137 then runs entirely in float32 (``ops.cast(gradient,
+      variable.dtype)``), as keras.Adam on float32 variables.
+    * trainers/trainer.py:178-186: ``compile`` wraps the optimizer in
+      ``LossScaleOptimizer`` under ``mixed_float16`` (initial scale 2**15, doubled after
+      2000 finite steps). The train step differentiates ``optimizer.scale_loss(loss)``
+      (backend/tensorflow/trainer.py:76-84), so the gradient arrives scaled, as the
+      backward pass computes it in float16: ``S g`` rounded to float16 (inf where it
+      overflows), then cast to float32. optimizers/loss_scale_optimizer.py:213-254:
+      finite gradients are divided by the scale (exact: a power of two) and applied by the
+      inner optimizer; a non-finite one skips the step (params, slots and iterations
+      unchanged) and halves the scale. The scale and its counter are ``State.extras``
+      ``loss_scale`` and ``loss_scale_steps`` (set back by :meth:`set_state` when given).
+    """
+
+    dtypes = ()
+    precisions = tuple(POLICIES.values())
+
+    def check_precision(self, precision: Precision) -> None:
+        policy = self.options.get("policy")
+        if policy not in POLICIES:
+            raise Unsupported(f"{self.name}: policy={policy!r}; allowed: {', '.join(POLICIES)}")
+        if precision.name != POLICIES[policy]:
+            raise Unsupported(
+                f"{self.name} runs precision {POLICIES[policy]} (its policy {policy}), "
+                f"not {precision.name}"
+            )
+
+    def _build(self) -> None:
+        import keras
+
+        self.policy = keras.DTypePolicy(self.options.pop("policy"))
+        if (self.policy.compute_dtype, self.policy.variable_dtype) != (
+            self.precision.param,
+            self.precision.master,
+        ):  # a precision preset and Keras's policy must agree on what they name
+            raise Unsupported(f"{self.name}: {self.policy.name} is not {self.precision.name}")
+        super()._build()
+        self.sparse = False  # densified IndexedSlices in float16 are not what a model sends
+
+    @property
+    def variable_dtype(self) -> str:
+        return self.policy.variable_dtype
+
+    def _wrapped(self, optimizer: Any) -> Any:
+        if self.policy.name == "mixed_float16":  # as Trainer.compile(auto_scale_loss=True)
+            return self.keras.optimizers.LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
+        return optimizer
+
+    def _configure(self, variables: list[Any], optimizer: Any, **_: Any) -> None:
+        self.applied = optimizer  # what the train step calls: the wrapper, if any
+        self.loss_scale = optimizer if hasattr(optimizer, "inner_optimizer") else None
+        super()._configure(variables, getattr(optimizer, "inner_optimizer", optimizer))
+
+    def set_state(self, state: State) -> None:
+        """The variables take ``state.master`` (the float32 copy; without one, the params
+        widened exactly), so ``state.params`` is what they round to."""
+        master = state.master
+        if master is None:
+            master = [np.asarray(p).astype(numpy_dtype(self.variable_dtype)) for p in state.params]
+        super().set_state(replace(state, params=master, master=None))
+        if self.loss_scale is not None and "loss_scale" in state.extras:
+            self.loss_scale.dynamic_scale.assign(float(state.extras["loss_scale"]))
+            self.loss_scale.step_counter.assign(int(state.extras["loss_scale_steps"]))
+
+    def get_state(self) -> State:
+        from keras.src.backend import AutocastScope
+
+        state = super().get_state()  # params: the float32 variables
+        with AutocastScope(self.policy.compute_dtype):  # as Layer.__call__ reads them
+            params = [self._numpy(var.value, self.dtype) for var in self.variables]
+        extras = dict(state.extras)
+        if self.loss_scale is not None:
+            extras["loss_scale"] = self._numpy(self.loss_scale.dynamic_scale, "float32")
+            extras["loss_scale_steps"] = np.asarray(
+                self.keras.ops.convert_to_numpy(self.loss_scale.step_counter)
+            ).copy()
+        return replace(state, params=params, master=state.params, extras=extras)
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        tensors = self._tensors(grads)
+        try:
+            self.applied.apply_gradients(zip(tensors, self.variables, strict=True))
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+
+    def _tensors(self, grads: Sequence[Any]) -> list[Any]:
+        """Each gradient as the backward pass hands it over: in the compute dtype (scaled
+        by the loss scale there, under ``mixed_float16``), cast to the variable's dtype."""
+        ops, compute = self.keras.ops, self.policy.compute_dtype
+        tensors = []
+        for g in grads:
+            g = ops.convert_to_tensor(np.asarray(g), dtype=compute)
+            if self.loss_scale is not None:  # S g: exact in float32, then the float16 result
+                scaled = ops.multiply(ops.cast(g, "float32"), self.loss_scale.dynamic_scale)
+                g = ops.cast(scaled, compute)
+            tensors.append(ops.cast(g, self.variable_dtype))
+        return tensors
 
 
 class KerasCompiledOptimizer(HoldsCompiled, KerasOptimizer):
@@ -361,15 +498,23 @@ def _schedule(keras: Any, hyper: Any) -> Any:
 
 
 def _info(
-    name: str, documented: str, backend: str, *, compiled: bool = False, **inner: Any
+    name: str,
+    documented: str,
+    backend: str,
+    *,
+    compiled: bool = False,
+    target: str = "KerasOptimizer",
+    **inner: Any,
 ) -> AdapterInfo:
     """``name[backend]``, or with ``compiled`` ``name[backend,jit_compile=True]`` (what
     ``model.compile(jit_compile=True)`` runs: XLA on tensorflow, jax.jit on jax), whose
-    eager counterpart is ``name[backend]``."""
+    eager counterpart is ``name[backend]``, or with a ``policy`` ``name[backend,policy]``
+    (:class:`KerasMixedPrecisionOptimizer`)."""
     eager = f"{name}[{backend}]"
-    target = "KerasCompiledOptimizer" if compiled else "KerasOptimizer"
+    target = "KerasCompiledOptimizer" if compiled else target
+    qualifier = "jit_compile=True" if compiled else inner.get("policy")
     return AdapterInfo(
-        f"{name}[{backend},jit_compile=True]" if compiled else eager,
+        f"{name}[{backend},{qualifier}]" if qualifier else eager,
         "keras",
         documented,
         "adamspec.impl.adapters.worker:ProcessAdapter",
@@ -382,19 +527,28 @@ def _info(
     )
 
 
-INFOS = [
-    info
-    for backend in BACKENDS
-    for info in (
-        _info("keras.Adam", "keras.Adam", backend),
-        _info("keras.Adam(amsgrad=True)", "keras.Adam[amsgrad]", backend, amsgrad=True),
-        _info("keras.AdamW", "keras.AdamW", backend, cls="AdamW"),
-    )
-] + [
-    info
-    for backend in COMPILED_BACKENDS
-    for info in (
-        _info("keras.Adam", "keras.Adam", backend, compiled=True),
-        _info("keras.AdamW", "keras.AdamW", backend, compiled=True, cls="AdamW"),
-    )
-]
+INFOS = (
+    [
+        info
+        for backend in BACKENDS
+        for info in (
+            _info("keras.Adam", "keras.Adam", backend),
+            _info("keras.Adam(amsgrad=True)", "keras.Adam[amsgrad]", backend, amsgrad=True),
+            _info("keras.AdamW", "keras.AdamW", backend, cls="AdamW"),
+        )
+    ]
+    + [
+        info
+        for backend in COMPILED_BACKENDS
+        for info in (
+            _info("keras.Adam", "keras.Adam", backend, compiled=True),
+            _info("keras.AdamW", "keras.AdamW", backend, compiled=True, cls="AdamW"),
+        )
+    ]
+    + [
+        _info(name, name, backend, target="KerasMixedPrecisionOptimizer", policy=policy, **cls)
+        for backend in BACKENDS
+        for policy in POLICIES
+        for name, cls in (("keras.Adam", {}), ("keras.AdamW", {"cls": "AdamW"}))
+    ]
+)
