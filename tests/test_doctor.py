@@ -45,8 +45,9 @@ def test_json_rows_say_how_to_enable_what_is_missing(capsys):
     assert rows["tfjs"]["enable"] == "adamspec setup tfjs"
     assert rows["mlx"]["enable"] == "pip install 'adamspec[mlx]'"
     assert rows["paddle"]["enable"] == "pip install 'adamspec[paddle]'"
-    # 3 configurations on 3 backends, and Adam and AdamW compiled on tensorflow and jax
-    assert rows["keras"]["implementations"] == 13
+    # 3 configurations on 3 backends, Adam and AdamW compiled on tensorflow and jax, and
+    # Adam and AdamW under the two mixed policies on 3 backends
+    assert rows["keras"]["implementations"] == 25
     assert rows["paddle"]["implementations"] == 4
     for row in rows.values():
         assert row["available"] == bool(row["version"]) or row["name"] == "gpu"

@@ -53,7 +53,7 @@ class TorchOptimizer(Adapter):
         torch = self.torch
         options = dict(self.options)
         name = options.pop("cls")
-        dtype = {"bfloat16": torch.bfloat16}.get(self.dtype) or getattr(torch, self.dtype)
+        dtype = getattr(torch, self.stored_dtype)
         params = [torch.nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape in self.shapes]
         h = self.hyper
         optimizer = getattr(torch.optim, name)(
@@ -66,6 +66,11 @@ class TorchOptimizer(Adapter):
             else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factor(epoch + 1))
         )
         return {"params": params, "optimizer": optimizer, "scheduler": scheduler}
+
+    @property
+    def stored_dtype(self) -> str:
+        """The dtype of the Parameters the optimizer steps (and of their state)."""
+        return self.dtype
 
     def _configure(self, params: list[Any], optimizer: Any, scheduler: Any, **_: Any) -> None:
         self.params, self.optimizer, self.scheduler = params, optimizer, scheduler
@@ -197,6 +202,47 @@ class TorchOptimizer(Adapter):
         return Program(["import torch"], helpers, body, results)
 
 
+class TorchMasterWeightsOptimizer(TorchOptimizer):
+    """``torch.optim`` on float32 params for a model that computes in bfloat16: the master
+    weight path of FSDP2's ``MixedPrecisionPolicy(param_dtype=torch.bfloat16)`` (torch
+    2.13), on one rank (options: those of :class:`TorchOptimizer`).
+
+    * torch/distributed/fsdp/_fully_shard/_fsdp_param.py:586-599 and 901: the sharded
+      params keep their original dtype (float32: the master, ``State.master``); the
+      forward all-gathers them ``.to(param_dtype)`` (_fsdp_common.py:173-178): the param
+      the model computes with (``State.params``), read here the same way.
+    * _fsdp_api.py:26-32 ("The optimizer step uses the sharded parameter in the original
+      dtype") and _fsdp_collectives.py:696: the gradient, computed in bfloat16, is cast to
+      the original dtype after the reduction (on one rank, the gradient itself): the
+      harness's bfloat16 gradients arrive cast to float32.
+    * The optimizer is plain ``torch.optim.Adam`` over those float32 params: its state
+      follows them (float32 m and v).
+
+    ``torch.autocast(dtype=torch.bfloat16)`` over float32 params presents the same
+    optimizer with the same arrays (weights cast to bfloat16 per op, float32 gradients).
+    """
+
+    dtypes = ()
+    precisions = ("bf16-fp32master",)
+
+    @property
+    def stored_dtype(self) -> str:
+        return self.precision.master
+
+    def set_state(self, state: State) -> None:
+        """The params take ``state.master`` (without one, the params widened exactly)."""
+        master = state.master
+        if master is None:
+            master = [np.asarray(p).astype(np.float32) for p in state.params]
+        super().set_state(replace(state, params=master, master=None))
+
+    def get_state(self) -> State:
+        state = super().get_state()  # params: the float32 master
+        compute = getattr(self.torch, self.dtype)
+        params = [torch_to_numpy(p.detach().to(compute)).copy() for p in self.params]
+        return replace(state, params=params, master=state.params)
+
+
 class TorchCompiledOptimizer(HoldsCompiled, TorchOptimizer):
     """``torch.compile(optimizer.step)`` (inductor, C++ on the CPU), as PyTorch's recipe
     "Compiling the optimizer with torch.compile" runs it; state set and read as for eager.
@@ -315,6 +361,16 @@ EAGER = [
     _info("torch.SparseAdam", "torch.SparseAdam", cls="SparseAdam"),
     _info("torch.RAdam(foreach=False)", "torch.RAdam", cls="RAdam", foreach=False),
 ]
+#: The master-weight path (FSDP2's MixedPrecisionPolicy) of the for-loop Adam and AdamW.
+MASTER_WEIGHTS = [
+    replace(
+        info,
+        name=f"{info.name}[param_dtype=bfloat16]",
+        factory="adamspec.impl.adapters.torch_optim:TorchMasterWeightsOptimizer",
+    )
+    for info in EAGER
+    if info.name in ("torch.Adam(foreach=False)", "torch.AdamW(foreach=False)")
+]
 #: Compiled twins of the for-loop Adam, AMSGrad and AdamW: the CPU default (foreach=None and
 #: fused=None choose the for-loop when the parameters are on the CPU).
 COMPILED = [
@@ -323,4 +379,4 @@ COMPILED = [
     if info.name
     in ("torch.Adam(foreach=False)", "torch.Adam(amsgrad=True)", "torch.AdamW(foreach=False)")
 ]
-INFOS = EAGER + COMPILED
+INFOS = EAGER + MASTER_WEIGHTS + COMPILED
