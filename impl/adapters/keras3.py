@@ -343,9 +343,26 @@ class KerasMixedPrecisionOptimizer(KerasOptimizer):
         self.check_grads(grads)
         tensors = self._tensors(grads)
         try:
-            self.applied.apply_gradients(zip(tensors, self.variables, strict=True))
+            if self.backend == "jax":
+                self._stateless_step(tensors)
+            else:
+                self.applied.apply_gradients(zip(tensors, self.variables, strict=True))
         except (TypeError, ValueError, NotImplementedError) as exc:
             raise Unsupported(f"{self.name}: {str(exc).splitlines()[0]}") from None
+
+    def _stateless_step(self, tensors: list[Any]) -> None:
+        """The JAX trainer's step (backend/jax/trainer.py:144-156, without its jax.jit):
+        ``stateless_apply`` on the values, assigned back. The stateful ``apply`` of
+        LossScaleOptimizer cannot run on JAX (its ``ops.cond`` branches assign variables:
+        UnexpectedTracerError), and ``fit`` never calls it there."""
+        optimizer = self.applied
+        trainable, optimizer_variables = optimizer.stateless_apply(
+            [v.value for v in optimizer.variables], tensors, [v.value for v in self.variables]
+        )
+        for var, value in zip(self.variables, trainable, strict=True):
+            var.assign(value)
+        for var, value in zip(optimizer.variables, optimizer_variables, strict=True):
+            var.assign(value)
 
     def _tensors(self, grads: Sequence[Any]) -> list[Any]:
         """Each gradient as the backward pass hands it over: in the compute dtype (scaled
