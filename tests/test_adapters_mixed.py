@@ -219,7 +219,8 @@ def _predicted_skips(trace, scale: float = 2.0**15) -> list[bool]:
     skips = []
     for rec in trace.steps:
         scaled = [np.asarray(g, np.float32) * np.float32(scale) for g in rec.grads]  # exact
-        finite = all(np.isfinite(s.astype(np.float16)).all() for s in scaled)
+        with np.errstate(over="ignore"):  # the overflow to inf is what is asked about
+            finite = all(np.isfinite(s.astype(np.float16)).all() for s in scaled)
         skips.append(not finite)
         scale = scale if finite else scale / 2
     return skips
@@ -277,11 +278,11 @@ def test_keras_mixed_float16_skips_as_predicted_and_is_adam_on_the_steps_it_take
     assert skipped["typical"] == 1 and skipped["huge"] == 10 and skipped["mlp"] == 0
     _assert_param_is_the_rounded_master(ok, "fp16-fp32master")
     taken = [replace(t, steps=[r for r in t.steps if r.after.step > r.before.step]) for t in ok]
-    # the steps taken: param 0, m 93 (exact-zeros: cancellation), v 1, master 519 (mlp),
-    # measured as under mixed_bfloat16; subnormals no longer flush (float16 gradients of
-    # subnormals' magnitudes are zero or normal in float32)
+    # the steps taken, measured: param 0, m 42 (exact-zeros: cancellation), v 1, master 519
+    # (mlp), float32 Keras arithmetic as under mixed_bfloat16; nothing flushes (the
+    # subnormals problem's float16 gradients are normal numbers in float32)
     _assert_within(_lockstep_max(taken, "keras.Adam"),
-                   {"param": 0, "m": 93, "v": 1, "master": 519}, "taken steps")  # fmt: skip
+                   {"param": 0, "m": 42, "v": 1, "master": 519}, "taken steps")  # fmt: skip
     verdict = classify(taken, entry("keras.Adam").variant, budget_for(name))
     assert verdict.category == ROUNDING_ONLY, verdict.explanation
 
@@ -365,3 +366,22 @@ def test_a_master_rebuilt_from_the_params_each_step_is_classified_master_weights
     # the kept master is no such thing
     good = [record_trace(TORCH_MASTER, problem(p), "bf16-fp32master", 0) for p in PROBLEMS]
     assert classify(good, variant, budget_for(TORCH_MASTER)).category == ROUNDING_ONLY
+
+
+@needs_torch
+@pytest.mark.xfail(
+    strict=True,
+    reason="classify's 'no master copy' hypothesis drops the master from the measure, so it "
+    "explains an error confined to the master (float32 overflow on huge) before format range "
+    "does; reported to the lead (issue 17)",
+)
+def test_the_torch_adamw_master_path_on_huge_is_format_range_as_in_float32():
+    """torch.AdamW's FSDP2 master path steps bit for bit as torch.AdamW in float32 (the test
+    above, for Adam), whose overflow on huge classify calls "format range"; the master
+    path's is called "master weights: no master copy" (measured)."""
+    name = "torch.AdamW(foreach=False)[param_dtype=bfloat16]"
+    variant = entry("torch.AdamW").variant
+    plain = record_trace("torch.AdamW(foreach=False)", problem("huge"), "float32", 0)
+    assert classify([plain], variant, budget_for(plain.implementation)).category == FORMAT_RANGE
+    trace = record_trace(name, problem("huge"), "bf16-fp32master", 0)
+    assert classify([trace], variant, budget_for(name)).category == FORMAT_RANGE
