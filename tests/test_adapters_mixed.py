@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from needs import need
 
 from adamspec.harness.budgets import budget_for
 from adamspec.harness.classify import (
@@ -31,6 +32,7 @@ from adamspec.harness.classify import (
     classify,
 )
 from adamspec.harness.engine import budget_multiple, lockstep, record_trace, worst
+from adamspec.harness.fingerprint import fingerprint
 from adamspec.harness.problems import problem, suite
 from adamspec.impl.adapters import (
     REGISTRY,
@@ -207,6 +209,28 @@ def test_the_optimizer_under_mixed_bfloat16_is_keras_adam_in_float32_on_the_mast
             for mine, theirs in ((rec.after.master, got.params), (rec.after.m, got.m),
                                  (rec.after.v, got.v)):  # fmt: skip
                 assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, theirs, strict=True))
+
+
+FINGERPRINTED = [
+    ("keras.Adam[tensorflow,mixed_bfloat16]", "keras.Adam", ("keras", "tensorflow")),
+    (TORCH_MASTER, "torch.Adam", ("torch",)),
+]
+
+
+@pytest.mark.parametrize(("name", "documented", "frameworks"), FINGERPRINTED,
+                         ids=[n for n, _, _ in FINGERPRINTED])  # fmt: skip
+def test_the_master_paths_fingerprint_as_their_documented_formula(name, documented, frameworks):
+    """On the default suite without its format-range problems (overflow, flushed
+    subnormals), the formula that explains every case is the documented one (Keras's
+    interpolation form with binary64 1 - beta: also keras.AdamW and tf_keras.Adam's)."""
+    need(*frameworks)
+    problems = [p for p in suite("default") if p.name not in FLUSHED["tensorflow"]]
+    traces = [record_trace(name, p, "bf16-fp32master", 0) for p in problems]
+    fp = fingerprint([t for t in traces if t.status == "ok"], budget_for(name),
+                     documented=documented)  # fmt: skip
+    assert fp.best.within == fp.best.cases == 13
+    assert documented in fp.best.names
+    assert not fp.ties
 
 
 # ------------------------------------------------------------------- Keras mixed_float16
