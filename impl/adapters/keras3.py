@@ -1,4 +1,6 @@
-"""Keras 3 ``Adam``/``AdamW`` on each backend (tensorflow, jax, torch).
+"""Keras 3 ``Adam``/``AdamW`` on each backend (tensorflow, jax, torch), eager, compiled
+as ``model.fit`` compiles its step, and under the mixed dtype policies
+(:class:`KerasMixedPrecisionOptimizer`).
 
 ``KERAS_BACKEND`` is fixed when keras is first imported, so every backend runs
 in its own worker process (:class:`adamspec.impl.adapters.worker.ProcessAdapter`); the
