@@ -192,20 +192,31 @@ def test_keras_mixed_bfloat16_on_jax_and_torch_two_problems(backend):
     _assert_within(_lockstep_max(ok, "keras.Adam"), KERAS_BF16[backend], backend)
 
 
-@needs_keras
-def test_the_optimizer_under_mixed_bfloat16_is_keras_adam_in_float32_on_the_master():
-    """Bit for bit: each step of the mixed run equals keras.Adam on float32 variables from
-    the master, m and v, with the bfloat16 gradient cast to float32 (the policy changes what
-    the model computes with, not the optimizer's arithmetic)."""
-    (trace,) = _traces("keras.Adam[tensorflow,mixed_bfloat16]", "bf16-fp32master", ("typical",))
-    shapes = trace.problem.shapes
-    with make_adapter("keras.Adam[tensorflow]", trace.hyper, "float32", shapes) as plain:
+# mixed path, the same optimizer in float32, a problem, the frameworks
+IN_FLOAT32 = [
+    ("keras.Adam[tensorflow,mixed_bfloat16]", "keras.Adam[tensorflow]", "typical",
+     ("keras", "tensorflow")),
+    (TORCH_MASTER, "torch.Adam(foreach=False)", "mlp", ("torch",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "plain", "problem_name", "frameworks"), IN_FLOAT32,
+                         ids=[c[0] for c in IN_FLOAT32])  # fmt: skip
+def test_the_master_path_steps_the_optimizer_in_float32_on_the_master(
+    name, plain, problem_name, frameworks
+):
+    """Bit for bit: each step of the mixed run equals the same optimizer on float32
+    variables from the master, m and v, with the 16-bit gradient cast to float32 (the
+    policy changes what the model computes with, not the optimizer's arithmetic)."""
+    need(*frameworks)
+    (trace,) = _traces(name, "bf16-fp32master", (problem_name,))
+    with make_adapter(plain, trace.hyper, "float32", trace.problem.shapes) as adapter:
         for rec in trace.steps:
             before = rec.before
-            plain.set_state(State(list(before.master), list(before.m), list(before.v), None,
-                                  before.step))  # fmt: skip
-            plain.step([np.asarray(g).astype(np.float32) for g in rec.grads])
-            got = plain.get_state()
+            adapter.set_state(State(list(before.master), list(before.m), list(before.v), None,
+                                    before.step))  # fmt: skip
+            adapter.step([np.asarray(g).astype(np.float32) for g in rec.grads])
+            got = adapter.get_state()
             for mine, theirs in ((rec.after.master, got.params), (rec.after.m, got.m),
                                  (rec.after.v, got.v)):  # fmt: skip
                 assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, theirs, strict=True))
@@ -339,23 +350,6 @@ def test_torch_master_weight_path_over_the_default_suite():
     _assert_within(_lockstep_max(ok, "torch.Adam"), TORCH_MASTER_BUDGET, TORCH_MASTER)
     verdict = classify(ok, entry("torch.Adam").variant, budget_for(TORCH_MASTER))
     assert verdict.category == FORMAT_RANGE, verdict.explanation  # huge, mixed-scales
-
-
-@needs_torch
-def test_the_torch_master_path_steps_torch_adam_in_float32_on_the_master():
-    """Bit for bit, as for Keras: the master path's optimizer is torch.Adam on float32."""
-    (trace,) = _traces(TORCH_MASTER, "bf16-fp32master", ("mlp",))
-    shapes = trace.problem.shapes
-    with make_adapter("torch.Adam(foreach=False)", trace.hyper, "float32", shapes) as plain:
-        for rec in trace.steps:
-            before = rec.before
-            plain.set_state(State(list(before.master), list(before.m), list(before.v), None,
-                                  before.step))  # fmt: skip
-            plain.step([np.asarray(g).astype(np.float32) for g in rec.grads])
-            got = plain.get_state()
-            for mine, theirs in ((rec.after.master, got.params), (rec.after.m, got.m),
-                                 (rec.after.v, got.v)):  # fmt: skip
-                assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, theirs, strict=True))
 
 
 class MasterRebuiltEachStep(TorchMasterWeightsOptimizer):
