@@ -66,9 +66,9 @@ def test_registry_lists_every_torch_configuration_of_the_issue():
         for n, info in REGISTRY.items()
         if info.framework == "torch" and not info.eager_counterpart
     }  # the compiled twins: tests/test_compiled.py
-    # the master-weight paths run one mixed precision: tests/test_adapters_mixed.py
-    master = {"torch.Adam(foreach=False)[param_dtype=bfloat16]",
-              "torch.AdamW(foreach=False)[param_dtype=bfloat16]"}  # fmt: skip
+    # the master-weight paths run one mixed precision each: tests/test_adapters_mixed.py
+    master = {f"torch.{cls}(foreach=False)[{path}]" for cls in ("Adam", "AdamW")
+              for path in ("param_dtype=bfloat16", "autocast=float16,GradScaler")}  # fmt: skip
     assert (
         set(BUDGETS) | {"torch.SparseAdam", "torch.Adam(capturable=True)"} | master == torch_names
     )

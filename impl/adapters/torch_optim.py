@@ -243,6 +243,65 @@ class TorchMasterWeightsOptimizer(TorchOptimizer):
         return replace(state, params=params, master=state.params)
 
 
+class TorchGradScalerOptimizer(TorchMasterWeightsOptimizer):
+    """``torch.optim`` on float32 params with ``torch.autocast(dtype=torch.float16)`` and
+    ``torch.amp.GradScaler`` (torch 2.13): PyTorch's automatic mixed precision recipe
+    (docs "Automatic Mixed Precision examples": ``scaler.scale(loss).backward()``,
+    ``scaler.step(optimizer)``, ``scaler.update()``).
+
+    The float32 params are the master; autocast computes with their ``.to(float16)`` (the
+    param, ``State.params``), so the gradient is the float16 backward's, cast to float32.
+    The loss is scaled (torch/amp/grad_scaler.py:126-129: initial scale 2**16, halved on
+    an inf/NaN, doubled after 2000 finite steps), so the gradient arrives as ``S g``
+    rounded to float16 (inf where it overflows), cast to float32. ``scaler.step``
+    (grad_scaler.py:302-375) multiplies it by ``1/S`` (a float32 reciprocal formed in
+    binary64: exact for a power of two) and skips ``optimizer.step()`` if any value is
+    not finite; ``update`` then halves the scale. The scale and its growth counter are
+    ``State.extras`` ``loss_scale`` and ``loss_scale_steps``, as for Keras.
+    """
+
+    precisions = ("fp16-fp32master",)
+
+    def _build(self) -> None:
+        super()._build()
+        self.scaler = self.torch.amp.GradScaler("cpu")
+
+    def set_state(self, state: State) -> None:
+        super().set_state(state)
+        if "loss_scale" in state.extras:
+            self._scale_of_loss()  # the scale exists once a loss was scaled
+            self.scaler.update(float(state.extras["loss_scale"]))
+            self.scaler._growth_tracker.fill_(int(state.extras["loss_scale_steps"]))
+
+    def get_state(self) -> State:
+        state = super().get_state()
+        scale = self._scale_of_loss()
+        tracker = self.scaler._growth_tracker
+        extras = {
+            **state.extras,
+            "loss_scale": np.float32(scale.item()),
+            "loss_scale_steps": np.int32(tracker.item()),
+        }
+        return replace(state, extras=extras)
+
+    def _scale_of_loss(self) -> Any:
+        """``S``, as ``scaler.scale(loss)`` multiplies a float32 loss by it."""
+        return self.scaler.scale(self.torch.ones((), dtype=self.torch.float32))
+
+    def step(self, grads: Sequence[Any]) -> None:
+        self.check_grads(grads)
+        torch, compute = self.torch, getattr(self.torch, self.dtype)
+        scale = self._scale_of_loss()
+        for p, g in zip(self.params, grads, strict=True):
+            g32 = torch.from_numpy(np.asarray(g).astype(np.float32))  # exact: a float16 value
+            p.grad = (g32 * scale).to(compute).to(p.dtype)  # the float16 backward's S g
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self._step = int(self.optimizer.state[self.params[0]]["step"])  # not moved if skipped
+
+
 class TorchCompiledOptimizer(HoldsCompiled, TorchOptimizer):
     """``torch.compile(optimizer.step)`` (inductor, C++ on the CPU), as PyTorch's recipe
     "Compiling the optimizer with torch.compile" runs it; state set and read as for eager.
@@ -371,6 +430,16 @@ MASTER_WEIGHTS = [
     for info in EAGER
     if info.name in ("torch.Adam(foreach=False)", "torch.AdamW(foreach=False)")
 ]
+#: torch.autocast(float16) with GradScaler over the for-loop Adam and AdamW.
+GRAD_SCALER = [
+    replace(
+        info,
+        name=f"{info.name}[autocast=float16,GradScaler]",
+        factory="adamspec.impl.adapters.torch_optim:TorchGradScalerOptimizer",
+    )
+    for info in EAGER
+    if info.name in ("torch.Adam(foreach=False)", "torch.AdamW(foreach=False)")
+]
 #: Compiled twins of the for-loop Adam, AMSGrad and AdamW: the CPU default (foreach=None and
 #: fused=None choose the for-loop when the parameters are on the CPU).
 COMPILED = [
@@ -379,4 +448,4 @@ COMPILED = [
     if info.name
     in ("torch.Adam(foreach=False)", "torch.Adam(amsgrad=True)", "torch.AdamW(foreach=False)")
 ]
-INFOS = EAGER + MASTER_WEIGHTS + COMPILED
+INFOS = EAGER + MASTER_WEIGHTS + GRAD_SCALER + COMPILED
