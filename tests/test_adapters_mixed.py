@@ -318,6 +318,31 @@ def test_the_loss_scale_skips_a_step_whose_scaled_gradient_is_not_finite(path):
     assert taken.params[0].tobytes() == taken.master[0].astype(np.float16).tobytes()
 
 
+@pytest.mark.parametrize("path", ["keras[tensorflow]", "torch"])
+def test_the_loss_scale_is_state_set_and_read_back(path):
+    """A resumed run's scale and growth counter (``State.extras``) are set back, so a
+    lock-step from a recorded state starts where the recording stood."""
+    name, documented, _, frameworks = LOSS_SCALED[path]
+    need(*frameworks)
+    params = np.array([0.5, -1.0], np.float16)
+    zeros = np.zeros(2, np.float32)
+    scale = {"loss_scale": np.float32(1024.0), "loss_scale_steps": np.int32(5)}
+    state = State([params], [zeros], [zeros.copy()], None, 7, scale,
+                  master=[params.astype(np.float32)])  # fmt: skip
+    with make_adapter(name, entry(documented).hyper(), "fp16-fp32master", [(2,)]) as adapter:
+        adapter.set_state(state.copy())
+        got = adapter.get_state()
+        adapter.step([np.array([1.0, -1.0], np.float16)])
+        stepped = adapter.get_state()
+    assert (float(got.extras["loss_scale"]), int(got.extras["loss_scale_steps"]), got.step) == (
+        1024.0,
+        5,
+        7,
+    )
+    assert (float(stepped.extras["loss_scale"]), int(stepped.extras["loss_scale_steps"]),
+            stepped.step) == (1024.0, 6, 8)  # fmt: skip
+
+
 # The steps taken, measured over the default suite: param 0; Keras m 42 (exact-zeros:
 # cancellation), v 1, master 519 (mlp: float32 Keras arithmetic, as under mixed_bfloat16);
 # torch m 17, v 2 (weight-decay), master 14 (mlp). Nothing flushes: the subnormals
