@@ -68,7 +68,9 @@ def bits(a: np.ndarray) -> np.ndarray:
 def component(ce: Counterexample, name: str) -> np.ndarray:
     """What the adapter computed for ``name`` in the counterexample's step."""
     after = ce.after
-    return {"param": after.params, "m": after.m, "v": after.v, "v_max": after.v_max}[name][0]
+    arrays = {"param": after.params, "m": after.m, "v": after.v, "v_max": after.v_max,
+              "master": after.master}  # fmt: skip
+    return arrays[name][0]
 
 
 def assert_script_reproduces(ce: Counterexample, stdout: str) -> None:

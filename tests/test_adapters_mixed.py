@@ -27,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from needs import need
+from script_helpers import assert_script_reproduces, run_script
 
 from adamspec.harness.budgets import budget_for
 from adamspec.harness.classify import (
@@ -36,6 +37,7 @@ from adamspec.harness.classify import (
     ROUNDING_ONLY,
     classify,
 )
+from adamspec.harness.counterexample import counterexample_from_step, write_counterexample
 from adamspec.harness.engine import budget_multiple, lockstep, record_trace, worst
 from adamspec.harness.fingerprint import fingerprint
 from adamspec.harness.problems import problem, suite
@@ -457,3 +459,42 @@ def test_the_torch_adamw_master_path_on_huge_is_format_range_as_in_float32():
     assert classify([plain], variant, budget_for(plain.implementation)).category == FORMAT_RANGE
     trace = record_trace(name, problem("huge"), "bf16-fp32master", 0)
     assert classify([trace], variant, budget_for(name)).category == FORMAT_RANGE
+
+
+# ------------------------------------------------------------------ reproduction scripts
+
+# path, precision, frameworks, slow (each script imports its framework in a fresh process)
+SCRIPTED = [
+    ("keras.Adam[jax,mixed_float16]", "fp16-fp32master", ("keras", "jax"), False),
+    (TORCH_SCALER, "fp16-fp32master", ("torch",), False),
+    ("keras.Adam[tensorflow,mixed_bfloat16]", "bf16-fp32master", ("keras", "tensorflow"), True),
+    ("keras.AdamW[torch,mixed_float16]", "fp16-fp32master", ("keras", "torch"), True),
+    (TORCH_MASTER, "bf16-fp32master", ("torch",), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "precision", "frameworks"),
+    [pytest.param(*case[:3], marks=[pytest.mark.slow] if case[3] else [], id=case[0])
+     for case in SCRIPTED],
+)  # fmt: skip
+def test_the_reproduction_script_prints_the_bits_the_adapter_computed(
+    name, precision, frameworks, tmp_path
+):
+    """A mixed step written as the framework's own script (the master as the float32
+    variable, the 16-bit gradient cast as the backward pass delivers it, a loss scale of
+    2**15 or 2**16) prints what the adapter computed, master included."""
+    need(*frameworks)
+    load_registry()
+    documented = entry(REGISTRY[name].documented)
+    compute = numpy_dtype("float16" if precision.startswith("fp16") else "bfloat16")
+    master = np.float32([1.0000001, -2.0])  # its first value rounds to the param's 1.0
+    before = State([master.astype(compute)], [np.float32([0.1, -0.2])],
+                   [np.float32([0.01, 0.04])], None, 3, master=[master])  # fmt: skip
+    grads = [np.array([0.5, -0.25], compute)]
+    ce = counterexample_from_step(
+        name, documented.hyper(), documented.variant, before, grads, precision
+    )
+    assert set(ce.oracle) == {"param", "m", "v", "master"}
+    stdout = run_script(write_counterexample(tmp_path / f"step{ce.suffix}", ce))
+    assert_script_reproduces(ce, stdout)

@@ -239,6 +239,19 @@ class KerasOptimizer(Adapter):
         return Program(imports, helpers, body, results)
 
 
+def _stateless_apply_lines(optimizer: str, grads: str, variables: str) -> list[str]:
+    """Script lines: the JAX trainer's step (``stateless_apply``, the values assigned back)."""
+    return [
+        f"trainable, optimizer_variables = {optimizer}.stateless_apply(",
+        f"    [v.value for v in {optimizer}.variables], {grads}, [v.value for v in {variables}]",
+        ")",
+        f"for v, x in zip({variables}, trainable):",
+        "    v.assign(x)",
+        f"for v, x in zip({optimizer}.variables, optimizer_variables):",
+        "    v.assign(x)",
+    ]
+
+
 #: Keras's mixed dtype policies and the precision each one runs (the policy's compute dtype
 #: for the params the model sees, its variable dtype, float32, for the master and the slots).
 POLICIES = {"mixed_bfloat16": "bf16-fp32master", "mixed_float16": "fp16-fp32master"}
@@ -365,6 +378,72 @@ class KerasMixedPrecisionOptimizer(KerasOptimizer):
             var.assign(value)
         for var, value in zip(optimizer.variables, optimizer_variables, strict=True):
             var.assign(value)
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The optimizer over one float32 variable (the master) as a model under the policy
+        steps it: the gradient in the compute dtype (scaled by the loss scale under
+        ``mixed_float16``), cast to float32, applied as the backend's trainer applies it;
+        the param read as the variable's cast to the compute dtype."""
+        h, options = step.hyper, dict(step.info.options)
+        name, policy = options.pop("cls", "Adam"), options.pop("policy")
+        kwargs = _optimizer_kwargs(h, float(step.lr), options)
+        before, read = step.before, "keras.ops.convert_to_numpy"
+        master = before.master[0] if before.master is not None else before.params[0]
+        inner = f"keras.optimizers.{name}({keyword_literal(kwargs)})"
+        scaled = policy == "mixed_float16"
+        wrapped = "opt = keras.optimizers.LossScaleOptimizer(inner)  # as compile wraps it"
+        body = [
+            f'policy = keras.DTypePolicy("{policy}")',
+            f"var = keras.Variable({value_literal(master)}, dtype=policy.variable_dtype)",
+            *([f"inner = {inner}", wrapped] if scaled else [f"opt = inner = {inner}"]),
+            "opt.build([var])",
+            "# Keras 3 has no public setter for the slots: these private lists are what",
+            "# adamspec's adapter assigns too",
+            f"inner._momentums[0].assign({value_literal(before.m[0])})",
+            f"inner._velocities[0].assign({value_literal(before.v[0])})",
+            f"inner._iterations.assign({step.step})",
+        ]
+        if scaled and "loss_scale" in before.extras:
+            body += [
+                f"opt.dynamic_scale.assign({float(before.extras['loss_scale'])!r})",
+                f"opt.step_counter.assign({int(before.extras['loss_scale_steps'])})",
+            ]
+        body.append(
+            f"grad = keras.ops.cast({step.grad_literal()}, policy.compute_dtype)  # backward's"
+        )
+        if scaled:  # the backward pass of the scaled loss computes S g in float16
+            body.append(
+                "grad = keras.ops.cast(keras.ops.multiply(keras.ops.cast(grad, 'float32'), "
+                "opt.dynamic_scale), policy.compute_dtype)"
+            )
+        body.append("grad = keras.ops.cast(grad, var.dtype)  # the autocast's gradient")
+        if step.environment["KERAS_BACKEND"] == "jax":
+            body += _stateless_apply_lines("opt", "[grad]", "[var]")
+        else:
+            body.append("opt.apply_gradients([(grad, var)])")
+        results = {
+            # Layer.__call__'s AutocastScope reads a variable as backend.cast(value, dtype)
+            "param": f"{read}(keras.ops.cast(var.value, policy.compute_dtype))",
+            "master": f"{read}(var)",
+            "m": f"{read}(inner._momentums[0])",
+            "v": f"{read}(inner._velocities[0])",
+        }
+        imports = [
+            "import os",
+            "",
+            f'os.environ["KERAS_BACKEND"] = "{step.environment["KERAS_BACKEND"]}"',
+            'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")',
+            "import keras",
+        ]
+        helpers = [
+            'DTYPE = "float32"  # exact for every value of the precision\'s roles',
+            "",
+            "",
+            "def value(hexes, shape):",
+            "    return keras.ops.convert_to_tensor(exact(hexes, shape), dtype=DTYPE)",
+        ]
+        return Program(imports, helpers, body, results)
 
     def _tensors(self, grads: Sequence[Any]) -> list[Any]:
         """Each gradient as the backward pass hands it over: in the compute dtype (scaled

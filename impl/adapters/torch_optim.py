@@ -27,6 +27,7 @@ from adamspec.impl.adapters.repro import (
 )
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
+from adamspec.spec.precision import precision_named
 
 _TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -242,6 +243,46 @@ class TorchMasterWeightsOptimizer(TorchOptimizer):
         params = [torch_to_numpy(p.detach().to(compute)).copy() for p in self.params]
         return replace(state, params=params, master=state.params)
 
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The optimizer over one float32 Parameter holding the master; the 16-bit
+        gradient cast to float32 as the adapter hands it over; the param read as the
+        master's cast (:meth:`_master_program`)."""
+        program = cls._master_program(step)
+        program.body = [
+            line.replace("p.grad = ", "p.grad = GRAD_DTYPE(") + ")  # the cast's gradient"
+            if line.startswith("p.grad = ")
+            else line
+            for line in program.body
+        ]
+        return program
+
+    @classmethod
+    def _master_program(cls, step: StepToReproduce) -> Program:
+        """:class:`TorchOptimizer`'s program on the master in float32 (values written
+        exactly: every role's dtype fits in float32), the param and master shown too."""
+        # the precision the adapter runs (a step recorded in another cannot come from it)
+        runs = step.dtype if step.dtype in cls.precisions else cls.precisions[0]
+        precision = precision_named(runs)
+        before = step.before
+        master = before.master if before.master is not None else before.params
+        program = TorchOptimizer.reproduction_program(
+            replace(step, dtype=precision.master, before=replace(before, params=master))
+        )
+        compute = f"torch.{precision.param}"
+        program.helpers += [
+            "",
+            "",
+            "def GRAD_DTYPE(g):",
+            f"    return g.to({compute}).to(DTYPE)",
+        ]
+        program.results = {
+            **program.results,
+            "param": f"p.detach().to({compute}).double()",
+            "master": "p.detach().double()",
+        }
+        return program
+
 
 class TorchGradScalerOptimizer(TorchMasterWeightsOptimizer):
     """``torch.optim`` on float32 params with ``torch.autocast(dtype=torch.float16)`` and
@@ -300,6 +341,31 @@ class TorchGradScalerOptimizer(TorchMasterWeightsOptimizer):
         if self.scheduler is not None:
             self.scheduler.step()
         self._step = int(self.optimizer.state[self.params[0]]["step"])  # not moved if skipped
+
+    @classmethod
+    def reproduction_program(cls, step: StepToReproduce) -> Program:
+        """The optimizer over one float32 Parameter holding the master, stepped through a
+        GradScaler: the gradient scaled in float16 as the backward pass computes it."""
+        program = cls._master_program(step)
+        scaler = ['scaler = torch.amp.GradScaler("cpu")', "scale = scaler.scale(torch.ones(()))"]
+        if "loss_scale" in step.before.extras:
+            extras = step.before.extras
+            scaler += [
+                f"scaler.update({float(extras['loss_scale'])!r})",
+                f"scaler._growth_tracker.fill_({int(extras['loss_scale_steps'])})",
+                "scale = scaler.scale(torch.ones(()))",
+            ]
+        body = []
+        for line in program.body:
+            if line.startswith("p.grad = "):
+                body += scaler
+                grad = line.removeprefix("p.grad = ")
+                line = f"p.grad = GRAD_DTYPE({grad} * scale)  # the float16 backward's S g"
+            elif line == "opt.step()":
+                line = "scaler.step(opt)"
+            body.append(line)
+        program.body = [*body, "scaler.update()"]
+        return program
 
 
 class TorchCompiledOptimizer(HoldsCompiled, TorchOptimizer):
