@@ -424,13 +424,21 @@ class MasterRebuiltEachStep(TorchMasterWeightsOptimizer):
 PROBLEMS = ("typical", "mlp")
 
 
-@needs_torch
-def test_a_master_rebuilt_from_the_params_each_step_is_classified_master_weights():
+@pytest.fixture
+def rebuilt_master():
+    """:class:`MasterRebuiltEachStep` registered for the test only (the registry is global:
+    other tests list every torch configuration)."""
     name = "test.torch.Adam[master rebuilt each step]"
-    if name not in REGISTRY:
-        register(AdapterInfo(name, "torch", "torch.Adam",
-                             f"{__name__}:MasterRebuiltEachStep", {"cls": "Adam",
-                                                                   "foreach": False}))  # fmt: skip
+    load_registry()
+    register(AdapterInfo(name, "torch", "torch.Adam", f"{__name__}:MasterRebuiltEachStep",
+                         {"cls": "Adam", "foreach": False}))  # fmt: skip
+    yield name
+    del REGISTRY[name]
+
+
+@needs_torch
+def test_a_master_rebuilt_from_the_params_each_step_is_classified_master_weights(rebuilt_master):
+    name = rebuilt_master
     traces = [record_trace(name, problem(p), "bf16-fp32master", 0) for p in PROBLEMS]
     variant = entry("torch.Adam").variant
     assert budget_multiple(worst(lockstep(traces[0], variant)), budget_for(name)) > 1
