@@ -451,16 +451,10 @@ def test_a_master_rebuilt_from_the_params_each_step_is_classified_master_weights
 
 
 @needs_torch
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify's 'no master copy' hypothesis drops the master from the measure, so it "
-    "explains an error confined to the master (float32 overflow on huge) before format range "
-    "does; reported to the lead (issue 17)",
-)
 def test_the_torch_adamw_master_path_on_huge_is_format_range_as_in_float32():
-    """torch.AdamW's FSDP2 master path steps bit for bit as torch.AdamW in float32 (the test
-    above, for Adam), whose overflow on huge classify calls "format range"; the master
-    path's is called "master weights: no master copy" (measured)."""
+    """torch.AdamW's FSDP2 master path steps as torch.AdamW in float32, whose overflow on
+    huge classify calls "format range"; so must its master path be (it was once called
+    "master weights: no master copy", a hypothesis that measured no master at all)."""
     name = "torch.AdamW(foreach=False)[param_dtype=bfloat16]"
     variant = entry("torch.AdamW").variant
     plain = record_trace("torch.AdamW(foreach=False)", problem("huge"), "float32", 0)
