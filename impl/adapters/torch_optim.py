@@ -486,26 +486,26 @@ EAGER = [
     _info("torch.SparseAdam", "torch.SparseAdam", cls="SparseAdam"),
     _info("torch.RAdam(foreach=False)", "torch.RAdam", cls="RAdam", foreach=False),
 ]
-#: The master-weight path (FSDP2's MixedPrecisionPolicy) of the for-loop Adam and AdamW.
-MASTER_WEIGHTS = [
-    replace(
-        info,
-        name=f"{info.name}[param_dtype=bfloat16]",
-        factory="adamspec.impl.adapters.torch_optim:TorchMasterWeightsOptimizer",
-    )
-    for info in EAGER
-    if info.name in ("torch.Adam(foreach=False)", "torch.AdamW(foreach=False)")
-]
-#: torch.autocast(float16) with GradScaler over the for-loop Adam and AdamW.
-GRAD_SCALER = [
-    replace(
-        info,
-        name=f"{info.name}[autocast=float16,GradScaler]",
-        factory="adamspec.impl.adapters.torch_optim:TorchGradScalerOptimizer",
-    )
-    for info in EAGER
-    if info.name in ("torch.Adam(foreach=False)", "torch.AdamW(foreach=False)")
-]
+
+
+def _mixed(path: str, target: str) -> list[AdapterInfo]:
+    """The for-loop Adam and AdamW driven as the mixed-precision ``path`` (``name[path]``)
+    drives them, by ``target``, a class of this module."""
+    return [
+        replace(
+            info,
+            name=f"{info.name}[{path}]",
+            factory=f"adamspec.impl.adapters.torch_optim:{target}",
+        )
+        for info in EAGER
+        if info.name in ("torch.Adam(foreach=False)", "torch.AdamW(foreach=False)")
+    ]
+
+
+#: FSDP2's MixedPrecisionPolicy master weights, and the AMP recipe (autocast + GradScaler).
+MIXED = _mixed("param_dtype=bfloat16", "TorchMasterWeightsOptimizer") + _mixed(
+    "autocast=float16,GradScaler", "TorchGradScalerOptimizer"
+)
 #: Compiled twins of the for-loop Adam, AMSGrad and AdamW: the CPU default (foreach=None and
 #: fused=None choose the for-loop when the parameters are on the CPU).
 COMPILED = [
@@ -514,4 +514,4 @@ COMPILED = [
     if info.name
     in ("torch.Adam(foreach=False)", "torch.Adam(amsgrad=True)", "torch.AdamW(foreach=False)")
 ]
-INFOS = EAGER + MASTER_WEIGHTS + GRAD_SCALER + COMPILED
+INFOS = EAGER + MIXED + COMPILED
