@@ -258,6 +258,28 @@ def test_the_master_paths_fingerprint_as_their_documented_formula(name, document
     assert not fp.ties
 
 
+# AdamW's master paths on weight-decay and mlp (measured; the decoupled decay is one more
+# float32 rounding of the master): m 34 (Keras, weight-decay) / 71 (torch, mlp) is the
+# float32 cancellation of m, master 518 / 30 on mlp as for Adam, param 0.
+ADAMW = {
+    "keras.AdamW[tensorflow,mixed_bfloat16]": (
+        "keras.AdamW", {"param": 0, "m": 34, "v": 1, "master": 518}, ("keras", "tensorflow")),
+    "torch.AdamW(foreach=False)[param_dtype=bfloat16]": (
+        "torch.AdamW", {"param": 0, "m": 71, "v": 1, "master": 30}, ("torch",)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ADAMW))
+def test_adamw_master_paths_are_rounding_only_with_their_decay(name):
+    documented, budget, frameworks = ADAMW[name]
+    need(*frameworks)
+    ok = _traces(name, "bf16-fp32master", ("weight-decay", "mlp"))
+    _assert_param_is_the_rounded_master(ok, "bf16-fp32master")
+    _assert_within(_lockstep_max(ok, documented), budget, name)
+    verdict = classify(ok, entry(documented).variant, budget_for(name))
+    assert verdict.category == ROUNDING_ONLY, verdict.explanation
+
+
 # ---------------------------------------------------------------- float16 with a loss scale
 
 TORCH_SCALER = "torch.Adam(foreach=False)[autocast=float16,GradScaler]"
