@@ -363,6 +363,10 @@ def radam_rho(t: int, beta2: mpq, beta2_power: Real | None = None) -> tuple[Real
 
 
 def _radam_rectification(t: int, beta2: mpq, p2: Real) -> Real | None:
+    if beta2 == 1:
+        # beta2 held as 1 (0.999 in bfloat16): rho_inf = 2/0 - 1 and rho_t = inf - inf is NaN,
+        # which never exceeds the threshold in torch.optim.RAdam: the update is un-adapted
+        return None
     rho_inf, rho_t = radam_rho(t, beta2, p2)
     if compare(rho_t, RADAM_RHO_THRESHOLD) <= 0:
         return None

@@ -25,7 +25,7 @@ def test_with_ulps_sets_both_measures_of_the_named_components_only():
 @pytest.mark.parametrize(
     ("ulps", "message"),
     [
-        ({"w": 1}, "budget component 'w' is unknown; allowed: param, m, v, v_max, ema"),
+        ({"w": 1}, "budget component 'w' is unknown; allowed: param, m, v, v_max, ema, master"),
         ({"m": -1}, "budget m=-1 must be a non-negative integer"),
         ({"m": 1.5}, "budget m=1.5 must be a non-negative integer"),
         ({"m": True}, "budget m=True must be a non-negative integer"),

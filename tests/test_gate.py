@@ -269,7 +269,7 @@ BAD_CONFIGS = {
     ),
     "unknown-budget-component": (
         "[budget]\nw = 1\n",
-        "budget.w: unknown key; allowed: param, m, v, v_max, ema",
+        "budget.w: unknown key; allowed: param, m, v, v_max, ema, master",
     ),
     "seed-not-int": ("[gate]\nseed = 'zero'\n", "gate.seed: 'zero' must be an integer"),
     "strict-not-bool": ("[gate]\nstrict = 1\n", "gate.strict: 1 must be true or false"),
