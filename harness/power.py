@@ -65,14 +65,15 @@ def candidates(
     (:func:`~adamspec.harness.engine.component_scales`)."""
     from adamspec.harness.engine import _components, ulp_at
 
-    dtype = str(after.params[0].dtype)
-    fmt = format_named(dtype)
     out: Candidates = {}
     for name in _components(after, variant):
         ref = np.asarray(reference.value(name, 0)).ravel()
+        dtype = str(ref.dtype)  # each component in its precision's dtype
+        fmt = format_named(dtype)
         r64 = ref.astype(np.float64)
-        if name == "param":
-            base = np.asarray(before.params[0], np.float64).ravel()
+        if name in ("param", "master"):
+            weights = before.params if name == "param" else before.master
+            base = np.asarray(weights[0], np.float64).ravel()
             delta = r64 - base
         else:
             base, delta = np.zeros_like(r64), r64
