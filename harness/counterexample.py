@@ -627,7 +627,9 @@ def _oracle_comment(ce: Counterexample, name: str) -> str:
 
 
 def _component(state: State, name: str) -> np.ndarray:
-    return {"param": state.params, "m": state.m, "v": state.v, "v_max": state.v_max}[name][0]
+    arrays = {"param": state.params, "m": state.m, "v": state.v, "v_max": state.v_max,
+              "master": state.master}  # fmt: skip
+    return arrays[name][0]
 
 
 # ------------------------------------------------------------------------- the script
