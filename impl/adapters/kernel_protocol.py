@@ -32,10 +32,26 @@ equivalent, as TensorFlow and Keras), and whether repeated rows are summed befor
 square, is what the check measures against the claimed variant's ``sparse`` and
 ``duplicates`` axes. Without the attribute a kernel declines the sparse problems (skipped).
 
+**Mixed precision** (either form). A kernel that keeps its arrays in more than one dtype
+declares it with the attribute ``precision`` on the function or class: a dict of roles,
+``precision = {"state": "float32", "master": "float32"}`` (roles ``grad``, ``state``: m, v
+and v_max, ``master``; the param dtype is the checked ``--dtype``), or a name that fixes
+the param dtype too: a preset (``"bf16-fp32state"``, ``"bf16-fp32master"``,
+``"fp16-fp32master"``) or ``"param=bfloat16,state=float32,master=float32"``
+(:mod:`adamspec.spec.precision`). ``adamspec check`` says the same with ``--precision``,
+``--grad-dtype``, ``--state-dtype`` and ``--master-dtype``; a role said by both must be said
+alike (:func:`kernel_precision`). The kernel then gets the param in the param dtype, the
+gradient in the grad dtype, ``state.m``/``v``/``v_max`` in the state dtype and, where a
+master is kept, ``state.master``: at the start an exact copy of the params in the master
+dtype. It returns the master beside m and v (``KernelState(m, v, v_max, step, master)``);
+the harness measures it like the param, and the param must be the new master rounded to
+the param dtype (``spec/ADAM.md``, "Mixed precision").
+
 Returned arrays may be NumPy, CuPy or torch (CUDA) tensors, or anything ``np.asarray``
-reads; they are converted at this boundary and checked: a wrong shape or dtype raises
-:class:`KernelContractError` (reported as an error of that case; NaN results are measured,
-not errors). Raising NotImplementedError declines a configuration (the case is reported
+reads; they are converted at this boundary and checked: a wrong shape, a dtype other than
+its role's, or a missing master where one is kept raises :class:`KernelContractError`
+(reported as an error of that case, naming the array and its role; NaN results are
+measured, not errors). Raising NotImplementedError declines a configuration (the case is reported
 as skipped, with the message).
 
 **Where it runs.** The harness runs the kernel in a worker process with a per-call timeout
@@ -74,6 +90,7 @@ from adamspec.impl.adapters.base import (
     register,
     torch_to_numpy,
 )
+from adamspec.spec.formats import FORMATS
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
 from adamspec.spec.precision import ROLES, Precision, PrecisionError, precision_named
@@ -259,11 +276,14 @@ def _declared_roles(declared: str | dict[str, Any]) -> dict[str, str | None]:
     unknown = [r for r in declared if r not in DECLARED_ROLES]
     if unknown:
         raise PrecisionError(
-            f"precision role {unknown[0]!r} in the kernel's precision = {declared!r} is not "
-            f"one a kernel declares; allowed: {', '.join(DECLARED_ROLES)} (the param dtype "
-            "is --dtype; a preset name fixes it too)"
+            f"role {unknown[0]!r} is not one a kernel declares; allowed: "
+            f"{', '.join(DECLARED_ROLES)} (the param dtype is --dtype; a preset name fixes it too)"
         )
-    return {r: None if r == "master" and v in (None, "none") else v for r, v in declared.items()}
+    roles = {r: None if r == "master" and v in (None, "none") else v for r, v in declared.items()}
+    for role, value in roles.items():
+        if value is not None and value not in FORMATS:
+            raise PrecisionError(f"{role}={value!r} is not a dtype; allowed: {', '.join(FORMATS)}")
+    return roles
 
 
 def _every_role(precision: Precision) -> dict[str, str | None]:
