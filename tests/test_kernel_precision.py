@@ -222,3 +222,12 @@ def test_a_role_said_twice_differently_names_both(declared, kwargs, needle):
 
 def test_the_role_flags_offer_every_dtype_the_spec_knows():
     assert set(cli._DTYPES) == set(FORMATS)
+
+
+def test_the_readme_bf16_kernel_conforms_to_torch_adam(tmp_path):
+    """README, "Check your own kernel": examples/bf16_adam.py on the default suite."""
+    result = check(f"{ROOT / 'examples' / 'bf16_adam.py'}:bf16_adam", "torch.Adam",
+                   out=tmp_path, progress=lambda line: None)  # fmt: skip
+    assert result.conforms, [(r["case"], r["verdict"], r["detail"]) for r in result.tables.summary]
+    ran = _ran(result)
+    assert len(ran) == 16 and {r["dtype"] for r in ran} == {"bf16-fp32state"}
