@@ -50,12 +50,14 @@ def _ran(result) -> list[dict]:
         ("bf16_fp32state", {}, "bf16-fp32state"),
         ("bf16_fp32master", {"dtype": "bfloat16"}, "bf16-fp32master"),  # a dict declaration
         ("fp16_fp32master", {}, "fp16-fp32master"),
+        ("bf16_fp32master_all", {}, "bf16-fp32master"),  # the multi-tensor form
         ("Bf16MasterAdam", {}, "bf16-fp32master"),  # the stateful-object form
         ("undeclared_bf16_fp32state", {"precision": "bf16-fp32state"}, "bf16-fp32state"),
         ("undeclared_bf16_fp32state", {"dtype": "bfloat16", "state_dtype": "float32"},
          "bf16-fp32state"),
     ],
-    ids=["bf16-fp32state", "bf16-fp32master-dict", "fp16-fp32master", "object-form",
+    ids=["bf16-fp32state", "bf16-fp32master-dict", "fp16-fp32master", "multi-tensor-form",
+         "object-form",
          "flag-precision", "flag-state-dtype"],
 )  # fmt: skip
 def test_a_correct_kernel_of_each_preset_conforms(tmp_path, kernel, kwargs, precision):

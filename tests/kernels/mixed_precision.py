@@ -10,7 +10,8 @@ float64 from the stored values, each stored value rounded once to its own dtype.
   dtype from ``--dtype bfloat16``): the update on the float32 master, the param the new
   master rounded to bfloat16. Conforms.
 * ``fp16_fp32master`` (``precision = "fp16-fp32master"``): the same for float16 params.
-* ``Bf16MasterAdam``: ``bf16_fp32master`` in the stateful-object form. Conforms.
+* ``bf16_fp32master_all`` and ``Bf16MasterAdam``: ``bf16_fp32master`` in the multi-tensor
+  and stateful-object forms. Conform.
 * ``master_rounded_to_bf16``: the master rounded to bfloat16 before the update (the bug of
   a kernel that reloads its master from the params): does not conform.
 * ``no_master_copy``: the update on the bfloat16 param, the master returned as the param
@@ -78,6 +79,23 @@ def fp16_fp32master(param, grad, state, h):
 
 
 fp16_fp32master.precision = "fp16-fp32master"
+
+
+def bf16_fp32master_all(params, grads, state, h):
+    """``bf16_fp32master`` with every tensor at once (lists), as a multi-tensor kernel."""
+    t = state.step
+    out = [
+        _master_step(p, g, KernelState(m, v, None, t, w), h)
+        for p, g, m, v, w in zip(params, grads, state.m, state.v, state.master, strict=True)
+    ]
+    new = KernelState(
+        [o[1].m for o in out], [o[1].v for o in out], None, t + 1, [o[1].master for o in out]
+    )
+    return [o[0] for o in out], new
+
+
+bf16_fp32master_all.multi_tensor = True
+bf16_fp32master_all.precision = "bf16-fp32master"
 
 
 class Bf16MasterAdam:
