@@ -600,17 +600,16 @@ def _precision_options(p: argparse.ArgumentParser) -> None:
         "param=bfloat16,state=float32,master=float32 (default: the kernel's declaration, "
         "else every array in --dtype)",
     )
-    for role, what in (
-        ("grad", "gradients"),
-        ("state", "m, v and v_max"),
-        ("master", "the master weights ('none': no master copy)"),
+    for role, what, otherwise in (
+        ("grad", "gradients", "the param dtype"),
+        ("state", "m, v and v_max", "the param dtype"),
+        ("master", "the master weights ('none': no master copy)", "none"),
     ):
         p.add_argument(
             f"--{role}-dtype",
             choices=[*_DTYPES, "none"] if role == "master" else list(_DTYPES),
             default=None,
-            help=f"dtype of {what} (default: the kernel's declaration, else the param dtype"
-            f"{'' if role != 'master' else '; no master copy'})",
+            help=f"dtype of {what} (default: the kernel's declaration, else {otherwise})",
         )
 
 
