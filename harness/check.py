@@ -33,10 +33,17 @@ from adamspec.harness.run import (
     run,
 )
 from adamspec.impl.adapters import REGISTRY, load_registry
-from adamspec.impl.adapters.kernel_protocol import STEP_TIMEOUT_S, TargetError, register_target
+from adamspec.impl.adapters.kernel_protocol import (
+    STEP_TIMEOUT_S,
+    TargetError,
+    kernel_declaration,
+    kernel_precision,
+    register_target,
+)
 from adamspec.reports.tiers import CONFORMS, CONFORMS_EXCEPT_RANGE, RANGE, tier
 from adamspec.spec.axes import AmsGrad
 from adamspec.spec.catalog import FORMULA_BASE, entry
+from adamspec.spec.precision import precision_named
 
 
 @dataclass
@@ -86,7 +93,11 @@ def check(
     target: str,
     variant: str | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str | None = None,
+    precision: str | None = None,
+    grad_dtype: str | None = None,
+    state_dtype: str | None = None,
+    master_dtype: str | None = None,
     out: str | os.PathLike[str] = "out-check",
     budget: Budget = DEFAULT,
     suite: str = "default",
@@ -103,9 +114,16 @@ def check(
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Check ``target`` (``module:object`` or ``file.py:object``) and write the reports to
-    ``out``. Raises :class:`RunUsageError` for an unknown variant and
+    ``out``. Raises :class:`RunUsageError` for an unknown variant,
     :class:`~adamspec.impl.adapters.kernel_protocol.TargetError` for a TARGET that cannot be
-    loaded."""
+    loaded and :class:`~adamspec.spec.precision.PrecisionError` for a precision that cannot
+    be (before anything runs).
+
+    The precision is the kernel's own declaration (its ``precision`` attribute) together
+    with ``dtype`` (the param's), ``precision`` (a preset or ``role=dtype,...``) and the
+    roles' ``*_dtype``: a role said twice must be said alike
+    (:func:`~adamspec.impl.adapters.kernel_protocol.kernel_precision`); float32 when no one
+    says anything."""
     started = time.perf_counter()
     load_registry()
     if variant is not None:
@@ -114,10 +132,13 @@ def check(
     amsgrad = entry(registered).variant.amsgrad is not AmsGrad.OFF
     name = register_target(target, registered, amsgrad=amsgrad, timeout_s=timeout_s)
     REGISTRY[name] = replace(REGISTRY[name], documented=registered)
+    mix = kernel_precision(kernel_declaration(name), dtype=dtype, precision=precision,
+                           grad_dtype=grad_dtype, state_dtype=state_dtype,
+                           master_dtype=master_dtype)  # fmt: skip
     config = RunConfig(
         implementations=(name,),
         suite=suite,
-        dtype=dtype,
+        dtype=mix.name,
         seed=seed,
         jobs=jobs,  # the kernel steps here (its worker process); its chunks verify there
         scheduler=scheduler,
@@ -165,7 +186,8 @@ def _write(
         "suite": config.suite,
         "size": config.size,
         "steps": config.steps,
-        "dtype": config.dtype,
+        "dtype": precision_named(config.dtype).param,
+        "precision": precision_named(config.dtype).roles_text(),
         "seed": config.seed,
         "budget_ulp": dict(config.budget.ulp),
     }

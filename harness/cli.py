@@ -219,6 +219,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from adamspec.harness.budgets import DEFAULT
     from adamspec.harness.check import check, uniform_budget, verdict_text
     from adamspec.impl.adapters.kernel_protocol import TargetError
+    from adamspec.spec.precision import PrecisionError
 
     _writable_dir(args.out)
     budget = DEFAULT if args.budget_ulp is None else uniform_budget(args.budget_ulp)
@@ -227,6 +228,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             args.target,
             args.variant,
             dtype=args.dtype,
+            precision=args.precision,
+            grad_dtype=args.grad_dtype,
+            state_dtype=args.state_dtype,
+            master_dtype=args.master_dtype,
             out=args.out,
             budget=budget,
             suite=args.suite,
@@ -239,7 +244,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             **_sizes(args),
         )
-    except TargetError as exc:
+    except (TargetError, PrecisionError) as exc:
         raise UsageError(str(exc)) from None
     print(verdict_text(result, args.out))
     return EXIT_OK if result.conforms else EXIT_FAIL
@@ -577,7 +582,52 @@ def _add_check(sub: Any) -> None:
         "check (default: they pass, tier 'conforms except the dtype's range')",
     )
     _common_run_options(p)
+    _precision_options(p)
     p.set_defaults(handler=_cmd_check)
+
+
+#: Dtype names a role flag takes (spec.formats.FORMATS; named here so that building the
+#: parser imports no numerics; tests/test_kernel_precision.py checks they agree).
+_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def _precision_options(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and the roles' dtypes of a kernel check (``--dtype`` is the param's).
+
+    Said here or in the kernel's ``precision`` attribute; a role said twice must be said
+    alike (harness.check). ``--dtype`` defaults to float32 only when nobody says it, so
+    that a kernel declaring a preset runs without it."""
+    p.set_defaults(dtype=None)
+    p.add_argument(
+        "--precision",
+        type=_precision,
+        default=None,
+        metavar="PRESET|ROLE=DTYPE,...",
+        help="mixed precision: bf16-fp32state, bf16-fp32master, fp16-fp32master, or "
+        "param=bfloat16,state=float32,master=float32 (default: the kernel's declaration, "
+        "else every array in --dtype)",
+    )
+    for role, what, otherwise in (
+        ("grad", "gradients", "the param dtype"),
+        ("state", "m, v and v_max", "the param dtype"),
+        ("master", "the master weights ('none': no master copy)", "none"),
+    ):
+        p.add_argument(
+            f"--{role}-dtype",
+            choices=[*_DTYPES, "none"] if role == "master" else list(_DTYPES),
+            default=None,
+            help=f"dtype of {what} (default: the kernel's declaration, else {otherwise})",
+        )
+
+
+def _precision(text: str) -> str:
+    from adamspec.spec.precision import PrecisionError, precision_named
+
+    try:
+        precision_named(text)
+    except PrecisionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 #: What ``adamspec diff`` runs without --problem/--steps (those of harness.diff, named here so

@@ -242,6 +242,12 @@ def _adapters_program(step: StepToReproduce) -> Program:
     """The default :meth:`Adapter.reproduction_program`: register, build, set, step, read."""
     info, before = step.info, step.before
     hyper, needs_fraction = _make_hyper_literal(step.hyper, step.lr)
+    precision = precision_named(step.dtype)
+
+    def literal(a: Any) -> str:  # each role's array in its own dtype (a mixed precision)
+        dtype = str(np.asarray(a).dtype)
+        return value_literal(a, "" if dtype == precision.param else _numpy_dtype_literal(dtype))
+
     extras = []
     for key, x in before.extras.items():
         if isinstance(x, list):
@@ -250,7 +256,9 @@ def _adapters_program(step: StepToReproduce) -> Program:
             a = np.asarray(x)
             dtype = _numpy_dtype_literal(str(a.dtype))
             extras.append(f'"{key}": np.asarray(float.fromhex("{hex_float(a)}"), dtype={dtype})')
-    v_max = "None" if before.v_max is None else f"[{value_literal(before.v_max[0])}]"
+    v_max = "None" if before.v_max is None else f"[{literal(before.v_max[0])}]"
+    master = "" if before.master is None else f"        master=[{literal(before.master[0])}],"
+    grad = step.grad_literal(_sparse_rows_literal) if step.is_sparse else literal(step.grads[0])
     registration = repr(
         AdapterInfo(info.name, info.framework, info.documented, info.factory, dict(info.options))
     )
@@ -264,14 +272,15 @@ def _adapters_program(step: StepToReproduce) -> Program:
         "adapter.set_state(",
         "    State(",
         f"        params=[{value_literal(before.params[0])}],",
-        f"        m=[{value_literal(before.m[0])}],",
-        f"        v=[{value_literal(before.v[0])}],",
+        f"        m=[{literal(before.m[0])}],",
+        f"        v=[{literal(before.v[0])}],",
         f"        v_max={v_max},",
         f"        step={step.step},",
         f"        extras={{{', '.join(extras)}}},",
+        *([master] if master else []),
         "    )",
         ")",
-        f"adapter.step([{step.grad_literal(_sparse_rows_literal)}])",
+        f"adapter.step([{grad}])",
         "after = adapter.get_state()",
         "adapter.close()",
     ]
@@ -280,6 +289,7 @@ def _adapters_program(step: StepToReproduce) -> Program:
         "m": "after.m[0]",
         "v": "after.v[0]",
         "v_max": "after.v_max[0]",
+        **({"master": "after.master[0]"} if before.master is not None else {}),
     }
     imports = [
         "# needs adamspec installed; the tests' toy kernels also need tests/ on PYTHONPATH",
@@ -290,14 +300,15 @@ def _adapters_program(step: StepToReproduce) -> Program:
         *(["from adamspec.spec.gradients import SparseRows"] if step.is_sparse else []),
         "from adamspec.spec.hyper import make_hyper",
     ]
-    if "bfloat16" in (step.dtype, *(str(np.asarray(x).dtype) for x in before.extras.values())):
+    roles = (precision.param, precision.grad, precision.state, precision.master)
+    if "bfloat16" in (*roles, *(str(np.asarray(x).dtype) for x in before.extras.values())):
         imports.append("import ml_dtypes")
     helpers = [
-        f"DTYPE = {_numpy_dtype_literal(step.dtype)}",
+        f"DTYPE = {_numpy_dtype_literal(precision.param)}",
         "",
         "",
-        "def value(hexes, shape):",
-        "    return exact(hexes, shape).astype(DTYPE)",
+        "def value(hexes, shape, dtype=DTYPE):",
+        "    return exact(hexes, shape).astype(dtype)",
     ]
     return Program(imports, helpers, body, results)
 

@@ -32,10 +32,26 @@ equivalent, as TensorFlow and Keras), and whether repeated rows are summed befor
 square, is what the check measures against the claimed variant's ``sparse`` and
 ``duplicates`` axes. Without the attribute a kernel declines the sparse problems (skipped).
 
+**Mixed precision** (either form). A kernel that keeps its arrays in more than one dtype
+declares it with the attribute ``precision`` on the function or class: a dict of roles,
+``precision = {"state": "float32", "master": "float32"}`` (roles ``grad``, ``state``: m, v
+and v_max, ``master``; the param dtype is the checked ``--dtype``), or a name that fixes
+the param dtype too: a preset (``"bf16-fp32state"``, ``"bf16-fp32master"``,
+``"fp16-fp32master"``) or ``"param=bfloat16,state=float32,master=float32"``
+(:mod:`adamspec.spec.precision`). ``adamspec check`` says the same with ``--precision``,
+``--grad-dtype``, ``--state-dtype`` and ``--master-dtype``; a role said by both must be said
+alike (:func:`kernel_precision`). The kernel then gets the param in the param dtype, the
+gradient in the grad dtype, ``state.m``/``v``/``v_max`` in the state dtype and, where a
+master is kept, ``state.master``: at the start an exact copy of the params in the master
+dtype. It returns the master beside m and v (``KernelState(m, v, v_max, step, master)``);
+the harness measures it like the param, and the param must be the new master rounded to
+the param dtype (``spec/ADAM.md``, "Mixed precision").
+
 Returned arrays may be NumPy, CuPy or torch (CUDA) tensors, or anything ``np.asarray``
-reads; they are converted at this boundary and checked: a wrong shape or dtype raises
-:class:`KernelContractError` (reported as an error of that case; NaN results are measured,
-not errors). Raising NotImplementedError declines a configuration (the case is reported
+reads; they are converted at this boundary and checked: a wrong shape, a dtype other than
+its role's, or a missing master where one is kept raises :class:`KernelContractError`
+(reported as an error of that case, naming the array and its role; NaN results are
+measured, not errors). Raising NotImplementedError declines a configuration (the case is reported
 as skipped, with the message).
 
 **Where it runs.** The harness runs the kernel in a worker process with a per-call timeout
@@ -56,7 +72,7 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -74,8 +90,10 @@ from adamspec.impl.adapters.base import (
     register,
     torch_to_numpy,
 )
+from adamspec.spec.formats import FORMATS
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.precision import ROLES, Precision, PrecisionError, precision_named
 
 
 class TargetError(ValueError):
@@ -89,12 +107,14 @@ class KernelContractError(RuntimeError):
 @dataclass(frozen=True)
 class KernelState:
     """Optimizer state handed to and returned by a kernel: arrays (lists of arrays for
-    multi-tensor and object kernels); ``v_max`` None unless AMSGrad; ``step`` = steps taken."""
+    multi-tensor and object kernels); ``v_max`` None unless AMSGrad; ``step`` = steps taken;
+    ``master`` the master weights, None unless the precision keeps them."""
 
     m: Any
     v: Any
     v_max: Any = None
     step: int = 0
+    master: Any = None
 
 
 @dataclass(frozen=True)
@@ -219,10 +239,114 @@ def _short(path: str) -> str:
     return "/".join(path.replace(os.sep, "/").split("/")[-2:])
 
 
-def probe_target(target: str) -> str:
+def probe_target(target: str) -> dict[str, Any]:
     """Load ``target`` in this process (a worker, for :func:`register_target`) and say what
-    it is: "class" or "function". Raises like :func:`load_target`."""
-    return "class" if inspect.isclass(load_target(target)) else "function"
+    it is: ``form`` "class" or "function", and ``precision`` its declaration as plain data
+    (:func:`declaration_of`). Raises like :func:`load_target`."""
+    obj = load_target(target)
+    return {
+        "form": "class" if inspect.isclass(obj) else "function",
+        "precision": declaration_of(obj),
+    }
+
+
+# -- mixed precision: what a kernel declares, what the command line says ------------------
+
+#: The roles a kernel's ``precision`` dict sets; the param dtype is the checked ``--dtype``.
+DECLARED_ROLES = ("grad", "state", "master")
+
+
+def declaration_of(obj: Any) -> str | dict[str, Any] | None:
+    """A kernel's ``precision`` attribute as data that crosses a process boundary: None
+    (nothing declared), a name (a preset such as ``"bf16-fp32master"``, a dtype or
+    ``role=dtype,...``), a dict of roles, or the repr of anything else (which
+    :func:`kernel_precision` then rejects, naming it)."""
+    declared = getattr(obj, "precision", None)
+    if declared is None or isinstance(declared, str):
+        return declared
+    if isinstance(declared, Mapping):
+        return {str(k): None if v is None else str(v) for k, v in declared.items()}
+    return repr(declared)
+
+
+def _declared_roles(declared: str | dict[str, Any]) -> dict[str, str | None]:
+    """The roles a declaration says (every role for a name: it fixes the param dtype)."""
+    if isinstance(declared, str):
+        return _every_role(precision_named(declared))
+    unknown = [r for r in declared if r not in DECLARED_ROLES]
+    if unknown:
+        raise PrecisionError(
+            f"role {unknown[0]!r} is not one a kernel declares; allowed: "
+            f"{', '.join(DECLARED_ROLES)} (the param dtype is --dtype; a preset name fixes it too)"
+        )
+    roles = {r: None if r == "master" and v in (None, "none") else v for r, v in declared.items()}
+    for role, value in roles.items():
+        if value is not None and value not in FORMATS:
+            raise PrecisionError(f"{role}={value!r} is not a dtype; allowed: {', '.join(FORMATS)}")
+    return roles
+
+
+def _every_role(precision: Precision) -> dict[str, str | None]:
+    return {role: getattr(precision, role) for role in ROLES}
+
+
+def kernel_precision(
+    declared: str | dict[str, Any] | None = None,
+    *,
+    dtype: str | None = None,
+    precision: str | None = None,
+    grad_dtype: str | None = None,
+    state_dtype: str | None = None,
+    master_dtype: str | None = None,
+) -> Precision:
+    """The precision a kernel is checked in, from its declaration and the command line.
+
+    Each source says some roles: the declaration (a dict: the roles it names; a name:
+    every role), ``precision`` (``--precision``: every role), and each of ``dtype``
+    (``--dtype``: the param), ``grad_dtype``, ``state_dtype``, ``master_dtype``
+    (``"none"``: no master). A role said twice must be said alike, else a
+    :class:`PrecisionError` names both; a role nobody says takes its default (param
+    float32, grad and state the param's dtype, no master). An unknown role, dtype or
+    preset, or a master narrower than the param, is a :class:`PrecisionError` too.
+    """
+    sources: list[tuple[str, dict[str, str | None]]] = []
+    if declared is not None:
+        try:
+            roles = _declared_roles(declared)
+        except PrecisionError as exc:
+            raise PrecisionError(f"the kernel's precision = {declared!r}: {exc}") from None
+        sources.append((f"the kernel's precision = {declared!r}", roles))
+    if precision is not None:
+        sources.append((f"--precision {precision}", _every_role(precision_named(precision))))
+    flags = {"param": dtype, "grad": grad_dtype, "state": state_dtype, "master": master_dtype}
+    for role, value in flags.items():
+        if value is not None:
+            flag = "--dtype" if role == "param" else f"--{role}-dtype"
+            said = None if role == "master" and value == "none" else value
+            sources.append((f"{flag} {value}", {role: said}))
+    said_by: dict[str, tuple[str, str | None]] = {}
+    for who, roles in sources:
+        for role, value in roles.items():
+            first = said_by.setdefault(role, (who, value))
+            if first[1] != value:
+                raise PrecisionError(
+                    f"{who} makes {role} {value or 'none'}, but {first[0]} makes it "
+                    f"{first[1] or 'none'}; say each role once, or alike"
+                )
+    value = {role: said[1] for role, said in said_by.items()}
+    return Precision(
+        value.get("param") or "float32",
+        grad=value.get("grad") or "",
+        state=value.get("state") or "",
+        master=value.get("master"),
+    )
+
+
+def kernel_declaration(name: str) -> str | dict[str, Any] | None:
+    """What the kernel registered as ``name`` (:func:`register_target`) declares as its
+    precision, as :func:`declaration_of` gives it (None if it did not load)."""
+    options = REGISTRY[name].options
+    return options.get("inner", options).get("declared")
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -244,11 +368,16 @@ class KernelAdapter(Adapter):
     """Drives a user kernel (either form) behind the adapter protocol.
 
     options: ``target`` (``module:object`` or ``file.py:object``) and ``amsgrad`` (whether
-    the kernel keeps ``v_max``: the claimed variant's AMSGrad axis)."""
+    the kernel keeps ``v_max``: the claimed variant's AMSGrad axis). It runs in any
+    precision: the harness has already combined the kernel's declaration with the command
+    line (:func:`kernel_precision`), and every returned array is checked against its role."""
 
     framework = ""
     dtypes = ("float64", "float32", "float16", "bfloat16")
     sparse = False
+
+    def check_precision(self, precision: Precision) -> None:
+        """Any: the kernel is handed the precision it declared (or the command line said)."""
 
     def _build(self) -> None:
         try:
@@ -261,7 +390,8 @@ class KernelAdapter(Adapter):
         self.multi = bool(getattr(obj, "multi_tensor", False))
         self.sparse = bool(getattr(obj, "sparse", False))
         self.kernel = self._guarded(obj, kernel_hyper(self.hyper, 1)) if self.is_object else obj
-        self.np_dtype = numpy_dtype(self.dtype)
+        self.role_dtypes = {role: numpy_dtype(getattr(self.precision, role) or self.dtype)
+                            for role in ROLES}  # fmt: skip
         self.params: list[np.ndarray] = []
         self.state: KernelState | None = None
 
@@ -274,13 +404,18 @@ class KernelAdapter(Adapter):
 
     def set_state(self, state: State) -> None:
         self.params = [p.copy() for p in state.params]
-        zeros = [np.zeros_like(p) for p in state.params]
+        zeros = [np.zeros_like(m) for m in state.m]  # in the state dtype
         v_max = state.v_max if state.v_max is not None else (zeros if self.amsgrad else None)
+        master = None
+        if self.precision.master is not None:  # a state without one: the params, exactly
+            given = state.master if state.master is not None else state.params
+            master = [np.array(x, dtype=self.role_dtypes["master"]) for x in given]
         self.state = KernelState(
             [m.copy() for m in state.m],
             [v.copy() for v in state.v],
             None if v_max is None else [x.copy() for x in v_max],
             state.step,
+            master,
         )
         if self.is_object:
             self._guarded(self.kernel.set_state, self.state)
@@ -295,6 +430,7 @@ class KernelAdapter(Adapter):
             [v.copy() for v in s.v],
             None if s.v_max is None else [x.copy() for x in s.v_max],
             s.step,
+            master=None if s.master is None else [x.copy() for x in s.master],
         )
 
     def step(self, grads: Sequence[Any]) -> None:
@@ -319,53 +455,70 @@ class KernelAdapter(Adapter):
             self.params = self._checked_params(params, "step(...)[0]")
             self.state = self._checked_state(state, t + 1)
             return
-        new_params, ms, vs, v_maxes = [], [], [], []
+        new_params, ms, vs, v_maxes, masters = [], [], [], [], []
+        s = self.state
         for k, g in enumerate(grads):
             one = KernelState(
-                self.state.m[k].copy(),
-                self.state.v[k].copy(),
-                None if self.state.v_max is None else self.state.v_max[k].copy(),
+                s.m[k].copy(),
+                s.v[k].copy(),
+                None if s.v_max is None else s.v_max[k].copy(),
                 t,
+                None if s.master is None else s.master[k].copy(),
             )
             param, state = _pair(self._guarded(self.kernel, self.params[k].copy(), g, one, hyper))
             new_params.append(param)
             ms.append(_field(state, "m"))
             vs.append(_field(state, "v"))
             v_maxes.append(_field(state, "v_max"))
+            masters.append(_field(state, "master"))
             _check_step(_field(state, "step"), t + 1)
         self.params = self._checked_params(new_params, "step(...)[0]")
         self.state = self._checked_state(
-            KernelState(ms, vs, v_maxes if self.state.v_max is not None else None, t + 1), t + 1
+            KernelState(ms, vs, v_maxes if s.v_max is not None else None, t + 1, masters), t + 1
         )
 
     def _gradient(self, grad: Any, shape: tuple[int, ...]) -> Any:
-        """A copy the kernel may overwrite: an array of the dtype, or SparseRows with int64
-        indices and value rows of the dtype."""
+        """A copy the kernel may overwrite: an array of the grad dtype, or SparseRows with
+        int64 indices and value rows of the grad dtype."""
+        dtype = self.role_dtypes["grad"]
         if isinstance(grad, SparseRows):
             indices = np.array(grad.indices, dtype=np.int64).reshape(-1)
-            values = np.array(grad.values, dtype=self.np_dtype).reshape(len(indices), *shape[1:])
+            values = np.array(grad.values, dtype=dtype).reshape(len(indices), *shape[1:])
             return SparseRows(indices, values, grad.num_rows)
-        return np.array(grad, dtype=self.np_dtype).reshape(shape)
+        return np.array(grad, dtype=dtype).reshape(shape)
 
     # -- the contract -----------------------------------------------------------------
     def _checked_params(self, params: Any, what: str) -> list[np.ndarray]:
-        return self._arrays(params, what)
+        return self._arrays(params, what, "param")
 
     def _checked_state(self, state: Any, step: int) -> KernelState:
         if state is None:
             raise KernelContractError("the kernel returned no state (None)")
-        m = self._arrays(_field(state, "m"), "state.m")
-        v = self._arrays(_field(state, "v"), "state.v")
+        m = self._arrays(_field(state, "m"), "state.m", "state")
+        v = self._arrays(_field(state, "v"), "state.v", "state")
         v_max = None
         if self.amsgrad:
-            v_max = self._arrays(_field(state, "v_max"), "state.v_max")
+            v_max = self._arrays(_field(state, "v_max"), "state.v_max", "state")
+        master = None
+        if self.precision.master is not None:
+            master = self._arrays(_field(state, "master"), "state.master", "master")
         given = _field(state, "step")
         _check_step(given, step)
-        return KernelState(m, v, v_max, step)
+        return KernelState(m, v, v_max, step, master)
 
-    def _arrays(self, xs: Any, what: str) -> list[np.ndarray]:
+    def _role(self, role: str) -> str:
+        """Where the dtype a role's arrays must have comes from, for the contract errors."""
+        if self.precision.uniform:
+            return "the param's dtype"
+        return f"the {role} dtype of {self.precision.name}"
+
+    def _arrays(self, xs: Any, what: str, role: str) -> list[np.ndarray]:
+        """``xs`` (one array or a list, one per tensor) as NumPy arrays, each checked to
+        have its tensor's shape and ``role``'s dtype."""
+        # a missing master is the kernel forgetting the precision it runs in: say which
+        missing = f" ({self._role(role)} is {self.precision.master})" if role == "master" else ""
         if xs is None:
-            raise KernelContractError(f"{what} is None")
+            raise KernelContractError(f"{what} is None{missing}")
         if not isinstance(xs, list | tuple):
             xs = [xs]
         if len(xs) != len(self.shapes):
@@ -373,15 +526,16 @@ class KernelAdapter(Adapter):
         out = []
         for k, (x, shape) in enumerate(zip(xs, self.shapes, strict=True)):
             if x is None:
-                raise KernelContractError(f"{what}[{k}] is None")
+                raise KernelContractError(f"{what}[{k}] is None{missing}")
             a = to_numpy(x)
             if a.shape != shape:
                 raise KernelContractError(
                     f"{what}[{k}] has shape {a.shape}, expected {shape} (the param's shape)"
                 )
-            if a.dtype != self.np_dtype:
+            expected = getattr(self.precision, role)
+            if a.dtype != self.role_dtypes[role]:
                 raise KernelContractError(
-                    f"{what}[{k}] has dtype {a.dtype}, expected {self.dtype} (the param's dtype)"
+                    f"{what}[{k}] has dtype {a.dtype}, expected {expected} ({self._role(role)})"
                 )
             out.append(np.array(a, copy=True))
         return out
@@ -420,17 +574,21 @@ def register_target(
     once per worker process, never in this one), so a TARGET that names nothing loadable
     fails at once with :class:`TargetError`. A kernel whose code raises while it loads
     (or crashes, or hangs) is not a usage error: every case reports it as an error with
-    the full reason.
+    the full reason. What the kernel declares as its precision is kept with the
+    registration (:func:`kernel_declaration`).
     """
     check_target(target)
     absolute = _absolute(target)
+    probed: dict[str, Any] = {}
     try:
         if in_process:
-            probe_target(absolute)
+            probed = probe_target(absolute)
         else:
             from adamspec.impl.adapters.worker import call_in_worker
 
-            call_in_worker(f"{__name__}:probe_target", absolute, pool=absolute, timeout_s=timeout_s)
+            probed = call_in_worker(
+                f"{__name__}:probe_target", absolute, pool=absolute, timeout_s=timeout_s
+            )
     except TargetError:
         raise
     except Exception:  # KernelLoadError, a crash or a hang: each case reports it
@@ -438,7 +596,7 @@ def register_target(
     name = f"kernel:{target}"
     if name in REGISTRY:
         return name
-    inner = {"target": absolute, "amsgrad": amsgrad}
+    inner = {"target": absolute, "amsgrad": amsgrad, "declared": probed.get("precision")}
     if in_process:
         info = AdapterInfo(
             name, "", documented, "adamspec.impl.adapters.kernel_protocol:KernelAdapter", inner
@@ -468,6 +626,7 @@ def _absolute(target: str) -> str:
 
 
 __all__ = [
+    "DECLARED_ROLES",
     "STEP_TIMEOUT_S",
     "KernelAdapter",
     "KernelContractError",
@@ -475,7 +634,10 @@ __all__ = [
     "KernelState",
     "TargetError",
     "check_target",
+    "declaration_of",
+    "kernel_declaration",
     "kernel_hyper",
+    "kernel_precision",
     "load_target",
     "probe_target",
     "register_target",

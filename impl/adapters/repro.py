@@ -140,10 +140,13 @@ def hex_floats(a: Any) -> list[str]:
     return [hex_float(x) for x in np.asarray(a).astype(np.float64).ravel()]
 
 
-def value_literal(a: Any) -> str:
+def value_literal(a: Any, dtype: str = "") -> str:
     """``value([hex floats], shape)``: the exact values of ``a`` (``value`` is each Python
-    program's helper turning them into the framework's tensor of the dtype)."""
-    return f"value({hex_floats(a)!r}, {tuple(np.shape(a))!r})".replace("'", '"')
+    program's helper turning them into the framework's tensor of the dtype); with ``dtype``
+    (an expression), ``value([...], shape, dtype)``: an array of a mixed precision's role
+    whose dtype is not the param's."""
+    extra = f", {dtype}" if dtype else ""
+    return f"value({hex_floats(a)!r}, {tuple(np.shape(a))!r}{extra})".replace("'", '"')
 
 
 def float32_literal(a: Any) -> str:
