@@ -83,6 +83,12 @@ MASTER_WEIGHTS = "master weights"
 MASTER_ROUNDED = "master weights rounded to the param dtype before the update"
 MASTER_ABSENT = "no master copy: the update is computed in the param dtype"
 
+#: Not a formula change: some steps left every stored value as it was and the step counter
+#: where it was -- a loss-scaling wrapper (Keras's LossScaleOptimizer under mixed_float16,
+#: torch's GradScaler) skipping a step whose scaled gradient overflowed. Explained when the
+#: steps taken are within budget.
+SKIPPED_STEPS = "skipped steps"
+
 #: Not a formula change either: the error is confined to an index range or pattern of the
 #: tensor (full blocks but not the tail, indices past 2^16, every k-th coordinate) and the
 #: documented formula holds on the rest. Named by :mod:`adamspec.harness.localize` where no
@@ -98,6 +104,7 @@ CATEGORIES: tuple[str, ...] = (
     HYPER_VALUE,
     STORED_STATE,
     MASTER_WEIGHTS,
+    SKIPPED_STEPS,
     TWO_CHANGES,
     FORMAT_RANGE,
     INDEX_DEPENDENT,
@@ -124,6 +131,7 @@ class Hypothesis:
     facts: tuple[HyperFact, ...] = ()  # hyperparameters held or valued otherwise
     stored: tuple[Transform, ...] = ()  # stored components read back as the moments
     master: str = ""  # MASTER_ROUNDED or MASTER_ABSENT: how the master copy is really kept
+    steps_taken: bool = False  # measure only the steps that moved (SKIPPED_STEPS)
 
     @property
     def format_range(self) -> bool:
@@ -283,6 +291,15 @@ def formula_changes(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hy
             )
     for offset in (-1, 1):
         yield Hypothesis(STEP_COUNTING, f"step counter {offset:+d}", documented, step_offset=offset)
+    skipped, total = _skipped(traces), sum(len(t.steps) for t in traces)
+    if skipped:
+        yield Hypothesis(
+            SKIPPED_STEPS,
+            f"{skipped} of {total} steps skipped, every stored value and the step counter "
+            "unchanged (loss scaling: a scaled gradient overflowed); the steps taken measured",
+            documented,
+            steps_taken=True,
+        )
     if any(r.before.master is not None for t in traces for r in t.steps[:1]):
         for how in (MASTER_ROUNDED, MASTER_ABSENT):
             yield Hypothesis(MASTER_WEIGHTS, how, documented, master=how)
@@ -345,6 +362,8 @@ def combine(a: Hypothesis, b: Hypothesis, documented: Variant) -> Hypothesis | N
                 axes[key] = value
     if (a.step_offset and b.step_offset) or (a.master and b.master):
         return None
+    if a.steps_taken or b.steps_taken:
+        return None  # one idea of its own: the other change is tried on the steps taken
     names = [n for h in (a, b) for n, _ in h.hyper_changes] + [f.name for h in (a, b)
                                                               for f in h.facts]  # fmt: skip
     parts = [t.component for h in (a, b) for t in h.stored]
@@ -376,7 +395,31 @@ def seen_by(trace: Trace, h: Hypothesis) -> Trace:
         trace = _flush_inputs(trace)
     if h.master:
         trace = _master_as(trace, h.master)
+    if h.steps_taken:
+        trace = replace(trace, steps=[r for r in trace.steps if not _idle(r)])
     return read_back(trace, h.stored)
+
+
+def _idle(rec: StepRecord) -> bool:
+    """Whether a step left the step counter and every stored array exactly as they were."""
+    a, b = rec.before, rec.after
+    if a.step != b.step:
+        return False
+    pairs = [(a.params, b.params), (a.m, b.m), (a.v, b.v), (a.v_max, b.v_max),
+             (a.master, b.master)]  # fmt: skip
+    for xs, ys in pairs:
+        if (xs is None) != (ys is None):
+            return False
+        if xs is not None and not all(
+            np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+            for x, y in zip(xs, ys, strict=True)
+        ):
+            return False
+    return True
+
+
+def _skipped(traces: Sequence[Trace]) -> int:
+    return sum(_idle(r) for t in traces for r in t.steps)
 
 
 def _master_is_its_param(trace: Trace) -> bool:
