@@ -269,7 +269,7 @@ def _contiguous(state: State) -> State:
 
     extras = {k: each(v) if k == "ema" else v for k, v in state.extras.items()}
     return State(each(state.params), each(state.m), each(state.v), each(state.v_max),
-                 state.step, extras)  # fmt: skip
+                 state.step, extras, each(state.master))  # fmt: skip
 
 
 def _flat(a: np.ndarray, lo: int, hi: int, width: int) -> np.ndarray:
@@ -287,7 +287,7 @@ def _restrict(state: State, k: int, lo: int, hi: int, width: int) -> State:
 
     extras = {name: cut(value) if name == "ema" else value for name, value in state.extras.items()}
     return State(cut(state.params), cut(state.m), cut(state.v), cut(state.v_max), state.step,
-                 extras)  # fmt: skip
+                 extras, cut(state.master))  # fmt: skip
 
 
 def _restrict_grad(grad: Any, shape: tuple[int, ...], lo: int, hi: int, width: int) -> Any:

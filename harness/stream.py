@@ -40,6 +40,7 @@ from adamspec.harness.engine import (
     Trace,
     compare,
     free_running,
+    gradient_dtype,
     oracle_state,
     oracle_step,
     oracle_trajectory,
@@ -201,7 +202,7 @@ class _Verifier:
     def _closed_free_step(self, trace: Trace, t: int, rec: StepRecord) -> None:
         """A big closed loop: the correctly rounded run, gradients from its own params."""
         state = self.rounded_state or rec.before
-        grads = self.problem.gradients(t, state.params, trace.dtype, trace.seed)
+        grads = self.problem.gradients(t, state.params, gradient_dtype(trace.dtype), trace.seed)
         ref = oracle_step(self.variant, trace.hyper, list(state.params), list(grads),
                           oracle_state(state, self.variant))  # fmt: skip
         assert self.record is not None
@@ -210,7 +211,7 @@ class _Verifier:
         amsgrad = self.variant.amsgrad is not AmsGrad.OFF
         r = ref.rounded
         self.rounded_state = State(r["param"], r["m"], r["v"], r["v_max"] if amsgrad else None,
-                                   state.step + 1)  # fmt: skip
+                                   state.step + 1, master=r.get("master"))  # fmt: skip
 
     def finish(self, trace: Trace) -> CaseRecord:
         """The case once the implementation stopped (after its last step, or a crash)."""
@@ -233,8 +234,10 @@ def _anchor(
 ) -> tuple[list[np.ndarray], OracleState]:
     """The state the oracle's trajectory ends in after ``grads``, rounded to binary64 (the
     hyperparameters still held as ``dtype`` holds them): the next segment's start."""
+    master = start.master is not None
     end = oracle_trajectory(variant, hyper, params, grads, start, dtype="float64",
-                            state_dtype="float64", hyper_dtype=dtype)[-1]  # fmt: skip
+                            state_dtype="float64", master_dtype="float64" if master else None,
+                            hyper_dtype=dtype)[-1]  # fmt: skip
     r = end.rounded
     amsgrad = variant.amsgrad is not AmsGrad.OFF
 
@@ -249,6 +252,7 @@ def _anchor(
         step=start.step + len(grads),
         beta1_power=scalar("beta1_power"),
         beta2_power=scalar("beta2_power"),
+        master=list(r["master"]) if master else None,
     )
     return list(r["param"]), state
 
@@ -302,7 +306,7 @@ def pick(rec: StepRecord, picks: Sequence[np.ndarray]) -> StepRecord:
 
         extras = {k: cut(v) if k == "ema" else v for k, v in state.extras.items()}
         return State(cut(state.params), cut(state.m), cut(state.v), cut(state.v_max),
-                     state.step, extras)  # fmt: skip
+                     state.step, extras, cut(state.master))  # fmt: skip
 
     grads = [_take_grad(g, i, np.asarray(p).shape)
              for g, i, p in zip(rec.grads, picks, rec.before.params, strict=True)]  # fmt: skip
