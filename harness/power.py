@@ -31,7 +31,7 @@ from adamspec.spec.formats import format_named
 KEEP = 8
 
 #: How the perturbed quantity of each component is named in sentences.
-WHAT = {"param": "update", "m": "m", "v": "v", "v_max": "v_max"}
+WHAT = {"param": "update", "m": "m", "v": "v", "v_max": "v_max", "master": "master update"}
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,15 @@ def candidates(
     (:func:`~adamspec.harness.engine.component_scales`)."""
     from adamspec.harness.engine import _components, ulp_at
 
-    dtype = str(after.params[0].dtype)
-    fmt = format_named(dtype)
     out: Candidates = {}
     for name in _components(after, variant):
         ref = np.asarray(reference.value(name, 0)).ravel()
+        dtype = str(ref.dtype)  # the dtype the precision stores this component in
+        fmt = format_named(dtype)
         r64 = ref.astype(np.float64)
-        if name == "param":
-            base = np.asarray(before.params[0], np.float64).ravel()
+        if name in ("param", "master"):
+            base = np.asarray((before.params if name == "param" else before.master)[0],
+                              np.float64).ravel()  # fmt: skip
             delta = r64 - base
         else:
             base, delta = np.zeros_like(r64), r64
