@@ -598,6 +598,7 @@ def test_the_documented_config_is_valid(tmp_path, registry):
     (tmp_path / "kernels" / "fused_adam.py").write_text("def step(p, g, s, h):\n    return p, s\n")
     config = load_config(write_config(tmp_path, text))
     assert config.strict and config.dtypes == ("float32", "bfloat16")
+    assert config.precisions == ("bf16-fp32master",)
     assert "torch.Adam(foreach=False)" in config.implementations
     assert config.budget.ulp["v"] == 4 and config.baseline[0].case == "huge"
 
