@@ -9,6 +9,7 @@ import io
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,27 @@ def test_run_bad_precision_is_one_line_and_exit_2(tmp_path, capsys, args, needle
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(needle) and err.count("\n") == 1, err
     assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+@pytest.mark.needs("torch")
+def test_a_mixed_run_resumes_from_its_own_checkpoint_only(tmp_path, monkeypatch):
+    """A precision is part of the run's configuration: its finished tasks are reused by the
+    same precision (no task recomputed, the same rows), never by the uniform run."""
+    import adamspec.harness.run as run_module
+    from adamspec.harness.run import Checkpoint, RunConfig, run
+
+    config = RunConfig(implementations=(OURS,), suite="quick", dtype=MIXED, separation=False,
+                       counterexample_examples=0, steps=2)  # fmt: skip
+    checkpoint = Checkpoint(tmp_path / "ckpt", config)
+    first = run(config, progress=lambda line: None, checkpoint=checkpoint)
+    assert {row["precision"] for row in first.summary} == {MIXED}
+
+    def must_not_run(*args: Any) -> None:
+        raise AssertionError(f"recomputed: {args[:2]}")
+
+    monkeypatch.setattr(run_module, "fingerprint_task", must_not_run)
+    monkeypatch.setattr(run_module, "case_task", must_not_run)
+    again = run(config, progress=lambda line: None, checkpoint=checkpoint)
+    assert repr(again.summary) == repr(first.summary) and repr(again.results) == repr(first.results)
+    uniform = Checkpoint(tmp_path / "ckpt", replace(config, dtype="bfloat16"))
+    assert uniform.load(("fingerprint", OURS)) is None
