@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from toy_adapters import ToyAdam
 
 from adamspec.harness import cli
 from adamspec.harness.gate import GateConfigError, load_config, run_gate
 from adamspec.harness.problems import SUITES
-from adamspec.impl.adapters.base import REGISTRY, Adapter, AdapterInfo, State, Unsupported, register
+from adamspec.impl.adapters.base import REGISTRY, AdapterInfo, register
 from adamspec.reports import read_tables
 
 OURS = "adamspec[torch.Adam]"
@@ -36,25 +37,15 @@ QUICK_CASES = [p.name for p in SUITES["quick"]]
 TOY_CASES = [p.name for p in SUITES["quick"] if "weight_decay" not in p.hyper and not p.sparse]
 
 
-class NoMasterAdam(Adapter):
-    """Adam (float64 arithmetic, one rounding per stored value) that declares
-    bf16-fp32master but computes each update from the bfloat16 param instead of its float32
+class NoMasterAdam(ToyAdam):
+    """The toy Adam (float64 arithmetic, one rounding per stored value) declaring
+    bf16-fp32master but computing each update from the bfloat16 param instead of its float32
     master, which it then overwrites: the bug of a kernel that keeps no master copy. In a
     uniform dtype (no master to forget) it is correct."""
 
     dtypes = ("float32",)
     precisions = (MIXED,)
-
-    def _build(self) -> None:
-        if self.hyper.weight_decay:
-            raise Unsupported(f"{self.name} has no weight decay")
-        self.state: State | None = None
-
-    def set_state(self, state: State) -> None:
-        self.state = state.copy()
-
-    def get_state(self) -> State:
-        return self.state.copy()
+    sparse = False
 
     def step(self, grads: Sequence[Any]) -> None:
         self.check_grads(grads)
