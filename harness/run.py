@@ -1009,7 +1009,8 @@ def _skipped_whole(by_impl: Mapping[str, list[dict[str, Any]]]) -> dict[str, lis
     two share it: a run in a precision most frameworks do not run says so in one line."""
     reasons: dict[str, list[str]] = {}
     for name, rows in by_impl.items():
-        details = {str(r["detail"]).removeprefix(f"{name} ") for r in rows}
+        details = {str(r["detail"]).removeprefix("skipped: ").removeprefix(f"{name} ")
+                   for r in rows}  # fmt: skip
         if len(details) == 1 and all(r["verdict"] == "skipped" for r in rows):
             reasons.setdefault(details.pop(), []).append(name)
     return {reason: names for reason, names in reasons.items() if len(names) > 1}
