@@ -53,6 +53,7 @@ from adamspec.spec.catalog import entry
 from adamspec.spec.formats import FORMATS, FloatFormat
 from adamspec.spec.holding import holding_format
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.precision import precision_named
 
 #: Variants timed for the headline figure (the common ones).
 TIMED = ("torch.Adam", "paper.algorithm1")
@@ -413,12 +414,52 @@ def mismatches(reference: StepResult, candidate: StepResult) -> int:
 
 def _run_mpmath(case: Case) -> StepResult:
     e = entry(case.variant)
-    return mpmath_oracle.step(e.variant, case.hyper, case.params, case.grads, case.state)
+    return mpmath_oracle.step(
+        e.variant, case.hyper, case.params, case.grads, case.state, **_roles(case.dtype)
+    )
 
 
 def _run_fast(case: Case) -> StepResult:
     e = entry(case.variant)
-    return fast.step(e.variant, case.hyper, case.params, case.grads, case.state)
+    return fast.step(
+        e.variant, case.hyper, case.params, case.grads, case.state, **_roles(case.dtype)
+    )
+
+
+# ---------------------------------------------------------------- mixed precision
+
+
+def _roles(dtype: str) -> dict[str, Any]:
+    """Both oracles' dtype arguments for precision ``dtype`` (a dtype or a mix)."""
+    p = precision_named(dtype)
+    return {"dtype": p.param, "state_dtype": p.state, "master_dtype": p.master}
+
+
+def drawn_in(dtype: str) -> str:
+    """The dtype a precision's inputs are drawn in: the state's (float32 for every preset),
+    each role then cast to its own."""
+    return precision_named(dtype).state
+
+
+def in_precision(case: Case, dtype: str) -> Case:
+    """``case`` (drawn in :func:`drawn_in`'s dtype) with each role cast to its dtype under
+    precision ``dtype``: params and gradients to theirs, and the drawn params kept as the
+    master where the precision has one (so the master is not its param's rounding)."""
+    p = precision_named(dtype)
+    if p.uniform:
+        return case
+
+    def cast(a: Any, role: str) -> Any:
+        return None if a is None else np.asarray(a).astype(_dtype(getattr(p, role)))
+
+    s = case.state
+    state = OracleState(
+        m=cast(s.m, "state"), v=cast(s.v, "state"), v_max=cast(s.v_max, "state"), ema=s.ema,
+        step=s.step, beta1_power=s.beta1_power, beta2_power=s.beta2_power,
+        master=cast(case.params, "master") if p.master else None,
+    )  # fmt: skip
+    params, grads = cast(case.params, "param"), cast(case.grads, "grad")
+    return Case(case.variant, case.hyper, p.name, params, grads, state, case.kind, case.notes)
 
 
 @dataclass
@@ -539,17 +580,20 @@ def _time_variant(
     ``repeats`` after a warm-up), mpmath on the first ``k``, and their agreement there."""
     e = entry(name)
     hyper = e.hyper()
-    params, grads, state = typical_inputs(size, dtype, rng)
-    fast.step(e.variant, hyper, params[:4096], grads[:4096], _head(state, 4096))  # warm-up
+    drawn = Case(name, hyper, drawn_in(dtype), *typical_inputs(size, drawn_in(dtype), rng))
+    case = in_precision(drawn, dtype)
+    params, grads, state, roles = case.params, case.grads, case.state, _roles(dtype)
+    fast.step(e.variant, hyper, params[:4096], grads[:4096], _head(state, 4096),
+              **roles)  # warm-up  # fmt: skip
     samples = []
     with fast.counting() as stats:
         for _ in range(max(1, repeats)):
             started = time.perf_counter()
-            result = fast.step(e.variant, hyper, params, grads, state)
+            result = fast.step(e.variant, hyper, params, grads, state, **roles)
             samples.append(time.perf_counter() - started)
     fast_s = float(np.median(samples))
     started = time.perf_counter()
-    ref = mpmath_oracle.step(e.variant, hyper, params[:k], grads[:k], _head(state, k))
+    ref = mpmath_oracle.step(e.variant, hyper, params[:k], grads[:k], _head(state, k), **roles)
     mp_s = time.perf_counter() - started
     return {
         "fast_steps_per_s": size / fast_s,
@@ -576,9 +620,13 @@ def _cross_check_families(
     log = partial(print, "adamspec:", file=sys.stderr)
     with executor(scheduler, workers, log=log) as ex:
         fams = {
-            family: _cross_check(family_cases(family, dtype, rng, check_size), ex).as_dict()
+            family: _cross_check(
+                [in_precision(c, dtype)
+                 for c in family_cases(family, drawn_in(dtype), rng, check_size)],
+                ex,
+            ).as_dict()
             for family in families
-        }
+        }  # fmt: skip
         return fams, ex.description
 
 
@@ -595,6 +643,7 @@ def _head(state: OracleState, k: int) -> OracleState:
     return OracleState(
         m=cut(state.m), v=cut(state.v), v_max=cut(state.v_max), ema=cut(state.ema),
         step=state.step, beta1_power=state.beta1_power, beta2_power=state.beta2_power,
+        master=cut(state.master),
     )  # fmt: skip
 
 

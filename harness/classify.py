@@ -38,9 +38,11 @@ from adamspec.harness.fingerprint import score_variant
 from adamspec.harness.hyperfacts import HyperFact
 from adamspec.harness.problems import largest_finite
 from adamspec.harness.stored_state import TRANSFORMS, Transform, read_back
+from adamspec.oracles.rounding import numpy_dtype
 from adamspec.spec.axes import AmsGrad, BiasCorrection
 from adamspec.spec.formats import FloatFormat, format_named
 from adamspec.spec.gradients import SparseRows
+from adamspec.spec.precision import precision_named
 from adamspec.spec.variant import Variant, VariantError
 
 ROUNDING_ONLY = "rounding only"
@@ -72,6 +74,15 @@ TWO_CHANGES = "two changes"
 #: keeps. Explained when the error is confined to such coordinates.
 FORMAT_RANGE = "format range"
 
+#: Not the formula but the precision: a kernel declaring master weights that does not keep
+#: them as the spec says (``spec/ADAM.md``, "Mixed precision"): it rounds the master to the
+#: param dtype before the update (the master then holds no more than the param), or it has
+#: no master at all (the update is computed and rounded in the param dtype, and the master
+#: it hands back is the param widened).
+MASTER_WEIGHTS = "master weights"
+MASTER_ROUNDED = "master weights rounded to the param dtype before the update"
+MASTER_ABSENT = "no master copy: the update is computed in the param dtype"
+
 #: Not a formula change either: the error is confined to an index range or pattern of the
 #: tensor (full blocks but not the tail, indices past 2^16, every k-th coordinate) and the
 #: documented formula holds on the rest. Named by :mod:`adamspec.harness.localize` where no
@@ -86,6 +97,7 @@ CATEGORIES: tuple[str, ...] = (
     EMA,
     HYPER_VALUE,
     STORED_STATE,
+    MASTER_WEIGHTS,
     TWO_CHANGES,
     FORMAT_RANGE,
     INDEX_DEPENDENT,
@@ -111,6 +123,7 @@ class Hypothesis:
     flush_inputs: bool = False  # subnormal inputs read as zero
     facts: tuple[HyperFact, ...] = ()  # hyperparameters held or valued otherwise
     stored: tuple[Transform, ...] = ()  # stored components read back as the moments
+    master: str = ""  # MASTER_ROUNDED or MASTER_ABSENT: how the master copy is really kept
 
     @property
     def format_range(self) -> bool:
@@ -190,7 +203,7 @@ def range_note(traces: Sequence[Trace], documented: Variant, hypothesis: Hypothe
     counts: dict[str, int] = {}
     total = 0
     for trace in traces:
-        fmt = format_named(trace.dtype)
+        fmt = format_named(precision_named(trace.dtype).param)
         for rec in trace.steps:
             ref = oracle_step(documented, trace.hyper, list(rec.before.params), list(rec.grads),
                               oracle_state(rec.before, documented))  # fmt: skip
@@ -208,7 +221,7 @@ def range_note(traces: Sequence[Trace], documented: Variant, hypothesis: Hypothe
 
 def _flush_inputs(trace: Trace) -> Trace:
     """The trace as a denormals-are-zero kernel reads it: subnormal inputs become signed 0."""
-    fmt = format_named(trace.dtype)
+    fmt = format_named(precision_named(trace.dtype).param)
 
     def flush(a: Any) -> Any:
         if isinstance(a, SparseRows):
@@ -270,6 +283,9 @@ def formula_changes(documented: Variant, traces: Sequence[Trace]) -> Iterator[Hy
             )
     for offset in (-1, 1):
         yield Hypothesis(STEP_COUNTING, f"step counter {offset:+d}", documented, step_offset=offset)
+    if any(r.before.master is not None for t in traces for r in t.steps[:1]):
+        for how in (MASTER_ROUNDED, MASTER_ABSENT):
+            yield Hypothesis(MASTER_WEIGHTS, how, documented, master=how)
     if hyper is not None:
         for name in ("clipnorm", "clipvalue", "global_clipnorm"):
             if getattr(hyper, name) is not None:
@@ -327,7 +343,7 @@ def combine(a: Hypothesis, b: Hypothesis, documented: Variant) -> Hypothesis | N
                 if key in axes and axes[key] != value:
                     return None
                 axes[key] = value
-    if a.step_offset and b.step_offset:
+    if (a.step_offset and b.step_offset) or (a.master and b.master):
         return None
     names = [n for h in (a, b) for n, _ in h.hyper_changes] + [f.name for h in (a, b)
                                                               for f in h.facts]  # fmt: skip
@@ -346,6 +362,7 @@ def combine(a: Hypothesis, b: Hypothesis, documented: Variant) -> Hypothesis | N
         hyper_changes=a.hyper_changes + b.hyper_changes,
         facts=a.facts + b.facts,
         stored=a.stored + b.stored,
+        master=a.master or b.master,
     )
 
 
@@ -357,7 +374,38 @@ def seen_by(trace: Trace, h: Hypothesis) -> Trace:
     trace = hyperfacts.with_facts(trace, h.facts)
     if h.flush_inputs:
         trace = _flush_inputs(trace)
+    if h.master:
+        trace = _master_as(trace, h.master)
     return read_back(trace, h.stored)
+
+
+def _master_as(trace: Trace, how: str) -> Trace:
+    """The trace as a kernel that keeps its master copy ``how`` computes it.
+
+    :data:`MASTER_ROUNDED`: each step starts from the master rounded to the param dtype
+    (and widened back): the exact step from there is that kernel's. :data:`MASTER_ABSENT`:
+    no master at all; the step starts from the params and is rounded to the param dtype,
+    so the trace is read as the same precision without a master (the master the kernel
+    hands back is not measured: it holds nothing of its own).
+    """
+    precision = precision_named(trace.dtype)
+    if precision.master is None:
+        return trace
+    param_dtype = numpy_dtype(format_named(precision.param))
+
+    def rounded(st: State) -> State:
+        if st.master is None:
+            return st
+        return replace(st, master=[m.astype(param_dtype).astype(m.dtype) for m in st.master])
+
+    def absent(st: State) -> State:
+        return replace(st, master=None)
+
+    change = rounded if how == MASTER_ROUNDED else absent
+    steps = [StepRecord(change(r.before), r.grads, absent(r.after) if how == MASTER_ABSENT
+                        else r.after) for r in trace.steps]  # fmt: skip
+    dtype = replace(precision, master=None).name if how == MASTER_ABSENT else trace.dtype
+    return replace(trace, steps=steps, dtype=dtype)
 
 
 def _score(traces: Sequence[Trace], h: Hypothesis, budget: Budget) -> tuple[float, float]:

@@ -388,11 +388,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "oracle":
         from adamspec.harness.bench_oracle import bench_oracle
         from adamspec.harness.bench_oracle import format_table as oracle_table
+        from adamspec.spec.precision import precision_named
 
         report = bench_oracle(
             args.size or 1 << 20,
             args.seed,
-            dtype=args.dtype,
+            dtype=precision_named(args.precision).name if args.precision else args.dtype,
             check_size=args.check_size,
             repeats=args.repeats,
             jobs=args.jobs,
@@ -524,6 +525,12 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument(
         "--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32"
+    )
+    p.add_argument(
+        "--precision",
+        metavar="NAME",
+        help="oracle: a mixed precision instead of --dtype: bf16-fp32state, bf16-fp32master, "
+        "fp16-fp32master or role=dtype,... (roles param, grad, state, master)",
     )
     p.add_argument(
         "--pages",
@@ -812,6 +819,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from adamspec.harness.run import RunUsageError
     from adamspec.oracles import OracleInputError, RoundingUndecided
     from adamspec.spec import FormatError, HyperparameterError, UnknownVariantError, VariantError
+    from adamspec.spec.precision import PrecisionError
 
     return (
         UsageError,
@@ -822,6 +830,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         VariantError,
         UnknownVariantError,
         FormatError,
+        PrecisionError,
         OracleInputError,
         RoundingUndecided,
     )

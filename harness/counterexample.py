@@ -45,6 +45,7 @@ from adamspec.harness.engine import (
     budget_multiple,
     compare,
     oracle_state,
+    stored_dtypes,
 )
 from adamspec.harness.problems import Problem, largest_finite, round_to_dtype
 from adamspec.impl.adapters import (
@@ -67,9 +68,10 @@ from adamspec.oracles import OracleInputError, RoundingUndecided, StepResult
 from adamspec.oracles import step as oracle_step
 from adamspec.spec.axes import AmsGrad
 from adamspec.spec.catalog import entries, entry
-from adamspec.spec.formats import format_named
+from adamspec.spec.formats import FORMATS, format_named
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.hyper import Hyper, Schedule
+from adamspec.spec.precision import precision_named
 from adamspec.spec.variant import Variant
 
 if TYPE_CHECKING:
@@ -176,6 +178,14 @@ def _floats(dtype: str, signed: bool) -> SearchStrategy[float]:
     return st.one_of(st.sampled_from(NICE_SIGNED if signed else NICE_NON_NEGATIVE), general)
 
 
+def _widest(dtype: str) -> str:
+    """The dtype a precision's inputs are drawn in: its widest role (each is then rounded
+    to its own)."""
+    precision = precision_named(dtype)
+    roles = [precision.param, precision.grad, precision.state, precision.master]
+    return max((r for r in roles if r), key=lambda r: _WIDTH[r] * 100 + FORMATS[r].precision)
+
+
 def _draws(
     shape: tuple[int, ...], dtype: str, amsgrad: bool, sparse: bool, fresh: bool
 ) -> SearchStrategy[_Draw]:
@@ -243,18 +253,32 @@ class _Runner:
         self.failure: Exception | None = None  # the last reason an input was not measured
 
     def state(self, d: _Draw) -> tuple[State, list[Any]]:
-        def arr(values: Sequence[float], shape: tuple[int, ...] = self.shape) -> np.ndarray:
-            return round_to_dtype(np.asarray(values, np.float64), self.dtype).reshape(shape)
+        """The drawn input, each role rounded to its dtype (the draw is in the widest): a
+        master is drawn, and the param is its rounding, as a mixed-precision kernel keeps
+        them."""
+        precision = precision_named(self.dtype)
 
-        v = arr(d.v)
-        v_max = [np.maximum(v, arr(d.v_max_floor))] if self.amsgrad else None
+        def arr(
+            values: Sequence[float], role: str, shape: tuple[int, ...] = self.shape
+        ) -> np.ndarray:
+            dtype = getattr(precision, role)
+            return round_to_dtype(np.asarray(values, np.float64), dtype).reshape(shape)
+
+        v = arr(d.v, "state")
+        v_max = [np.maximum(v, arr(d.v_max_floor, "state"))] if self.amsgrad else None
         if self.sparse:
             rows = self.shape[0]
-            values = arr(d.grads, (len(d.indices), *self.shape[1:]))
+            values = arr(d.grads, "grad", (len(d.indices), *self.shape[1:]))
             grad: Any = SparseRows(np.asarray(d.indices, np.int64), values, rows)
         else:
-            grad = arr(d.grads)
-        return State([arr(d.params)], [arr(d.m)], [v], v_max, d.step), [grad]
+            grad = arr(d.grads, "grad")
+        master = None
+        if precision.master is not None:
+            master = [arr(d.params, "master")]
+            params = [round_to_dtype(master[0].astype(np.float64), precision.param)]
+        else:
+            params = [arr(d.params, "param")]
+        return State(params, [arr(d.m, "state")], [v], v_max, d.step, master=master), [grad]
 
     def trial(self, d: _Draw, digits: int | None = None) -> _Trial | None:
         """The step from a drawn input and its errors, or None where it cannot be measured
@@ -281,7 +305,7 @@ class _Runner:
                 list(before.params),
                 list(grads),
                 oracle_state(before, self.variant),
-                digits=digits,
+                **stored_dtypes((), {"dtype": self.dtype, "digits": digits}),
             )
         except (RoundingUndecided, OracleInputError) as exc:
             self.failure = exc
@@ -315,7 +339,7 @@ def _search(runner: _Runner, fresh: bool, max_examples: int, seed: int) -> _Draw
         print_blob=False,
         suppress_health_check=list(HealthCheck),
     )
-    strategy = _draws(runner.shape, runner.dtype, runner.amsgrad, runner.sparse, fresh)
+    strategy = _draws(runner.shape, _widest(runner.dtype), runner.amsgrad, runner.sparse, fresh)
     try:
         return find(strategy, over_budget, settings=options, random=Random(seed))
     except (NoSuchExample, Unsatisfiable):
@@ -430,7 +454,7 @@ def counterexample_from_step(
 def _counterexample(runner: _Runner, trial: _Trial) -> Counterexample:
     """The report of ``runner``'s measured ``trial``, classified."""
     ref = trial.reference
-    measured = [c for c in STATE_COMPONENTS if c in trial.errors]
+    measured = [c for c in (*STATE_COMPONENTS, "master") if c in trial.errors]
     category, explanation = _classify(runner, trial)
     return Counterexample(
         implementation=runner.implementation,

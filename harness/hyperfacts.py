@@ -33,6 +33,7 @@ from adamspec.spec.formats import format_named
 from adamspec.spec.gradients import SparseRows
 from adamspec.spec.holding import HOLDABLE, HOLDING_FORMATS
 from adamspec.spec.hyper import RANGES, Hyper
+from adamspec.spec.precision import precision_named
 from adamspec.spec.variant import Variant
 
 REPRESENTATION = "hyperparameter representation"
@@ -165,7 +166,7 @@ def _effective_grad(variant: Variant, hyper: Hyper, rec, k: int) -> np.ndarray:
 
 
 def _spacing(x: np.ndarray, dtype: str) -> np.ndarray:
-    fmt = format_named(dtype)
+    fmt = format_named(precision_named(dtype).param)
     with np.errstate(divide="ignore", invalid="ignore"):
         e = np.floor(np.log2(np.where((x != 0) & np.isfinite(x), np.abs(x), 1.0)))
     return np.ldexp(1.0, (np.maximum(e, fmt.emin) - (fmt.precision - 1)).astype(np.int64))

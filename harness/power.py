@@ -68,12 +68,12 @@ def candidates(
     out: Candidates = {}
     for name in _components(after, variant):
         ref = np.asarray(reference.value(name, 0)).ravel()
-        dtype = str(ref.dtype)  # the dtype the precision stores this component in
+        dtype = str(ref.dtype)  # each component in its precision's dtype
         fmt = format_named(dtype)
         r64 = ref.astype(np.float64)
         if name in ("param", "master"):
-            base = np.asarray((before.params if name == "param" else before.master)[0],
-                              np.float64).ravel()  # fmt: skip
+            weights = before.params if name == "param" else before.master
+            base = np.asarray(weights[0], np.float64).ravel()
             delta = r64 - base
         else:
             base, delta = np.zeros_like(r64), r64

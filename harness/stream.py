@@ -234,9 +234,9 @@ def _anchor(
 ) -> tuple[list[np.ndarray], OracleState]:
     """The state the oracle's trajectory ends in after ``grads``, rounded to binary64 (the
     hyperparameters still held as ``dtype`` holds them): the next segment's start."""
-    master = start.master is not None
+    master = "float64" if start.master is not None else None
     end = oracle_trajectory(variant, hyper, params, grads, start, dtype="float64",
-                            state_dtype="float64", master_dtype="float64" if master else None,
+                            state_dtype="float64", master_dtype=master,
                             hyper_dtype=dtype)[-1]  # fmt: skip
     r = end.rounded
     amsgrad = variant.amsgrad is not AmsGrad.OFF
@@ -252,7 +252,7 @@ def _anchor(
         step=start.step + len(grads),
         beta1_power=scalar("beta1_power"),
         beta2_power=scalar("beta2_power"),
-        master=list(r["master"]) if master else None,
+        master=list(r["master"]) if "master" in r else None,
     )
     return list(r["param"]), state
 

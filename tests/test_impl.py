@@ -257,7 +257,8 @@ def test_sparse_clipping_matches_the_oracle(duplicates, clip):
         np.testing.assert_array_equal(got, ref.value(name), err_msg=name)
 
 
-def test_master_weights_round_the_exact_update_once_to_each_dtype():
+def test_master_weights_are_the_rounded_update_and_the_param_their_rounding():
+    """spec/ADAM.md "Mixed precision": master = fl32(exact), param = fl_bf16(master)."""
     variant = Variant(hyper_precision="float64")
     hyper = entry("torch.Adam").hyper(lr="0.01")
     rng = np.random.default_rng(3)
@@ -266,10 +267,10 @@ def test_master_weights_round_the_exact_update_once_to_each_dtype():
     state = adam.init(params, variant, master_weights=True)
     new_params, new = adam.step(params, grads, state, hyper, variant)
     master = params.astype(np.float32)
-    exact16 = oracle_step(variant, hyper, master, grads.astype(np.float32), dtype="bfloat16")
-    exact32 = oracle_step(variant, hyper, master, grads.astype(np.float32), dtype="float32")
-    np.testing.assert_array_equal(new_params, exact16.value("param"))
-    np.testing.assert_array_equal(new.master[0], exact32.value("param"))
+    exact = oracle_step(variant, hyper, params, grads, OracleState(master=master),
+                        state_dtype="float32", master_dtype="float32")  # fmt: skip
+    np.testing.assert_array_equal(new_params, exact.value("param"))
+    np.testing.assert_array_equal(new.master[0], exact.value("master"))
     assert new.m[0].dtype == np.float32
 
 
