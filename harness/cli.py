@@ -128,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from adamspec.harness.run import CHECKPOINT_FOLDER, Checkpoint, run, select, summary_table
-    from adamspec.reports.markdown import precision_text
+    from adamspec.reports.markdown import mixed_ulps_note, precision_text
     from adamspec.spec.precision import precision_named
 
     if args.list:
@@ -171,7 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
-    print(f"precision: {precision_text([config.dtype])}")
+    print(f"precision: {precision_text([config.dtype])}{mixed_ulps_note([config.dtype])}")
     print(summary_table(tables))
     if config.oracle == "fast":
         print(f"oracle: fast, {meta['oracle_fallback_rate']:.3%} of element-steps left to mpmath")

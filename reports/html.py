@@ -41,6 +41,7 @@ from adamspec.reports.markdown import (
     NONFINITE_ULP,
     VERDICT_SEVERITY,
     format_ulp,
+    mixed_ulps_note,
     overview,
     precision_text,
     shown_verdict,
@@ -585,6 +586,7 @@ def _lead(summary: pd.DataFrame, tiers: Mapping[str, str]) -> str:
     if summary.empty:
         return '<p class="lead">No implementation produced a result.</p>'
     precisions = precision_text(summary["precision"])
+    note = mixed_ulps_note(summary["precision"])
     problems = summary["case"].nunique()
     chips = " ".join(
         f'<span class="tier {_TIER_CLASS[t]}">{n} {esc(t)} {TIER_MARK[t]}</span>'
@@ -592,7 +594,7 @@ def _lead(summary: pd.DataFrame, tiers: Mapping[str, str]) -> str:
     )
     return (
         f'<p class="lead">{len(tiers)} implementations on {problems} problems '
-        f"in precision <b>{esc(precisions)}</b>: {chips}</p>"
+        f"in precision <b>{esc(precisions)}</b>{esc(note)}: {chips}</p>"
     )
 
 

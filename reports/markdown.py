@@ -31,6 +31,7 @@ __all__ = [
     "first_section",
     "format_ulp",
     "md_escape",
+    "mixed_ulps_note",
     "overview",
     "precision_text",
     "shown_verdict",
@@ -83,6 +84,21 @@ def precision_text(names: Iterable[Any]) -> str:
             roles = ", ".join(f"{r} {getattr(precision, r) or 'none'}" for r in ROLES)
             shown.append(f"{name} ({roles})")
     return "; ".join(shown)
+
+
+#: Said beside a mixed precision: a component's ULPs are those of the dtype it is stored in.
+MIXED_ULPS = "ULPs of each component in its own dtype"
+
+
+def mixed_ulps_note(names: Iterable[Any]) -> str:
+    """``"; " + MIXED_ULPS`` when a precision among ``names`` is mixed, else ""."""
+    for name in {str(n) for n in names if n is not None and n is not pd.NA and str(n)}:
+        try:
+            if not precision_named(name).uniform:
+                return f"; {MIXED_ULPS}"
+        except PrecisionError:
+            continue
+    return ""
 
 
 def _ulp_rank(value: Any) -> float:
@@ -278,7 +294,8 @@ def summary_markdown(
     lines = ["## adamspec", ""]
     precisions = precision_text(summary["precision"])
     if precisions:
-        lines += [f"**Precision:** {md_escape(precisions)}", ""]
+        note = mixed_ulps_note(summary["precision"])
+        lines += [f"**Precision:** {md_escape(precisions + note)}", ""]
     lines += first_section(summary, fingerprints, pairs)
     if table.empty:
         lines.append("No implementation produced a result.")

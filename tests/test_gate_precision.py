@@ -121,6 +121,9 @@ def test_a_gate_over_a_dtype_and_a_preset_names_the_precision_everywhere(tmp_pat
     assert "**Precision:** bf16-fp32master (param bfloat16, grad bfloat16, state float32, " in (
         engine_md
     )
+    assert "; ULPs of each component in its own dtype" in engine_md
+    uniform_md = (out / "quick-float32" / "report.md").read_text()
+    assert "**Precision:** float32\n" in uniform_md and "its own dtype" not in uniform_md
     meta = json.loads((out / f"quick-{MIXED}" / "meta.json").read_text())
     assert (meta["dtype"], meta["precision"]) == ("bfloat16", MIXED)
 
