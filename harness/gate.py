@@ -242,11 +242,12 @@ def _md_heading(result: GateResult) -> list[str]:
 
 def _md_precisions(config: GateConfig) -> str:
     """``dtypes float32 · precisions bf16-fp32master (param bfloat16, ...)``."""
-    from adamspec.reports.markdown import md_escape, precision_text
+    from adamspec.reports.markdown import md_escape, mixed_ulps_note, precision_text
 
     parts = [f"dtypes {', '.join(config.dtypes)}"] if config.dtypes else []
     if config.precisions:
-        parts.append(f"precisions {md_escape(precision_text(config.precisions))}")
+        named = precision_text(config.precisions) + mixed_ulps_note(config.precisions)
+        parts.append(f"precisions {md_escape(named)}")
     return " · ".join(parts)
 
 
