@@ -379,6 +379,20 @@ def seen_by(trace: Trace, h: Hypothesis) -> Trace:
     return read_back(trace, h.stored)
 
 
+def _master_is_its_param(trace: Trace) -> bool:
+    """Whether every master the implementation handed back is its param widened, as a
+    kernel without a master copy returns one (:data:`MASTER_ABSENT` measures no master, so
+    it holds only where the master says nothing of its own)."""
+    for rec in trace.steps:
+        if rec.after.master is None:
+            continue
+        for master, param in zip(rec.after.master, rec.after.params, strict=True):
+            widened = np.asarray(param).astype(master.dtype)
+            if not np.array_equal(master, widened, equal_nan=True):
+                return False
+    return True
+
+
 def _master_as(trace: Trace, how: str) -> Trace:
     """The trace as a kernel that keeps its master copy ``how`` computes it.
 
@@ -410,6 +424,8 @@ def _master_as(trace: Trace, how: str) -> Trace:
 
 def _score(traces: Sequence[Trace], h: Hypothesis, budget: Budget) -> tuple[float, float]:
     """The budget multiple of ``h`` (its worst component), and of the parameters alone."""
+    if h.master == MASTER_ABSENT and not all(_master_is_its_param(t) for t in traces):
+        return math.inf, math.inf  # a master holding values of its own is a master
     score, errors = score_variant(
         [seen_by(t, h) for t in traces],
         h.variant,
