@@ -93,7 +93,6 @@ def junit_names(path: Path, outcome: str | None = None) -> list[tuple[str, str]]
 # ------------------------------------------------------------------------ the gate
 
 
-@pytest.mark.needs("torch")
 def test_a_gate_over_a_dtype_and_a_preset_names_the_precision_everywhere(tmp_path, capsys):
     """adamspec[torch.Adam] passes float32 and bf16-fp32master (its float32 master path);
     every JUnit case, summary row and report names the precision of its run."""
@@ -221,7 +220,6 @@ def test_precisions_alone_replace_the_float32_run_and_dtypes_add_to_them(tmp_pat
     assert odd.folder("quick", name) == "quick-param_float16_grad_float16_state_float32_master_none"
 
 
-@pytest.mark.needs("torch")
 def test_pytest_plugin_ids_name_the_precision(pytester, tmp_path):
     path = gate_config(tmp_path, [OURS], precisions=[MIXED])
     result = pytester.runpytest(
@@ -278,7 +276,6 @@ def test_run_bad_precision_is_one_line_and_exit_2(tmp_path, capsys, args, needle
     assert not (tmp_path / "out" / "summary.csv").exists()
 
 
-@pytest.mark.needs("torch")
 def test_a_mixed_run_resumes_from_its_own_checkpoint_only(tmp_path, monkeypatch):
     """A precision is part of the run's configuration: its finished tasks are reused by the
     same precision (no task recomputed, the same rows), never by the uniform run."""
