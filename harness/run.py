@@ -398,7 +398,10 @@ def separated_ties(fp: Fingerprint, seed: int = 0) -> dict[str, str]:
 
 def _fingerprint_sentence(fp: Fingerprint, claimed: str, seed: int) -> str:
     text = describe(fp, claimed)
-    separated = separated_ties(fp, seed) if fp.ties else {}
+    try:
+        separated = separated_ties(fp, seed) if fp.ties else {}
+    except Exception as exc:  # the sentence's extra: its failure must not lose the fingerprint
+        return f"{text}; no separating problem searched: {type(exc).__name__}: {exc}"
     if separated:
         parts = [f"{n}: {where or 'no problem here separates them'}"
                  for n, where in separated.items()]  # fmt: skip
