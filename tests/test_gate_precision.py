@@ -1,7 +1,7 @@
 """Mixed precision in ``adamspec run`` and ``adamspec gate``: every row, report and JUnit case
 names its precision; the gate runs ``precisions = [...]`` beside ``dtypes``; bad precisions
 are one line and exit 2. On adamspec[torch.Adam] (which runs the presets with a float32
-master) and a planted toy that forgets its master copy, over the quick suite."""
+master) and a planted toy that keeps no master copy, over the quick suite."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from toy_adapters import ToyAdam
+from toy_mixed import register_mixed_toys
 
 from adamspec.harness import cli
 from adamspec.harness.gate import GateConfigError, load_config, run_gate
 from adamspec.harness.problems import SUITES
-from adamspec.impl.adapters.base import REGISTRY, AdapterInfo, register
 from adamspec.reports import read_tables
 
 OURS = "adamspec[torch.Adam]"
@@ -30,44 +28,16 @@ pytest_plugins = ("pytester",)
 # forgets the modules it imported (see test_gate.py): write a parquet file at collection.
 pd.DataFrame({"x": [1]}).to_parquet(io.BytesIO())
 
-TOY = "toy.no_master"
+#: A planted mixed-precision kernel (tests/toy_mixed.py): it computes each update on the
+#: 16-bit param and widens it into the master (it keeps no master copy of its own).
+TOY = "toy-mixed.master_absent"
 MIXED = "bf16-fp32master"
 QUICK_CASES = [p.name for p in SUITES["quick"]]
 #: The quick cases the toy runs (it has no weight decay and no sparse path).
 TOY_CASES = [p.name for p in SUITES["quick"] if "weight_decay" not in p.hyper and not p.sparse]
 
 
-class NoMasterAdam(ToyAdam):
-    """The toy Adam (float64 arithmetic, one rounding per stored value) declaring
-    bf16-fp32master but computing each update from the bfloat16 param instead of its float32
-    master, which it then overwrites: the bug of a kernel that keeps no master copy. In a
-    uniform dtype (no master to forget) it is correct."""
-
-    dtypes = ("float32",)
-    precisions = (MIXED,)
-    sparse = False
-
-    def step(self, grads: Sequence[Any]) -> None:
-        self.check_grads(grads)
-        h, s = self.hyper, self.state
-        b1, b2, eps, lr = float(h.beta1), float(h.beta2), float(h.eps), float(h.lr_at(s.step + 1))
-        t = s.step + 1
-        for k, g in enumerate(grads):
-            g = np.asarray(g, np.float64)
-            m = b1 * s.m[k].astype(np.float64) + (1 - b1) * g
-            v = b2 * s.v[k].astype(np.float64) + (1 - b2) * g * g
-            update = lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
-            new = s.params[k].astype(np.float64) - update  # the bug: not from s.master[k]
-            if s.master is not None:
-                s.master[k] = new.astype(s.master[k].dtype)
-                new = s.master[k]
-            s.params[k] = new.astype(s.params[k].dtype)
-            s.m[k], s.v[k] = m.astype(s.m[k].dtype), v.astype(s.v[k].dtype)
-        s.step += 1
-
-
-if TOY not in REGISTRY:
-    register(AdapterInfo(TOY, "", "paper.algorithm1", "test_gate_precision:NoMasterAdam", {}))
+register_mixed_toys()
 
 
 def gate_config(tmp_path: Path, impls: Sequence[str], **gate_keys: Any) -> Path:
@@ -128,7 +98,7 @@ def test_a_gate_over_a_dtype_and_a_preset_names_the_precision_everywhere(tmp_pat
 
 
 def test_a_toy_without_its_master_copy_fails_only_the_mixed_run(tmp_path, capsys):
-    """Correct in float32 (no master to forget), caught in bf16-fp32master: exit 1, the
+    """Skipped in float32 (it runs only mixes), caught in bf16-fp32master: exit 1, the
     failures named case[bf16-fp32master], the verdict lines and gate.json naming it too."""
     path = gate_config(tmp_path, [TOY], precisions=["float32", MIXED])
     out = tmp_path / "out"
@@ -137,9 +107,8 @@ def test_a_toy_without_its_master_copy_fails_only_the_mixed_run(tmp_path, capsys
     assert code == 1, printed
     failed = junit_names(out / "junit.xml", "failure")
     assert failed and {name for _, name in failed} <= {f"{c}[{MIXED}]" for c in TOY_CASES}
-    uniform = [n for _, n in junit_names(out / "junit.xml") if n.endswith("[float32]")]
+    uniform = [n for _, n in junit_names(out / "junit.xml", "skipped") if n.endswith("[float32]")]
     assert uniform == [f"{c}[float32]" for c in QUICK_CASES]
-    assert not [n for _, n in failed if n.endswith("[float32]")]
     assert f"new discrepancy: {TOY} " in printed and f" [{MIXED}]: " in printed
     verdict = json.loads((out / "gate.json").read_text())
     assert {row["precision"] for row in verdict["new"]} == {MIXED}
@@ -155,7 +124,7 @@ def test_a_baseline_entry_names_a_precision(tmp_path, capsys):
     """precision = "bf16-fp32master" baselines the mixed run's rows; dtype = "bfloat16"
     would name the bfloat16 run only (this gate has none: a config error)."""
     text = gate_config(tmp_path, [TOY], precisions=["float32", MIXED]).read_text()
-    entry = '[[baseline]]\nimplementation = "toy.no_master"\nreason = "no master copy"\n'
+    entry = f'[[baseline]]\nimplementation = "{TOY}"\nreason = "no master copy"\n'
     path = tmp_path / "gate.toml"
     path.write_text(text + entry + f'precision = "{MIXED}"\n')
     assert load_config(path).baseline[0].precision == MIXED
