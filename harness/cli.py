@@ -95,7 +95,7 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
         suite=overrides.get(
             "suite", "quick" if getattr(args, "quick", False) else getattr(args, "suite", "default")
         ),
-        dtype=args.dtype,
+        dtype=_precision(args),
         seed=args.seed,
         jobs=args.jobs,
         scheduler=args.scheduler,
@@ -104,11 +104,32 @@ def _run_config(args: argparse.Namespace, **overrides: Any):
     )
 
 
+def _precision(args: argparse.Namespace) -> str:
+    """What ``--dtype`` or ``--precision`` names (not both): a dtype, or a precision by the
+    name reports give it (a preset's name for ``param=bfloat16,state=float32,...``)."""
+    from adamspec.spec.precision import PrecisionError, precision_named
+
+    text = getattr(args, "precision", None)
+    if text is None:
+        return args.dtype or "float32"
+    if args.dtype is not None:
+        raise UsageError(
+            f"--dtype={args.dtype} and --precision={text} both name the dtypes; give one "
+            "(--precision takes a dtype too)"
+        )
+    try:
+        return precision_named(text).name
+    except PrecisionError as exc:
+        raise UsageError(f"--precision: {exc}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """Main job: every selected implementation vs the oracle; reports to --out."""
     import time
 
     from adamspec.harness.run import CHECKPOINT_FOLDER, Checkpoint, run, select, summary_table
+    from adamspec.reports.markdown import mixed_ulps_note, precision_text
+    from adamspec.spec.precision import precision_named
 
     if args.list:
         for name in select(()):
@@ -136,7 +157,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "fingerprint_suite": config.fingerprint_suite,
         "size": config.size,
         "steps": config.steps,
-        "dtype": config.dtype,
+        "dtype": precision_named(config.dtype).param,
+        "precision": config.dtype,
         "seed": config.seed,
         "jobs": config.jobs,
         "oracle": config.oracle,
@@ -149,6 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     paths = tables.write(args.out, meta)
     checkpoint.clear()  # the reports hold everything now
+    print(f"precision: {precision_text([config.dtype])}{mixed_ulps_note([config.dtype])}")
     print(summary_table(tables))
     if config.oracle == "fast":
         print(f"oracle: fast, {meta['oracle_fallback_rate']:.3%} of element-steps left to mpmath")
@@ -551,8 +574,17 @@ def _add_run(sub: Any) -> None:
         help="keep the implementations an interrupted run of this configuration finished",
     )
     _common_run_options(p)
+    p.add_argument(
+        "--precision",
+        metavar="NAME",
+        help="the dtype of each role instead of --dtype: a dtype, a preset (bf16-fp32state, "
+        "bf16-fp32master, fp16-fp32master) or role=dtype,... with roles param, grad, state, "
+        "master (e.g. param=bfloat16,state=float32,master=float32); implementations that do "
+        "not run it are skipped",
+    )
     _progress_option(p)
-    p.set_defaults(handler=_cmd_run)
+    # None: not given (--dtype and --precision exclude each other); float32 when neither is
+    p.set_defaults(handler=_cmd_run, dtype=None)
 
 
 def _add_check(sub: Any) -> None:

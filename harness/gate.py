@@ -2,9 +2,10 @@
 
 The TOML config (reference: ``docs/ci.md``) lists implementations (glob patterns of
 registered implementations, or user kernels with the variant they claim), problem suites,
-dtypes, ULP budgets per state component, and a baseline of known discrepancies, each with
-a reason (like array-api-tests' xfails file). The gate runs the engine
-(:func:`adamspec.harness.run.run`) once per suite x dtype and judges every summary row:
+dtypes and mixed precisions, ULP budgets per state component, and a baseline of known
+discrepancies, each with a reason (like array-api-tests' xfails file). The gate runs the
+engine (:func:`adamspec.harness.run.run`) once per suite x precision (each dtype, then each
+of ``precisions``) and judges every summary row:
 
 * ``pass`` / ``skipped``: within budget (or a range case, off only where the dtype cannot
   hold the exact values, unless ``[gate] range = "fail"``), or the case could not run (a
@@ -22,9 +23,10 @@ The config is read by :mod:`adamspec.harness.gate_config` (against the schema of
 Output folder (``--out``)::
 
     report.md      the gate's Markdown summary (paste it into a PR comment)
-    junit.xml      the gate's JUnit XML: one test case per implementation x case x dtype
+    junit.xml      the gate's JUnit XML: one test case per implementation x case x precision,
+                   named ``case[precision]``
     gate.json      the gate's verdict as JSON (new, baselined, stale, counts)
-    <suite>-<dtype>/   the engine's full reports for that run (summary.csv, results.parquet,
+    <suite>-<precision>/   the engine's full reports for that run (summary.csv, results.parquet,
                        report.md, report.html, counterexamples/, ...; its junit.xml ignores
                        the baseline)
 
@@ -52,7 +54,14 @@ from adamspec.harness.gate_config import (
     load_config,
 )
 from adamspec.harness.problems import SUITES
-from adamspec.harness.run import CHECKPOINT_FOLDER, Checkpoint, RunConfig, RunUsageError, Tables
+from adamspec.harness.run import (
+    CHECKPOINT_FOLDER,
+    Checkpoint,
+    RunConfig,
+    RunUsageError,
+    Tables,
+    precision_columns,
+)
 
 if TYPE_CHECKING:
     from adamspec.reports.junit import JUnitCase
@@ -117,24 +126,24 @@ def entry_status(
 
 
 def judge(config: GateConfig, tables: Mapping[tuple[str, str], Tables]) -> GateResult:
-    """The gate's verdict on the engine tables of each (suite, dtype) run."""
+    """The gate's verdict on the engine tables of each (suite, precision) run."""
     order = {n: i for i, n in enumerate(config.implementations)}
     outcomes: list[Outcome] = []
     rows: list[tuple[str, Mapping[str, Any]]] = []
-    for suite, dtype in config.runs:
-        for row in tables[(suite, dtype)].summary:
+    for suite, precision in config.runs:
+        for row in tables[(suite, precision)].summary:
             status, entry = config.judge_row(suite, row)
-            outcomes.append(Outcome(suite, row, status, entry, config.folder(suite, dtype)))
+            outcomes.append(Outcome(suite, row, status, entry, config.folder(suite, precision)))
             rows.append((suite, row))
     suite_order = {s: i for i, s in enumerate(config.suites)}
-    dtype_order = {d: i for i, d in enumerate(config.dtypes)}
+    precision_order = {p: i for i, p in enumerate(config.run_precisions)}
     case_orders = {s: {p.name: i for i, p in enumerate(SUITES[s])} for s in config.suites}
     outcomes.sort(
         key=lambda o: (
             order.get(str(o.row["implementation"]), len(order)),
             suite_order[o.suite],
             case_orders[o.suite].get(str(o.row["case"]), len(case_orders[o.suite])),
-            dtype_order.get(str(o.row["dtype"]), len(dtype_order)),
+            precision_order.get(str(o.row["precision"]), len(precision_order)),
         )
     )
     stale, unverified = [], []
@@ -161,7 +170,7 @@ def shown_category(row: Mapping[str, Any]) -> str:
 
 
 def gate_junit(result: GateResult) -> str:
-    """JUnit XML: one ``<testcase classname=implementation name="case[dtype]">`` per summary
+    """JUnit XML: one ``<testcase classname=implementation name="case[precision]">`` per summary
     row; new discrepancies are failures, new errors errors, baselined rows
     ``<skipped type="xfail">`` with the reason and link, skipped cases skipped; each stale
     baseline entry is a test case of class ``adamspec.baseline``, failed under strict."""
@@ -180,9 +189,9 @@ def gate_junit(result: GateResult) -> str:
 
 
 def _junit_case(o: Outcome, config: GateConfig) -> JUnitCase:
-    from adamspec.reports.junit import JUnitCase, failed_row_case, row_case, xfail_case
+    from adamspec.reports.junit import JUnitCase, case_name, failed_row_case, row_case, xfail_case
 
-    name = f"{config.case_id(o.suite, str(o.row['case']))}[{o.row['dtype']}]"
+    name = case_name(o.row, config.case_id(o.suite, str(o.row["case"])))
     if o.status == "baselined":
         assert o.entry is not None
         return xfail_case(o.row, name, o.entry.note)
@@ -209,7 +218,7 @@ def gate_markdown(result: GateResult) -> str:
     for section in (_md_new, _md_stale, _md_baselined, _md_unverified):
         lines += section(result)
     runs = ", ".join(f"`{result.config.folder(s, d)}/report.md`" for s, d in result.config.runs)
-    lines.append(f"Full engine reports per suite and dtype: {runs}.")
+    lines.append(f"Full engine reports per suite and precision: {runs}.")
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +230,7 @@ def _md_heading(result: GateResult) -> list[str]:
     return [
         f"## {md_escape(config.name)}: {verdict}",
         "",
-        f"Suites {', '.join(config.suites)} · dtypes {', '.join(config.dtypes)} · seed "
+        f"Suites {', '.join(config.suites)} · {_md_precisions(config)} · seed "
         f"{config.seed} · strict {'true' if config.strict else 'false'} · "
         f"{len(config.implementations)} implementations · config `{config.path.name}`",
         "",
@@ -229,6 +238,17 @@ def _md_heading(result: GateResult) -> list[str]:
         f"entries · {c['pass']} passed · {c['skipped']} skipped",
         "",
     ]
+
+
+def _md_precisions(config: GateConfig) -> str:
+    """``dtypes float32 · precisions bf16-fp32master (param bfloat16, ...)``."""
+    from adamspec.reports.markdown import md_escape, mixed_ulps_note, precision_text
+
+    parts = [f"dtypes {', '.join(config.dtypes)}"] if config.dtypes else []
+    if config.precisions:
+        named = precision_text(config.precisions) + mixed_ulps_note(config.precisions)
+        parts.append(f"precisions {md_escape(named)}")
+    return " · ".join(parts)
 
 
 def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -239,7 +259,7 @@ def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str
     return [*lines, ""]
 
 
-_ROW_COLUMNS = ("implementation", "case", "dtype", "verdict", "category", "max ULP")
+_ROW_COLUMNS = ("implementation", "case", "precision", "verdict", "category", "max ULP")
 
 
 def _md_row(o: Outcome, config: GateConfig) -> list[str]:
@@ -250,7 +270,7 @@ def _md_row(o: Outcome, config: GateConfig) -> list[str]:
     return [
         md_escape(row["implementation"]),
         md_escape(config.case_id(o.suite, str(row["case"]))),
-        str(row["dtype"]),
+        md_escape(row["precision"]),
         str(row["verdict"]),
         md_escape(shown_category(row)),
         format_ulp(row["max_ulp"]),
@@ -328,6 +348,7 @@ def gate_json(result: GateResult) -> str:
             "suite": o.suite,
             "case": r["case"],
             "dtype": r["dtype"],
+            "precision": r["precision"],
             "verdict": r["verdict"],
             "category": r["category"],
             "max_ulp": int(r["max_ulp"]),
@@ -368,7 +389,7 @@ def verdict_text(result: GateResult) -> str:
         )
         lines.append(
             f"  new {r['verdict']}: {r['implementation']} "
-            f"{result.config.case_id(o.suite, str(r['case']))} [{r['dtype']}]: {what}"
+            f"{result.config.case_id(o.suite, str(r['case']))} [{r['precision']}]: {what}"
         )
     for e in result.stale:
         lines.append(f"  stale baseline {e.key}: {e.describe()}")
@@ -403,12 +424,12 @@ def write_reports(
     command: str = "adamspec gate",
 ) -> None:
     """The gate's output folder (see the module docstring): its report.md, junit.xml and
-    gate.json, and each (suite, dtype) run's engine reports; ``junit`` is a second copy of
+    gate.json, and each (suite, precision) run's engine reports; ``junit`` is a second copy of
     the JUnit XML."""
     from adamspec.reports.tables import atomic_write
 
     config, out_dir = result.config, Path(out)
-    for (suite, dtype), t in tables.items():
+    for (suite, precision), t in tables.items():
         meta = {
             "command": command,
             "config": config.path.name,
@@ -417,12 +438,12 @@ def write_reports(
             "size": config.size,
             "steps": config.steps,
             "fingerprint_suite": config.fingerprint_suite,
-            "dtype": dtype,
+            **precision_columns(precision),
             "seed": config.seed,
             "budget_ulp": dict(config.budget.ulp),
             "implementations": list(config.implementations),
         }
-        t.write(out_dir / config.folder(suite, dtype), meta)
+        t.write(out_dir / config.folder(suite, precision), meta)
     xml = gate_junit(result)
     atomic_write(out_dir / "junit.xml", xml)
     atomic_write(out_dir / "report.md", gate_markdown(result))
@@ -463,12 +484,12 @@ def run_gate(
             cp.clear()
     tables: dict[tuple[str, str], Tables] = {}
     with executor(scheduler, jobs, log=_stderr) as ex:
-        for suite, dtype in config.runs:
-            progress(f"adamspec gate: suite {suite}, {dtype}")
-            run_config = config.run_config(suite, dtype, jobs=jobs)
+        for suite, precision in config.runs:
+            progress(f"adamspec gate: suite {suite}, {precision}")
+            run_config = config.run_config(suite, precision, jobs=jobs)
             try:
-                tables[(suite, dtype)] = compute(
-                    run_config, progress=progress, checkpoint=checkpoints[(suite, dtype)],
+                tables[(suite, precision)] = compute(
+                    run_config, progress=progress, checkpoint=checkpoints[(suite, precision)],
                     executor=ex,
                 )  # fmt: skip
             except RunUsageError as exc:  # the config was checked: this is a changed registry

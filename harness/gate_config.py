@@ -4,7 +4,8 @@
 :mod:`adamspec.harness.gate_schema`, then resolves what depends on the registry and on the
 rest of the file: ``register`` hooks are run, implementation globs matched against the
 registry, user kernels loaded and registered under the variant they claim, baseline
-entries checked against the gate's suites, dtypes, implementations and cases. Every error
+entries checked against the gate's suites, dtypes, precisions, implementations and cases.
+Every error
 is one line, ``file: key: message``, naming the key and what is allowed.
 """
 
@@ -56,7 +57,8 @@ class BaselineEntry:
     implementation: str
     case: str = "*"
     suite: str | None = None
-    dtype: str | None = None
+    dtype: str | None = None  # the run in this dtype (every role in it)
+    precision: str | None = None  # the run in this precision (gate.precisions, by its name)
     verdict: str | None = None
     category: str | None = None
     reason: str = ""
@@ -74,7 +76,8 @@ class BaselineEntry:
 
     def describe(self) -> str:
         parts = [self.implementation, self.case]
-        parts += [x for x in (self.suite, self.dtype, self.verdict, self.category) if x]
+        where = (self.suite, self.dtype, self.precision, self.verdict, self.category)
+        parts += [x for x in where if x]
         return " / ".join(parts)
 
     def covers(self, implementation: str, aliases: Iterable[str] = ()) -> bool:
@@ -83,14 +86,19 @@ class BaselineEntry:
 
     def applies(self, suite: str, row: Mapping[str, Any], aliases: Iterable[str] = ()) -> bool:
         """Whether ``row`` (a summary row of ``suite``) is where this entry applies: its
-        implementation, case, suite and dtype (not its verdict or category)."""
+        implementation, case, suite and dtype or precision (not its verdict or category)."""
         if not self.covers(str(row["implementation"]), aliases):
             return False
         if not _glob(self.case).match(str(row["case"])):
             return False
         if self.suite is not None and self.suite != suite:
             return False
-        return self.dtype is None or self.dtype == row["dtype"]
+        # a run's precision is its dtype when every role is in it: dtype = "bfloat16" names
+        # the bfloat16 run, not the bf16-fp32master one (whose params are bfloat16 too)
+        run = row["precision"]
+        return (self.dtype is None or self.dtype == run) and (
+            self.precision is None or self.precision == run
+        )
 
     def matches(self, suite: str, row: Mapping[str, Any], aliases: Iterable[str] = ()) -> bool:
         """Whether this entry names ``row``: it applies there, with the verdict and category
@@ -124,17 +132,24 @@ class GateConfig:
     size: int | None = None  # --size and --steps of `adamspec gate` (the run's problems)
     steps: int | None = None
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: gate.precisions by their names (Precision.name): runs beside the dtypes'
+    precisions: tuple[str, ...] = ()
 
     def run_config(
-        self, suite: str, dtype: str, implementations: Sequence[str] | None = None, jobs: int = 1
+        self,
+        suite: str,
+        precision: str,
+        implementations: Sequence[str] | None = None,
+        jobs: int = 1,
     ) -> RunConfig:
+        """The engine run of ``suite`` in ``precision`` (a dtype or a precision's name)."""
         return RunConfig(
             implementations=tuple(
                 self.implementations if implementations is None else implementations
             ),
             suite=suite,
             fingerprint_suite=self.fingerprint_suite,
-            dtype=dtype,
+            dtype=precision,
             seed=self.seed,
             jobs=jobs,  # a user kernel's or a hook's cases run here anyway (run.py)
             budget=self.budget,
@@ -145,12 +160,19 @@ class GateConfig:
         )
 
     @property
-    def runs(self) -> list[tuple[str, str]]:
-        """(suite, dtype) of every engine run, in config order."""
-        return [(s, d) for s in self.suites for d in self.dtypes]
+    def run_precisions(self) -> tuple[str, ...]:
+        """Each run's precision, in config order: the dtypes, then gate.precisions."""
+        return (*self.dtypes, *self.precisions)
 
-    def folder(self, suite: str, dtype: str) -> str:
-        return f"{suite}-{dtype}"
+    @property
+    def runs(self) -> list[tuple[str, str]]:
+        """(suite, precision) of every engine run, in config order."""
+        return [(s, p) for s in self.suites for p in self.run_precisions]
+
+    def folder(self, suite: str, precision: str) -> str:
+        """The run's report folder: ``default-float32``, ``default-bf16-fp32master`` (a
+        precision written ``role=dtype,...`` with ``_`` for ``=`` and ``,``)."""
+        return f"{suite}-{re.sub(r'[^A-Za-z0-9.-]+', '_', precision)}"
 
     def case_id(self, suite: str, case: str) -> str:
         """The case as reports name it: ``suite/case`` when the gate has several suites."""
@@ -286,12 +308,14 @@ def _baseline_entry(
     aliases: Mapping[str, tuple[str, ...]],
     where: Path,
 ) -> BaselineEntry:
-    """A [[baseline]] table, which must name this gate's suites, dtypes, implementations
-    and cases."""
+    """A [[baseline]] table, which must name this gate's suites, dtypes or precisions,
+    implementations and cases."""
+    dtypes, precisions = _run_precisions(gate)
     context = {
         "implementations": shown(names),
         "suites": ", ".join(gate.suite),
-        "dtypes": ", ".join(gate.dtypes),
+        "dtypes": ", ".join(dtypes) or "none",
+        "precisions": ", ".join(precisions) or "none",
     }
     table = validated(BaselineTable, item, where, ("baseline", i), context)
     entry = BaselineEntry(index=i, **table.model_dump())
@@ -301,8 +325,12 @@ def _baseline_entry(
 
     if entry.suite is not None and entry.suite not in gate.suite:
         raise error("suite", unknown(entry.suite, gate.suite))
-    if entry.dtype is not None and entry.dtype not in gate.dtypes:
-        raise error("dtype", unknown(entry.dtype, gate.dtypes))
+    if entry.dtype is not None and entry.dtype not in dtypes:
+        raise error("dtype", unknown(entry.dtype, dtypes))
+    if entry.precision is not None:
+        if entry.dtype is not None:
+            raise error("precision", "give dtype or precision, not both: each names one run")
+        entry = replace(entry, precision=_precision_of_gate(entry.precision, precisions, error))
     if entry.verdict == "skipped" and not gate.fail_on_skipped:
         raise error(
             "verdict",
@@ -331,6 +359,38 @@ def _baseline_entry(
     return entry
 
 
+def _run_precisions(gate: GateTable) -> tuple[list[str], list[str]]:
+    """The gate's dtypes and its other precisions (by name), one engine run each. Without
+    ``dtypes``, ``precisions`` replace the default float32 run."""
+    given = "dtypes" in gate.model_fields_set or not gate.precisions
+    return (list(gate.dtypes) if given else []), list(gate.precisions)
+
+
+def _precision_of_gate(value: str, precisions: Sequence[str], error: Any) -> str:
+    """A baseline entry's precision by its name, which must be one of the gate's."""
+    from adamspec.spec.precision import PrecisionError, precision_named
+
+    try:
+        name = precision_named(value).name
+    except PrecisionError as exc:
+        raise error("precision", f"{exc}; this gate's: {', '.join(precisions) or 'none'}") from None
+    if name not in precisions:
+        raise error("precision", unknown(value, precisions or ["none (gate.precisions)"]))
+    return name
+
+
+def _check_runs(gate: GateTable, where: Path) -> None:
+    """A precision listed as a dtype too would run twice."""
+    dtypes, precisions = _run_precisions(gate)
+    for name in precisions:
+        if name in dtypes:
+            raise config_error(
+                where,
+                "gate.precisions",
+                f"{name!r} is in gate.dtypes too; list each run once (dtypes: {', '.join(dtypes)})",
+            )
+
+
 def load_config(path: str | os.PathLike[str]) -> GateConfig:
     """Read and validate a gate config; registers its user kernels and register hooks.
 
@@ -338,6 +398,8 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
     where = Path(path)
     document = validated(GateDocument, _read(where), where)
     gate, base = document.gate, where.resolve().parent
+    _check_runs(gate, where)
+    dtypes, precisions = _run_precisions(gate)
     _run_hooks(gate.hooks, base, where)
     names, aliases = _implementations(document.implementation, base, where)
     baseline = tuple(
@@ -350,7 +412,8 @@ def load_config(path: str | os.PathLike[str]) -> GateConfig:
         path=where,
         name=gate.name,
         suites=tuple(gate.suite),
-        dtypes=tuple(gate.dtypes),
+        dtypes=tuple(dtypes),
+        precisions=tuple(precisions),
         seed=gate.seed,
         strict=gate.strict,
         budget=DEFAULT.with_ulps(ulps, f"gate config {where.name} [budget]") if ulps else DEFAULT,

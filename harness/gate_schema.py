@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 from adamspec.harness.budgets import DEFAULT
 from adamspec.harness.problems import DTYPES, SUITES
 from adamspec.spec.catalog import entries
+from adamspec.spec.precision import PrecisionError, precision_named
 
 #: Hypothesis examples per stage of each minimal-counterexample search (the engine's
 #: default is 100; a gate only needs a small script, and fast).
@@ -100,8 +101,34 @@ def _one_or_more(choices: Sequence[str]) -> Any:
 Text = Annotated[str, StringConstraints(pattern=r"\S"), Says("a non-empty string")]
 
 
+def _named_precisions(values: list[str]) -> list[str]:
+    """Each precision by the name reports give it (a preset's for its roles written out);
+    an unknown one is an error naming it and what is allowed."""
+    named = []
+    for value in values:
+        try:
+            named.append(precision_named(value).name)
+        except PrecisionError as exc:
+            raise _config_error(str(exc)) from None
+    return named
+
+
+#: ``gate.precisions``: dtypes, presets or ``role=dtype,...``, one run each, like ``dtypes``.
+Precisions = Annotated[
+    list[Text],
+    BeforeValidator(_as_list),
+    Field(min_length=1),
+    AfterValidator(_named_precisions),
+    AfterValidator(_unique),
+    Says(
+        "a string or a non-empty list of precisions: dtypes, presets (bf16-fp32state, "
+        "bf16-fp32master, fp16-fp32master) or role=dtype,... strings"
+    ),
+]
+
+
 def _of_this_gate(what: str) -> Any:
-    """One of the gate's own suites or dtypes: the schema checks a non-empty string, the
+    """One of the gate's own suites, dtypes or precisions: the schema checks a non-empty string, the
     config which; the message lists them (``what``: their name in the context)."""
     return Annotated[
         str, StringConstraints(pattern=r"\S"), Says(f"a non-empty string; allowed: {{{what}}}")
@@ -126,6 +153,8 @@ class GateTable(_Table):
     name: Text = "adamspec gate"
     suite: _one_or_more(tuple(SUITES)) = ["default"]
     dtypes: _one_or_more(DTYPES) = ["float32"]
+    # more runs beside the dtypes' (without dtypes: instead of float32), one per precision
+    precisions: Precisions = []
     seed: _integer(0, 2**63 - 1) = 0
     strict: Flag = False
     fingerprint_suite: _one_of(tuple(SUITES)) = "discriminating"
@@ -183,6 +212,7 @@ class BaselineTable(_Table):
     case: Text = "*"
     suite: _of_this_gate("suites") | None = None
     dtype: _of_this_gate("dtypes") | None = None
+    precision: _of_this_gate("precisions") | None = None
     verdict: _one_of(VERDICTS) | None = None
     category: Text | None = None
     reason: Text

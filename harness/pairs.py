@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adamspec.harness.engine import hyper_for, initial_state
+from adamspec.harness.engine import gradient_dtype, hyper_for, initial_state
 from adamspec.harness.problems import Problem, resized
 from adamspec.impl.adapters import State, Unsupported, make_adapter
 from adamspec.oracles.metrics import ulp_distance
@@ -64,16 +64,18 @@ def _components(state: State) -> dict[str, list[np.ndarray]]:
     out = {"param": state.params, "m": state.m, "v": state.v}
     if state.v_max is not None:
         out["v_max"] = state.v_max
+    if state.master is not None:
+        out["master"] = state.master
     return out
 
 
 def _worst_ulp(a: State, b: State, record: dict[str, int]) -> None:
-    """Fold the per-component worst ULP distance between ``a`` and ``b`` into ``record``."""
-    fmt = format_of_dtype(a.params[0].dtype)
+    """Fold the per-component worst ULP distance between ``a`` and ``b`` into ``record``
+    (each in ULPs of its own dtype: a mixed precision keeps m and v wider than the params)."""
     theirs = _components(b)
     for name, ours in _components(a).items():
         for x, y in zip(ours, theirs[name], strict=True):
-            d = np.asarray(ulp_distance(x, y, fmt))
+            d = np.asarray(ulp_distance(x, y, format_of_dtype(np.asarray(x).dtype)))
             # two implementations agree where both give NaN (the oracle has no NaN to match)
             both_nan = np.isnan(np.asarray(x, np.float64)) & np.isnan(np.asarray(y, np.float64))
             d = np.where(both_nan, 0, d)
@@ -194,7 +196,8 @@ def pair_rows(
     rows = []
     for problem in pair_problems(problems):
         start = initial_state(problem, dtype, seed, amsgrad)
-        grads = [problem.gradients(t, start.params, dtype, seed) for t in range(problem.steps)]
+        grads = [problem.gradients(t, start.params, gradient_dtype(dtype), seed)
+                 for t in range(problem.steps)]  # fmt: skip
         case = {**common, "case": problem.name, "steps": problem.steps}
         try:
             errors = pair_errors(counterpart, implementation, hyper_for(implementation, problem),

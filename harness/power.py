@@ -31,7 +31,7 @@ from adamspec.spec.formats import format_named
 KEEP = 8
 
 #: How the perturbed quantity of each component is named in sentences.
-WHAT = {"param": "update", "m": "m", "v": "v", "v_max": "v_max", "master": "master"}
+WHAT = {"param": "update", "m": "m", "v": "v", "v_max": "v_max", "master": "master update"}
 
 
 @dataclass(frozen=True)

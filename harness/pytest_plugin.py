@@ -3,9 +3,10 @@
 Registered as the ``adamspec`` entry point of ``pytest11``, so installing adamspec is
 enough. Without ``--adamspec`` it does nothing. With it, the gate config
 (:mod:`adamspec.harness.gate`, reference in ``docs/ci.md``) becomes one pytest item per
-implementation x case x dtype, with ids like
-``adamspec::torch.Adam(foreach=False)::typical::float32`` (``suite/case`` when the config
-has several suites):
+implementation x case x precision (each of the config's dtypes, then its precisions), with
+ids like ``adamspec::torch.Adam(foreach=False)::typical::float32`` or
+``adamspec::adamspec[torch.Adam]::typical::bf16-fp32master`` (``suite/case`` when the
+config has several suites):
 
 * within budget: passed; a case the implementation cannot run: skipped, with the reason;
 * a discrepancy or error the baseline names: xfailed, with the entry's reason and link
@@ -15,12 +16,12 @@ has several suites):
 
 With ``strict = true`` each baseline entry is also an item, ``adamspec::baseline::<i>``,
 failing when the entry is stale (it no longer reproduces). Each implementation is run
-once per suite and dtype, when its first item runs (``-k`` selects without computing).
+once per suite and precision, when its first item runs (``-k`` selects without computing).
 
 At the end of the session the gate's reports go to ``--adamspec-out`` (default
 ``out-gate/``) as ``adamspec gate --out`` writes them (report.md, junit.xml, gate.json and
 each run's engine reports, through the same writers), for the implementations whose every
-suite and dtype was computed: with ``-k``, what was selected.
+suite and precision was computed: with ``-k``, what was selected.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--adamspec",
         metavar="CONFIG.toml",
         default=None,
-        help="add one test per implementation x case x dtype of this adamspec gate config",
+        help="add one test per implementation x case x precision of this adamspec gate config",
     )
     group.addoption(
         "--adamspec-out",
@@ -61,26 +62,26 @@ class GateFailure(AssertionError):
 
 class _Gate:
     """The loaded config and the engine tables computed so far (one run per implementation,
-    suite and dtype, on first use)."""
+    suite and precision, on first use)."""
 
     def __init__(self, config: GateConfig, out: Path) -> None:
         self.config = config
         self.out = out
         self._tables: dict[tuple[str, str, str], Tables | BaseException] = {}
 
-    def tables(self, implementation: str, suite: str, dtype: str) -> Tables:
+    def tables(self, implementation: str, suite: str, precision: str) -> Tables:
         from adamspec.harness import gate
         from adamspec.reports.tables import atomic_write
 
-        key = (implementation, suite, dtype)
+        key = (implementation, suite, precision)
         if key not in self._tables:
-            run_config = self.config.run_config(suite, dtype, (implementation,))
+            run_config = self.config.run_config(suite, precision, (implementation,))
             try:
                 tables = gate.compute(run_config, progress=lambda line: None)
             except Exception as exc:  # every item of this implementation reports it, once run
                 self._tables[key] = exc
             else:
-                folder = self.out / self.config.folder(suite, dtype)
+                folder = self.out / self.config.folder(suite, precision)
                 for relative, text in sorted(tables.counterexamples.items()):
                     target = folder / relative
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ class _Gate:
         return found
 
     def write_reports(self) -> Path | None:
-        """What ``adamspec gate`` writes, for the implementations whose every (suite, dtype)
+        """What ``adamspec gate`` writes, for the implementations whose every (suite, precision)
         run was computed in this session (with ``-k``: those selected); the path of
         report.md, or None when no implementation ran whole."""
         from adamspec.harness.gate import judge, write_reports
@@ -114,11 +115,11 @@ class _Gate:
         write_reports(judge(config, tables), tables, self.out, command="pytest --adamspec")
         return self.out / "report.md"
 
-    def row(self, implementation: str, suite: str, case: str, dtype: str) -> dict[str, Any]:
-        for row in self.tables(implementation, suite, dtype).summary:
-            if row["case"] == case and row["dtype"] == dtype:
+    def row(self, implementation: str, suite: str, case: str, precision: str) -> dict[str, Any]:
+        for row in self.tables(implementation, suite, precision).summary:
+            if row["case"] == case and row["precision"] == precision:
                 return row
-        raise GateFailure(f"adamspec produced no result for {implementation} {case} {dtype}")
+        raise GateFailure(f"adamspec produced no result for {implementation} {case} {precision}")
 
 
 _GATE = pytest.StashKey[_Gate]()
@@ -166,7 +167,7 @@ def pytest_collection_modifyitems(
 
 
 class GateCollector(pytest.Collector):
-    """The config's items: implementation x case x dtype, then the strict baseline checks."""
+    """The config's items: implementation x case x precision, then the strict baseline checks."""
 
     def collect(self) -> Iterator[pytest.Item]:
         from adamspec.harness.problems import SUITES
@@ -176,14 +177,15 @@ class GateCollector(pytest.Collector):
         for implementation in c.implementations:
             for suite in c.suites:
                 for problem in SUITES[suite]:
-                    for dtype in c.dtypes:
+                    for precision in c.run_precisions:
+                        case = c.case_id(suite, problem.name)
                         yield CaseItem.from_parent(
                             self,
-                            name=f"{implementation}::{c.case_id(suite, problem.name)}::{dtype}",
+                            name=f"{implementation}::{case}::{precision}",
                             implementation=implementation,
                             suite=suite,
                             case=problem.name,
-                            dtype=dtype,
+                            precision=precision,
                         )
         if c.strict:
             for entry in c.baseline:
@@ -207,14 +209,15 @@ class _GateItem(pytest.Item):
 
 class CaseItem(_GateItem):
     def __init__(
-        self, *, implementation: str, suite: str, case: str, dtype: str, **kwargs: Any
+        self, *, implementation: str, suite: str, case: str, precision: str, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.implementation, self.suite, self.case, self.dtype = implementation, suite, case, dtype
+        self.implementation, self.suite, self.case = implementation, suite, case
+        self.precision = precision
 
     def runtest(self) -> None:
         gate = self.config.stash[_GATE]
-        row = gate.row(self.implementation, self.suite, self.case, self.dtype)
+        row = gate.row(self.implementation, self.suite, self.case, self.precision)
         status, entry = gate.config.judge_row(self.suite, row)
         if status == "pass":
             return
@@ -232,7 +235,7 @@ class CaseItem(_GateItem):
         from adamspec.reports.markdown import format_ulp
 
         lines = [
-            f"{self.implementation} on {self.case} [{self.dtype}]: {row['verdict']} "
+            f"{self.implementation} on {self.case} [{self.precision}]: {row['verdict']} "
             f"(documented variant {row['documented_variant']})",
             f"category: {shown_category(row)}",
             f"max ULP: {format_ulp(row['max_ulp'])} (worst component: "
@@ -242,7 +245,8 @@ class CaseItem(_GateItem):
         if row["detail"]:
             lines.append(f"detail: {row['detail']}")
         if row["counterexample"]:
-            script = gate.out / gate.config.folder(self.suite, self.dtype) / row["counterexample"]
+            folder = gate.config.folder(self.suite, self.precision)
+            script = gate.out / folder / row["counterexample"]
             lines.append(f"counterexample: {script} (run it with python)")
         return "\n".join(lines)
 
@@ -261,9 +265,11 @@ class BaselineItem(_GateItem):
         for implementation in c.implementations:
             if not e.covers(implementation, c.aliases.get(implementation, ())):
                 continue
-            for suite, dtype in c.runs:
-                if (e.suite or suite) == suite and (e.dtype or dtype) == dtype:
-                    rows += [(suite, r) for r in gate.tables(implementation, suite, dtype).summary]
+            for suite, precision in c.runs:
+                run = e.dtype or e.precision or precision  # the entry's run, or every one
+                if (e.suite or suite) == suite and run == precision:
+                    found = gate.tables(implementation, suite, precision).summary
+                    rows += [(suite, r) for r in found]
         status = entry_status(c, e, rows)
         if status == "stale":
             raise GateFailure(

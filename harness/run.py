@@ -74,6 +74,7 @@ from adamspec.oracles.metrics import bits_error
 from adamspec.reports.tiers import RANGE, tier_text
 from adamspec.spec.catalog import entry, formula_name, same_formula
 from adamspec.spec.hyper import Hyper
+from adamspec.spec.precision import precision_named
 from adamspec.spec.variant import Variant
 
 #: How many of an implementation's best fingerprint matches are tried as each case's match.
@@ -211,7 +212,7 @@ def _row(trace: Trace, reference: str, mode: str, errors: StepErrors, step: int)
                 "reference_variant": reference,
                 "case": trace.problem.name,
                 "regime": trace.problem.regime,
-                "dtype": trace.dtype,
+                **precision_columns(trace.dtype),
                 "mode": mode,
                 "step": step,
                 "component": component,
@@ -223,6 +224,13 @@ def _row(trace: Trace, reference: str, mode: str, errors: StepErrors, step: int)
             }
         )
     return rows
+
+
+def precision_columns(precision: str) -> dict[str, str]:
+    """The ``dtype`` (the param's) and ``precision`` (its name, :mod:`adamspec.spec.precision`)
+    columns of a row measured under ``precision``."""
+    named = precision_named(precision)
+    return {"dtype": named.param, "precision": named.name}
 
 
 def _worst_component(errors: StepErrors, budget: Budget) -> str:
@@ -262,7 +270,7 @@ def _summary(
         "framework": trace.framework,
         "framework_version": trace.framework_version,
         "case": trace.problem.name,
-        "dtype": trace.dtype,
+        **precision_columns(trace.dtype),
         "steps": trace.steps_run,
         "max_ulp": _max_ulp(total) if per_step else 0,
         "median_ulp": float(statistics.median(measurable)) if measurable else math.nan,
@@ -334,9 +342,11 @@ def match_case(
     return "", []
 
 
-def _fingerprint_rows(name: str, fp: Fingerprint, claimed: str) -> list[dict[str, Any]]:
+def _fingerprint_rows(
+    name: str, fp: Fingerprint, claimed: str, precision: str
+) -> list[dict[str, Any]]:
     """One row per catalog name (names of one formula share a rank), and the best formula's
-    own row when no catalog name has it."""
+    own row when no catalog name has it (measured under ``precision``)."""
     rows = []
     for rank, m in enumerate(fp.matches, start=1):
         if not m.names and rank > 1:
@@ -345,6 +355,7 @@ def _fingerprint_rows(name: str, fp: Fingerprint, claimed: str) -> list[dict[str
             rows.append(
                 {
                     "implementation": name,
+                    **precision_columns(precision),
                     "variant": variant,
                     "rank": rank,
                     "max_ulp": m.max_ulp,
@@ -387,7 +398,10 @@ def separated_ties(fp: Fingerprint, seed: int = 0) -> dict[str, str]:
 
 def _fingerprint_sentence(fp: Fingerprint, claimed: str, seed: int) -> str:
     text = describe(fp, claimed)
-    separated = separated_ties(fp, seed) if fp.ties else {}
+    try:
+        separated = separated_ties(fp, seed) if fp.ties else {}
+    except Exception as exc:  # the sentence's extra: its failure must not lose the fingerprint
+        return f"{text}; no separating problem searched: {type(exc).__name__}: {exc}"
     if separated:
         parts = [f"{n}: {where or 'no problem here separates them'}"
                  for n, where in separated.items()]  # fmt: skip
@@ -451,7 +465,7 @@ def fingerprint_task(info: AdapterInfo, config: RunConfig) -> Fingerprinted:
         traces = [record_trace(name, p, config.dtype, config.seed)
                   for p in suite(config.fingerprint_suite)]  # fmt: skip
         fp = fingerprint(traces, config.budget, documented=claimed)
-        out.fingerprints += _fingerprint_rows(name, fp, claimed)
+        out.fingerprints += _fingerprint_rows(name, fp, claimed, config.dtype)
         if fp.best is not None:
             out.fingerprint_text[name] = _fingerprint_sentence(fp, claimed, config.seed)
     out.seconds = {"kernel": sum(t.kernel_seconds for t in traces), "oracle": oracle_seconds[0]}
@@ -634,10 +648,17 @@ def pair_task(
     ours = [c.tables.summary[0] for c in cases[:half]]
     theirs = [c.tables.summary[0] for c in cases[half:]]
     out = Tables()
+    if _all_skipped(ours) or _all_skipped(theirs):  # e.g. a precision one of them does not run
+        return out
     out.pairs = pair_rows(info.name, counterpart.name, info.documented, config.problems(),
                           config.dtype, config.seed, formulas,
                           diverging_cases(ours, theirs))  # fmt: skip
     return out
+
+
+def _all_skipped(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether no case of an implementation ran (there is nothing to pair it with)."""
+    return all(row["verdict"] == "skipped" for row in rows)
 
 
 def evaluate_separation(config: RunConfig) -> Tables:
@@ -678,7 +699,7 @@ def _skipped(
                 "framework": info.framework or "adamspec",
                 "framework_version": "",
                 "case": problem.name,
-                "dtype": config.dtype,
+                **precision_columns(config.dtype),
                 "steps": 0,
                 "max_ulp": 0,
                 "median_ulp": math.nan,
@@ -937,7 +958,7 @@ def fingerprint_rows(name: str, config: RunConfig) -> tuple[list[dict[str, Any]]
         raise RunUsageError(f"{name} ran no step of the fingerprint problems: {reasons}")
     claimed = "" if name in config.unclaimed else REGISTRY[name].documented
     fp = fingerprint(traces, budget_for(name, config.budget), documented=claimed)
-    rows = _fingerprint_rows(name, fp, claimed)
+    rows = _fingerprint_rows(name, fp, claimed, config.dtype)
     for row in rows:
         del row["implementation"]
     return rows, _fingerprint_sentence(fp, claimed, config.seed)
@@ -950,12 +971,16 @@ def summary_table(tables: Tables) -> str:
         by_impl.setdefault(row["implementation"], []).append(row)
     order = {"error": 0, "discrepancy": 1, RANGE: 2, "pass": 3, "skipped": 4}
     lines = []
-    width = max((len(n) for n in by_impl), default=14)
+    skipped = _skipped_whole(by_impl)
+    collapsed = {n for names in skipped.values() for n in names}
+    width = max((len(n) for n in by_impl if n not in collapsed), default=14)
     lines.append(
         f"{'implementation':<{width}}  {'verdict':<22}  {'max ULP':>8}  "
         f"{'matched variant':<32}  category"
     )
     for name, rows in by_impl.items():
+        if name in collapsed:
+            continue
         worst_row = min(rows, key=lambda r: (order[r["verdict"]], -(r["max_ulp"] % 2**62)))
         counts = {v: sum(r["verdict"] == v for r in rows) for v in order}
         verdict = worst_row["verdict"]
@@ -969,4 +994,26 @@ def summary_table(tables: Tables) -> str:
             f"{name:<{width}}  {shown:<22}  {worst_row['max_ulp']:>8}  "
             f"{worst_row['matched_variant']:<32}  {category}"
         )
+    for reason, names in skipped.items():
+        shown = ", ".join(names[:SKIPPED_NAMES_SHOWN])
+        more = len(names) - SKIPPED_NAMES_SHOWN
+        shown += f" and {more} more (summary.csv)" if more > 0 else ""
+        lines.append(f"skipped, every case ({len(names)}): {reason}: {shown}")
     return "\n".join(lines)
+
+
+#: How many names a line of implementations skipped for one reason shows.
+SKIPPED_NAMES_SHOWN = 4
+
+
+def _skipped_whole(by_impl: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    """The implementations no case of which ran, by the one reason they give (the detail
+    without their own name: "does not run precision bf16-fp32master; ..."), where at least
+    two share it: a run in a precision most frameworks do not run says so in one line."""
+    reasons: dict[str, list[str]] = {}
+    for name, rows in by_impl.items():
+        details = {str(r["detail"]).removeprefix("skipped: ").removeprefix(f"{name} ")
+                   for r in rows}  # fmt: skip
+        if len(details) == 1 and all(r["verdict"] == "skipped" for r in rows):
+            reasons.setdefault(details.pop(), []).append(name)
+    return {reason: names for reason, names in reasons.items() if len(names) > 1}

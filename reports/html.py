@@ -41,7 +41,9 @@ from adamspec.reports.markdown import (
     NONFINITE_ULP,
     VERDICT_SEVERITY,
     format_ulp,
+    mixed_ulps_note,
     overview,
+    precision_text,
     shown_verdict,
     verdict_counts,
 )
@@ -583,7 +585,8 @@ def _chip(name: str, impl_tier: str, note: str = "") -> str:
 def _lead(summary: pd.DataFrame, tiers: Mapping[str, str]) -> str:
     if summary.empty:
         return '<p class="lead">No implementation produced a result.</p>'
-    dtypes = ", ".join(sorted(set(summary["dtype"]) - {""}))
+    precisions = precision_text(summary["precision"])
+    note = mixed_ulps_note(summary["precision"])
     problems = summary["case"].nunique()
     chips = " ".join(
         f'<span class="tier {_TIER_CLASS[t]}">{n} {esc(t)} {TIER_MARK[t]}</span>'
@@ -591,7 +594,7 @@ def _lead(summary: pd.DataFrame, tiers: Mapping[str, str]) -> str:
     )
     return (
         f'<p class="lead">{len(tiers)} implementations on {problems} problems '
-        f"({esc(dtypes)}): {chips}</p>"
+        f"in precision <b>{esc(precisions)}</b>{esc(note)}: {chips}</p>"
     )
 
 
@@ -730,17 +733,18 @@ def _overview_html(summary: pd.DataFrame, fingerprints: pd.DataFrame) -> str:
 
 #: The columns of the every-case table, and their widths (% of the page).
 _CASE_COLUMNS = {
-    "implementation": 15,
-    "case": 11,
+    "implementation": 14,
+    "case": 10,
+    "precision": 8,
     "verdict": 7,
     "steps": 4,
     "max_ulp": 6,
-    "median_ulp": 6,
+    "median_ulp": 5,
     "max_free_ulp": 6,
     "worst_component": 6,
-    "matched_variant": 12,
-    "category": 10,
-    "detail": 17,
+    "matched_variant": 11,
+    "category": 9,
+    "detail": 14,
 }
 
 

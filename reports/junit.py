@@ -5,6 +5,9 @@ A document is one ``<testsuites>`` holding one ``<testsuite>``; both carry ``tes
 ``<testcase classname=... name=...>``, passed or with one ``<failure>``, ``<error>`` or
 ``<skipped>`` child. The builders below make the cases every caller needs:
 
+Every case a summary row makes is named by :func:`case_name`: the case and the precision
+it ran in, ``typical[float32]`` or ``typical[bf16-fp32master]``.
+
 * :func:`row_case`: a summary row as ``adamspec run`` and ``check`` report it: "pass"
   passes, "range" passes (the tier "conforms except the dtype's range") with a
   ``<system-out>`` saying what overflowed or flushed, "skipped" is skipped with its
@@ -42,6 +45,7 @@ from adamspec.reports.tables import atomic_write, conform
 __all__ = [
     "BASELINE_CLASSNAME",
     "JUnitCase",
+    "case_name",
     "failed_row_case",
     "junit_document",
     "junit_xml",
@@ -146,9 +150,15 @@ def _body(row: Mapping[str, Any]) -> str:
     return "\n".join(f"{c}: {_field(row, c)}" for c in SUMMARY_COLUMNS)
 
 
+def case_name(row: Mapping[str, Any], case: str | None = None) -> str:
+    """A row's test-case name: its case (``case``: as the caller names it, e.g. ``suite/case``)
+    and the precision it ran in, ``typical[float32]``, ``typical[bf16-fp32master]``."""
+    return f"{row['case'] if case is None else case}[{row['precision']}]"
+
+
 def failed_row_case(row: Mapping[str, Any], name: str | None = None) -> JUnitCase:
-    """A summary row that fails the build (``name`` defaults to the row's case)."""
-    classname, name = _text(row["implementation"]), _text(row["case"] if name is None else name)
+    """A summary row that fails the build (``name`` defaults to :func:`case_name`)."""
+    classname, name = _text(row["implementation"]), _text(case_name(row) if name is None else name)
     if row["verdict"] == "error":
         return JUnitCase(
             classname, name, "error", _text(row["detail"]) or "error", "error", _body(row)
@@ -161,9 +171,9 @@ def failed_row_case(row: Mapping[str, Any], name: str | None = None) -> JUnitCas
 def row_case(
     row: Mapping[str, Any], name: str | None = None, *, range_fails: bool = False
 ) -> JUnitCase:
-    """A summary row as run and check report it (``name`` defaults to the row's case); a
+    """A summary row as run and check report it (``name`` defaults to :func:`case_name`); a
     range case fails with ``range_fails`` (``adamspec check --strict-range``)."""
-    classname, name = _text(row["implementation"]), _text(row["case"] if name is None else name)
+    classname, name = _text(row["implementation"]), _text(case_name(row) if name is None else name)
     verdict = row["verdict"]
     if verdict == "pass":
         return JUnitCase(classname, name)
@@ -181,10 +191,10 @@ def junit_xml(
     summary: pd.DataFrame, suite_name: str = "adamspec", *, range_fails: bool = False
 ) -> str:
     """The JUnit XML of ``summary`` (a DataFrame with the summary columns): one
-    ``<testcase classname=implementation name=case>`` per row (:func:`row_case`), sorted
-    by (implementation, case)."""
+    ``<testcase classname=implementation name="case[precision]">`` per row
+    (:func:`row_case`), sorted by (implementation, case, precision)."""
     table = conform(summary, SUMMARY_COLUMNS, "summary")
-    table = table.sort_values(["implementation", "case"], kind="mergesort")
+    table = table.sort_values(["implementation", "case", "precision"], kind="mergesort")
     cases = (row_case(row, range_fails=range_fails) for row in table.to_dict("records"))
     return junit_document(cases, suite_name)
 

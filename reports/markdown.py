@@ -7,7 +7,7 @@ summary and fingerprint tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -23,6 +23,7 @@ from adamspec.reports.findings import (
 from adamspec.reports.schema import FINGERPRINT_COLUMNS, SUMMARY_COLUMNS, VERDICTS
 from adamspec.reports.tables import conform
 from adamspec.reports.tiers import TIER_MARK, tier_text
+from adamspec.spec.precision import ROLES, PrecisionError, precision_named
 
 __all__ = [
     "NONFINITE_ULP",
@@ -30,7 +31,9 @@ __all__ = [
     "first_section",
     "format_ulp",
     "md_escape",
+    "mixed_ulps_note",
     "overview",
+    "precision_text",
     "shown_verdict",
     "summary_markdown",
     "verdict_counts",
@@ -60,6 +63,42 @@ def format_ulp(value: Any) -> str:
         return "—"
     v = int(value)
     return "NaN/inf" if v == NONFINITE_ULP else str(v)
+
+
+def precision_text(names: Iterable[Any]) -> str:
+    """The precisions rows were measured in, for a reader: ``float32``, or a mix with its
+    roles spelt out, ``bf16-fp32master (param bfloat16, grad bfloat16, state float32, master
+    float32)``; several joined by "; " in the order given ("" for none)."""
+    shown = []
+    for name in dict.fromkeys(str(n) for n in names if n is not None and n is not pd.NA):
+        if not name:
+            continue
+        try:
+            precision = precision_named(name)
+        except PrecisionError:  # a record from elsewhere: shown as written
+            shown.append(name)
+            continue
+        if precision.uniform or precision.name == precision.roles_text():
+            shown.append(name)
+        else:
+            roles = ", ".join(f"{r} {getattr(precision, r) or 'none'}" for r in ROLES)
+            shown.append(f"{name} ({roles})")
+    return "; ".join(shown)
+
+
+#: Said beside a mixed precision: a component's ULPs are those of the dtype it is stored in.
+MIXED_ULPS = "ULPs of each component in its own dtype"
+
+
+def mixed_ulps_note(names: Iterable[Any]) -> str:
+    """``"; " + MIXED_ULPS`` when a precision among ``names`` is mixed, else ""."""
+    for name in {str(n) for n in names if n is not None and n is not pd.NA and str(n)}:
+        try:
+            if not precision_named(name).uniform:
+                return f"; {MIXED_ULPS}"
+        except PrecisionError:
+            continue
+    return ""
 
 
 def _ulp_rank(value: Any) -> float:
@@ -252,7 +291,12 @@ def summary_markdown(
     fingerprints = conform(fingerprints, FINGERPRINT_COLUMNS, "fingerprints")
     table = overview(summary, fingerprints)
     counts = verdict_counts(summary)
-    lines = ["## adamspec", "", *first_section(summary, fingerprints, pairs)]
+    lines = ["## adamspec", ""]
+    precisions = precision_text(summary["precision"])
+    if precisions:
+        note = mixed_ulps_note(summary["precision"])
+        lines += [f"**Precision:** {md_escape(precisions + note)}", ""]
+    lines += first_section(summary, fingerprints, pairs)
     if table.empty:
         lines.append("No implementation produced a result.")
     else:

@@ -10,7 +10,11 @@ from __future__ import annotations
 #: One row per implementation x case x mode x step x component: the worst coordinate.
 #: ``mode`` is "lockstep" (local error of one step started from the implementation's own
 #: state) or "free" (global divergence from the oracle's own trajectory).
-#: ``ulp_error`` is the ordinal ULP distance in the implementation's dtype (-1: a NaN/inf
+#: ``dtype`` is the param dtype and ``precision`` the precision configuration the run used
+#: (:attr:`adamspec.spec.precision.Precision.name`: the dtype itself when every role is in
+#: it, a preset name such as ``bf16-fp32master``, else ``param=...,grad=...,state=...,
+#: master=...``); every table that names a dtype names the precision beside it.
+#: ``ulp_error`` is the ordinal ULP distance in the component's own dtype (-1: a NaN/inf
 #: mismatch, not measurable in ULPs); ``bits_error`` is log2(1 + ulp_error) (NaN if -1);
 #: ``scaled_ulp`` is the error in ULPs of the operands' magnitude (so a cancellation that
 #: leaves a tiny result does not look like a wrong formula); ``outcome`` is the worst
@@ -24,6 +28,7 @@ RESULTS_COLUMNS: tuple[str, ...] = (
     "case",
     "regime",
     "dtype",
+    "precision",
     "mode",
     "step",
     "component",
@@ -34,7 +39,8 @@ RESULTS_COLUMNS: tuple[str, ...] = (
     "coordinates",
 )
 
-#: One row per implementation x case: the lock-step verdict against the documented variant.
+#: One row per implementation x case: the lock-step verdict against the documented variant,
+#: at ``dtype`` (the param dtype) under ``precision`` (as in the results table).
 #: ``verdict`` is "pass" (every component within its budget), "range" (over budget only
 #: where the dtype cannot hold the exact values: category "format range", ``detail`` says
 #: what overflowed or flushed), "discrepancy", "skipped" (the adapter cannot run this case:
@@ -65,6 +71,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "framework_version",
     "case",
     "dtype",
+    "precision",
     "steps",
     "max_ulp",
     "median_ulp",
@@ -99,7 +106,8 @@ PROFILE_COLUMNS: tuple[str, ...] = (
 
 #: One row per implementation x catalog variant (plus the fingerprint's best formula when it
 #: has no catalog name): lock-step error of the implementation measured against that
-#: variant over the fingerprint problem set; ``rank`` 1 is the best match (variants with the
+#: variant over the fingerprint problem set, run in ``dtype`` (the param dtype) under
+#: ``precision`` (as in the results table); ``rank`` 1 is the best match (variants with the
 #: same formula on these problems share a rank); ``documented`` whether it is the variant the
 #: implementation claims (never, without a claim); ``within_budget`` whether every component
 #: stays within its ULP budget on every case; ``formula`` the formula as axes that differ
@@ -108,6 +116,8 @@ PROFILE_COLUMNS: tuple[str, ...] = (
 #: budget and ``failing_cases`` the others ("; "-separated).
 FINGERPRINT_COLUMNS: tuple[str, ...] = (
     "implementation",
+    "dtype",
+    "precision",
     "variant",
     "rank",
     "max_ulp",

@@ -327,7 +327,8 @@ BAD_CONFIGS = {
     "misspelt-key-before-missing-one": (
         "[[implementation]]\nname = 'toy.none'\n[[baseline]]\nimplementation = 'toy.none'\n"
         "reasn = 'r'\n",
-        "baseline[0].reasn: unknown key; allowed: implementation, case, suite, dtype, verdict,",
+        "baseline[0].reasn: unknown key; allowed: implementation, case, suite, dtype, precision, "
+        "verdict,",
     ),
     "dtype-listed-twice": (
         "[gate]\ndtypes = ['float32', 'float32']\n",
@@ -399,7 +400,9 @@ def test_every_key_of_the_schema_says_what_it_must_be(tmp_path, table, key):
 def test_budget_table_sets_components_for_the_config(tmp_path):
     text = "[budget]\nv = 0\nparam = 7\n[[implementation]]\nname = 'toy.none'\n"
     budget = load_config(write_config(tmp_path, text)).budget
-    assert list(budget.ulp.items()) == [("param", 7), ("m", 2), ("v", 0), ("v_max", 3), ("ema", 2)]
+    assert list(budget.ulp.items()) == [
+        ("param", 7), ("m", 2), ("v", 0), ("v_max", 3), ("ema", 2), ("master", 2)
+    ]  # fmt: skip
     assert budget.scaled["v"] == 0.0 and budget.reasons["param"] == "gate config gate.toml [budget]"
     assert "[budget]" not in budget.reasons["m"]
 
@@ -595,6 +598,7 @@ def test_the_documented_config_is_valid(tmp_path, registry):
     (tmp_path / "kernels" / "fused_adam.py").write_text("def step(p, g, s, h):\n    return p, s\n")
     config = load_config(write_config(tmp_path, text))
     assert config.strict and config.dtypes == ("float32", "bfloat16")
+    assert config.precisions == ("bf16-fp32master",)
     assert "torch.Adam(foreach=False)" in config.implementations
     assert config.budget.ulp["v"] == 4 and config.baseline[0].case == "huge"
 

@@ -294,6 +294,8 @@ def _summary_row(impl: str, documented: str, verdict: str = "pass") -> dict:
 def _fingerprint_row(impl: str, variant: str, within: bool = True) -> dict:
     return {
         "implementation": impl,
+        "dtype": "float32",
+        "precision": "float32",
         "variant": variant,
         "rank": 1,
         "max_ulp": 3,

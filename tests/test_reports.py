@@ -77,6 +77,7 @@ def result_row(impl: str, case: str, mode: str, step: int, component: str, ulp: 
         "case": case,
         "regime": "normal" if case == "float32.small" else "tiny",
         "dtype": "float32",
+        "precision": "float32",
         "mode": mode,
         "step": step,
         "component": component,
@@ -113,6 +114,7 @@ def summary_row(impl: str, case: str, verdict: str, **kw) -> dict:
         "framework_version": version,
         "case": case,
         "dtype": "float32",
+        "precision": "float32",
         "steps": 5,
         "max_ulp": 0,
         "median_ulp": 0.0,
@@ -202,6 +204,8 @@ def make_fingerprints() -> list[dict]:
             rows.append(
                 {
                     "implementation": impl,
+                    "dtype": "float32",
+                    "precision": "float32",
                     "variant": variant,
                     "rank": ordered.index(variant) + 1,
                     "max_ulp": ulp,
@@ -603,15 +607,18 @@ def test_junit_parses_and_counts(tables):
         assert el.attrib["errors"] == "1"
         assert el.attrib["skipped"] == "1"
     cases = suite.findall("testcase")
+    # every case names the precision it ran in
     assert [(c.attrib["classname"], c.attrib["name"]) for c in cases] == sorted(
-        (r["implementation"], r["case"]) for r in make_summary()
+        (r["implementation"], f"{r['case']}[float32]") for r in make_summary()
     )
 
 
 def test_junit_failure_error_and_skip_messages(tables):
     root = ET.fromstring(junit_xml(tables["summary"], suite_name="nightly"))
     assert root.find("testsuite").attrib["name"] == "nightly"
-    failure = root.find(".//testcase[@classname='torch.Adam'][@name='float32.tiny_grad']/failure")
+    failure = root.find(
+        ".//testcase[@classname='torch.Adam'][@name='float32.tiny_grad[float32]']/failure"
+    )
     message = failure.attrib["message"]
     for part in ("eps placement", "200", "paper.eps_hat", "eps inside | outside sqrt <b>"):
         assert part in message
@@ -675,7 +682,8 @@ def test_failed_row_case_is_named_as_the_caller_says_and_keeps_every_field():
     assert len(case.text.splitlines()) == len(SUMMARY_COLUMNS)
     crash = failed_row_case(summary_row("keras.Adam", CASES[0], "error", detail="Boom"))
     assert (crash.outcome, crash.type, crash.message) == ("error", "error", "Boom")
-    assert crash.name == CASES[0]  # the row's case unless the caller names it
+    # the row's case and precision unless the caller names it
+    assert crash.name == f"{CASES[0]}[float32]"
 
 
 def test_xfail_and_stale_baseline_cases():
@@ -731,7 +739,8 @@ def test_heatmaps_leave_room_for_long_variant_names():
     # Catalog names reach 40 characters; too small a figure collapses the axes (a warning).
     variants = [f"optax.amsgrad[bias_correction_nu=False]{i:02d}" for i in range(26)]
     fp = [
-        {"implementation": impl, "variant": v, "rank": j + 1, "max_ulp": j, "param_max_ulp": j,
+        {"implementation": impl, "dtype": "float32", "precision": "float32", "variant": v,
+         "rank": j + 1, "max_ulp": j, "param_max_ulp": j,
          "cases": 1, "documented": j == 0, "within_budget": j == 0, "formula": v,
          "within_cases": int(j == 0), "failing_cases": "" if j == 0 else "c"}
         for impl in ("adamspec[paper.algorithm1]", "torch.Adam(fused=True)")
@@ -799,7 +808,7 @@ def test_html_opens_with_tiers_findings_and_groups_and_ends_with_the_run(page):
           ("findings", "formulas", "off-budget", "summary", "free", "run")}  # fmt: skip
     assert list(at) == sorted(at, key=at.get)
     lead = page[page.index("<h1>") : at["findings"]]
-    assert "3 implementations on 2 problems (float32)" in lead
+    assert "3 implementations on 2 problems in precision <b>float32</b>" in lead
     assert "1 does not conform" in lead and "1 conforms" in lead and "1 error" in lead
     groups = page[at["formulas"] : at["off-budget"]]
     assert "paper.algorithm1" in groups and "ours.Adam ✓" in groups
@@ -876,10 +885,10 @@ def test_the_main_tables_show_the_range_tier_and_junit_passes_it_saying_what_ove
     assert "pass (range: 1 case)" in page
     root = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS)))
     assert root.attrib["failures"] == "0"
-    (case,) = [c for c in root.iter("testcase") if c.get("name") == CASES[1]]
+    (case,) = [c for c in root.iter("testcase") if c.get("name") == f"{CASES[1]}[float32]"]
     assert case.find("system-out").text == "range: g*g overflows at 38 of 60 coordinate-steps"
     strict = ET.fromstring(junit_xml(frame(rows, SUMMARY_COLUMNS), range_fails=True))
-    (case,) = [c for c in strict.iter("testcase") if c.get("name") == CASES[1]]
+    (case,) = [c for c in strict.iter("testcase") if c.get("name") == f"{CASES[1]}[float32]"]
     assert case.find("failure").get("type") == "range" and strict.attrib["failures"] == "1"
 
 
