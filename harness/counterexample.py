@@ -585,25 +585,31 @@ def _header(ce: Counterexample, comment: str) -> list[str]:
     ]
     if ce.before.v_max is not None:
         inputs.append(f"v_max [{_shown(ce.before.v_max[0])}]")
+    if ce.before.master is not None:
+        inputs.append(f"master [{_shown(ce.before.master[0])}]")
     g = ce.grads[0]
     if isinstance(g, SparseRows):
         rows = ", ".join(str(int(i)) for i in np.asarray(g.indices))
         inputs.append(f"grad rows [{rows}] values [{_shown(g.values)}]")
     else:
         inputs.append(f"grad [{_shown(g)}]")
+    precision = precision_named(ce.dtype)
+    # a mixed precision's values are each in their own dtype: say which
+    dtypes = ce.dtype if precision.uniform else f"{ce.dtype} ({precision.roles_text()})"
+    each = ce.dtype if precision.uniform else "each component's own dtype"
     lines = [
         f"adamspec minimal counterexample: {ce.implementation} ({framework}), "
-        f"{ce.dtype}, one step of one tensor of shape {ce.shape}",
+        f"{dtypes}, one step of one tensor of shape {ce.shape}",
         f"documented as: {ce.info.documented or 'nothing (no variant claimed)'}",
         f"compared with: {_variant_label(ce)}",
         f"category (single change of that variant explaining the step): {category}",
         f"hyperparameters (exact decimals): {_hyper_text(ce)}",
         f"state before the step: step={ce.step} (this is step t={ce.step + 1}); inputs as "
-        f"{ce.dtype} prints them: {', '.join(inputs)}",
-        f"errors against the oracle, in ULPs of {ce.dtype}: {_errors_text(ce)}; "
+        f"{each} prints them: {', '.join(inputs)}",
+        f"errors against the oracle, in ULPs of {each}: {_errors_text(ce)}; "
         f"worst {ce.multiple:.3g}x the budget",
         f"{_origin(ce)}; the oracle's values are exact to {DIGITS} significant digits, "
-        f"then correctly rounded to {ce.dtype}",
+        f"then correctly rounded to {each}",
     ]
     out = []
     for line in lines:
@@ -621,7 +627,8 @@ def _origin(ce: Counterexample) -> str:
 def _oracle_comment(ce: Counterexample, name: str) -> str:
     got = ", ".join(hex_floats(_component(ce.after, name)))
     return (
-        f"adamspec oracle: {', '.join(ce.exact[name])} (correctly rounded {ce.dtype}: "
+        f"adamspec oracle: {', '.join(ce.exact[name])} (correctly rounded "
+        f"{ce.oracle[name].dtype.name}: "
         f"{', '.join(hex_floats(ce.oracle[name]))}); adamspec's run gave {got}"
     )
 
