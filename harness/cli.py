@@ -534,6 +534,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument(
         "--precision",
         metavar="NAME",
+        type=_precision_type,
         help="oracle: a mixed precision instead of --dtype: bf16-fp32state, bf16-fp32master, "
         "fp16-fp32master or role=dtype,... (roles param, grad, state, master)",
     )
@@ -632,7 +633,7 @@ def _precision_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(dtype=None)
     p.add_argument(
         "--precision",
-        type=_precision,
+        type=_precision_type,
         default=None,
         metavar="PRESET|ROLE=DTYPE,...",
         help="mixed precision: bf16-fp32state, bf16-fp32master, fp16-fp32master, or "
@@ -652,7 +653,7 @@ def _precision_options(p: argparse.ArgumentParser) -> None:
         )
 
 
-def _precision(text: str) -> str:
+def _precision_type(text: str) -> str:
     from adamspec.spec.precision import PrecisionError, precision_named
 
     try:

@@ -64,11 +64,12 @@ def test_a_correct_kernel_of_each_preset_conforms(tmp_path, kernel, kwargs, prec
     result = _check(kernel, tmp_path, **kwargs)
     assert result.conforms, [(r["case"], r["verdict"], r["detail"]) for r in result.tables.summary]
     ran = _ran(result)
-    assert len(ran) >= 8 and {r["dtype"] for r in ran} == {precision}
+    assert len(ran) >= 8 and {r["precision"] for r in ran} == {precision}
+    assert {r["dtype"] for r in ran} == {precision_named(precision).param}
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["precision"] == precision_named(precision).roles_text()
     if "master" in precision:  # the master was measured, not only the param
-        assert "master" in result.power
+        assert "master update" in result.power
 
 
 def test_without_its_precision_a_mixed_kernel_breaks_the_one_dtype_contract(tmp_path):
@@ -232,4 +233,5 @@ def test_the_readme_bf16_kernel_conforms_to_torch_adam(tmp_path):
                    out=tmp_path, progress=lambda line: None)  # fmt: skip
     assert result.conforms, [(r["case"], r["verdict"], r["detail"]) for r in result.tables.summary]
     ran = _ran(result)
-    assert len(ran) == 16 and {r["dtype"] for r in ran} == {"bf16-fp32state"}
+    assert len(ran) == 16 and {r["precision"] for r in ran} == {"bf16-fp32state"}
+    assert {r["dtype"] for r in ran} == {"bfloat16"}
