@@ -206,7 +206,9 @@ def test_a_worker_killed_mid_run_loses_nothing(here_bytes, dask_cluster, tmp_pat
         busy: list[str] = []
         while not busy:
             assert time.monotonic() < deadline and job.is_alive(), "no task ever ran"
-            busy = [w for w, keys in watcher.processing().items() if keys]
+            # only workers whose process is known: under load the scheduler can list an
+            # address run() did not answer for yet (a KeyError in the full suite, once)
+            busy = [w for w, keys in watcher.processing().items() if keys and w in pids]
             time.sleep(0.05)
         victim = pids[busy[0]]
         os.kill(victim, signal.SIGKILL)
