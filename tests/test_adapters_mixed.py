@@ -171,6 +171,7 @@ def test_the_torch_master_path_declines_a_uniform_precision():
 
 
 @needs_keras
+@pytest.mark.slow  # 16 s; the fast suite keeps its non-range problems in the fingerprint test
 def test_keras_mixed_bfloat16_on_tensorflow_over_the_default_suite():
     traces = _traces("keras.Adam[tensorflow,mixed_bfloat16]", "bf16-fp32master")
     # no sparse path: a model's densified gradient is not what the harness's rows mean
@@ -199,7 +200,10 @@ def test_keras_mixed_bfloat16_on_the_other_backends_over_the_default_suite(backe
 
 
 @needs_keras
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("jax", marks=pytest.mark.slow), "torch"],  # jax: the slow tier
+)
 def test_keras_mixed_bfloat16_on_jax_and_torch_two_problems(backend):
     ok = _traces(f"keras.Adam[{backend},mixed_bfloat16]", "bf16-fp32master", ("typical", "mlp"))
     _assert_param_is_the_rounded_master(ok, "bf16-fp32master")
@@ -429,6 +433,7 @@ def test_torch_adam_on_bfloat16_params_keeps_its_state_in_bfloat16_and_is_roundi
 
 
 @needs_torch
+@pytest.mark.slow  # 7 s; the fast suite keeps its non-range problems in the fingerprint test
 def test_torch_master_weight_path_over_the_default_suite():
     ok = [t for t in _traces(TORCH_MASTER, "bf16-fp32master") if t.status == "ok"]
     _assert_param_is_the_rounded_master(ok, "bf16-fp32master")
