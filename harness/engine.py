@@ -490,12 +490,12 @@ def component_scales(
         m_new = np.abs(reference.value("m", k).astype(np.float64))
         cancelled = np.where(m_new > 0, m_scale / m_new, 0.0)
         m_condition = 2.0 * np.maximum(np.where(np.isfinite(cancelled), cancelled, 0.0) - 1, 0)
-        step = np.abs(reference.value("param", k).astype(np.float64) - theta)
-        step = step * (UPDATE_ROUNDINGS + kappa + m_condition)
-        if before.master is not None:  # the update is on the master: its magnitudes count
+        # the weights the update is computed on: the master where one is kept
+        if before.master is not None:
             theta = before.master[k].astype(np.float64)
-            step = np.abs(reference.value("master", k).astype(np.float64) - theta)
-            step = step * (UPDATE_ROUNDINGS + kappa + m_condition)
+        updated = "param" if before.master is None else "master"
+        step = np.abs(reference.value(updated, k).astype(np.float64) - theta)
+        step = step * (UPDATE_ROUNDINGS + kappa + m_condition)
         scales = {
             "param": np.maximum(np.abs(theta), np.where(np.isfinite(step), step, 0.0)),
             "m": m_scale,

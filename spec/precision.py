@@ -94,15 +94,6 @@ class Precision:
         """Every role written out, ``param=bfloat16,grad=bfloat16,state=float32,master=none``."""
         return ",".join(f"{r}={getattr(self, r) or 'none'}" for r in ROLES)
 
-    def dtype_of(self, component: str) -> str:
-        """The dtype a stored component is rounded to: ``param``, ``master``, ``ema`` (held
-        beside the weights the update is computed on), or a state component."""
-        if component == "param":
-            return self.param
-        if component in ("master", "ema"):
-            return self.compute
-        return self.state
-
     def __str__(self) -> str:
         return self.name
 
@@ -158,18 +149,6 @@ def precision_named(text: Any) -> Precision:
     return Precision(**roles)
 
 
-def with_roles(param: str, **roles: str | None) -> Precision:
-    """``param``'s precision with some roles set (None or "" leaves a role at its default):
-    what ``--state-dtype``/``--master-dtype`` and a kernel's declaration make of a dtype."""
-    given = {r: v for r, v in roles.items() if v}
-    unknown = sorted(set(given) - set(ROLES) - {"param"})
-    if unknown:
-        raise PrecisionError(
-            f"precision role {unknown[0]!r} is unknown; allowed roles: {', '.join(ROLES)}"
-        )
-    return Precision(param, **{r: given[r] for r in given if r != "param"})
-
-
 def _allowed() -> str:
     return (
         f"allowed: a dtype ({', '.join(FORMATS)}), a preset ({', '.join(PRESETS)}) "
@@ -183,5 +162,4 @@ __all__ = [
     "Precision",
     "PrecisionError",
     "precision_named",
-    "with_roles",
 ]
